@@ -1,0 +1,177 @@
+package tlsmitm
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"syscall"
+	"time"
+)
+
+// Client identifies the container a connection came from.
+type Client struct {
+	ID, Name, Profile string
+	Known             bool
+}
+
+// Identity maps a source address to a container. Implementations must be
+// safe for concurrent use and fast (it is called once per connection).
+type Identity interface {
+	Lookup(addr netip.Addr) (Client, bool)
+}
+
+// Injector rewrites intercepted requests. Apply is called once per request,
+// on the outgoing request already addressed to host (the SNI name, which has
+// been checked against the Host header). It returns the rule name and whether
+// a credential was injected. An error that wraps ErrForbidden becomes a 403;
+// any other error a 500; neither reaches the upstream. RedactResponse removes
+// any credential the upstream echoes in response headers. Implementations
+// must never put a credential in the returned error.
+type Injector interface {
+	Apply(req *http.Request, host string, c Client) (rule string, injected bool, err error)
+	RedactResponse(host string, h http.Header)
+}
+
+// Event is one audit record: one per intercepted request, one per passthrough
+// or refused connection. It never holds a header value.
+type Event struct {
+	Time         time.Time // start of the request or connection
+	Client       Client
+	SrcIP        netip.AddrPort
+	OrigDst      netip.AddrPort // the address the container dialled
+	SNI          string
+	Host         string // HTTP Host (intercept only)
+	Method, Path string // Path without the query string (it may hold secrets)
+	Status       int    // HTTP status (intercept); 0 for connections
+	Decision     Decision
+	Rule         string
+	AuthInjected bool
+	Duration     time.Duration
+	Err          string
+	BytesIn      int64 // from the client (request body, or all bytes for passthrough)
+	BytesOut     int64 // to the client
+}
+
+// Auditor receives events. Record must not block for long; it is called on
+// the request path after the response is complete.
+type Auditor interface {
+	Record(Event)
+}
+
+// Resolver resolves upstream names (net.DefaultResolver fits).
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// Upstream overrides where an SNI host is forwarded: Address (host:port,
+// usually an IP) instead of the resolved name on 443, verified against
+// RootCAs (nil: system roots) for the name Host. An override's exact address
+// is allowed even when the address policy would refuse it (e.g. loopback).
+type Upstream struct {
+	Host    string
+	Address string
+	RootCAs *x509.CertPool
+}
+
+// Config configures a Server. Router and Injector are required. Zero
+// durations take the defaults below.
+type Config struct {
+	// StateDir holds the CA (proxy-ca.pem, proxy-ca-key.pem) and the leaf
+	// storage (StateDir/certs). Required.
+	StateDir string
+
+	Router   Router
+	Injector Injector
+	Identity Identity // nil: every client is unknown
+	Auditor  Auditor  // nil: events are dropped
+
+	Upstreams      []Upstream
+	DeniedPrefixes []netip.Prefix // refused by the upstream dialer, e.g. the bridge subnet
+	Resolver       Resolver       // nil: net.DefaultResolver
+	// RootCAs verifies upstreams without an override's pool; nil: system roots.
+	RootCAs *x509.CertPool
+
+	Logger *slog.Logger
+
+	HelloTimeout       time.Duration // reading the ClientHello; default 10s
+	MaxHelloBytes      int           // default 64 KiB
+	HandshakeTimeout   time.Duration // client TLS handshake; default 10s
+	ReadHeaderTimeout  time.Duration // per request; default 10s
+	IdleTimeout        time.Duration // client keep-alive; default 120s
+	MaxHeaderBytes     int           // request headers; default 64 KiB (431 beyond)
+	DialTimeout        time.Duration // upstream TCP connect; default 10s
+	UpstreamTLSTimeout time.Duration // upstream TLS handshake; default 10s
+	// ResponseHeaderTimeout bounds the wait for upstream response headers.
+	// Default 0 (none): model APIs may think for minutes before answering.
+	ResponseHeaderTimeout  time.Duration
+	PassthroughIdleTimeout time.Duration // no bytes either way; default 10m
+	DrainTimeout           time.Duration // graceful stop; default 10s
+	LeafLifetime           time.Duration // default localca.DefaultLeafLifetime
+
+	// DialContext dials upstream TCP; nil: a net.Dialer. The address policy
+	// is applied by the server's Control hook on top of it (tests inject a
+	// failing dialer to prove issuance never dials).
+	DialContext func(ctx context.Context, network, addr string, control ControlFunc) (net.Conn, error)
+	// InterfaceAddrs lists the host's own addresses; nil: net.InterfaceAddrs.
+	InterfaceAddrs func() ([]net.Addr, error)
+}
+
+// ControlFunc is net.Dialer.ControlContext's signature.
+type ControlFunc = func(ctx context.Context, network, address string, c syscall.RawConn) error
+
+func (c *Config) validate() error {
+	if c.StateDir == "" {
+		return errors.New("tlsmitm config: StateDir is required")
+	}
+	if c.Router == nil {
+		return errors.New("tlsmitm config: Router is required")
+	}
+	if c.Injector == nil {
+		return errors.New("tlsmitm config: Injector is required")
+	}
+	for _, u := range c.Upstreams {
+		if normalizeName(u.Host) == "" {
+			return errors.New("tlsmitm config: upstream override without host")
+		}
+		if _, _, err := net.SplitHostPort(u.Address); err != nil {
+			return fmt.Errorf("tlsmitm config: upstream %s: address %q: %w", u.Host, u.Address, err)
+		}
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HelloTimeout, 10*time.Second)
+	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.ReadHeaderTimeout, 10*time.Second)
+	def(&c.IdleTimeout, 120*time.Second)
+	def(&c.DialTimeout, 10*time.Second)
+	def(&c.UpstreamTLSTimeout, 10*time.Second)
+	def(&c.PassthroughIdleTimeout, 10*time.Minute)
+	def(&c.DrainTimeout, 10*time.Second)
+	if c.MaxHelloBytes <= 0 {
+		c.MaxHelloBytes = DefaultMaxHelloBytes
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
+	}
+	if c.InterfaceAddrs == nil {
+		c.InterfaceAddrs = net.InterfaceAddrs
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}

@@ -1,0 +1,28 @@
+// Package tlsmitm is clauderond's TLS terminator for connections redirected
+// from the container bridge. For each connection it reads the ClientHello
+// without consuming it (bounded in size and time), routes by SNI through a
+// Router, and then either
+//
+//   - intercepts: terminates TLS with a leaf certificate from the local CA
+//     (tlsmitm/localca, managed by certmagic with no network access), serves
+//     HTTP/1.1 and h2, asks an Injector to rewrite each request, and forwards
+//     it with httputil.ReverseProxy over verified TLS to the real address of
+//     the SNI host, streaming responses back unbuffered;
+//   - passes through: splices the bytes, untouched, to the SNI host's real
+//     address on port 443;
+//   - denies: sends a TLS alert and closes.
+//
+// Every decision is reported to an Auditor as one Event per request
+// (intercept) or per connection (passthrough, deny).
+//
+// What it refuses to do: it never decides which credential to inject or
+// whether a client may use one (it asks an Injector); it never decides which
+// hosts are intercepted or allowed (it asks a Router); it never forwards to
+// the address the container dialled (upstream addresses come from its own
+// Resolver or an explicit Upstream override), never dials loopback,
+// link-local, unspecified, multicast, denied prefixes or the host's own
+// addresses without such an override, never issues a certificate for an IP
+// address or a name the Router does not intercept, never talks ACME or OCSP,
+// and never writes a header value (where credentials live) to a log, an
+// error or an audit Event.
+package tlsmitm

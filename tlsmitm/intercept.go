@@ -1,0 +1,381 @@
+package tlsmitm
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// intercept terminates TLS on c (replaying the recorded hello) and hands the
+// connection to the shared HTTP server. It reports whether ownership passed
+// to the HTTP server.
+func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
+	s.stats.intercepted.Add(1)
+	rc := &replayConn{Conn: c, pending: hello, info: info}
+	tc := tls.Server(rc, s.tlsConfig())
+	ctx, cancel := context.WithTimeout(s.baseCtx, s.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		s.stats.handshakeErrors.Add(1)
+		s.audit(info.st, Event{
+			Time: info.start, Client: info.client, SrcIP: info.src, OrigDst: info.origDst,
+			SNI: info.sni, Decision: Intercept, Rule: info.rule,
+			Duration: time.Since(info.start), Err: "client TLS handshake: " + err.Error(),
+		})
+		return false
+	}
+	s.conns.Add(1) // released by ConnState (closed/hijacked) via info.httpDone
+	s.trackRaw(c, false)
+	if !s.hl.deliver(tc) {
+		s.conns.Done()
+		tc.Close()
+	}
+	return true
+}
+
+func (s *Server) tlsConfig() *tls.Config {
+	return &tls.Config{
+		GetCertificate: s.certs.getCertificate,
+		NextProtos:     []string{"h2", "http/1.1"},
+		MinVersion:     tls.VersionTLS12,
+	}
+}
+
+func (s *Server) newHTTPServer() *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	return &http.Server{
+		Handler:           s,
+		Protocols:         &p,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		HTTP2:             &http.HTTP2Config{MaxReadFrameSize: 1 << 20, MaxConcurrentStreams: 250},
+		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
+		ConnContext:       connContext,
+		ConnState:         s.connState,
+		ErrorLog:          slogErrorLog(s.log),
+	}
+}
+
+type connInfoKey struct{}
+
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		if rc, ok := tc.NetConn().(*replayConn); ok {
+			return context.WithValue(ctx, connInfoKey{}, rc.info)
+		}
+	}
+	return ctx
+}
+
+func infoOf(c net.Conn) *connInfo {
+	if tc, ok := c.(*tls.Conn); ok {
+		if rc, ok := tc.NetConn().(*replayConn); ok {
+			return rc.info
+		}
+	}
+	return nil
+}
+
+func (s *Server) connState(c net.Conn, cs http.ConnState) {
+	if cs != http.StateClosed && cs != http.StateHijacked {
+		return
+	}
+	if info := infoOf(c); info != nil {
+		info.httpDone.Do(s.conns.Done)
+	}
+}
+
+// reqState carries one request through Rewrite, the transport guard,
+// ErrorHandler and the audit.
+type reqState struct {
+	info     *connInfo
+	st       *state
+	rule     string
+	injected bool
+	err      error
+}
+
+type reqStateKey struct{}
+
+func reqStateOf(r *http.Request) *reqState {
+	rs, _ := r.Context().Value(reqStateKey{}).(*reqState)
+	return rs
+}
+
+// ServeHTTP proxies one intercepted request and writes its audit Event.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	info, _ := r.Context().Value(connInfoKey{}).(*connInfo)
+	if info == nil { // not from our accept path; never proxy it
+		http.Error(w, "misdirected", http.StatusMisdirectedRequest)
+		return
+	}
+	s.conns.Add(1) // the connection holds a slot, so this never races Wait
+	defer s.conns.Done()
+	s.stats.activeRequests.Add(1)
+	defer s.stats.activeRequests.Add(-1)
+
+	rs := &reqState{info: info, st: s.state.Load()}
+	sw := &statusWriter{ResponseWriter: w}
+	body := &countingBody{ReadCloser: r.Body}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = body
+	}
+	start := time.Now()
+	defer s.finishRequest(rs, sw, body, r, start)
+	s.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, rs)))
+}
+
+// finishRequest recovers a handler panic (the request fails closed) and
+// writes the one audit Event for the request.
+func (s *Server) finishRequest(rs *reqState, sw *statusWriter, body *countingBody, r *http.Request, start time.Time) {
+	v := recover()
+	if v != nil {
+		if v == http.ErrAbortHandler {
+			if rs.err == nil {
+				rs.err = errors.New("response aborted mid-stream")
+			}
+		} else {
+			s.stats.panics.Add(1)
+			s.log.Error("panic serving intercepted request", "sni", rs.info.sni, "panic", fmt.Sprint(v), "stack", stack())
+			rs.err = fmt.Errorf("internal error: %v", v)
+		}
+	}
+	s.stats.requests.Add(1)
+	status := sw.status
+	if status == 0 && rs.err != nil {
+		status = classifyHTTP(rs.err).status
+	} else if status == 0 {
+		status = http.StatusOK
+	}
+	ev := Event{
+		Time: start, Client: rs.info.client, SrcIP: rs.info.src, OrigDst: rs.info.origDst,
+		SNI: rs.info.sni, Host: hostOnly(r.Host), Method: r.Method, Path: r.URL.Path,
+		Status: status, Decision: Intercept, Rule: rs.rule, AuthInjected: rs.injected,
+		Duration: time.Since(start), BytesIn: body.n.Load(), BytesOut: sw.n,
+	}
+	if ev.Rule == "" {
+		ev.Rule = rs.info.rule
+	}
+	if rs.err != nil {
+		ev.Err = rs.err.Error()
+	}
+	s.audit(rs.st, ev)
+	if v != nil {
+		panic(http.ErrAbortHandler) // close the connection; net/http does not log this
+	}
+}
+
+func (s *Server) newReverseProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      guardTransport{},
+		FlushInterval:  -1, // stream every chunk as it arrives (SSE)
+		BufferPool:     bufferPool{},
+		ErrorHandler:   s.errorResponse,
+		ModifyResponse: modifyResponse,
+		ErrorLog:       slogErrorLog(s.log),
+	}
+}
+
+// rewrite addresses the outgoing request to the SNI host and lets the
+// Injector apply its rule. Errors are parked in the request state; the
+// transport guard returns them so ErrorHandler answers.
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	rs := reqStateOf(pr.In)
+	sni := rs.info.sni
+	if host, ok := hostMatches(pr.In.Host, sni); !ok {
+		rs.err = fmt.Errorf("%w: Host %q, server name %q", ErrSNIMismatch, host, sni)
+		return
+	}
+	pr.Out.URL.Scheme = "https"
+	pr.Out.URL.Host = sni
+	pr.Out.Host = ""
+	rule, injected, err := rs.st.injector.Apply(pr.Out, sni, rs.info.client)
+	rs.rule, rs.injected = rule, injected
+	if err != nil {
+		if !errors.Is(err, ErrForbidden) {
+			err = fmt.Errorf("%w: %w", errInjector, err)
+		}
+		rs.err = err
+	}
+}
+
+// hostMatches compares the request's Host (without :443) to the SNI name.
+func hostMatches(hostHeader, sni string) (string, bool) {
+	host, port, err := net.SplitHostPort(hostHeader)
+	if err != nil {
+		host, port = hostHeader, ""
+	}
+	host = normalizeName(host)
+	return host, host == sni && (port == "" || port == "443")
+}
+
+func hostOnly(hostHeader string) string {
+	h, _ := hostMatches(hostHeader, "")
+	return h
+}
+
+func modifyResponse(resp *http.Response) error {
+	rs := reqStateOf(resp.Request)
+	if rs != nil {
+		rs.st.injector.RedactResponse(rs.info.sni, resp.Header)
+	}
+	return nil
+}
+
+// errorResponse is the one place request errors become responses: 421 for
+// SNI/Host mismatch, 403 for forbidden, 500 for injector failures, 502 with
+// a JSON body and X-Clauderon-Error for upstream failures.
+func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error) {
+	rs := reqStateOf(r)
+	if rs != nil && rs.err == nil {
+		rs.err = err
+	}
+	he := classifyHTTP(err)
+	if he.status == statusClientClosed {
+		return
+	}
+	if he.kind != "" {
+		s.stats.upstreamErrors.Add(1)
+		w.Header().Set("X-Clauderon-Error", he.kind)
+	}
+	sni := ""
+	if rs != nil {
+		sni = rs.info.sni
+	}
+	s.log.Warn("intercepted request failed", "sni", sni, "method", r.Method, "path", r.URL.Path, "status", he.status, "kind", he.kind, "error", err.Error())
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(he.status)
+	json.NewEncoder(w).Encode(errorBody{Error: errorDetail{Type: he.typ, Kind: he.kind, Message: he.message}})
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Type    string `json:"type"`
+	Kind    string `json:"kind,omitempty"`
+	Message string `json:"message"`
+}
+
+// guardTransport returns a parked Rewrite error instead of dialling, and
+// sends Upgrade requests over the HTTP/1.1-only transport.
+type guardTransport struct{}
+
+func (guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	rs := reqStateOf(req)
+	if rs == nil {
+		return nil, errors.New("internal error: request without proxy state")
+	}
+	if rs.err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, rs.err
+	}
+	if req.Header.Get("Upgrade") != "" {
+		return rs.st.upgrade.RoundTrip(req)
+	}
+	return rs.st.transport.RoundTrip(req)
+}
+
+func (s *Server) newTransport(st *state, h2 bool) *http.Transport {
+	protos := []string{"http/1.1"}
+	if h2 {
+		protos = []string{"h2", "http/1.1"}
+	}
+	t := &http.Transport{
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return s.dialUpstreamTLS(ctx, st, addr, protos)
+		},
+		ForceAttemptHTTP2:     h2,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: s.cfg.ResponseHeaderTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+		ReadBufferSize:        32 << 10,
+		WriteBufferSize:       32 << 10,
+	}
+	if !h2 {
+		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return t
+}
+
+// statusWriter records the status and bytes written. Unwrap lets
+// http.ResponseController (used by ReverseProxy) reach Flush and Hijack.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countingBody counts request body bytes (read by the transport goroutine).
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// bufferPool recycles ReverseProxy's 32 KiB copy buffers.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
+
+func slogErrorLog(l *slog.Logger) *log.Logger {
+	return slog.NewLogLogger(l.Handler(), slog.LevelWarn)
+}
+
+func stack() string { return string(debug.Stack()) }

@@ -1,0 +1,376 @@
+package tlsmitm
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/clauderon/clauderond/tlsmitm/localca"
+)
+
+// Server is the terminator. Create it with New, run it with Serve, swap its
+// routing and injection with Update, and release it with Close (Serve calls
+// Close when it returns).
+type Server struct {
+	cfg    Config // fixed settings (timeouts, StateDir, Logger); see Update
+	log    *slog.Logger
+	state  atomic.Pointer[state]
+	certs  *certManager
+	own    *ownAddrs
+	proxy  *httputil.ReverseProxy
+	http   *http.Server
+	hl     *chanListener
+	stats  counters
+	served atomic.Bool
+
+	conns sync.WaitGroup // every goroutine Serve must outlive
+	mu    sync.Mutex
+	raw   map[net.Conn]struct{} // connections not yet owned by http.Server
+	// baseCtx is the parent of every request; cancelled at the drain deadline.
+	baseCtx    context.Context
+	baseCancel context.CancelFunc
+	closeOnce  sync.Once
+}
+
+// state is what Update swaps atomically.
+type state struct {
+	router   Router
+	injector Injector
+	identity Identity
+	auditor  Auditor
+
+	overrides map[string]Upstream
+	policy    addrPolicy
+	resolver  Resolver
+	rootCAs   *x509.CertPool
+	sessions  tls.ClientSessionCache
+
+	transport *http.Transport // h2 or HTTP/1.1 upstream, pooled
+	upgrade   *http.Transport // HTTP/1.1 only, for Upgrade (WebSocket) requests
+}
+
+// New loads or creates the CA under cfg.StateDir, issues leaves for the
+// router's exact intercept names, and returns a server ready to Serve.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	s := &Server{
+		cfg: cfg,
+		log: cfg.Logger.With("component", "tlsmitm"),
+		own: &ownAddrs{list: cfg.InterfaceAddrs},
+		raw: make(map[net.Conn]struct{}),
+	}
+	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
+	s.state.Store(s.newState(cfg))
+	certs, err := newCertManager(cfg.StateDir, cfg.LeafLifetime, s.log, func(name string) error {
+		return decideCert(s.state.Load().router, name)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting TLS terminator: %w", err)
+	}
+	s.certs = certs
+	if err := s.certs.manageHosts(context.Background(), interceptHosts(cfg.Router)); err != nil {
+		s.certs.stop()
+		return nil, fmt.Errorf("starting TLS terminator: %w", err)
+	}
+	s.proxy = s.newReverseProxy()
+	s.http = s.newHTTPServer()
+	return s, nil
+}
+
+func interceptHosts(r Router) []string {
+	if hl, ok := r.(HostLister); ok {
+		return hl.InterceptHosts()
+	}
+	return nil
+}
+
+// Update swaps Router, Injector, Identity, Auditor, Upstreams,
+// DeniedPrefixes, Resolver and RootCAs atomically (SIGHUP). Connections
+// already established keep the state they started with for their current
+// request; pooled upstream connections of the old state are closed when
+// idle. Timeouts, StateDir, Logger and the dial hooks are fixed at New and
+// ignored here. New exact intercept names get their leaves before Update
+// returns.
+func (s *Server) Update(cfg Config) error {
+	cfg.StateDir = s.cfg.StateDir
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	if err := s.certs.manageHosts(context.Background(), interceptHosts(cfg.Router)); err != nil {
+		return fmt.Errorf("updating TLS terminator: %w", err)
+	}
+	old := s.state.Swap(s.newState(cfg))
+	old.transport.CloseIdleConnections()
+	old.upgrade.CloseIdleConnections()
+	return nil
+}
+
+func (s *Server) newState(cfg Config) *state {
+	st := &state{
+		router: cfg.Router, injector: cfg.Injector, identity: cfg.Identity, auditor: cfg.Auditor,
+		overrides: make(map[string]Upstream, len(cfg.Upstreams)),
+		policy:    addrPolicy{denied: append([]netip.Prefix(nil), cfg.DeniedPrefixes...), own: s.own},
+		resolver:  cfg.Resolver,
+		rootCAs:   cfg.RootCAs,
+		sessions:  tls.NewLRUClientSessionCache(256),
+	}
+	for _, u := range cfg.Upstreams {
+		st.overrides[normalizeName(u.Host)] = u
+	}
+	st.transport = s.newTransport(st, true)
+	st.upgrade = s.newTransport(st, false)
+	return st
+}
+
+// CA returns the local CA (for `clauderon ca` and the containers' trust).
+func (s *Server) CA() *localca.CA { return s.certs.ca }
+
+// Close stops the certificate cache. It is idempotent; Serve calls it.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.baseCancel()
+		s.certs.stop()
+		st := s.state.Load()
+		st.transport.CloseIdleConnections()
+		st.upgrade.CloseIdleConnections()
+	})
+	return nil
+}
+
+// Serve accepts connections on ln until ctx is cancelled or ln fails. On
+// cancellation it stops accepting, lets in-flight requests and passthrough
+// connections finish for up to DrainTimeout, then closes what is left. It
+// returns only after every goroutine it started has exited, with nil after
+// a cancellation. A Server serves once.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if !s.served.CompareAndSwap(false, true) {
+		return errors.New("tlsmitm: Serve called twice")
+	}
+	defer s.Close()
+	s.hl = newChanListener(ln.Addr())
+	s.conns.Add(1)
+	go s.runHTTPServer()
+
+	acceptErr := make(chan error, 1)
+	s.conns.Add(1)
+	go s.acceptLoop(ln, acceptErr)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-acceptErr:
+		err = fmt.Errorf("accepting TLS connections on %s: %w", ln.Addr(), err)
+	}
+	ln.Close()
+	s.drain()
+	return err
+}
+
+func (s *Server) runHTTPServer() {
+	defer s.conns.Done()
+	if err := s.http.Serve(s.hl); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		s.log.Error("intercept HTTP server stopped", "error", err)
+	}
+}
+
+func (s *Server) acceptLoop(ln net.Listener, errc chan<- error) {
+	defer s.conns.Done()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() { // EMFILE and friends surface as temporary
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			errc <- err
+			return
+		}
+		backoff = 0
+		s.trackRaw(c, true)
+		s.conns.Add(1)
+		go s.handleConn(c)
+	}
+}
+
+// drain implements graceful stop: http.Server.Shutdown (GOAWAY for h2,
+// close idle keep-alives, wait for active requests) and waiting for
+// passthrough splices, both bounded by DrainTimeout; then force.
+func (s *Server) drain() {
+	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	defer cancel()
+	if err := s.http.Shutdown(dctx); err != nil {
+		s.log.Warn("drain deadline reached; closing remaining intercepted connections", "error", err)
+	}
+	done := make(chan struct{})
+	go waitGroupDone(&s.conns, done)
+	select {
+	case <-done:
+		return
+	case <-dctx.Done():
+	}
+	s.baseCancel()
+	s.http.Close()
+	s.closeRaw()
+	<-done
+}
+
+func waitGroupDone(wg *sync.WaitGroup, done chan<- struct{}) {
+	wg.Wait()
+	close(done)
+}
+
+func (s *Server) trackRaw(c net.Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.raw[c] = struct{}{}
+		s.stats.active.Add(1)
+	} else if _, ok := s.raw[c]; ok {
+		delete(s.raw, c)
+		s.stats.active.Add(-1)
+	}
+}
+
+func (s *Server) closeRaw() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.raw {
+		c.Close()
+	}
+}
+
+// connInfo is what the accept path learned about a connection.
+type connInfo struct {
+	start   time.Time
+	src     netip.AddrPort
+	origDst netip.AddrPort
+	sni     string
+	alpn    []string
+	client  Client
+	rule    string
+	st      *state
+	// httpDone releases the connection's slot in Server.conns once
+	// http.Server reports it closed or hijacked.
+	httpDone sync.Once
+}
+
+// handleConn peeks, routes and dispatches one accepted connection. It
+// recovers from panics: the connection fails closed, the daemon lives.
+func (s *Server) handleConn(c net.Conn) {
+	defer s.conns.Done()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			s.trackRaw(c, false)
+			c.Close()
+		}
+	}()
+	defer s.recoverConn("connection", c.RemoteAddr())
+
+	st := s.state.Load()
+	info := &connInfo{start: time.Now(), src: addrPortOf(c.RemoteAddr()), origDst: originalDst(c), st: st}
+	if st.identity != nil {
+		info.client, _ = st.identity.Lookup(info.src.Addr().Unmap())
+	}
+	c.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
+	hello, err := peekClientHello(c, s.cfg.MaxHelloBytes)
+	c.SetReadDeadline(time.Time{})
+	if err != nil {
+		s.stats.helloErrors.Add(1)
+		s.refuse(c, info, err, false)
+		return
+	}
+	info.sni, info.alpn = hello.SNI, hello.ALPN
+	if err := checkSNI(hello.SNI); err != nil {
+		s.refuse(c, info, err, true)
+		return
+	}
+	decision, rule := st.router.Route(hello.SNI)
+	info.rule = rule
+	switch decision {
+	case Intercept:
+		handedOff = s.intercept(c, hello.Raw, info)
+	case Passthrough:
+		s.passthrough(c, hello.Raw, info)
+	default:
+		s.refuse(c, info, fmt.Errorf("%w: %s (%s)", ErrNoRoute, hello.SNI, rule), true)
+	}
+}
+
+// recoverConn logs a panic's stack once, counts it and lets the deferred
+// Close fail the connection closed.
+func (s *Server) recoverConn(what string, remote net.Addr) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	s.stats.panics.Add(1)
+	s.log.Error("panic serving "+what, "remote", remote.String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+}
+
+func (s *Server) audit(st *state, ev Event) {
+	if st.auditor != nil {
+		st.auditor.Record(ev)
+	}
+}
+
+// chanListener feeds terminated connections to the shared http.Server.
+type chanListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+	addr net.Addr
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// deliver hands c to the HTTP server; false if the listener is closed.
+func (l *chanListener) deliver(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }

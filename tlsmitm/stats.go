@@ -1,0 +1,35 @@
+package tlsmitm
+
+import "sync/atomic"
+
+// Stats is a snapshot of the server's counters, for metrics.
+type Stats struct {
+	Intercepted     int64 // connections terminated
+	Requests        int64 // intercepted HTTP requests completed
+	Passthrough     int64 // connections spliced
+	Denied          int64 // connections refused (policy, no SNI, IP SNI)
+	HelloErrors     int64 // connections that never sent a usable ClientHello
+	HandshakeErrors int64 // client TLS handshakes that failed
+	UpstreamErrors  int64 // requests or splices whose upstream failed
+	Panics          int64 // recovered panics (clauderon_panics_total)
+	ActiveConns     int64 // connections being peeked, handshaked or spliced
+	ActiveRequests  int64 // intercepted requests in flight
+}
+
+type counters struct {
+	intercepted, requests, passthrough, denied   atomic.Int64
+	helloErrors, handshakeErrors, upstreamErrors atomic.Int64
+	panics, active, activeRequests               atomic.Int64
+}
+
+// Stats returns the current counters.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Intercepted: c.intercepted.Load(), Requests: c.requests.Load(),
+		Passthrough: c.passthrough.Load(), Denied: c.denied.Load(),
+		HelloErrors: c.helloErrors.Load(), HandshakeErrors: c.handshakeErrors.Load(),
+		UpstreamErrors: c.upstreamErrors.Load(), Panics: c.panics.Load(),
+		ActiveConns: c.active.Load(), ActiveRequests: c.activeRequests.Load(),
+	}
+}
