@@ -247,7 +247,7 @@ func (h *Handler) audit(q *query, m *dns.Msg) {
 
 func (h *Handler) logQuery(q *query) {
 	level := slog.LevelDebug
-	if q.ev.Err != "" && q.ev.Policy != Deny {
+	if q.ev.Err != "" && q.ev.Decision == AuditAllow { // lookups that failed
 		level = slog.LevelWarn
 	}
 	h.qlog.log(level, "dns query",
