@@ -1,0 +1,174 @@
+package netfilter
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Chain and set names. None is an nft keyword ("fwd" is one).
+const (
+	chainGuard    = "guard_pre"
+	chainNAT      = "nat_pre"
+	chainHostIn   = "host_in"
+	chainForward  = "filter_forward"
+	chainPortIn   = "port_guard"
+	chainPortFwd  = "port_forward"
+	setPorts      = "ports"
+	setPortAddrs  = "port_addrs"
+	commentPrefix = "clauderon:"
+)
+
+// Chain priorities. The nat chain runs before Docker's (dstnat); the
+// guard runs before conntrack so dropped packets create no state.
+const (
+	prioGuard   = -300 // raw
+	prioNAT     = -110 // dstnat - 10
+	prioFilter  = -10  // filter - 10
+	prioBridge  = -200 // bridge filter
+	auditPrefix = "clauderon would-deny: "
+)
+
+// Build computes the ruleset for s. It is pure: no kernel access.
+func Build(s Spec) (Ruleset, error) {
+	if err := s.Validate(); err != nil {
+		return Ruleset{}, fmt.Errorf("building nftables ruleset: %w", err)
+	}
+	s = s.withDefaults()
+	b := builder{s: s}
+	inet := Table{Family: FamilyInet, Name: s.Table, Chains: []Chain{
+		{Name: chainGuard, Type: "filter", Hook: "prerouting", Priority: prioGuard, Rules: b.guardRules()},
+		{Name: chainNAT, Type: "nat", Hook: "prerouting", Priority: prioNAT, Rules: b.natRules()},
+		{Name: chainHostIn, Type: "filter", Hook: "input", Priority: prioFilter, Rules: b.hostRules()},
+		{Name: chainForward, Type: "filter", Hook: "forward", Priority: prioFilter, Rules: b.forwardRules()},
+	}}
+	return Ruleset{Tables: []Table{inet, b.bridgeTable()}}, nil
+}
+
+type builder struct{ s Spec }
+
+// rule is a counted rule whose comment gets the clauderon: prefix.
+func rule(name string, v Verdict, ms ...Match) Rule {
+	return Rule{Comment: commentPrefix + name, Matches: ms, Counter: true, Verdict: v}
+}
+
+func (b builder) fromBridge() IfName { return IfName{Name: b.s.Bridge} }
+func (b builder) toBridge() IfName   { return IfName{Out: true, Name: b.s.Bridge} }
+
+func (b builder) guardRules() []Rule {
+	br, v4 := b.fromBridge(), NFProto{}
+	return []Rule{
+		rule("drop-ipv6", Drop{}, br, NFProto{IPv6: true}),
+		rule("drop-foreign-saddr", Drop{}, br, v4, Addr{Prefix: b.s.Subnet, Neg: true}),
+		rule("drop-gateway-saddr", Drop{}, br, v4, Addr{Prefix: netip.PrefixFrom(b.s.Gateway, 32)}),
+	}
+}
+
+func (b builder) natRules() []Rule {
+	br, v4 := b.fromBridge(), NFProto{}
+	return []Rule{
+		rule("redirect-443", Redirect{Port: b.s.TLSPort}, br, v4, DPort{Proto: "tcp", Ports: []uint16{443}}),
+		rule("redirect-dns-udp", Redirect{Port: b.s.DNSPort}, br, v4, DPort{Proto: "udp", Ports: []uint16{53}}),
+		rule("redirect-dns-tcp", Redirect{Port: b.s.DNSPort}, br, v4, DPort{Proto: "tcp", Ports: []uint16{53}}),
+	}
+}
+
+func (b builder) hostRules() []Rule {
+	br, v4 := b.fromBridge(), NFProto{}
+	gw := Addr{Dst: true, Prefix: netip.PrefixFrom(b.s.Gateway, 32)}
+	return []Rule{
+		rule("host-established", Accept{}, br, CtEstablished{}),
+		rule("accept-tls", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.TLSPort}}),
+		rule("accept-dns-udp", Accept{}, br, v4, gw, DPort{Proto: "udp", Ports: []uint16{b.s.DNSPort}}),
+		rule("accept-dns-tcp", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.DNSPort}}),
+		rule("reject-host-tcp", RejectTCPReset{}, br, L4Proto{Proto: "tcp"}),
+		rule("drop-host", Drop{}, br),
+	}
+}
+
+func (b builder) forwardRules() []Rule {
+	br, v4 := b.fromBridge(), NFProto{}
+	var rules []Rule
+	if b.s.AllowIntraBridge {
+		rules = append(rules, rule("intra-bridge-allow", Accept{}, br, b.toBridge()))
+	} else {
+		rules = append(rules, rule("intra-bridge-drop", Drop{}, br, b.toBridge()))
+	}
+	rules = append(rules, rule("drop-metadata", Drop{}, br, v4, Addr{Dst: true, Prefix: metadataPrefix}))
+	for i, a := range b.s.AllowCIDRs {
+		ms := []Match{br, v4, Addr{Dst: true, Prefix: a.Prefix}}
+		switch {
+		case len(a.Ports) > 0:
+			ms = append(ms, DPort{Proto: a.Proto, Ports: a.Ports})
+		case a.Proto != "":
+			ms = append(ms, L4Proto{Proto: a.Proto})
+		}
+		rules = append(rules, rule(fmt.Sprintf("allow-cidr-%d", i), Accept{}, ms...))
+	}
+	rules = append(rules, b.denyRules()...)
+	return append(rules,
+		rule("into-bridge-established", Accept{}, b.toBridge(), CtEstablished{}),
+		rule("drop-into-bridge", Drop{}, b.toBridge()),
+	)
+}
+
+// denyRules are the egress refusals; in audit mode each one logs, counts
+// and accepts instead, under a "would-deny-" comment.
+func (b builder) denyRules() []Rule {
+	br := b.fromBridge()
+	type deny struct {
+		name string
+		v    Verdict
+		ms   []Match
+	}
+	denies := []deny{
+		{"quic", RejectAdminProhibited{}, []Match{br, DPort{Proto: "udp", Ports: []uint16{443}}}},
+		{"dot", RejectTCPReset{}, []Match{br, DPort{Proto: "tcp", Ports: []uint16{853}}}},
+		{"doq", RejectAdminProhibited{}, []Match{br, DPort{Proto: "udp", Ports: []uint16{853}}}},
+		{"tcp", RejectTCPReset{}, []Match{br, L4Proto{Proto: "tcp"}}},
+		{"other", RejectAdminProhibited{}, []Match{br}},
+	}
+	rules := make([]Rule, 0, len(denies))
+	for _, d := range denies {
+		if !b.s.AuditMode {
+			rules = append(rules, rule("reject-"+d.name, d.v, d.ms...))
+			continue
+		}
+		r := rule("would-deny-"+d.name, Accept{}, d.ms...)
+		r.Log = &Log{Prefix: auditPrefix, Group: b.s.LogGroup}
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+func (b builder) bridgeTable() Table {
+	fromPort := IfNameInSet{Set: setPorts}
+	t := Table{Family: FamilyBridge, Name: b.s.Table,
+		Sets: []Set{
+			{Name: setPorts, Kind: SetIfNames, Elements: uniqueNames(b.s.Ports)},
+			{Name: setPortAddrs, Kind: SetIfNameAddrs, Elements: b.s.Ports},
+		},
+		Chains: []Chain{{Name: chainPortIn, Type: "filter", Hook: "prerouting", Priority: prioBridge, Rules: []Rule{
+			rule("port-drop-non-ipv4", Drop{}, fromPort, EtherType{Types: []uint16{EtherIPv4, EtherARP}, Neg: true}),
+			rule("antispoof-ip", Drop{}, fromPort, EtherType{Types: []uint16{EtherIPv4}}, PortAddrNotIn{Set: setPortAddrs}),
+			rule("antispoof-arp", Drop{}, fromPort, EtherType{Types: []uint16{EtherARP}}, PortAddrNotIn{ARP: true, Set: setPortAddrs}),
+		}}},
+	}
+	if !b.s.AllowIntraBridge {
+		t.Chains = append(t.Chains, Chain{Name: chainPortFwd, Type: "filter", Hook: "forward", Priority: prioBridge, Rules: []Rule{
+			rule("port-isolate-in", Drop{}, fromPort),
+			rule("port-isolate-out", Drop{}, IfNameInSet{Out: true, Set: setPorts}),
+		}})
+	}
+	return t
+}
+
+// uniqueNames returns one element per interface name of sorted ports.
+func uniqueNames(ports []Port) []Port {
+	var out []Port
+	for _, p := range ports {
+		if len(out) == 0 || out[len(out)-1].IfName != p.IfName {
+			out = append(out, Port{IfName: p.IfName})
+		}
+	}
+	return out
+}

@@ -1,0 +1,100 @@
+package netfilter
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata golden files")
+
+// baseSpec is the spec every golden starts from.
+func baseSpec() Spec {
+	return Spec{
+		Bridge:  "clauderon0",
+		Subnet:  netip.MustParsePrefix("10.213.0.0/24"),
+		Gateway: netip.MustParseAddr("10.213.0.1"),
+		TLSPort: 8443,
+		DNSPort: 8053,
+	}
+}
+
+var (
+	testCIDRs = []AllowCIDR{
+		{Prefix: netip.MustParsePrefix("10.50.0.0/16"), Proto: "tcp", Ports: []uint16{22, 8080}},
+		{Prefix: netip.MustParsePrefix("192.0.2.10/32")},
+		{Prefix: netip.MustParsePrefix("198.51.100.0/24"), Proto: "udp"},
+	}
+	testPorts = []Port{
+		{IfName: "vethb2", Addr: netip.MustParseAddr("10.213.0.3")},
+		{IfName: "vetha1", Addr: netip.MustParseAddr("10.213.0.2")},
+	}
+)
+
+// flagSpec returns the spec for one combination of the four flags and
+// the golden file name for it.
+func flagSpec(intra, cidrs, audit, ports bool) (Spec, string) {
+	s := baseSpec()
+	s.AllowIntraBridge, s.AuditMode = intra, audit
+	if cidrs {
+		s.AllowCIDRs = testCIDRs
+	}
+	if ports {
+		s.Ports = testPorts
+	}
+	name := fmt.Sprintf("intra=%v,cidrs=%v,audit=%v,ports=%v", intra, cidrs, audit, ports)
+	return s, name
+}
+
+func allFlagSpecs() map[string]Spec {
+	out := map[string]Spec{}
+	for i := range 16 {
+		s, name := flagSpec(i&1 != 0, i&2 != 0, i&4 != 0, i&8 != 0)
+		out[name] = s
+	}
+	return out
+}
+
+func goldenPath(name string) string {
+	r := strings.NewReplacer("=", "_", ",", "-")
+	return filepath.Join("testdata", "build", r.Replace(name)+".nft")
+}
+
+// checkGolden compares got with the golden file, or rewrites it with -update.
+func checkGolden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading golden (run with -update to create): %v", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
+	}
+}
+
+func TestBuild_Golden(t *testing.T) {
+	for name, s := range allFlagSpecs() {
+		t.Run(name, func(t *testing.T) {
+			rs, err := Build(s)
+			if err != nil {
+				t.Fatalf("Build: %v", err)
+			}
+			checkGolden(t, goldenPath(name), rs.String())
+		})
+	}
+}

@@ -1,0 +1,445 @@
+package netfilter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Option configures a Kernel (or Probe).
+type Option func(*options)
+
+type options struct {
+	ns     netns.NsHandle // -1: the calling thread's namespace at each call
+	logger *slog.Logger
+}
+
+// WithNetNS makes the Kernel work in network namespace ns instead of the
+// current one. The caller keeps ownership of ns and must keep it open.
+func WithNetNS(ns netns.NsHandle) Option { return func(o *options) { o.ns = ns } }
+
+// WithLogger sets the logger (nil: discard).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+func newOptions(opts []Option) options {
+	o := options{ns: netns.None()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	o.logger = o.logger.With("component", "netfilter")
+	return o
+}
+
+func (o options) conn() (*nftables.Conn, error) {
+	var cos []nftables.ConnOption
+	if o.ns.IsOpen() {
+		cos = append(cos, nftables.WithNetNSFd(int(o.ns)))
+	}
+	c, err := nftables.New(cos...)
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables netlink connection: %w", err)
+	}
+	return c, nil
+}
+
+func (o options) netlink() (*netlink.Handle, error) {
+	if o.ns.IsOpen() {
+		return netlink.NewHandleAt(o.ns)
+	}
+	return netlink.NewHandle()
+}
+
+// ErrPortIsolation wraps failures to set bridge port isolation, which
+// happen after the nftables batch was committed: the ruleset is in place,
+// only the second (netlink) layer of container isolation is incomplete.
+var ErrPortIsolation = errors.New("netfilter: setting bridge port isolation")
+
+// Kernel is the Manager backed by the running kernel (google/nftables for
+// the ruleset, netlink for bridge port isolation). Safe for concurrent use.
+type Kernel struct {
+	opts    options
+	mu      sync.Mutex
+	applied *Spec
+}
+
+var _ Manager = (*Kernel)(nil)
+
+// NewKernel returns a Kernel. It checks that nftables can be reached.
+func NewKernel(opts ...Option) (*Kernel, error) {
+	k := &Kernel{opts: newOptions(opts)}
+	c, err := k.opts.conn()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.ListTablesOfFamily(nftables.TableFamilyINet); err != nil {
+		return nil, fmt.Errorf("listing nftables tables (is nf_tables available? try `modprobe nf_tables`): %w", err)
+	}
+	return k, nil
+}
+
+// Apply replaces our tables with Build(spec) in one Flush: add table,
+// delete table, add table and everything in it. The kernel commits the
+// batch atomically, so there is no moment without rules; a re-apply is
+// idempotent (and resets counters).
+func (k *Kernel) Apply(ctx context.Context, spec Spec) error {
+	rs, err := Build(spec)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("applying nftables ruleset: %w", err)
+	}
+	c, err := k.opts.conn()
+	if err != nil {
+		return fmt.Errorf("applying nftables ruleset: %w", err)
+	}
+	if err := queueRuleset(c, rs); err != nil {
+		return fmt.Errorf("applying nftables ruleset: %w", err)
+	}
+	start := time.Now()
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("applying nftables ruleset: %w", err)
+	}
+	s := spec.withDefaults()
+	k.applied = &s
+	k.opts.logger.Info("nftables ruleset applied", "table", s.Table, "bridge", s.Bridge,
+		"rules", len(rs.Comments()), "ports", len(s.Ports), "audit_mode", s.AuditMode, "took", time.Since(start))
+	return k.isolate(s, s.Ports, !s.AllowIntraBridge)
+}
+
+// queueRuleset adds the batch for rs to c without flushing.
+func queueRuleset(c *nftables.Conn, rs Ruleset) error {
+	for _, t := range rs.Tables {
+		nt := &nftables.Table{Family: nfFamily(t.Family), Name: t.Name}
+		c.AddTable(nt)
+		c.DelTable(nt)
+		c.AddTable(nt)
+		sets := map[string]*nftables.Set{}
+		for _, s := range t.Sets {
+			ns := nfSet(nt, s.Name, s.Kind)
+			if err := c.AddSet(ns, setElements(s.Kind, s.Elements)); err != nil {
+				return fmt.Errorf("adding set %s: %w", s.Name, err)
+			}
+			sets[s.Name] = ns
+		}
+		for _, ch := range t.Chains {
+			nc := c.AddChain(nfChain(nt, ch))
+			for _, r := range ch.Rules {
+				x := &exprCtx{table: nt, sets: sets, anon: c.AddSet}
+				exprs := r.compile(x)
+				if x.err != nil {
+					return fmt.Errorf("rule %s: %w", r.Comment, x.err)
+				}
+				c.AddRule(&nftables.Rule{Table: nt, Chain: nc, Exprs: exprs,
+					UserData: userdata.AppendString(nil, userdata.TypeComment, r.Comment)})
+			}
+		}
+	}
+	return nil
+}
+
+func nfFamily(f Family) nftables.TableFamily {
+	if f == FamilyBridge {
+		return nftables.TableFamilyBridge
+	}
+	return nftables.TableFamilyINet
+}
+
+var hooks = map[string]nftables.ChainHook{
+	"prerouting": *nftables.ChainHookPrerouting,
+	"input":      *nftables.ChainHookInput,
+	"forward":    *nftables.ChainHookForward,
+}
+
+func hookName(h *nftables.ChainHook) string {
+	for n, v := range hooks {
+		if h != nil && *h == v {
+			return n
+		}
+	}
+	if h == nil {
+		return "none"
+	}
+	return fmt.Sprintf("hook%d", *h)
+}
+
+func nfChain(t *nftables.Table, ch Chain) *nftables.Chain {
+	accept := nftables.ChainPolicyAccept
+	return &nftables.Chain{
+		Name: ch.Name, Table: t, Type: nftables.ChainType(ch.Type),
+		Hooknum:  nftables.ChainHookRef(hooks[ch.Hook]),
+		Priority: nftables.ChainPriorityRef(nftables.ChainPriority(ch.Priority)),
+		Policy:   &accept,
+	}
+}
+
+func nfSet(t *nftables.Table, name string, kind SetKind) *nftables.Set {
+	s := &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
+	if kind == SetIfNameAddrs {
+		s.KeyType = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)
+		s.Concatenation = true
+	}
+	return s
+}
+
+func setElements(kind SetKind, ports []Port) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(ports))
+	for _, p := range ports {
+		key := ifname(p.IfName)
+		if kind == SetIfNameAddrs {
+			a := p.Addr.As4()
+			key = append(key, a[:]...)
+		}
+		out = append(out, nftables.SetElement{Key: key})
+	}
+	return out
+}
+
+// decodeElement turns a set element key back into a Port.
+func decodeElement(key []byte) Port {
+	var p Port
+	n := min(len(key), ifNameSize)
+	p.IfName = strings.TrimRight(string(key[:n]), "\x00")
+	if len(key) == ifNameSize+4 {
+		p.Addr = netip.AddrFrom4([4]byte(key[ifNameSize:]))
+	}
+	return p
+}
+
+// SetPorts replaces the elements of the port sets in one batch (flush set
+// and add elements commit together), leaving rules and counters alone,
+// then updates bridge port isolation.
+func (k *Kernel) SetPorts(ctx context.Context, ports []Port) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.applied == nil {
+		return fmt.Errorf("setting bridge ports: %w", ErrNotApplied)
+	}
+	ports = normalizePorts(ports)
+	if err := k.applied.validatePorts(ports); err != nil {
+		return fmt.Errorf("setting bridge ports: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("setting bridge ports: %w", err)
+	}
+	c, err := k.opts.conn()
+	if err != nil {
+		return fmt.Errorf("setting bridge ports: %w", err)
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: k.applied.Table}
+	for _, s := range []struct {
+		name  string
+		kind  SetKind
+		ports []Port
+	}{{setPorts, SetIfNames, uniqueNames(ports)}, {setPortAddrs, SetIfNameAddrs, ports}} {
+		ns := nfSet(t, s.name, s.kind)
+		c.FlushSet(ns)
+		if len(s.ports) > 0 {
+			if err := c.SetAddElements(ns, setElements(s.kind, s.ports)); err != nil {
+				return fmt.Errorf("setting bridge ports: %w", err)
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("setting bridge ports in table bridge %s: %w", t.Name, err)
+	}
+	k.applied.Ports = ports
+	k.opts.logger.Debug("bridge port sets updated", "ports", len(ports))
+	return k.isolate(*k.applied, ports, !k.applied.AllowIntraBridge)
+}
+
+// isolate sets IFLA_BRPORT_ISOLATED on every port that is enslaved to
+// spec.Bridge. Ports that vanished meanwhile are skipped; links that are
+// not ports of our bridge are never touched.
+func (k *Kernel) isolate(spec Spec, ports []Port, on bool) error {
+	if len(ports) == 0 {
+		return nil
+	}
+	h, err := k.opts.netlink()
+	if err != nil {
+		return fmt.Errorf("%w: opening netlink: %w", ErrPortIsolation, err)
+	}
+	defer h.Close()
+	br, err := h.LinkByName(spec.Bridge)
+	if err != nil {
+		return fmt.Errorf("%w: bridge %s: %w", ErrPortIsolation, spec.Bridge, err)
+	}
+	var errs []error
+	for _, p := range uniqueNames(ports) {
+		l, err := h.LinkByName(p.IfName)
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("port %s: %w", p.IfName, err))
+			continue
+		}
+		if l.Attrs().MasterIndex != br.Attrs().Index {
+			errs = append(errs, fmt.Errorf("port %s is not enslaved to bridge %s", p.IfName, spec.Bridge))
+			continue
+		}
+		if err := h.LinkSetIsolated(l, on); err != nil {
+			errs = append(errs, fmt.Errorf("port %s: %w", p.IfName, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrPortIsolation, err)
+	}
+	return nil
+}
+
+// Teardown deletes our inet and bridge tables (only those) in one batch
+// and clears port isolation on the ports it knows. ErrNotApplied when
+// neither table exists.
+func (k *Kernel) Teardown(ctx context.Context) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("tearing down nftables ruleset: %w", err)
+	}
+	name := DefaultTable
+	if k.applied != nil {
+		name = k.applied.Table
+	}
+	c, err := k.opts.conn()
+	if err != nil {
+		return fmt.Errorf("tearing down nftables ruleset: %w", err)
+	}
+	present, err := ourTables(c, name)
+	if err != nil {
+		return fmt.Errorf("tearing down nftables ruleset: %w", err)
+	}
+	if len(present) == 0 {
+		k.applied = nil
+		return fmt.Errorf("tearing down nftables ruleset: %w", ErrNotApplied)
+	}
+	for _, t := range present {
+		c.DelTable(t)
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("tearing down nftables ruleset: %w", err)
+	}
+	var isoErr error
+	if k.applied != nil && !k.applied.AllowIntraBridge {
+		isoErr = k.isolate(*k.applied, k.applied.Ports, false)
+	}
+	k.applied = nil
+	k.opts.logger.Info("nftables ruleset removed", "table", name)
+	return isoErr
+}
+
+// ourTables lists the tables named name in the inet and bridge families.
+func ourTables(c *nftables.Conn, name string) ([]*nftables.Table, error) {
+	var out []*nftables.Table
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge} {
+		ts, err := c.ListTablesOfFamily(fam)
+		if err != nil {
+			return nil, fmt.Errorf("listing tables: %w", err)
+		}
+		for _, t := range ts {
+			if t.Name == name {
+				out = append(out, t)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Counters returns packet and byte counts per rule comment, in ruleset
+// order. ErrNotApplied when none of our tables exists.
+func (k *Kernel) Counters(ctx context.Context) ([]Counter, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.applied == nil {
+		return nil, fmt.Errorf("reading nftables counters: %w", ErrNotApplied)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("reading nftables counters: %w", err)
+	}
+	c, err := k.opts.conn()
+	if err != nil {
+		return nil, fmt.Errorf("reading nftables counters: %w", err)
+	}
+	tables, err := ourTables(c, k.applied.Table)
+	if err != nil {
+		return nil, fmt.Errorf("reading nftables counters: %w", err)
+	}
+	if len(tables) == 0 {
+		return nil, fmt.Errorf("reading nftables counters: %w", ErrNotApplied)
+	}
+	var out []Counter
+	for _, t := range tables {
+		rules, err := tableRules(c, t)
+		if err != nil {
+			return nil, fmt.Errorf("reading nftables counters: %w", err)
+		}
+		for _, r := range rules {
+			if cnt := counterOf(r.rule); cnt != nil && r.comment != "" {
+				out = append(out, Counter{Rule: r.comment, Packets: cnt.Packets, Bytes: cnt.Bytes})
+			}
+		}
+	}
+	return out, nil
+}
+
+func counterOf(r *nftables.Rule) *expr.Counter {
+	for _, e := range r.Exprs {
+		if c, ok := e.(*expr.Counter); ok {
+			return c
+		}
+	}
+	return nil
+}
+
+type kernelRule struct {
+	chain   *nftables.Chain
+	rule    *nftables.Rule
+	comment string
+}
+
+// tableRules lists every rule of t with its chain and comment.
+func tableRules(c *nftables.Conn, t *nftables.Table) ([]kernelRule, error) {
+	chains, err := tableChains(c, t)
+	if err != nil {
+		return nil, err
+	}
+	var out []kernelRule
+	for _, ch := range chains {
+		rules, err := c.GetRules(t, ch)
+		if err != nil {
+			return nil, fmt.Errorf("listing rules of chain %s: %w", ch.Name, err)
+		}
+		for _, r := range rules {
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			out = append(out, kernelRule{chain: ch, rule: r, comment: comment})
+		}
+	}
+	return out, nil
+}
+
+func tableChains(c *nftables.Conn, t *nftables.Table) ([]*nftables.Chain, error) {
+	all, err := c.ListChainsOfTableFamily(t.Family)
+	if err != nil {
+		return nil, fmt.Errorf("listing chains: %w", err)
+	}
+	return slices.DeleteFunc(all, func(ch *nftables.Chain) bool { return ch.Table.Name != t.Name }), nil
+}

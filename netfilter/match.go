@@ -1,0 +1,388 @@
+package netfilter
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Match is one condition of a Rule. Each match knows its nft text and the
+// kernel expressions it compiles to; the set of matches is closed (only
+// this package implements it) so every rule we emit is one we test.
+type Match interface {
+	String() string
+	exprs(x *exprCtx) []expr.Any
+}
+
+// Verdict ends a Rule.
+type Verdict interface {
+	String() string
+	exprs(x *exprCtx) []expr.Any
+}
+
+// exprCtx carries what compiling needs: the table, the named sets, and a
+// hook that adds an anonymous set to the batch (nil when only comparing).
+type exprCtx struct {
+	table *nftables.Table
+	sets  map[string]*nftables.Set
+	anon  func(s *nftables.Set, elems []nftables.SetElement) error
+	err   error
+}
+
+// anonSet declares a constant anonymous set for one rule (one set per rule:
+// anonymous sets cannot be shared) and returns the lookup for it.
+func (x *exprCtx) anonSet(key nftables.SetDatatype, elems [][]byte, invert bool) *expr.Lookup {
+	s := &nftables.Set{Table: x.table, Name: "__set%d", Anonymous: true, Constant: true, KeyType: key}
+	if x.anon != nil {
+		es := make([]nftables.SetElement, len(elems))
+		for i, e := range elems {
+			es[i] = nftables.SetElement{Key: e}
+		}
+		if err := x.anon(s, es); err != nil && x.err == nil {
+			x.err = fmt.Errorf("adding anonymous set: %w", err)
+		}
+	}
+	return &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID, Invert: invert}
+}
+
+func (x *exprCtx) namedSet(name string, invert bool) *expr.Lookup {
+	l := &expr.Lookup{SourceRegister: 1, SetName: name, Invert: invert}
+	if s, ok := x.sets[name]; ok {
+		l.SetID = s.ID
+	}
+	return l
+}
+
+// ifname returns name zero-padded to IFNAMSIZ: without the padding the
+// kernel compares a prefix ("veth1" would match "veth12").
+func ifname(name string) []byte {
+	b := make([]byte, ifNameSize)
+	copy(b, name)
+	return b
+}
+
+func be16(v uint16) []byte { return binaryutil.BigEndian.PutUint16(v) }
+
+func cmpEq(data []byte) *expr.Cmp { return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data} }
+
+// IfName matches the input (or output) interface name exactly.
+type IfName struct {
+	Out  bool
+	Name string
+}
+
+func (m IfName) key() (expr.MetaKey, string) {
+	if m.Out {
+		return expr.MetaKeyOIFNAME, "oifname"
+	}
+	return expr.MetaKeyIIFNAME, "iifname"
+}
+
+func (m IfName) String() string { _, k := m.key(); return fmt.Sprintf("%s %q", k, m.Name) }
+
+func (m IfName) exprs(*exprCtx) []expr.Any {
+	k, _ := m.key()
+	return []expr.Any{&expr.Meta{Key: k, Register: 1}, cmpEq(ifname(m.Name))}
+}
+
+// IfNameInSet matches the input (or output) interface name against a named
+// ifname set.
+type IfNameInSet struct {
+	Out bool
+	Set string
+}
+
+func (m IfNameInSet) String() string {
+	_, k := IfName{Out: m.Out}.key()
+	return fmt.Sprintf("%s @%s", k, m.Set)
+}
+
+func (m IfNameInSet) exprs(x *exprCtx) []expr.Any {
+	k, _ := IfName{Out: m.Out}.key()
+	return []expr.Any{&expr.Meta{Key: k, Register: 1}, x.namedSet(m.Set, false)}
+}
+
+// NFProto matches the layer 3 protocol in the inet family.
+type NFProto struct{ IPv6 bool }
+
+func (m NFProto) String() string {
+	if m.IPv6 {
+		return "meta nfproto ipv6"
+	}
+	return "meta nfproto ipv4"
+}
+
+func (m NFProto) exprs(*exprCtx) []expr.Any {
+	p := byte(unix.NFPROTO_IPV4)
+	if m.IPv6 {
+		p = unix.NFPROTO_IPV6
+	}
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, cmpEq([]byte{p})}
+}
+
+func protoNumber(proto string) byte {
+	switch proto {
+	case "tcp":
+		return unix.IPPROTO_TCP
+	case "udp":
+		return unix.IPPROTO_UDP
+	}
+	panic("netfilter: unknown protocol " + proto) // unreachable: specs are validated
+}
+
+// L4Proto matches the transport protocol ("tcp" or "udp").
+type L4Proto struct{ Proto string }
+
+func (m L4Proto) String() string { return "meta l4proto " + m.Proto }
+
+func (m L4Proto) exprs(*exprCtx) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, cmpEq([]byte{protoNumber(m.Proto)})}
+}
+
+// DPort matches the transport protocol and one of the destination ports.
+type DPort struct {
+	Proto string
+	Ports []uint16
+}
+
+func (m DPort) String() string {
+	if len(m.Ports) == 1 {
+		return fmt.Sprintf("%s dport %d", m.Proto, m.Ports[0])
+	}
+	ps := make([]string, len(m.Ports))
+	for i, p := range m.Ports {
+		ps[i] = fmt.Sprint(p)
+	}
+	return fmt.Sprintf("%s dport { %s }", m.Proto, strings.Join(ps, ", "))
+}
+
+func (m DPort) exprs(x *exprCtx) []expr.Any {
+	out := L4Proto{Proto: m.Proto}.exprs(x)
+	out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+	if len(m.Ports) == 1 {
+		return append(out, cmpEq(be16(m.Ports[0])))
+	}
+	elems := make([][]byte, len(m.Ports))
+	for i, p := range m.Ports {
+		elems[i] = be16(p)
+	}
+	return append(out, x.anonSet(nftables.TypeInetService, elems, false))
+}
+
+// Addr matches the IPv4 source (or destination) address against a prefix.
+// The caller establishes that the packet is IPv4 (NFProto or EtherType).
+type Addr struct {
+	Dst    bool
+	Prefix netip.Prefix
+	Neg    bool
+}
+
+func (m Addr) String() string {
+	dir, op, p := "saddr", "", m.Prefix.String()
+	if m.Dst {
+		dir = "daddr"
+	}
+	if m.Neg {
+		op = "!= "
+	}
+	if m.Prefix.IsSingleIP() {
+		p = m.Prefix.Addr().String()
+	}
+	return fmt.Sprintf("ip %s %s%s", dir, op, p)
+}
+
+func (m Addr) exprs(*exprCtx) []expr.Any {
+	off := uint32(12)
+	if m.Dst {
+		off = 16
+	}
+	out := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4}}
+	if !m.Prefix.IsSingleIP() {
+		mask := make([]byte, 4)
+		binary.BigEndian.PutUint32(mask, ^uint32(0)<<(32-m.Prefix.Bits()))
+		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
+	}
+	a := m.Prefix.Masked().Addr().As4()
+	c := cmpEq(a[:])
+	if m.Neg {
+		c.Op = expr.CmpOpNeq
+	}
+	return append(out, c)
+}
+
+// CtEstablished matches conntrack state established or related.
+type CtEstablished struct{}
+
+func (CtEstablished) String() string { return "ct state established,related" }
+
+func (CtEstablished) exprs(*exprCtx) []expr.Any {
+	mask := binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// Ethernet types we name.
+const (
+	EtherIPv4 uint16 = 0x0800
+	EtherARP  uint16 = 0x0806
+	EtherIPv6 uint16 = 0x86dd
+)
+
+func etherName(t uint16) string {
+	switch t {
+	case EtherIPv4:
+		return "ip"
+	case EtherARP:
+		return "arp"
+	case EtherIPv6:
+		return "ip6"
+	}
+	return fmt.Sprintf("0x%04x", t)
+}
+
+// EtherType matches the frame's ethertype (bridge family): equal to
+// Types[0] if one type and !Neg, else (not) in the set of Types.
+type EtherType struct {
+	Types []uint16
+	Neg   bool
+}
+
+func (m EtherType) String() string {
+	names := make([]string, len(m.Types))
+	for i, t := range m.Types {
+		names[i] = etherName(t)
+	}
+	op := ""
+	if m.Neg {
+		op = "!= "
+	}
+	if len(names) == 1 {
+		return "ether type " + op + names[0]
+	}
+	return fmt.Sprintf("ether type %s{ %s }", op, strings.Join(names, ", "))
+}
+
+func (m EtherType) exprs(x *exprCtx) []expr.Any {
+	out := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}}
+	if len(m.Types) == 1 {
+		c := cmpEq(be16(m.Types[0]))
+		if m.Neg {
+			c.Op = expr.CmpOpNeq
+		}
+		return append(out, c)
+	}
+	elems := make([][]byte, len(m.Types))
+	for i, t := range slices.Sorted(slices.Values(m.Types)) {
+		elems[i] = be16(t)
+	}
+	return append(out, x.anonSet(nftables.TypeEtherType, elems, m.Neg))
+}
+
+// PortAddrNotIn matches frames whose (input port name . IPv4 source
+// address) pair is not in the named ifname . ipv4_addr set; with ARP the
+// address is the ARP sender protocol address. The caller establishes the
+// ethertype first.
+type PortAddrNotIn struct {
+	ARP bool
+	Set string
+}
+
+func (m PortAddrNotIn) String() string {
+	if m.ARP {
+		return fmt.Sprintf("iifname . arp saddr ip != @%s", m.Set)
+	}
+	return fmt.Sprintf("iifname . ip saddr != @%s", m.Set)
+}
+
+func (m PortAddrNotIn) exprs(x *exprCtx) []expr.Any {
+	off := uint32(12) // IPv4 source address
+	if m.ARP {
+		off = 14 // ARP sender IP: htype, ptype, hlen, plen, oper, sha[6]
+	}
+	// Register 1 holds 16 bytes of name, register 2 (the next 16-byte
+	// register, i.e. 32-bit register 4) the address: one concatenation.
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4},
+		x.namedSet(m.Set, true),
+	}
+}
+
+// Accept and Drop are the plain verdicts.
+type (
+	Accept struct{}
+	Drop   struct{}
+)
+
+func (Accept) String() string { return "accept" }
+func (Drop) String() string   { return "drop" }
+
+func (Accept) exprs(*exprCtx) []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }
+func (Drop) exprs(*exprCtx) []expr.Any   { return []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}} }
+
+// RejectTCPReset answers TCP with a reset: immediate, not rate-limited.
+type RejectTCPReset struct{}
+
+func (RejectTCPReset) String() string { return "reject with tcp reset" }
+
+func (RejectTCPReset) exprs(*exprCtx) []expr.Any {
+	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}
+}
+
+// RejectAdminProhibited answers with ICMP(v6) administratively prohibited.
+type RejectAdminProhibited struct{}
+
+func (RejectAdminProhibited) String() string { return "reject with icmpx admin-prohibited" }
+
+func (RejectAdminProhibited) exprs(*exprCtx) []expr.Any {
+	return []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}}
+}
+
+// Redirect rewrites the destination to the incoming interface's primary
+// address and Port (nat chains only).
+type Redirect struct{ Port uint16 }
+
+func (v Redirect) String() string { return fmt.Sprintf("redirect to :%d", v.Port) }
+
+func (v Redirect) exprs(*exprCtx) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: be16(v.Port)},
+		&expr.Redir{RegisterProtoMin: 1},
+	}
+}
+
+func (l *Log) exprs() []expr.Any {
+	return []expr.Any{&expr.Log{
+		Key:   1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP,
+		Data:  []byte(l.Prefix),
+		Group: l.Group,
+	}}
+}
+
+// compile turns r into the kernel expressions of one rule.
+func (r Rule) compile(x *exprCtx) []expr.Any {
+	var out []expr.Any
+	for _, m := range r.Matches {
+		out = append(out, m.exprs(x)...)
+	}
+	if r.Counter {
+		out = append(out, &expr.Counter{})
+	}
+	if r.Log != nil {
+		out = append(out, r.Log.exprs()...)
+	}
+	if r.Verdict != nil {
+		out = append(out, r.Verdict.exprs(x)...)
+	}
+	return out
+}

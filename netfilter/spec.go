@@ -1,0 +1,196 @@
+package netfilter
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// DefaultTable is the name of our nftables tables when Spec.Table is empty.
+const DefaultTable = "clauderon"
+
+// ifNameSize is IFNAMSIZ: interface names are at most 15 bytes plus NUL.
+const ifNameSize = 16
+
+// Spec is the desired confinement of one bridge. The appliance fills it
+// from config and from the Docker network it owns.
+type Spec struct {
+	// Table names both of our tables (inet and bridge). Empty means
+	// DefaultTable. Tests use their own names.
+	Table string
+	// Bridge is the Linux bridge device of the Docker network ("clauderon0").
+	Bridge string
+	// Subnet is the bridge's IPv4 subnet; Gateway its address on the host
+	// (the bridge device's primary address, where the listeners bind).
+	Subnet  netip.Prefix
+	Gateway netip.Addr
+	// TLSPort and DNSPort are the daemon's listener ports on Gateway.
+	TLSPort uint16
+	DNSPort uint16
+	// AllowIntraBridge lets containers on the bridge reach each other.
+	AllowIntraBridge bool
+	// AllowCIDRs are opt-in egress exceptions, accepted before the rejects.
+	AllowCIDRs []AllowCIDR
+	// AuditMode turns the forward rejects into log (NFLOG group LogGroup,
+	// prefix "clauderon would-deny: ") + counter + accept. Redirects, host
+	// protection, anti-spoofing, IPv6 and metadata drops stay enforced.
+	AuditMode bool
+	// LogGroup is the NFLOG group of the audit-mode log rules. Without a
+	// listener on the group the kernel discards the log messages.
+	LogGroup uint16
+	// Ports are the bridge's current ports (host-side veth names) and the
+	// IPv4 address Docker assigned to each container behind them.
+	Ports []Port
+}
+
+// AllowCIDR is one egress exception: traffic from the bridge to Prefix
+// (IPv4 only) with Proto ("tcp", "udp" or "" for any protocol) and, for tcp
+// or udp, one of Ports (empty means every port) is accepted.
+type AllowCIDR struct {
+	Prefix netip.Prefix
+	Proto  string
+	Ports  []uint16
+}
+
+// Port is one bridge port: the host-side interface name and the container
+// address that may appear as source address on it.
+type Port struct {
+	IfName string
+	Addr   netip.Addr
+}
+
+func (p Port) String() string { return fmt.Sprintf("%s . %s", p.IfName, p.Addr) }
+
+// metadataPrefix is link-local IPv4 (cloud metadata services live here).
+var metadataPrefix = netip.MustParsePrefix("169.254.0.0/16")
+
+// withDefaults returns a copy of s with the table name defaulted and the
+// ports sorted and de-duplicated, so equal specs build equal rulesets.
+func (s Spec) withDefaults() Spec {
+	if s.Table == "" {
+		s.Table = DefaultTable
+	}
+	s.Ports = normalizePorts(s.Ports)
+	s.AllowCIDRs = slices.Clone(s.AllowCIDRs)
+	return s
+}
+
+func normalizePorts(ports []Port) []Port {
+	out := slices.Clone(ports)
+	slices.SortFunc(out, func(a, b Port) int {
+		if c := strings.Compare(a.IfName, b.IfName); c != 0 {
+			return c
+		}
+		return a.Addr.Compare(b.Addr)
+	})
+	return slices.Compact(out)
+}
+
+// Validate reports every problem with s at once, naming the field.
+func (s Spec) Validate() error {
+	s = s.withDefaults()
+	var errs []error
+	if err := validName("table", s.Table, 64); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validIfName("bridge", s.Bridge); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, s.validateAddrs()...)
+	if s.TLSPort == 0 {
+		errs = append(errs, errors.New("tls port: must be set"))
+	}
+	if s.DNSPort == 0 {
+		errs = append(errs, errors.New("dns port: must be set"))
+	}
+	for i, a := range s.AllowCIDRs {
+		if err := a.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("allow cidr %d: %w", i, err))
+		}
+	}
+	if err := s.validatePorts(s.Ports); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (s Spec) validateAddrs() []error {
+	var errs []error
+	if !s.Subnet.IsValid() || !s.Subnet.Addr().Is4() {
+		errs = append(errs, fmt.Errorf("subnet: %q is not an IPv4 CIDR; expected e.g. 10.213.0.0/24", s.Subnet))
+	} else if s.Subnet != s.Subnet.Masked() {
+		errs = append(errs, fmt.Errorf("subnet: %s has host bits set; expected %s", s.Subnet, s.Subnet.Masked()))
+	}
+	if !s.Gateway.IsValid() || !s.Gateway.Is4() {
+		errs = append(errs, fmt.Errorf("gateway: %q is not an IPv4 address", s.Gateway))
+	} else if s.Subnet.IsValid() && !s.Subnet.Contains(s.Gateway) {
+		errs = append(errs, fmt.Errorf("gateway: %s is outside subnet %s", s.Gateway, s.Subnet))
+	}
+	return errs
+}
+
+// validatePorts checks ports against s's subnet and gateway.
+func (s Spec) validatePorts(ports []Port) error {
+	var errs []error
+	for _, p := range ports {
+		if err := validIfName("port "+p.IfName, p.IfName); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !p.Addr.Is4() || (s.Subnet.IsValid() && !s.Subnet.Contains(p.Addr)) || p.Addr == s.Gateway {
+			errs = append(errs, fmt.Errorf("port %s: address %s is not a container address in subnet %s", p.IfName, p.Addr, s.Subnet))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (a AllowCIDR) validate() error {
+	if !a.Prefix.IsValid() || !a.Prefix.Addr().Is4() {
+		return fmt.Errorf("prefix %q is not an IPv4 CIDR (IPv6 from the bridge is always dropped)", a.Prefix)
+	}
+	if a.Prefix != a.Prefix.Masked() {
+		return fmt.Errorf("prefix %s has host bits set; expected %s", a.Prefix, a.Prefix.Masked())
+	}
+	switch a.Proto {
+	case "tcp", "udp":
+	case "":
+		if len(a.Ports) > 0 {
+			return errors.New(`ports need proto "tcp" or "udp"`)
+		}
+	default:
+		return fmt.Errorf("proto %q: expected \"tcp\", \"udp\" or empty for any", a.Proto)
+	}
+	for _, p := range a.Ports {
+		if p == 0 {
+			return errors.New("port 0 is not a port")
+		}
+		if (a.Proto == "tcp" && (p == 443 || p == 53)) || (a.Proto == "udp" && p == 53) {
+			return fmt.Errorf("%s port %d is always redirected to the daemon; allow the host in egress.allow instead", a.Proto, p)
+		}
+	}
+	return nil
+}
+
+func validName(field, name string, max int) error {
+	if name == "" || len(name) > max {
+		return fmt.Errorf("%s: %q must be 1 to %d characters", field, name, max)
+	}
+	for _, r := range name {
+		if !(r == '_' || r == '-' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')) {
+			return fmt.Errorf("%s: %q may contain only letters, digits, '-' and '_'", field, name)
+		}
+	}
+	return nil
+}
+
+func validIfName(field, name string) error {
+	if name == "" || len(name) >= ifNameSize {
+		return fmt.Errorf("%s: interface name %q must be 1 to %d bytes", field, name, ifNameSize-1)
+	}
+	if strings.ContainsAny(name, "/ \t\n\x00\"") {
+		return fmt.Errorf("%s: interface name %q contains a forbidden character", field, name)
+	}
+	return nil
+}
