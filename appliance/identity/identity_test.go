@@ -1,0 +1,259 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/network"
+)
+
+const testNet = "clauderon"
+
+// fakeDocker serves containers from a map and events from channels the test
+// feeds; each Events call gets a fresh stream (counted in subscriptions).
+type fakeDocker struct {
+	mu            sync.Mutex
+	containers    map[string]container.InspectResponse
+	streams       chan chan events.Message
+	errStreams    chan chan error
+	subscriptions int
+	lists         int
+}
+
+func newFake() *fakeDocker {
+	return &fakeDocker{containers: map[string]container.InspectResponse{},
+		streams: make(chan chan events.Message, 4), errStreams: make(chan chan error, 4)}
+}
+
+func (f *fakeDocker) put(id, name, ip string, running bool, labels map[string]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.containers[id] = container.InspectResponse{
+		ContainerJSONBase: &container.ContainerJSONBase{ID: id, Name: "/" + name,
+			State: &container.State{Running: running, Pid: 4242}},
+		Config: &container.Config{Labels: labels},
+		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{
+			testNet: {IPAddress: ip, MacAddress: "02:42:0a:00:00:02"}}},
+	}
+}
+
+func (f *fakeDocker) del(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.containers, id)
+}
+
+func (f *fakeDocker) ContainerList(_ context.Context, _ container.ListOptions) ([]container.Summary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lists++
+	var out []container.Summary
+	for id, c := range f.containers {
+		if c.State.Running {
+			out = append(out, container.Summary{ID: id})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeDocker) ContainerInspect(_ context.Context, id string) (container.InspectResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[id]
+	if !ok {
+		return container.InspectResponse{}, fmt.Errorf("no such container %s: %w", id, cerrdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+func (f *fakeDocker) Events(ctx context.Context, _ events.ListOptions) (<-chan events.Message, <-chan error) {
+	f.mu.Lock()
+	f.subscriptions++
+	f.mu.Unlock()
+	msgs := make(chan events.Message)
+	errs := make(chan error, 1)
+	f.streams <- msgs
+	f.errStreams <- errs
+	return msgs, errs
+}
+
+func (f *fakeDocker) subs() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.subscriptions
+}
+
+// recorder collects OnChange snapshots.
+type recorder struct {
+	mu    sync.Mutex
+	snaps [][]Container
+	ch    chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan struct{}, 100)} }
+
+func (r *recorder) onChange(_ context.Context, cs []Container) {
+	r.mu.Lock()
+	r.snaps = append(r.snaps, cs)
+	r.mu.Unlock()
+	r.ch <- struct{}{}
+}
+
+func (r *recorder) wait(t *testing.T) []Container {
+	t.Helper()
+	select {
+	case <-r.ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no OnChange within 5s")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.snaps[len(r.snaps)-1]
+}
+
+func containerEvent(action events.Action, id string) events.Message {
+	return events.Message{Type: events.ContainerEventType, Action: action, Actor: events.Actor{ID: id}}
+}
+
+func networkEvent(action events.Action, containerID string) events.Message {
+	return events.Message{Type: events.NetworkEventType, Action: action,
+		Actor: events.Actor{ID: "netid", Attributes: map[string]string{"name": testNet, "container": containerID}}}
+}
+
+func startTable(t *testing.T, f *fakeDocker, opts Options) (*Table, *recorder, chan events.Message, chan error) {
+	t.Helper()
+	rec := newRecorder()
+	opts.Docker, opts.Network, opts.OnChange, opts.MissRefresh = f, testNet, rec.onChange, -1
+	opts.Veth = func(pid int, ip netip.Addr) (string, error) { return "veth-" + ip.String(), nil }
+	tb := New(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- tb.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v, want nil after cancel", err)
+		}
+	})
+	msgs, errs := <-f.streams, <-f.errStreams
+	rec.wait(t) // initial sync
+	return tb, rec, msgs, errs
+}
+
+func TestTable_InitialListThenEvents(t *testing.T) {
+	f := newFake()
+	f.put("c1", "agent-1", "10.213.0.2", true, map[string]string{DefaultProfileLabel: "team-a"})
+	f.put("c0", "stopped", "10.213.0.9", false, nil)
+	tb, rec, msgs, _ := startTable(t, f, Options{})
+
+	c, ok := tb.Lookup(netip.MustParseAddr("10.213.0.2"))
+	if !ok || c.Name != "agent-1" || c.Profile != "team-a" || !c.Labelled || c.HostVeth != "veth-10.213.0.2" {
+		t.Fatalf("Lookup(10.213.0.2) = %+v, %v; want agent-1, profile team-a, veth resolved", c, ok)
+	}
+	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.9")); ok {
+		t.Error("a stopped container is in the table")
+	}
+
+	f.put("c2", "ci-job", "10.213.0.3", true, nil)
+	msgs <- containerEvent(events.ActionStart, "c2")
+	if snap := rec.wait(t); len(snap) != 2 || snap[1].Name != "ci-job" || snap[1].Labelled {
+		t.Fatalf("after start: %+v, want agent-1 and unlabelled ci-job", snap)
+	}
+
+	f.del("c1")
+	msgs <- containerEvent(events.ActionDie, "c1")
+	if snap := rec.wait(t); len(snap) != 1 || snap[0].ID != "c2" {
+		t.Fatalf("after die: %+v, want only c2", snap)
+	}
+	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.2")); ok {
+		t.Error("a dead container still answers Lookup")
+	}
+}
+
+func TestTable_NetworkDisconnectRemovesAndNotifies(t *testing.T) {
+	f := newFake()
+	f.put("c1", "agent-1", "10.213.0.2", true, nil)
+	var netEvents []string
+	var mu sync.Mutex
+	_, rec, msgs, _ := startTable(t, f, Options{OnNetwork: func(a string) { mu.Lock(); netEvents = append(netEvents, a); mu.Unlock() }})
+
+	f.mu.Lock()
+	delete(f.containers["c1"].NetworkSettings.Networks, testNet)
+	f.mu.Unlock()
+	msgs <- networkEvent(events.ActionDisconnect, "c1")
+	if snap := rec.wait(t); len(snap) != 0 {
+		t.Fatalf("after disconnect: %+v, want empty", snap)
+	}
+	// An event for another network is ignored entirely.
+	msgs <- events.Message{Type: events.NetworkEventType, Action: events.ActionConnect,
+		Actor: events.Actor{Attributes: map[string]string{"name": "bridge", "container": "c1"}}}
+	f.put("c3", "late", "10.213.0.4", true, nil)
+	msgs <- networkEvent(events.ActionConnect, "c3")
+	if snap := rec.wait(t); len(snap) != 1 || snap[0].ID != "c3" {
+		t.Fatalf("after connect: %+v, want c3", snap)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(netEvents) != 2 || netEvents[0] != "disconnect" || netEvents[1] != "connect" {
+		t.Errorf("OnNetwork saw %v, want [disconnect connect]", netEvents)
+	}
+}
+
+func TestTable_StreamErrorReconnectsAndResyncs(t *testing.T) {
+	f := newFake()
+	tb, rec, _, errs := startTable(t, f, Options{})
+	// While the stream is down a container starts; the resync must find it.
+	f.put("c9", "missed", "10.213.0.9", true, nil)
+	errs <- errors.New("unexpected EOF")
+	<-f.streams
+	<-f.errStreams
+	if snap := rec.wait(t); len(snap) != 1 || snap[0].Name != "missed" {
+		t.Fatalf("after reconnect: %+v, want the container started while disconnected", snap)
+	}
+	if f.subs() != 2 {
+		t.Errorf("subscriptions = %d, want 2", f.subs())
+	}
+	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.9")); !ok {
+		t.Error("Lookup misses the container found by resync")
+	}
+}
+
+func TestTable_AddressReuseEvictsStaleEntry(t *testing.T) {
+	f := newFake()
+	f.put("old", "old", "10.213.0.2", true, nil)
+	tb, rec, msgs, _ := startTable(t, f, Options{})
+	// Docker reassigns the address before we saw "die" of the old container.
+	f.del("old")
+	f.put("new", "new", "10.213.0.2", true, nil)
+	msgs <- containerEvent(events.ActionStart, "new")
+	rec.wait(t)
+	if c, _ := tb.Lookup(netip.MustParseAddr("10.213.0.2")); c.ID != "new" {
+		t.Errorf("Lookup = %q, want the new container", c.ID)
+	}
+	if n := len(tb.List()); n != 1 {
+		t.Errorf("List has %d entries, want 1", n)
+	}
+}
+
+func TestTable_LookupMissResyncsAtMostOncePerInterval(t *testing.T) {
+	f := newFake()
+	tb := New(Options{Docker: f, Network: testNet, MissRefresh: time.Hour})
+	f.put("c1", "fast", "10.213.0.5", true, nil)
+	if c, ok := tb.Lookup(netip.MustParseAddr("10.213.0.5")); !ok || c.Name != "fast" {
+		t.Fatalf("Lookup before any event = %+v, %v; want the miss to resync and find it", c, ok)
+	}
+	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.77")); ok {
+		t.Fatal("unknown address found")
+	}
+	if f.lists != 1 {
+		t.Errorf("ContainerList calls = %d, want 1 (second miss within the interval must not resync)", f.lists)
+	}
+}

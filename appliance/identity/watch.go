@@ -1,0 +1,108 @@
+package identity
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+)
+
+// Run syncs the table, then follows the Docker events stream until ctx is
+// done, reconnecting with backoff (and resyncing, since events may have been
+// missed) whenever the stream breaks. It returns nil on cancellation.
+func (t *Table) Run(ctx context.Context) error {
+	return t.watchDockerEvents(ctx)
+}
+
+// watchDockerEvents is the named event loop (readable in a goroutine dump).
+func (t *Table) watchDockerEvents(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := t.followEvents(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		t.log.Warn("docker events stream broke; reconnecting", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+	return nil
+}
+
+// followEvents subscribes, resyncs, then applies events until the stream ends.
+func (t *Table) followEvents(ctx context.Context) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs, errs := t.opts.Docker.Events(sctx, events.ListOptions{Filters: filters.NewArgs(
+		filters.Arg("type", string(events.ContainerEventType)),
+		filters.Arg("type", string(events.NetworkEventType)),
+	)})
+	// Subscribe first, then list: nothing that happens in between is lost.
+	if err := t.Sync(ctx); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			if err == nil {
+				err = errors.New("stream closed")
+			}
+			return err
+		case m, ok := <-msgs:
+			if !ok {
+				return errors.New("stream closed")
+			}
+			t.handle(ctx, m)
+		}
+	}
+}
+
+// handle applies one Docker event.
+func (t *Table) handle(ctx context.Context, m events.Message) {
+	id := ""
+	switch m.Type {
+	case events.ContainerEventType:
+		switch m.Action {
+		case events.ActionStart, events.ActionDie, events.ActionDestroy, events.ActionRename,
+			events.ActionPause, events.ActionUnPause, events.ActionRestart:
+			id = m.Actor.ID
+		}
+	case events.NetworkEventType:
+		if m.Actor.Attributes["name"] != t.opts.Network {
+			return
+		}
+		if t.opts.OnNetwork != nil {
+			t.opts.OnNetwork(string(m.Action))
+		}
+		if m.Action == events.ActionDestroy {
+			t.clear(ctx)
+			return
+		}
+		id = m.Actor.Attributes["container"]
+	}
+	if id == "" {
+		return
+	}
+	if err := t.refresh(ctx, id); err != nil {
+		t.log.Warn("updating container after docker event", "action", m.Action, "container", shortID(id), "err", err)
+	}
+}
+
+func (t *Table) clear(ctx context.Context) {
+	t.syncMu.Lock()
+	defer t.syncMu.Unlock()
+	t.replace(nil)
+	t.notify(ctx)
+}
