@@ -1,0 +1,361 @@
+package injector
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/textproto"
+	"slices"
+	"strings"
+)
+
+// Errors Apply returns, wrapped with context (rule, credential name and
+// source, never a value). Match them with errors.Is.
+var (
+	// ErrNoRule: no rule names this host; nothing was injected.
+	ErrNoRule = errors.New("no credential rule for host")
+	// ErrHostMismatch: the request's Host header names another host than
+	// the one it was routed to (SNI); the proxy answers 421.
+	ErrHostMismatch = errors.New("request host does not match the routed host")
+	// ErrNoCredential: the rule's credential is not configured for the
+	// profile. Placeholders have been stripped; the request may be sent on
+	// without a credential.
+	ErrNoCredential = errors.New("credential not configured")
+	// ErrMalformedCredential: the configured value cannot work (whitespace,
+	// control characters, a placeholder, or the wrong kind for the rule's
+	// format). Placeholders have been stripped; nothing was injected.
+	ErrMalformedCredential = errors.New("malformed credential")
+	// ErrClientCredentialRejected: the client sent a credential of its own
+	// and the rule says reject; the proxy answers 403.
+	ErrClientCredentialRejected = errors.New("client sent its own credential, which this rule rejects")
+)
+
+// Applied says what Apply did, for the audit line.
+type Applied struct {
+	Rule       string // Rule.Name of the matching rule; empty on ErrNoRule
+	Credential string // credential name the rule uses (never its value)
+	Injected   bool   // a real credential was written to the request
+	Kept       bool   // the client's own credential was left in place (on_client_credential: keep)
+}
+
+// Injector applies rules to requests. It is immutable and safe for
+// concurrent use; build a new one to change rules (the Store reloads on
+// its own).
+type Injector struct {
+	exact  map[string]*compiledRule
+	wild   []*compiledRule // longest suffix first
+	rules  []Rule
+	store  *Store
+	logger *slog.Logger
+}
+
+type compiledRule struct {
+	rule     Rule
+	name     string
+	header   string   // canonical header written (unused for anthropic)
+	strip    []string // canonical headers stripped, including every header the rule writes
+	format   string
+	onClient string
+	tmplPre  string
+	tmplPost string
+}
+
+const (
+	hdrAuthorization = "Authorization"
+	hdrXAPIKey       = "X-Api-Key"
+)
+
+// New builds an Injector for exactly rules (pass MergeRules(DefaultRules(),
+// configured) for the usual set) reading credentials from store. The store
+// learns the rules' credential names and reloads if one is new.
+func New(rules []Rule, store *Store, logger *slog.Logger) (*Injector, error) {
+	if store == nil {
+		return nil, errors.New("injector: nil credential store")
+	}
+	if err := ValidateRules(rules); err != nil {
+		return nil, fmt.Errorf("injector: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	inj := &Injector{exact: map[string]*compiledRule{}, rules: slices.Clone(rules), store: store,
+		logger: logger.With("component", "injector")}
+	names := make([]string, 0, len(rules))
+	for _, r := range rules {
+		cr := compile(r)
+		if strings.HasPrefix(cr.name, "*.") {
+			inj.wild = append(inj.wild, cr)
+		} else {
+			inj.exact[cr.name] = cr
+		}
+		names = append(names, r.Credential)
+	}
+	slices.SortStableFunc(inj.wild, func(a, b *compiledRule) int { return len(b.name) - len(a.name) })
+	if err := store.want(names); err != nil {
+		return nil, fmt.Errorf("injector: loading credentials: %w", err)
+	}
+	return inj, nil
+}
+
+func compile(r Rule) *compiledRule {
+	cr := &compiledRule{rule: r, name: r.Name(), format: r.Format, onClient: r.OnClientCredential}
+	if cr.format == "" {
+		cr.format = FormatBearer
+	}
+	if cr.onClient == "" {
+		cr.onClient = OnClientCredentialReplace
+	}
+	cr.header = canonicalHeader(r.Header)
+	if cr.header == "" {
+		cr.header = hdrAuthorization
+		if cr.format == FormatXAPIKey {
+			cr.header = hdrXAPIKey
+		}
+	}
+	written := []string{cr.header}
+	if cr.format == FormatAnthropic {
+		written = []string{hdrAuthorization, hdrXAPIKey}
+	}
+	for _, h := range append(written, r.Strip...) {
+		if h = canonicalHeader(h); !slices.Contains(cr.strip, h) {
+			cr.strip = append(cr.strip, h)
+		}
+	}
+	if cr.format == FormatTemplate {
+		cr.tmplPre, cr.tmplPost, _ = strings.Cut(r.Template, TemplatePlaceholder)
+	}
+	return cr
+}
+
+func canonicalHeader(h string) string { return textproto.CanonicalMIMEHeaderKey(h) }
+
+// Rules returns a copy of the rules in force.
+func (i *Injector) Rules() []Rule { return slices.Clone(i.rules) }
+
+// Match reports the rule that intercepts host (SNI or Host header, port and
+// trailing dot tolerated, case-insensitive): an exact rule first, else the
+// wildcard with the longest suffix.
+func (i *Injector) Match(host string) (Rule, bool) {
+	cr := i.match(hostOnly(host))
+	if cr == nil {
+		return Rule{}, false
+	}
+	return cr.rule, true
+}
+
+func (i *Injector) match(h string) *compiledRule {
+	if cr, ok := i.exact[h]; ok {
+		return cr
+	}
+	for _, cr := range i.wild {
+		if matchHost(cr.name, h) {
+			return cr
+		}
+	}
+	return nil
+}
+
+// Apply prepares req, which the proxy routed to host (the TLS SNI), for
+// profile ("" or "default" for the default profile):
+//
+//  1. the rule for host is found (ErrNoRule otherwise) and req.Host, or
+//     req.URL.Host when req.Host is empty, must name the same host
+//     (ErrHostMismatch) — call Apply before rewriting the URL to an
+//     upstream override;
+//  2. a client credential (a non-placeholder value in a header the rule
+//     writes or strips) is handled per OnClientCredential: reject →
+//     ErrClientCredentialRejected; keep → placeholders removed, the
+//     client's header left alone, Kept;
+//  3. otherwise every header the rule writes or strips is removed, and the
+//     real credential is written (ErrNoCredential or ErrMalformedCredential
+//     leave the request stripped and uncredentialed).
+func (i *Injector) Apply(req *http.Request, host, profile string) (Applied, error) {
+	h := hostOnly(host)
+	cr := i.match(h)
+	if cr == nil {
+		return Applied{}, fmt.Errorf("%w %q", ErrNoRule, h)
+	}
+	a := Applied{Rule: cr.name, Credential: cr.rule.Credential}
+	if err := checkRequestHost(req, h); err != nil {
+		return a, err
+	}
+	if req.Header == nil {
+		req.Header = make(http.Header)
+	}
+	if hasClientCredential(req.Header, cr.strip) {
+		switch cr.onClient {
+		case OnClientCredentialReject:
+			return a, fmt.Errorf("rule %s: %w", cr.name, ErrClientCredentialRejected)
+		case OnClientCredentialKeep:
+			removePlaceholders(req.Header, cr.strip)
+			a.Kept = true
+			return a, nil
+		}
+	}
+	for _, k := range cr.strip {
+		delete(req.Header, k)
+	}
+	return i.inject(req.Header, cr, profile, a)
+}
+
+func checkRequestHost(req *http.Request, routed string) error {
+	got := req.Host
+	if got == "" && req.URL != nil {
+		got = req.URL.Host
+	}
+	if got == "" {
+		return nil // HTTP/1.0 without Host: nothing to contradict the routed host
+	}
+	if hostOnly(got) != routed {
+		return fmt.Errorf("%w: routed to %q, Host names %q", ErrHostMismatch, routed, hostOnly(got))
+	}
+	return nil
+}
+
+// inject writes the credential; the only caller of Secret.Reveal.
+func (i *Injector) inject(hdr http.Header, cr *compiledRule, profile string, a Applied) (Applied, error) {
+	e, ok := i.store.lookupEntry(profile, cr.rule.Credential)
+	if !ok {
+		i.store.warnOnce("missing|"+profileKey(profile)+"|"+cr.rule.Credential, "credential not configured; requests go out without it",
+			"rule", cr.name, "credential", cr.rule.Credential, "profile", profileDisplay(profile),
+			"env", strings.Join(EnvNames(cr.rule.Credential), " or "))
+		return a, fmt.Errorf("rule %s: %w: %q for profile %s (set %s or secrets/%s)", cr.name, ErrNoCredential,
+			cr.rule.Credential, profileDisplay(profile), EnvNames(cr.rule.Credential)[0], cr.rule.Credential)
+	}
+	if e.err != nil {
+		// Format-independent problems were logged once by Store.Reload.
+		return a, malformedError(cr, profile, e, e.err.Error())
+	}
+	v := e.secret.Reveal()
+	key, val := cr.header, ""
+	switch cr.format {
+	case FormatBearer:
+		val = "Bearer " + v
+	case FormatXAPIKey:
+		val = v
+	case FormatBasicXAccessToken:
+		val = "Basic " + base64.StdEncoding.EncodeToString([]byte("x-access-token:"+v))
+	case FormatTemplate:
+		val = cr.tmplPre + v + cr.tmplPost
+	case FormatAnthropic:
+		switch {
+		case strings.HasPrefix(v, anthropicOAuthPrefix):
+			key, val = hdrAuthorization, "Bearer "+v
+		case strings.HasPrefix(v, anthropicAPIKeyPrefix):
+			key, val = hdrXAPIKey, v
+		default:
+			return a, i.malformed(cr, profile, e, "is neither an Anthropic OAuth token (sk-ant-oat…) nor an API key (sk-ant-api…)")
+		}
+	}
+	hdr[key] = []string{val}
+	a.Injected = true
+	return a, nil
+}
+
+func (i *Injector) malformed(cr *compiledRule, profile string, e *entry, problem string) error {
+	i.store.warnOnce("malformed|"+profileKey(profile)+"|"+e.name+"|"+e.source+"|"+e.secret.Fingerprint()+"|"+problem,
+		"credential malformed; requests go out without it", "rule", cr.name, "credential", e.name,
+		"profile", profileDisplay(profile), "source", e.source, "problem", problem)
+	return malformedError(cr, profile, e, problem)
+}
+
+func malformedError(cr *compiledRule, profile string, e *entry, problem string) error {
+	return fmt.Errorf("rule %s: %w: %q (profile %s) from %s %s", cr.name, ErrMalformedCredential, e.name,
+		profileDisplay(profile), e.source, problem)
+}
+
+func profileDisplay(p string) string {
+	if p == "" {
+		return DefaultProfile
+	}
+	return p
+}
+
+// hasClientCredential reports whether any of the headers carries a value
+// that is neither empty nor a placeholder.
+func hasClientCredential(h http.Header, keys []string) bool {
+	for _, k := range keys {
+		for _, v := range h[k] {
+			if !isPlaceholderHeader(v) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// removePlaceholders deletes the placeholder values among keys, keeping
+// real ones.
+func removePlaceholders(h http.Header, keys []string) {
+	for _, k := range keys {
+		vs := h[k]
+		kept := vs[:0]
+		for _, v := range vs {
+			if !isPlaceholderHeader(v) {
+				kept = append(kept, v)
+			}
+		}
+		if len(kept) == 0 {
+			delete(h, k)
+		} else {
+			h[k] = kept
+		}
+	}
+}
+
+// isPlaceholderHeader reports whether a header value carries no real
+// credential: empty, a placeholder, "<scheme> <placeholder>", or Basic
+// credentials whose user or password is a placeholder.
+func isPlaceholderHeader(v string) bool {
+	v = strings.TrimSpace(v)
+	if v == "" || IsPlaceholder(v) {
+		return true
+	}
+	scheme, rest, ok := strings.Cut(v, " ")
+	if !ok {
+		// A bare scheme ("Bearer" with its token missing) carries nothing.
+		return isAuthScheme(v)
+	}
+	rest = strings.TrimSpace(rest)
+	if rest == "" || IsPlaceholder(rest) {
+		return true
+	}
+	if !strings.EqualFold(scheme, "basic") {
+		return false
+	}
+	var buf [256]byte
+	if base64.StdEncoding.DecodedLen(len(rest)) > len(buf) {
+		return false
+	}
+	n, err := base64.StdEncoding.Decode(buf[:], []byte(rest))
+	if err != nil {
+		return false
+	}
+	user, pass, _ := strings.Cut(string(buf[:n]), ":")
+	return IsPlaceholder(pass) || (pass == "" && IsPlaceholder(user))
+}
+
+func isAuthScheme(v string) bool {
+	return strings.EqualFold(v, "bearer") || strings.EqualFold(v, "basic") || strings.EqualFold(v, "token")
+}
+
+// RedactResponse replaces, in place, every header value that contains a
+// known credential value (of any profile, or its git Basic form) with
+// [REDACTED]. It does not depend on host: an upstream echoing any of our
+// credentials is scrubbed.
+func (i *Injector) RedactResponse(host string, h http.Header) {
+	_ = host
+	snap := i.store.snap.Load()
+	if len(snap.redact) == 0 {
+		return
+	}
+	for _, vs := range h {
+		for j, v := range vs {
+			if snap.containsKnown(v) {
+				vs[j] = Redacted
+			}
+		}
+	}
+}

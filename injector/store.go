@@ -1,0 +1,555 @@
+package injector
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// maxSecretFileSize bounds what Reload reads from one secrets file.
+const maxSecretFileSize = 64 << 10
+
+// StoreOptions configures a Store.
+type StoreOptions struct {
+	// SecretsDir is state_dir/secrets. Empty means environment only. A
+	// missing directory is not an error; one readable by group or others
+	// is.
+	SecretsDir string
+	// Environ returns the environment to read; nil means os.Environ.
+	Environ func() []string
+	// Names are credential names to resolve besides BuiltinCredentials,
+	// the files present, and the names of the rules given to New.
+	Names []string
+	// PollInterval is how often Watch looks at the secrets directory;
+	// zero means one second.
+	PollInterval time.Duration
+	// Logger receives reload results and malformed-credential warnings
+	// (never values); nil discards.
+	Logger *slog.Logger
+}
+
+// CredentialStatus describes one credential for status output. It never
+// holds the value.
+type CredentialStatus struct {
+	Profile     string `json:"profile"`               // "default" or the profile name
+	Name        string `json:"name"`                  // credential name
+	Source      string `json:"source,omitempty"`      // "env GITHUB_TOKEN", "file /…/secrets/github"; empty when absent
+	Present     bool   `json:"present"`               // found and well-formed
+	Fingerprint string `json:"fingerprint,omitempty"` // Secret.Fingerprint
+	Kind        string `json:"kind,omitempty"`        // "oauth", "api-key", "github-token", "npm-token", "token"
+	Error       string `json:"error,omitempty"`       // why it is unusable, never the value
+}
+
+// Store resolves credential names to values. Readers see an immutable
+// snapshot; Reload builds a new one and swaps it in atomically, so a
+// request never sees half of a reload.
+type Store struct {
+	opts   StoreOptions
+	logger *slog.Logger
+	snap   atomic.Pointer[snapshot]
+
+	mu     sync.Mutex // serializes Reload and guards wanted, warned
+	wanted map[string]bool
+	warned map[string]bool
+}
+
+type entry struct {
+	name, source string
+	secret       Secret
+	err          error // format-independent problem; the secret is still kept for redaction
+}
+
+type profileSet struct {
+	display string            // "default" or the profile's name
+	entries map[string]*entry // credential name → entry (absent names are missing)
+}
+
+type snapshot struct {
+	profiles map[string]*profileSet // profileKey → set; "" is the default profile
+	redact   []string               // every known value and derived header forms, longest first
+	replacer *strings.Replacer
+	treeSig  string // treeSignature of the secrets dir taken just before it was read
+}
+
+// NewStore reads the environment and the secrets directory once.
+func NewStore(opts StoreOptions) (*Store, error) {
+	if opts.Environ == nil {
+		opts.Environ = os.Environ
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = time.Second
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{
+		opts:   opts,
+		logger: logger.With("component", "injector"),
+		wanted: map[string]bool{},
+		warned: map[string]bool{},
+	}
+	for _, n := range BuiltinCredentials() {
+		s.wanted[n] = true
+	}
+	for _, n := range opts.Names {
+		if err := validateCredentialName(n); err != nil {
+			return nil, fmt.Errorf("credential name: %w", err)
+		}
+		s.wanted[n] = true
+	}
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// want adds credential names (from rules) and reloads if any is new.
+func (s *Store) want(names []string) error {
+	s.mu.Lock()
+	added := false
+	for _, n := range names {
+		if !s.wanted[n] {
+			s.wanted[n] = true
+			added = true
+		}
+	}
+	s.mu.Unlock()
+	if !added {
+		return nil
+	}
+	return s.Reload()
+}
+
+// Reload re-reads the environment and the secrets directory and swaps the
+// result in. On error the previous snapshot stays in force.
+func (s *Store) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap, err := s.load()
+	if err != nil {
+		return err
+	}
+	s.snap.Store(snap)
+	for _, ps := range snap.profiles {
+		for _, e := range ps.entries {
+			if e.err != nil {
+				s.warnOnceLocked(ps.display+"|"+e.name+"|"+e.source+"|"+e.secret.Fingerprint()+"|"+e.err.Error(),
+					"credential unusable", "profile", ps.display, "credential", e.name, "source", e.source, "problem", e.err.Error())
+			}
+		}
+	}
+	return nil
+}
+
+// warnOnce logs msg the first time key is seen.
+func (s *Store) warnOnce(key, msg string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.warnOnceLocked(key, msg, args...)
+}
+
+func (s *Store) warnOnceLocked(key, msg string, args ...any) {
+	if s.warned[key] {
+		return
+	}
+	s.warned[key] = true
+	s.logger.Warn(msg, args...)
+}
+
+// load builds a snapshot; s.mu is held.
+func (s *Store) load() (*snapshot, error) {
+	env := parseEnviron(s.opts.Environ())
+	sig := treeSignature(s.opts.SecretsDir)
+	files, err := readSecretsDir(s.opts.SecretsDir)
+	if err != nil {
+		return nil, err
+	}
+	names := maps.Clone(s.wanted)
+	for _, pf := range files {
+		for n := range pf.files {
+			names[credentialForFile(n)] = true
+		}
+	}
+	profiles := map[string]*profileSet{"": resolveProfile("", DefaultProfile, names, env, files[""])}
+	for key, display := range discoverProfiles(env, names, files) {
+		profiles[key] = resolveProfile(key, display, names, env, files[key])
+	}
+	snap := newSnapshot(profiles)
+	snap.treeSig = sig
+	return snap, nil
+}
+
+func parseEnviron(environ []string) map[string]string {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		if _, dup := env[k]; !dup {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// discoverProfiles finds named profiles in directories and in
+// CLAUDERON_PROFILE_<P>_<ENV> variables for the wanted names.
+func discoverProfiles(env map[string]string, names map[string]bool, files map[string]*profileFiles) map[string]string {
+	out := map[string]string{}
+	for key, pf := range files {
+		if key != "" {
+			out[key] = pf.display
+		}
+	}
+	for k, v := range env {
+		rest, ok := strings.CutPrefix(k, ProfileEnvPrefix)
+		if !ok || v == "" {
+			continue
+		}
+		for n := range names {
+			for _, e := range EnvNames(n) {
+				p, ok := strings.CutSuffix(rest, "_"+e)
+				if ok && p != "" {
+					if _, seen := out[p]; !seen {
+						out[p] = strings.ToLower(p)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+// resolveProfile resolves every wanted name for one profile: environment
+// first (in EnvNames order), then files (in FileNames order). A named
+// profile never falls back to the default profile.
+func resolveProfile(key, display string, names map[string]bool, env map[string]string, pf *profileFiles) *profileSet {
+	ps := &profileSet{display: display, entries: map[string]*entry{}}
+	for n := range names {
+		if e := resolveOne(key, n, env, pf); e != nil {
+			ps.entries[n] = e
+		}
+	}
+	return ps
+}
+
+func resolveOne(key, name string, env map[string]string, pf *profileFiles) *entry {
+	for _, ev := range EnvNames(name) {
+		if key != "" {
+			ev = ProfileEnvPrefix + key + "_" + ev
+		}
+		if v := env[ev]; v != "" {
+			return &entry{name: name, source: "env " + ev, secret: NewSecret(v), err: checkValue(v)}
+		}
+	}
+	if pf == nil {
+		return nil
+	}
+	for _, f := range FileNames(name) {
+		if v, ok := pf.files[f]; ok {
+			return &entry{name: name, source: "file " + filepath.Join(pf.dir, f), secret: NewSecret(v), err: checkValue(v)}
+		}
+	}
+	return nil
+}
+
+func newSnapshot(profiles map[string]*profileSet) *snapshot {
+	seen := map[string]bool{}
+	for _, ps := range profiles {
+		for _, e := range ps.entries {
+			v := e.secret.value()
+			if v == "" {
+				continue
+			}
+			seen[v] = true
+			seen[base64.StdEncoding.EncodeToString([]byte("x-access-token:"+v))] = true
+		}
+	}
+	redact := slices.Collect(maps.Keys(seen))
+	// Longest first, so a value containing another is replaced whole.
+	slices.SortFunc(redact, func(a, b string) int { return len(b) - len(a) })
+	pairs := make([]string, 0, 2*len(redact))
+	for _, v := range redact {
+		pairs = append(pairs, v, Redacted)
+	}
+	return &snapshot{profiles: profiles, redact: redact, replacer: strings.NewReplacer(pairs...)}
+}
+
+// Lookup returns the well-formed credential name for profile ("" or
+// "default" for the default profile). A named profile never falls back to
+// the default profile.
+func (s *Store) Lookup(profile, name string) (Secret, bool) {
+	e, ok := s.lookupEntry(profile, name)
+	if !ok || e.err != nil {
+		return Secret{}, false
+	}
+	return e.secret, true
+}
+
+func (s *Store) lookupEntry(profile, name string) (*entry, bool) {
+	ps, ok := s.snap.Load().profiles[profileKey(profile)]
+	if !ok {
+		return nil, false
+	}
+	e, ok := ps.entries[name]
+	return e, ok
+}
+
+// Redact replaces every known credential value (of any profile, well-formed
+// or not, and its git Basic form) in text with [REDACTED]. It is the Scrub
+// function for the audit writer and any other text that leaves the daemon.
+func (s *Store) Redact(text string) string {
+	snap := s.snap.Load()
+	if len(snap.redact) == 0 || text == "" {
+		return text
+	}
+	return snap.replacer.Replace(text)
+}
+
+// containsKnown reports whether text contains any known credential value.
+func (snap *snapshot) containsKnown(text string) bool {
+	for _, v := range snap.redact {
+		if strings.Contains(text, v) {
+			return true
+		}
+	}
+	return false
+}
+
+// Summary lists every credential of every profile, sorted by profile then
+// name, with where it came from and a fingerprint: never the value.
+// Built-in names missing from the default profile are listed as absent.
+func (s *Store) Summary() []CredentialStatus {
+	snap := s.snap.Load()
+	var out []CredentialStatus
+	for _, ps := range snap.profiles {
+		for _, e := range ps.entries {
+			st := CredentialStatus{Profile: ps.display, Name: e.name, Source: e.source, Present: e.err == nil,
+				Fingerprint: e.secret.Fingerprint(), Kind: credentialKind(e.secret.value())}
+			if e.err != nil {
+				st.Error = e.err.Error()
+			}
+			out = append(out, st)
+		}
+		if ps.display == DefaultProfile {
+			for _, n := range BuiltinCredentials() {
+				if _, ok := ps.entries[n]; !ok {
+					out = append(out, CredentialStatus{Profile: DefaultProfile, Name: n})
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b CredentialStatus) int {
+		if a.Profile != b.Profile {
+			if a.Profile == DefaultProfile {
+				return -1
+			}
+			if b.Profile == DefaultProfile {
+				return 1
+			}
+			return strings.Compare(a.Profile, b.Profile)
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+// Profiles returns the named profiles known to the store, sorted (the
+// default profile is not listed).
+func (s *Store) Profiles() []string {
+	var out []string
+	for key, ps := range s.snap.Load().profiles {
+		if key != "" {
+			out = append(out, ps.display)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Watch reloads the store whenever a file under the secrets directory
+// changes (polled every PollInterval: names, sizes, modes, mtimes) until
+// ctx is done, then returns nil. A failed reload is logged and the previous
+// credentials stay in force.
+func (s *Store) Watch(ctx context.Context) error {
+	if s.opts.SecretsDir == "" {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(s.opts.PollInterval)
+	defer t.Stop()
+	failed := "" // signature of the tree whose reload last failed: not retried until it changes
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		sig := treeSignature(s.opts.SecretsDir)
+		if sig == s.snap.Load().treeSig || sig == failed {
+			continue
+		}
+		if err := s.Reload(); err != nil {
+			failed = sig
+			s.logger.Error("reloading credentials; keeping the previous ones", "err", err)
+			continue
+		}
+		s.logger.Info("credentials reloaded", "dir", s.opts.SecretsDir)
+	}
+}
+
+// treeSignature summarizes the secrets tree (two levels of profiles) so a
+// change of any file's name, size, mode or mtime changes it.
+func treeSignature(dir string) string {
+	var b strings.Builder
+	if dir == "" {
+		return ""
+	}
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			fmt.Fprintf(&b, "%s!%v\n", path, errors.Is(err, fs.ErrNotExist))
+			return nil
+		}
+		if strings.Count(strings.TrimPrefix(path, dir), string(filepath.Separator)) > 3 {
+			return fs.SkipDir
+		}
+		fi, err := os.Stat(path) // follow symlinks: the target's change matters
+		if err != nil {
+			fmt.Fprintf(&b, "%s?\n", path)
+			return nil
+		}
+		fmt.Fprintf(&b, "%s %d %o %d\n", path, fi.Size(), fi.Mode(), fi.ModTime().UnixNano())
+		return nil
+	})
+	return b.String()
+}
+
+// profileFiles holds the credential files of one directory.
+type profileFiles struct {
+	dir, display string
+	files        map[string]string // file name → value (trailing newline trimmed)
+}
+
+// readSecretsDir reads secrets/ and secrets/profiles/<P>/. It refuses a
+// directory or file that group or others can access.
+func readSecretsDir(dir string) (map[string]*profileFiles, error) {
+	out := map[string]*profileFiles{}
+	if dir == "" {
+		return out, nil
+	}
+	def, err := readCredentialDir(dir, DefaultProfile)
+	if err != nil || def == nil {
+		return out, err
+	}
+	out[""] = def
+	pdir := filepath.Join(dir, "profiles")
+	ents, err := readPrivateDir(pdir)
+	if err != nil || ents == nil {
+		return out, err
+	}
+	for _, de := range ents {
+		name := de.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		if err := ValidateProfileName(name); err != nil || name == DefaultProfile {
+			return nil, fmt.Errorf("secrets profile directory %s: not a valid profile name (want [a-z0-9][a-z0-9_.-]*, not %q)", filepath.Join(pdir, name), DefaultProfile)
+		}
+		pf, err := readCredentialDir(filepath.Join(pdir, name), name)
+		if err != nil {
+			return nil, err
+		}
+		if pf != nil {
+			out[profileKey(name)] = pf
+		}
+	}
+	return out, nil
+}
+
+// readPrivateDir lists dir after checking it is a 0700-or-stricter
+// directory. A missing dir yields (nil, nil).
+func readPrivateDir(dir string) ([]os.DirEntry, error) {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading secrets directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("secrets directory %s is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("secrets directory %s has mode %04o, open to group or others; run: chmod 700 %s", dir, fi.Mode().Perm(), dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading secrets directory: %w", err)
+	}
+	return ents, nil
+}
+
+func readCredentialDir(dir, display string) (*profileFiles, error) {
+	ents, err := readPrivateDir(dir)
+	if err != nil || ents == nil {
+		return nil, err
+	}
+	pf := &profileFiles{dir: dir, display: display, files: map[string]string{}}
+	for _, de := range ents {
+		name := de.Name()
+		if strings.HasPrefix(name, ".") || name == "profiles" || validateCredentialName(name) != nil {
+			continue
+		}
+		v, ok, err := readSecretFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			pf.files[name] = v
+		}
+	}
+	return pf, nil
+}
+
+// readSecretFile reads one credential file. Non-regular files (after
+// following symlinks) are skipped; group- or world-accessible ones are
+// refused.
+func readSecretFile(path string) (string, bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false, fmt.Errorf("reading secrets file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", false, fmt.Errorf("reading secrets file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", false, nil
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return "", false, fmt.Errorf("secrets file %s has mode %04o, open to group or others; run: chmod 600 %s", path, fi.Mode().Perm(), path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretFileSize+1))
+	if err != nil {
+		return "", false, fmt.Errorf("reading secrets file %s: %w", path, err)
+	}
+	if len(b) > maxSecretFileSize {
+		return "", false, fmt.Errorf("secrets file %s is larger than %d bytes; it does not hold one credential", path, maxSecretFileSize)
+	}
+	return strings.TrimRight(string(b), "\r\n"), true, nil
+}
