@@ -175,9 +175,9 @@ func TestExfiltration_TXTQueryForDeniedNameNeverLeaves(t *testing.T) {
 		{"c2VjcmV0LXRva2VuLXBhcnQtMg.exfil.attacker.example.", dns.TypeA},
 		{"c2VjcmV0.exfil.attacker.example.", dns.TypeNULL},
 		{"c2VjcmV0.exfil.attacker.example.", dns.TypeCNAME},
-		{"c2VjcmV0.github.com.", dns.TypeA},  // a subdomain of an allowed name is a different name
-		{"github.com.", dns.TypeTXT},         // allowed name, non-address type: answered locally
-		{"_acme.github.com.", dns.TypeTXT},   // never forwarded
+		{"c2VjcmV0.github.com.", dns.TypeA}, // a subdomain of an allowed name is a different name
+		{"github.com.", dns.TypeTXT},        // allowed name, non-address type: answered locally
+		{"_acme.github.com.", dns.TypeTXT},  // never forwarded
 		{"4.121.82.140.in-addr.arpa.", dns.TypePTR},
 	}
 	for _, proto := range []string{"udp", "tcp"} {

@@ -259,9 +259,9 @@ func (r *UpstreamResolver) queryServer(ctx context.Context, server, name string)
 	m := new(dns.Msg)
 	m.SetQuestion(fqdn, dns.TypeA)
 	m.SetEdns0(MaxUDPSize, false)
-	resp, _, err := r.udp.ExchangeContext(ctx, m, server)
+	resp, err := exchange(ctx, r.udp, m, server)
 	if err == nil && resp.Truncated {
-		resp, _, err = r.tcp.ExchangeContext(ctx, m, server)
+		resp, err = exchange(ctx, r.tcp, m, server)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("asking %s: %w", server, err)
@@ -281,6 +281,24 @@ func (r *UpstreamResolver) queryServer(ctx context.Context, server, name string)
 		return nil, 0, notFound(name)
 	}
 	return addrs, ttl, nil
+}
+
+// exchange sends m to server and reads the answer. Unlike
+// dns.Client.ExchangeContext, it honours ctx cancellation, not only its
+// deadline, by closing the connection.
+func exchange(ctx context.Context, c *dns.Client, m *dns.Msg, server string) (*dns.Msg, error) {
+	conn, err := c.DialContext(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	resp, _, err := c.ExchangeWithConnContext(ctx, m, conn)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	return resp, err
 }
 
 // followChain collects the A records for qname, following CNAMEs in the
