@@ -95,8 +95,10 @@ func NFTList(t testing.TB, ns netns.NsHandle, family, name string) string {
 	return string(re.ReplaceAll(out, []byte("TABLE")))
 }
 
-// InNS runs f on a locked thread switched into ns. Child processes that
-// f starts inherit the namespace.
+// InNS runs f on a locked thread switched into ns (or left in the
+// current namespace if ns is netns.None()) and switches the thread back
+// afterwards, even if f moved it. Child processes that f starts inherit
+// the namespace.
 func InNS[T any](ns netns.NsHandle, f func() (T, error)) (T, error) {
 	type result struct {
 		v   T
@@ -112,10 +114,12 @@ func InNS[T any](ns netns.NsHandle, f func() (T, error)) (T, error) {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
+		if ns.IsOpen() {
+			if err := netns.Set(ns); err != nil {
+				runtime.UnlockOSThread()
+				ch <- result{err: err}
+				return
+			}
 		}
 		v, err := f()
 		if netns.Set(orig) == nil {
