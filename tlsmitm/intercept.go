@@ -216,14 +216,15 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// hostMatches compares the request's Host (without :443) to the SNI name.
+// hostMatches compares the request's Host name (any port: the upstream is
+// always the SNI name on 443) to the SNI name.
 func hostMatches(hostHeader, sni string) (string, bool) {
-	host, port, err := net.SplitHostPort(hostHeader)
+	host, _, err := net.SplitHostPort(hostHeader)
 	if err != nil {
-		host, port = hostHeader, ""
+		host = hostHeader
 	}
 	host = normalizeName(host)
-	return host, host == sni && (port == "" || port == "443")
+	return host, host != "" && host == sni
 }
 
 func hostOnly(hostHeader string) string {
