@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"slices"
 	"strings"
+	"sync"
 )
 
 // Errors Apply returns, wrapped with context (rule, credential name and
@@ -49,6 +50,9 @@ type Injector struct {
 	rules  []Rule
 	store  *Store
 	logger *slog.Logger
+
+	mu      sync.Mutex
+	missing map[[2]string]bool // (profile, credential) already reported missing
 }
 
 type compiledRule struct {
@@ -81,7 +85,7 @@ func New(rules []Rule, store *Store, logger *slog.Logger) (*Injector, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	inj := &Injector{exact: map[string]*compiledRule{}, rules: slices.Clone(rules), store: store,
-		logger: logger.With("component", "injector")}
+		logger: logger.With("component", "injector"), missing: map[[2]string]bool{}}
 	names := make([]string, 0, len(rules))
 	for _, r := range rules {
 		cr := compile(r)
@@ -218,15 +222,13 @@ func checkRequestHost(req *http.Request, routed string) error {
 func (i *Injector) inject(hdr http.Header, cr *compiledRule, profile string, a Applied) (Applied, error) {
 	e, ok := i.store.lookupEntry(profile, cr.rule.Credential)
 	if !ok {
-		i.store.warnOnce("missing|"+profileKey(profile)+"|"+cr.rule.Credential, "credential not configured; requests go out without it",
-			"rule", cr.name, "credential", cr.rule.Credential, "profile", profileDisplay(profile),
-			"env", strings.Join(EnvNames(cr.rule.Credential), " or "))
-		return a, fmt.Errorf("rule %s: %w: %q for profile %s (set %s or secrets/%s)", cr.name, ErrNoCredential,
-			cr.rule.Credential, profileDisplay(profile), EnvNames(cr.rule.Credential)[0], cr.rule.Credential)
+		i.warnMissing(cr, profile)
+		return a, &CredentialError{Err: ErrNoCredential, Rule: cr.name, Credential: cr.rule.Credential,
+			Profile: profileDisplay(profile), Problem: "is not configured"}
 	}
 	if e.err != nil {
 		// Format-independent problems were logged once by Store.Reload.
-		return a, malformedError(cr, profile, e, e.err.Error())
+		return a, newMalformed(cr, profile, e, e.err.Error())
 	}
 	v := e.secret.Reveal()
 	key, val := cr.header, ""
@@ -246,7 +248,13 @@ func (i *Injector) inject(hdr http.Header, cr *compiledRule, profile string, a A
 		case strings.HasPrefix(v, anthropicAPIKeyPrefix):
 			key, val = hdrXAPIKey, v
 		default:
-			return a, i.malformed(cr, profile, e, "is neither an Anthropic OAuth token (sk-ant-oat…) nor an API key (sk-ant-api…)")
+			err := newMalformed(cr, profile, e, "is neither an Anthropic OAuth token (sk-ant-oat…) nor an API key (sk-ant-api…)")
+			if e.formatWarned.CompareAndSwap(false, true) { // fast path; warnOnce also dedupes across reloads
+				i.store.warnOnce("format|"+cr.name+"|"+err.Profile+"|"+e.source+"|"+e.secret.Fingerprint(),
+					"credential malformed; requests go out without it", "rule", cr.name, "credential", e.name,
+					"profile", err.Profile, "source", e.source, "problem", err.Problem)
+			}
+			return a, err
 		}
 	}
 	hdr[key] = []string{val}
@@ -254,17 +262,46 @@ func (i *Injector) inject(hdr http.Header, cr *compiledRule, profile string, a A
 	return a, nil
 }
 
-func (i *Injector) malformed(cr *compiledRule, profile string, e *entry, problem string) error {
-	i.store.warnOnce("malformed|"+profileKey(profile)+"|"+e.name+"|"+e.source+"|"+e.secret.Fingerprint()+"|"+problem,
-		"credential malformed; requests go out without it", "rule", cr.name, "credential", e.name,
-		"profile", profileDisplay(profile), "source", e.source, "problem", problem)
-	return malformedError(cr, profile, e, problem)
+// warnMissing logs a missing credential once per (profile, credential).
+func (i *Injector) warnMissing(cr *compiledRule, profile string) {
+	k := [2]string{profile, cr.rule.Credential}
+	i.mu.Lock()
+	seen := i.missing[k]
+	i.missing[k] = true
+	i.mu.Unlock()
+	if !seen {
+		i.logger.Warn("credential not configured; requests go out without it", "rule", cr.name,
+			"credential", cr.rule.Credential, "profile", profileDisplay(profile),
+			"env", strings.Join(EnvNames(cr.rule.Credential), " or "), "file", "secrets/"+cr.rule.Credential)
+	}
 }
 
-func malformedError(cr *compiledRule, profile string, e *entry, problem string) error {
-	return fmt.Errorf("rule %s: %w: %q (profile %s) from %s %s", cr.name, ErrMalformedCredential, e.name,
-		profileDisplay(profile), e.source, problem)
+func newMalformed(cr *compiledRule, profile string, e *entry, problem string) *CredentialError {
+	return &CredentialError{Err: ErrMalformedCredential, Rule: cr.name, Credential: e.name,
+		Profile: profileDisplay(profile), Source: e.source, Problem: problem}
 }
+
+// CredentialError says why a matching rule injected nothing: Err is
+// ErrNoCredential or ErrMalformedCredential. It names the credential and
+// its source, never the value.
+type CredentialError struct {
+	Err        error
+	Rule       string // Rule.Name
+	Credential string // credential name
+	Profile    string // "default" or the profile name
+	Source     string // "env X" or "file /path"; empty when not configured
+	Problem    string // what is wrong, e.g. "contains whitespace at byte 12 of 40"
+}
+
+func (e *CredentialError) Error() string {
+	if errors.Is(e.Err, ErrNoCredential) {
+		return fmt.Sprintf("rule %s: %v: %q for profile %s (set %s or secrets/%s)", e.Rule, e.Err, e.Credential,
+			e.Profile, EnvNames(e.Credential)[0], e.Credential)
+	}
+	return fmt.Sprintf("rule %s: %v: %q (profile %s) from %s %s", e.Rule, e.Err, e.Credential, e.Profile, e.Source, e.Problem)
+}
+
+func (e *CredentialError) Unwrap() error { return e.Err }
 
 func profileDisplay(p string) string {
 	if p == "" {

@@ -3,6 +3,7 @@ package injector
 import (
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -27,7 +28,7 @@ func newTestInjector(t *testing.T, rules []Rule, environ ...string) (*Injector, 
 	if rules == nil {
 		rules = DefaultRules()
 	}
-	inj, err := New(rules, s, nil)
+	inj, err := New(rules, s, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -266,6 +267,10 @@ func TestApply_MissingCredentialStripsAndReports(t *testing.T) {
 		if !strings.Contains(err.Error(), "OPENAI_API_KEY") {
 			t.Errorf("error %q does not say how to configure it", err)
 		}
+		var ce *CredentialError
+		if !errors.As(err, &ce) || ce.Credential != "openai" || ce.Profile != DefaultProfile || ce.Rule != "api.openai.com" {
+			t.Errorf("error %#v is not a CredentialError naming openai/default/api.openai.com", err)
+		}
 		if req.Header.Get("Authorization") != "" {
 			t.Errorf("placeholder left on the request")
 		}
@@ -303,6 +308,12 @@ func TestApply_MalformedCredentialIsClearErrorLoggedOnce(t *testing.T) {
 				if len(req.Header.Values("Authorization")) != 0 {
 					t.Errorf("Authorization left on the request: %q", req.Header.Values("Authorization"))
 				}
+			}
+			if err := inj.store.Reload(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := inj.Apply(request("api.anthropic.com"), "api.anthropic.com", ""); !errors.Is(err, ErrMalformedCredential) {
+				t.Fatalf("after reload Apply = %v", err)
 			}
 			if strings.Contains(logs.String(), "WRONG") {
 				t.Errorf("log leaks the value:\n%s", logs)

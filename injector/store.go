@@ -69,6 +69,8 @@ type entry struct {
 	name, source string
 	secret       Secret
 	err          error // format-independent problem; the secret is still kept for redaction
+
+	formatWarned atomic.Bool // a rule's format-specific complaint was logged (once per snapshot)
 }
 
 type profileSet struct {
@@ -78,6 +80,7 @@ type profileSet struct {
 
 type snapshot struct {
 	profiles map[string]*profileSet // profileKey → set; "" is the default profile
+	byName   map[string]*profileSet // display name → set, so the common lookup does not allocate
 	redact   []string               // every known value and derived header forms, longest first
 	replacer *strings.Replacer
 	treeSig  string // treeSignature of the secrets dir taken just before it was read
@@ -189,6 +192,11 @@ func (s *Store) load() (*snapshot, error) {
 	}
 	snap := newSnapshot(profiles)
 	snap.treeSig = sig
+	snap.byName = make(map[string]*profileSet, len(profiles)+1)
+	for _, ps := range profiles {
+		snap.byName[ps.display] = ps
+	}
+	snap.byName[""] = profiles[""]
 	return snap, nil
 }
 
@@ -301,9 +309,12 @@ func (s *Store) Lookup(profile, name string) (Secret, bool) {
 }
 
 func (s *Store) lookupEntry(profile, name string) (*entry, bool) {
-	ps, ok := s.snap.Load().profiles[profileKey(profile)]
+	snap := s.snap.Load()
+	ps, ok := snap.byName[profile]
 	if !ok {
-		return nil, false
+		if ps, ok = snap.profiles[profileKey(profile)]; !ok {
+			return nil, false
+		}
 	}
 	e, ok := ps.entries[name]
 	return e, ok
