@@ -54,9 +54,7 @@ func (h *Handler) serve(q *query) {
 		h.refuseRateLimited(q)
 		return
 	}
-	if h.cfg.Identity != nil {
-		q.ev.Client, _ = h.cfg.Identity.Lookup(q.ev.SrcIP)
-	}
+	h.identify(q)
 	if rcode, err := checkQuery(r); err != nil {
 		h.stats.malformed.Add(1)
 		h.finish(q, h.reply(r, rcode), err)
@@ -78,6 +76,13 @@ func (h *Handler) serve(q *query) {
 		return
 	}
 	h.decide(q, name)
+}
+
+// identify names the client for the audit.
+func (h *Handler) identify(q *query) {
+	if h.cfg.Identity != nil {
+		q.ev.Client, _ = h.cfg.Identity.Lookup(q.ev.SrcIP)
+	}
 }
 
 // decide asks the Policy and answers accordingly.
@@ -188,6 +193,7 @@ func (h *Handler) refuseRateLimited(q *query) {
 	if !ok {
 		return
 	}
+	h.identify(q)
 	if len(q.req.Question) > 0 {
 		q.ev.Name, q.ev.Qtype = truncateName(q.req.Question[0].Name), q.req.Question[0].Qtype
 	}

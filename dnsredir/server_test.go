@@ -24,7 +24,7 @@ type served struct {
 	stop     func() error // cancels Serve and returns its error
 }
 
-func startServer(t *testing.T, h *dnsredir.Handler, tune func(*dnsredir.Server)) *served {
+func startServer(t testing.TB, h *dnsredir.Handler, tune func(*dnsredir.Server)) *served {
 	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
