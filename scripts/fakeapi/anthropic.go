@@ -35,6 +35,9 @@ type Request struct {
 
 // Log is a concurrency-safe request log shared by the fake servers.
 type Log struct {
+	// OnAdd, when set, is called with every request after it is logged.
+	OnAdd func(Request)
+
 	mu   sync.Mutex
 	reqs []Request
 }
@@ -42,8 +45,11 @@ type Log struct {
 // Add appends r.
 func (l *Log) Add(r Request) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	l.reqs = append(l.reqs, r)
+	l.mu.Unlock()
+	if l.OnAdd != nil {
+		l.OnAdd(r)
+	}
 }
 
 // All returns a copy of every request seen so far.
