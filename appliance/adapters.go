@@ -1,0 +1,196 @@
+package appliance
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/clauderon/clauderond/appliance/config"
+	"github.com/clauderon/clauderond/appliance/identity"
+	"github.com/clauderon/clauderond/dnsredir"
+	"github.com/clauderon/clauderond/injector"
+	"github.com/clauderon/clauderond/tlsmitm"
+)
+
+// injectorAdapter satisfies tlsmitm.Injector with an *injector.Injector.
+// It translates the injector's errors into the terminator's: a request that
+// cannot get its credential is refused with a 403 naming the reason instead
+// of being sent upstream with nothing in it.
+type injectorAdapter struct {
+	inj          *injector.Injector
+	requireLabel bool
+	auditMode    bool
+}
+
+var _ tlsmitm.Injector = (*injectorAdapter)(nil)
+
+func (a *injectorAdapter) Apply(req *http.Request, host string, c tlsmitm.Client) (string, bool, error) {
+	if a.requireLabel && (!c.Known || c.Profile == "") {
+		who := "an unknown container"
+		if c.Known {
+			who = fmt.Sprintf("container %q", c.Name)
+		}
+		return "", false, fmt.Errorf("%w: %s has no clauderon.profile label and profiles.require_label is on; "+
+			"start it with --label clauderon.profile=<profile>", tlsmitm.ErrForbidden, who)
+	}
+	applied, err := a.inj.Apply(req, host, c.Profile)
+	return applied.Rule, applied.Injected, mapInjectorError(err)
+}
+
+func (a *injectorAdapter) RedactResponse(host string, h http.Header) { a.inj.RedactResponse(host, h) }
+
+// mapInjectorError maps injector sentinels onto tlsmitm's. The injector's
+// messages name the rule, credential and source, never a value.
+func mapInjectorError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, injector.ErrHostMismatch):
+		return fmt.Errorf("%w: %v", tlsmitm.ErrSNIMismatch, err)
+	case errors.Is(err, injector.ErrNoCredential):
+		return fmt.Errorf("%w: %v; put it in the daemon's environment or state_dir/secrets, then `clauderon reload`", tlsmitm.ErrForbidden, err)
+	case errors.Is(err, injector.ErrMalformedCredential),
+		errors.Is(err, injector.ErrClientCredentialRejected),
+		errors.Is(err, injector.ErrNoRule):
+		return fmt.Errorf("%w: %v", tlsmitm.ErrForbidden, err)
+	default:
+		return err
+	}
+}
+
+// identityAdapter satisfies tlsmitm.Identity and dnsredir.Identity.
+type identityAdapter struct{ t *identity.Table }
+
+var _ tlsmitm.Identity = identityAdapter{}
+
+func (a identityAdapter) Lookup(addr netip.Addr) (tlsmitm.Client, bool) {
+	c, ok := a.t.Lookup(addr)
+	if !ok {
+		return tlsmitm.Client{}, false
+	}
+	return tlsmitm.Client{ID: c.ID, Name: c.Name, Profile: c.Profile, Known: true}, true
+}
+
+// dnsIdentity names containers for DNS audit records.
+type dnsIdentity struct{ t *identity.Table }
+
+var _ dnsredir.Identity = dnsIdentity{}
+
+func (a dnsIdentity) Lookup(addr netip.Addr) (string, bool) {
+	c, ok := a.t.Lookup(addr)
+	return c.Name, ok
+}
+
+// convertRules turns config rules into injector rules, with the defaults
+// first when default_rules is on or no rule is configured.
+func convertRules(cfg *config.Config) []injector.Rule {
+	var rules []injector.Rule
+	for _, r := range cfg.Rules {
+		rules = append(rules, injector.Rule{Host: r.Host, Credential: r.Credential, Header: r.Header,
+			Format: r.Format, Template: r.Template, Strip: r.Strip, OnClientCredential: r.OnClientCredential})
+	}
+	if cfg.DefaultRules || len(rules) == 0 {
+		return injector.MergeRules(injector.DefaultRules(), rules)
+	}
+	return rules
+}
+
+// policy is the egress policy derived from config: the rule hosts are
+// intercepted, egress.allow passes through, the rest is denied. In audit
+// mode the rest is passed through too (reported as would-deny).
+type policy struct {
+	router    *tlsmitm.StaticRouter // intercept = rule hosts, passthrough = egress.allow
+	auditMode bool
+}
+
+func newPolicy(rules []injector.Rule, cfg *config.Config) (*policy, error) {
+	hosts := make([]string, 0, len(rules))
+	for _, r := range rules {
+		hosts = append(hosts, r.Host)
+	}
+	rt, err := tlsmitm.NewStaticRouter(hosts, cfg.Egress.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("building the TLS router from rules and egress.allow: %w", err)
+	}
+	return &policy{router: rt, auditMode: cfg.Egress.Mode == "audit"}, nil
+}
+
+// Route implements tlsmitm.Router. In audit mode a name that would be denied
+// is passed through and its rule is marked "would-deny:<policy>".
+func (p *policy) Route(sni string) (tlsmitm.Decision, string) {
+	d, rule := p.router.Route(sni)
+	if d == tlsmitm.Deny && p.auditMode {
+		return tlsmitm.Passthrough, wouldDeny + rule
+	}
+	return d, rule
+}
+
+// InterceptHosts lets tlsmitm pre-issue leaves for the exact rule hosts.
+func (p *policy) InterceptHosts() []string { return p.router.InterceptHosts() }
+
+// Decide implements dnsredir.Policy with the same lists.
+func (p *policy) Decide(name string) (dnsredir.Decision, string) {
+	switch d, rule := p.Route(name); d {
+	case tlsmitm.Intercept:
+		return dnsredir.Intercept, rule
+	case tlsmitm.Passthrough:
+		return dnsredir.Allow, rule
+	default:
+		return dnsredir.Deny, rule
+	}
+}
+
+// wouldDeny prefixes the rule of a decision that audit mode let through.
+const wouldDeny = "would-deny:"
+
+var (
+	_ tlsmitm.Router     = (*policy)(nil)
+	_ tlsmitm.HostLister = (*policy)(nil)
+	_ dnsredir.Policy    = (*policy)(nil)
+)
+
+// buildUpstreams loads each override's CA file into a pool.
+func buildUpstreams(cfg *config.Config) ([]tlsmitm.Upstream, error) {
+	var out []tlsmitm.Upstream
+	for i, u := range cfg.Upstreams {
+		up := tlsmitm.Upstream{Host: strings.ToLower(u.Host), Address: u.Address}
+		if u.CAFile != "" {
+			pem, err := os.ReadFile(u.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("upstreams[%d].ca_file: %w", i, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("upstreams[%d].ca_file %s: no PEM certificate found", i, u.CAFile)
+			}
+			up.RootCAs = pool
+		}
+		out = append(out, up)
+	}
+	return out, nil
+}
+
+// interceptAnswer answers DNS for intercepted hosts whose upstream override
+// points at loopback with the gateway: the container connects to the gateway
+// (redirected to us anyway) instead of a name that may not resolve. Other
+// names are resolved normally (nil).
+func interceptAnswer(ups []tlsmitm.Upstream, gw netip.Addr) func(string) []netip.Addr {
+	loop := map[string]bool{}
+	for _, u := range ups {
+		if ap, err := netip.ParseAddrPort(u.Address); err == nil && ap.Addr().IsLoopback() {
+			loop[u.Host] = true
+		} else if host, _, ok := strings.Cut(u.Address, ":"); ok && host == "localhost" {
+			loop[u.Host] = true
+		}
+	}
+	return func(name string) []netip.Addr {
+		if loop[strings.ToLower(name)] {
+			return []netip.Addr{gw}
+		}
+		return nil
+	}
+}

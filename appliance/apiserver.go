@@ -1,0 +1,88 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"strconv"
+	"time"
+
+	"github.com/clauderon/clauderond/appliance/api"
+	"golang.org/x/sync/errgroup"
+)
+
+// stepAPI serves the daemon API on the Unix socket (mode 0660, group
+// socket.group). A stale socket from a killed daemon is replaced; a live one
+// means another daemon runs, and start-up stops.
+func (d *daemon) stepAPI(ctx context.Context, g *errgroup.Group) error {
+	path := d.cfg.SocketPath()
+	ln, err := listenUnix(ctx, path)
+	if err != nil {
+		return err
+	}
+	if err := chownSocket(path, d.cfg.Socket.Group); err != nil {
+		ln.Close()
+		return err
+	}
+	d.listeners = append(d.listeners, listenerStatus{"api", path, true})
+	b := &backend{d: d}
+	d.wireSessions(ctx, b)
+	srv := &http.Server{Handler: api.NewHandler(b, d.log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error {
+		defer os.Remove(path)
+		if err := serveHTTP(ctx, srv, ln); err != nil {
+			return fmt.Errorf("daemon API on %s: %w", path, err)
+		}
+		return nil
+	})
+	return nil
+}
+
+func listenUnix(ctx context.Context, path string) (net.Listener, error) {
+	if _, err := os.Stat(path); err == nil {
+		c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "unix", path)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another clauderond is serving %s; stop it first", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("removing stale socket %s: %w", path, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("checking socket %s: %w", path, err)
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on socket %s (socket.path): %w", path, err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod 0660 %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+// chownSocket gives the socket to group (name or gid); "" keeps the daemon's.
+func chownSocket(path, group string) error {
+	if group == "" {
+		return nil
+	}
+	gid, err := strconv.Atoi(group)
+	if err != nil {
+		g, lerr := user.LookupGroup(group)
+		if lerr != nil {
+			return fmt.Errorf("socket.group %q: %w; create it (groupadd %s) or unset socket.group", group, lerr, group)
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		return fmt.Errorf("chown socket %s to group %s: %w", path, group, err)
+	}
+	return nil
+}

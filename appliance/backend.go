@@ -1,0 +1,159 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+
+	"github.com/clauderon/clauderond/appliance/api"
+)
+
+// sessions is what the backend needs from appliance/session.
+type sessions interface {
+	Create(ctx context.Context, req api.CreateRequest) (api.Session, error)
+	List(ctx context.Context) ([]api.Session, error)
+	Remove(ctx context.Context, name string) error
+	Logs(ctx context.Context, name string, follow bool, w io.Writer) error
+	RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs, error)
+}
+
+// backend implements api.Backend over the running daemon.
+type backend struct {
+	d        *daemon
+	sessions sessions                                        // nil: sessions unavailable
+	doctor   func(ctx context.Context) (api.DoctorReport, error) // nil: built-in checks
+}
+
+var _ api.Backend = (*backend)(nil)
+
+func (b *backend) Status(ctx context.Context) (api.Status, error) {
+	return b.d.status(ctx), nil
+}
+
+func (b *backend) noSessions() error {
+	return fmt.Errorf("%w: sessions are not available in this daemon", api.ErrUnavailable)
+}
+
+func (b *backend) CreateSession(ctx context.Context, req api.CreateRequest) (api.Session, error) {
+	if b.sessions == nil {
+		return api.Session{}, b.noSessions()
+	}
+	return b.sessions.Create(ctx, req)
+}
+
+func (b *backend) ListSessions(ctx context.Context) ([]api.Session, error) {
+	if b.sessions == nil {
+		return nil, b.noSessions()
+	}
+	return b.sessions.List(ctx)
+}
+
+func (b *backend) RemoveSession(ctx context.Context, name string) error {
+	if b.sessions == nil {
+		return b.noSessions()
+	}
+	return b.sessions.Remove(ctx, name)
+}
+
+func (b *backend) SessionLogs(ctx context.Context, name string, follow bool, w io.Writer) error {
+	if b.sessions == nil {
+		return b.noSessions()
+	}
+	return b.sessions.Logs(ctx, name, follow, w)
+}
+
+func (b *backend) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs, error) {
+	if b.sessions == nil {
+		return api.RunArgs{}, b.noSessions()
+	}
+	return b.sessions.RunArgs(ctx, req)
+}
+
+func (b *backend) Doctor(ctx context.Context) (api.DoctorReport, error) {
+	if b.doctor != nil {
+		return b.doctor(ctx)
+	}
+	return b.d.selfCheck(ctx), nil
+}
+
+func (b *backend) CA(context.Context) (api.CA, error) {
+	return api.CA{Path: b.d.ca.CertPath(), Fingerprint: b.d.ca.Fingerprint(), PEM: string(b.d.ca.CertPEM())}, nil
+}
+
+func (b *backend) Audit(ctx context.Context, q api.AuditQuery, w io.Writer) error {
+	return tailAudit(ctx, b.d.auditPath(), q, w)
+}
+
+func (b *backend) Reload(ctx context.Context) error {
+	if err := b.d.reload(ctx); err != nil {
+		return fmt.Errorf("%w: %v", api.ErrInvalid, err)
+	}
+	return nil
+}
+
+// status is the daemon's api.Status.
+func (d *daemon) status(ctx context.Context) api.Status {
+	cfg := d.config()
+	s := api.Status{
+		Ready: d.ready.Load(), Version: d.opts.version, StateDir: cfg.StateDir, Socket: cfg.SocketPath(),
+		Mode: cfg.Egress.Mode,
+		Network: api.Network{Name: d.network.Name, Bridge: d.network.Bridge, Subnet: d.network.Subnet.String(),
+			Gateway: d.network.Gateway.String()},
+		Enforcement: api.EnforcementDegraded,
+		Requests:    map[string]uint64{},
+	}
+	for _, l := range d.listeners {
+		s.Listeners = append(s.Listeners, api.Listener{Name: l.Name, Address: l.Address, OK: l.OK})
+	}
+	if d.enforcer != nil {
+		state, drift, _ := d.enforcer.snapshot()
+		s.Enforcement, s.Drift = state, drift
+		if state != EnforcementIntact {
+			s.Problems = append(s.Problems, "nftables ruleset differs from the desired one; it is being re-applied")
+		}
+	}
+	if d.opts.nft != nil {
+		if cs, err := d.opts.nft.Counters(ctx); err == nil {
+			for _, c := range cs {
+				s.Counters = append(s.Counters, api.Counter{Rule: c.Rule, Packets: c.Packets, Bytes: c.Bytes})
+			}
+		}
+	}
+	if d.store != nil {
+		for _, c := range d.store.Summary() {
+			s.Credentials = append(s.Credentials, api.Credential{Profile: c.Profile, Name: c.Name, Source: c.Source,
+				Kind: c.Kind, Fingerprint: c.Fingerprint, Present: c.Present})
+		}
+	}
+	if d.table != nil {
+		for _, c := range d.table.List() {
+			s.Containers = append(s.Containers, api.Container{ID: c.ID, Name: c.Name, IP: c.IP.String(), Profile: c.Profile})
+		}
+	}
+	if d.ca != nil {
+		s.CA = api.CA{Path: d.ca.CertPath(), Fingerprint: d.ca.Fingerprint()}
+	}
+	if d.events != nil {
+		s.Requests = d.events.decisions()
+	}
+	if !s.Ready {
+		s.Problems = append(s.Problems, "the daemon is starting or stopping")
+	}
+	return s
+}
+
+// selfCheck is the doctor report when appliance/doctor is not wired in:
+// what the daemon itself can see.
+func (d *daemon) selfCheck(ctx context.Context) api.DoctorReport {
+	st := d.status(ctx)
+	r := api.DoctorReport{}
+	r.Steps = append(r.Steps, api.DoctorStep{Name: "daemon ready", OK: st.Ready,
+		Fix: "see the daemon's log; `clauderond teardown` then restart"})
+	r.Steps = append(r.Steps, api.DoctorStep{Name: "nftables enforcement", OK: st.Enforcement == api.EnforcementIntact,
+		Detail: fmt.Sprint(st.Drift), Fix: "check that nothing else flushes nftables (nft list ruleset)"})
+	names := slices.Sorted(maps.Keys(st.Requests))
+	r.Steps = append(r.Steps, api.DoctorStep{Name: "audit decisions seen", OK: true, Detail: fmt.Sprint(names)})
+	return r
+}

@@ -1,0 +1,103 @@
+package appliance
+
+import (
+	"maps"
+	"sync"
+	"strings"
+	"time"
+
+	"github.com/clauderon/clauderond/dnsredir"
+	"github.com/clauderon/clauderond/tlsmitm"
+)
+
+// record is one audit line in the appliance's words; auditwire.go turns it
+// into the audit package's Record. It never holds a header value.
+type record struct {
+	TS                        time.Time
+	Container, Profile, SrcIP string
+	OrigDst                   string
+	SNI, Host, Method, Path   string
+	Status                    int
+	Decision, Rule            string
+	AuthInjected              bool
+	Duration                  time.Duration
+	Error                     string
+	Kind                      string // "http" | "conn" | "dns"
+	BytesIn, BytesOut         int64
+}
+
+// sink receives audit records (the audit writer, plus metrics).
+type sink interface{ write(record) }
+
+// eventAdapter satisfies tlsmitm.Auditor and dnsredir.Auditor: one record
+// per event, to the audit sink and the metrics.
+type eventAdapter struct {
+	out     sink
+	metrics *metrics
+
+	mu     sync.Mutex
+	counts map[string]uint64 // by decision, for status
+}
+
+var (
+	_ tlsmitm.Auditor  = (*eventAdapter)(nil)
+	_ dnsredir.Auditor = (*eventAdapter)(nil)
+)
+
+func (a *eventAdapter) Record(e tlsmitm.Event) { a.emit(fromTLS(e)) }
+
+func (a *eventAdapter) RecordDNS(e dnsredir.Event) { a.emit(fromDNS(e)) }
+
+func (a *eventAdapter) emit(r record) {
+	a.mu.Lock()
+	if a.counts == nil {
+		a.counts = map[string]uint64{}
+	}
+	a.counts[r.Decision]++
+	a.mu.Unlock()
+	if a.out != nil {
+		a.out.write(r)
+	}
+	if a.metrics != nil {
+		a.metrics.observe(r)
+	}
+}
+
+// decisions returns how many records each decision had.
+func (a *eventAdapter) decisions() map[string]uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return maps.Clone(a.counts)
+}
+
+func fromTLS(e tlsmitm.Event) record {
+	r := record{TS: e.Time, Container: e.Client.Name, Profile: e.Client.Profile, SNI: e.SNI, Host: e.Host,
+		Method: e.Method, Path: e.Path, Status: e.Status, Decision: string(e.Decision), Rule: e.Rule,
+		AuthInjected: e.AuthInjected, Duration: e.Duration, Error: e.Err, BytesIn: e.BytesIn, BytesOut: e.BytesOut,
+		Kind: "conn"}
+	if e.SrcIP.IsValid() {
+		r.SrcIP = e.SrcIP.Addr().String()
+	}
+	if e.OrigDst.IsValid() {
+		r.OrigDst = e.OrigDst.String()
+	}
+	if e.Method != "" {
+		r.Kind = "http"
+	}
+	if rest, ok := strings.CutPrefix(e.Rule, wouldDeny); ok {
+		r.Decision, r.Rule = "would-deny", rest
+	}
+	return r
+}
+
+func fromDNS(e dnsredir.Event) record {
+	r := record{TS: e.Time, Container: e.Client, Host: e.Name, Decision: e.Decision, Rule: e.Rule,
+		Duration: e.Duration, Error: e.Err, Kind: "dns", Status: e.Rcode}
+	if e.SrcIP.IsValid() {
+		r.SrcIP = e.SrcIP.String()
+	}
+	if rest, ok := strings.CutPrefix(e.Rule, wouldDeny); ok {
+		r.Decision, r.Rule = "would-deny", rest
+	}
+	return r
+}

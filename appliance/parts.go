@@ -1,0 +1,101 @@
+package appliance
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	"github.com/clauderon/clauderond/appliance/config"
+	"github.com/clauderon/clauderond/dnsredir"
+	"github.com/clauderon/clauderond/injector"
+	"github.com/clauderon/clauderond/netfilter"
+	"github.com/clauderon/clauderond/tlsmitm"
+	"github.com/miekg/dns"
+)
+
+// parts is everything derived from config that a reload swaps at once.
+// Building it has no side effects, so a bad config is refused before
+// anything changes.
+type parts struct {
+	injector  *injectorAdapter
+	policy    *policy
+	upstreams []tlsmitm.Upstream
+	answer    func(string) []netip.Addr
+}
+
+func buildParts(cfg *config.Config, store *injector.Store, gw netip.Addr, log *slog.Logger) (*parts, error) {
+	rules := convertRules(cfg)
+	if err := injector.ValidateRules(rules); err != nil {
+		return nil, fmt.Errorf("rules: %w", err)
+	}
+	inj, err := injector.New(rules, store, log.With("component", "injector"))
+	if err != nil {
+		return nil, fmt.Errorf("building the injector: %w", err)
+	}
+	pol, err := newPolicy(rules, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ups, err := buildUpstreams(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &parts{
+		injector:  &injectorAdapter{inj: inj, requireLabel: cfg.Profiles.RequireLabel, auditMode: cfg.Egress.Mode == "audit"},
+		policy:    pol,
+		upstreams: ups,
+		answer:    interceptAnswer(ups, gw),
+	}, nil
+}
+
+// netfilterSpec is the desired ruleset for cfg on the adopted bridge.
+func netfilterSpec(cfg *config.Config, table string, bridgeName string, subnet netip.Prefix, gw netip.Addr) (netfilter.Spec, error) {
+	s := netfilter.Spec{
+		Table: table, Bridge: bridgeName, Subnet: subnet, Gateway: gw,
+		TLSPort: uint16(cfg.Listen.TLSPort), DNSPort: uint16(cfg.Listen.DNSPort),
+		AllowIntraBridge: cfg.Network.AllowIntraBridge,
+		AuditMode:        cfg.Egress.Mode == "audit",
+	}
+	for i, a := range cfg.Egress.AllowCIDRs {
+		p, err := netip.ParsePrefix(a.CIDR)
+		if err != nil {
+			return netfilter.Spec{}, fmt.Errorf("egress.allow_cidrs[%d].cidr %q: %w", i, a.CIDR, err)
+		}
+		ac := netfilter.AllowCIDR{Prefix: p.Masked(), Proto: a.Proto}
+		if ac.Proto == "" {
+			ac.Proto = "tcp"
+		}
+		for _, port := range a.Ports {
+			ac.Ports = append(ac.Ports, uint16(port))
+		}
+		s.AllowCIDRs = append(s.AllowCIDRs, ac)
+	}
+	if err := s.Validate(); err != nil {
+		return netfilter.Spec{}, fmt.Errorf("building the nftables spec: %w", err)
+	}
+	return s, nil
+}
+
+// tlsConfig is the terminator's swappable configuration.
+func tlsConfig(cfg *config.Config, p *parts, id tlsmitm.Identity, aud tlsmitm.Auditor, res tlsmitm.Resolver,
+	subnet netip.Prefix, log *slog.Logger) tlsmitm.Config {
+	return tlsmitm.Config{
+		StateDir: cfg.StateDir, Router: p.policy, Injector: p.injector, Identity: id, Auditor: aud,
+		Upstreams: p.upstreams, DeniedPrefixes: []netip.Prefix{subnet}, Resolver: res,
+		Logger: log.With("component", "tlsmitm"), DrainTimeout: cfg.DrainTimeout,
+	}
+}
+
+// dnsConfig is the DNS shim's configuration.
+func dnsConfig(cfg *config.Config, p *parts, id dnsredir.Identity, aud dnsredir.Auditor, res dnsredir.Resolver,
+	log *slog.Logger) dnsredir.Config {
+	rcode := dns.RcodeNameError
+	if cfg.DNS.DenyRcode == "refused" {
+		rcode = dns.RcodeRefused
+	}
+	return dnsredir.Config{
+		Policy: p.policy, Resolver: res, InterceptAnswer: p.answer, DenyRcode: rcode,
+		RatePerSecond: cfg.DNS.RatePerSecond, Burst: cfg.DNS.Burst,
+		Identity: id, Auditor: aud, Logger: log.With("component", "dnsredir"),
+	}
+}

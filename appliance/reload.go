@@ -1,0 +1,122 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/clauderon/clauderond/appliance/config"
+	"golang.org/x/sync/errgroup"
+)
+
+// stepReload serves reload triggers (SIGHUP from cmd/clauderond).
+func (d *daemon) stepReload(ctx context.Context, g *errgroup.Group) error {
+	if d.opts.reloads == nil {
+		return nil
+	}
+	g.Go(func() error { return d.reloadLoop(ctx) })
+	return nil
+}
+
+func (d *daemon) reloadLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-d.opts.reloads:
+			if !ok {
+				return nil
+			}
+			if err := d.reload(ctx); err != nil {
+				d.log.Error("reload failed; the previous configuration and credentials stay in force", "err", err)
+			}
+		}
+	}
+}
+
+// reload re-reads the configuration (when a loader was given) and the
+// credentials, builds everything that depends on them, and only then swaps it
+// in: a bad file or a bad credential directory changes nothing.
+func (d *daemon) reload(ctx context.Context) error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	cur := d.config()
+	next := cur
+	if d.opts.load != nil {
+		c, err := d.opts.load()
+		if err != nil {
+			return fmt.Errorf("reading the configuration: %w", err)
+		}
+		next = c
+	}
+	for _, w := range restartOnly(cur, next) {
+		d.log.Warn("this setting changes only on restart; keeping the running value", "key", w)
+	}
+	next = keepRestartOnly(cur, next)
+	p, err := buildParts(next, d.store, d.network.Gateway, d.log)
+	if err != nil {
+		return err
+	}
+	spec, err := netfilterSpec(next, d.opts.table, d.network.Bridge, d.network.Subnet, d.network.Gateway)
+	if err != nil {
+		return err
+	}
+	if err := d.store.Reload(); err != nil {
+		return fmt.Errorf("reloading credentials: %w", err)
+	}
+	if err := d.tls.Update(tlsConfig(next, p, identityAdapter{d.table}, d.events, d.resolver, d.network.Subnet, d.log)); err != nil {
+		return fmt.Errorf("updating the TLS terminator: %w", err)
+	}
+	if err := d.dnsH.Update(p.policy, p.answer); err != nil {
+		return fmt.Errorf("updating the DNS shim: %w", err)
+	}
+	d.parts.Store(p)
+	if err := d.enforcer.setSpec(ctx, spec); err != nil {
+		return fmt.Errorf("applying the nftables ruleset: %w", err)
+	}
+	d.cfgMu.Lock()
+	d.cfg = next
+	d.cfgMu.Unlock()
+	d.log.Info("reloaded configuration and credentials", "rules", len(convertRules(next)),
+		"egress_mode", next.Egress.Mode, "allow", len(next.Egress.Allow))
+	return nil
+}
+
+func (d *daemon) config() *config.Config {
+	d.cfgMu.Lock()
+	defer d.cfgMu.Unlock()
+	return d.cfg
+}
+
+// restartOnly names the keys that differ between cur and next but take
+// effect only on restart (the network, listeners, state dir, socket, metrics).
+func restartOnly(cur, next *config.Config) []string {
+	var keys []string
+	check := func(key string, same bool) {
+		if !same {
+			keys = append(keys, key)
+		}
+	}
+	check("state_dir", cur.StateDir == next.StateDir)
+	check("network.name", cur.Network.Name == next.Network.Name)
+	check("network.bridge", cur.Network.Bridge == next.Network.Bridge)
+	check("network.subnet", cur.Network.Subnet == next.Network.Subnet)
+	check("network.allow_intra_bridge", cur.Network.AllowIntraBridge == next.Network.AllowIntraBridge)
+	check("listen.tls_port", cur.Listen.TLSPort == next.Listen.TLSPort)
+	check("listen.dns_port", cur.Listen.DNSPort == next.Listen.DNSPort)
+	check("socket", cur.Socket == next.Socket)
+	check("metrics.address", cur.Metrics.Address == next.Metrics.Address)
+	check("audit", cur.Audit == next.Audit)
+	check("log", cur.Log == next.Log)
+	check("dns.servers", fmt.Sprint(cur.DNS.Servers) == fmt.Sprint(next.DNS.Servers))
+	check("drain_timeout", cur.DrainTimeout == next.DrainTimeout)
+	return keys
+}
+
+// keepRestartOnly returns a copy of next with the restart-only keys of cur.
+func keepRestartOnly(cur, next *config.Config) *config.Config {
+	c := *next
+	c.StateDir, c.Network, c.Listen, c.Socket = cur.StateDir, cur.Network, cur.Listen, cur.Socket
+	c.Metrics, c.Audit, c.Log, c.DrainTimeout = cur.Metrics, cur.Audit, cur.Log, cur.DrainTimeout
+	c.DNS.Servers = cur.DNS.Servers
+	return &c
+}

@@ -1,0 +1,447 @@
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/clauderon/clauderond/appliance/bridge"
+	"github.com/clauderon/clauderond/appliance/config"
+	"github.com/clauderon/clauderond/appliance/identity"
+	"github.com/clauderon/clauderond/dnsredir"
+	"github.com/clauderon/clauderond/injector"
+	"github.com/clauderon/clauderond/netfilter"
+	"github.com/clauderon/clauderond/tlsmitm"
+	"github.com/clauderon/clauderond/tlsmitm/localca"
+	"github.com/docker/docker/client"
+	"golang.org/x/sync/errgroup"
+)
+
+// fixHint ends start-up errors that may have left state behind.
+const fixHint = "; run `clauderond teardown`, then start clauderond again if the problem persists"
+
+// daemon is one running clauderond.
+type daemon struct {
+	opts options
+	log  *slog.Logger
+
+	cfgMu sync.Mutex
+	cfg   *config.Config
+
+	docker   DockerClient
+	closers  []func() error
+	network  bridge.Network
+	ca       *localca.CA
+	store    *injector.Store
+	audit    auditSink
+	events   *eventAdapter
+	metrics  *metrics
+	table    *identity.Table
+	enforcer *enforcer
+	resolver *dnsredir.UpstreamResolver
+	tls      *tlsmitm.Server
+	dnsH     *dnsredir.Handler
+	parts    atomic.Pointer[parts]
+
+	listeners []listenerStatus
+	ready     atomic.Bool
+	reloadMu  sync.Mutex
+	started   time.Time
+}
+
+type listenerStatus struct {
+	Name, Address string
+	OK            bool
+}
+
+// Run starts clauderond and blocks until ctx is cancelled (SIGTERM) or a
+// component fails. On return the listeners are drained and closed, the audit
+// log is flushed and the API socket is removed; the Docker network and the
+// nftables rules stay in place so the bridge fails closed.
+func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts ...Option) error {
+	d, err := newDaemon(cfg, logger, opts)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	g, gctx := errgroup.WithContext(ctx)
+	if err := d.start(gctx, g); err != nil {
+		d.log.Error("start-up failed", "err", err)
+		_ = g.Wait() // the group's context is cancelled by the failing step's caller below
+		return err
+	}
+	d.ready.Store(true)
+	d.metrics.ready.Set(1)
+	d.log.Info("ready", "network", d.network.Name, "bridge", d.network.Bridge, "gateway", d.network.Gateway,
+		"tls_port", cfg.Listen.TLSPort, "dns_port", cfg.Listen.DNSPort, "state_dir", cfg.StateDir)
+	if d.opts.onReady != nil {
+		d.opts.onReady()
+	}
+	err = g.Wait()
+	d.ready.Store(false)
+	d.metrics.ready.Set(0)
+	if err != nil && ctx.Err() == nil {
+		d.log.Error("a component failed; stopping (rules and network stay in place)", "err", err)
+		return err
+	}
+	d.log.Info("stopped; the network and nftables rules stay in place (fail closed)")
+	return nil
+}
+
+func newDaemon(cfg *config.Config, logger *slog.Logger, opts []Option) (*daemon, error) {
+	if cfg == nil {
+		return nil, errors.New("no configuration")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	o := options{table: netfilter.DefaultTable, verifyInterval: 10 * time.Second, veth: identity.HostVeth}
+	for _, f := range opts {
+		f(&o)
+	}
+	return &daemon{opts: o, cfg: cfg, log: logger.With("component", "appliance"), started: time.Now()}, nil
+}
+
+// start runs the start-up steps in order. Long-lived parts are added to g.
+// On error it cancels nothing itself: the caller's g.Wait collects the parts
+// already running, which stop because start returned an error after
+// cancelling via failStart.
+func (d *daemon) start(ctx context.Context, g *errgroup.Group) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			cancel()
+			return
+		}
+		g.Go(func() error { <-ctx.Done(); cancel(); return nil })
+	}()
+	steps := []struct {
+		name string
+		fn   func(context.Context, *errgroup.Group) error
+	}{
+		{"state dir", d.stepStateDir},
+		{"CA", d.stepCA},
+		{"credentials", d.stepCredentials},
+		{"audit log", d.stepAudit},
+		{"bridge network", d.stepBridge},
+		{"identity", d.stepIdentity},
+		{"listeners", d.stepListeners},
+		{"nftables", d.stepNetfilter},
+		{"docker events", d.stepWatchers},
+		{"metrics", d.stepMetrics},
+		{"daemon API", d.stepAPI},
+		{"reload", d.stepReload},
+	}
+	for _, s := range steps {
+		t0 := time.Now()
+		if err := s.fn(ctx, g); err != nil {
+			return fmt.Errorf("start-up step %q: %w", s.name, err)
+		}
+		d.log.Debug("start-up step done", "step", s.name, "took", time.Since(t0))
+	}
+	return nil
+}
+
+func (d *daemon) stepStateDir(context.Context, *errgroup.Group) error {
+	return prepareStateDir(d.cfg.StateDir)
+}
+
+func (d *daemon) stepCA(context.Context, *errgroup.Group) error {
+	ca, err := localca.LoadOrCreate(d.cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("loading the local CA from %s: %w (it must be %s and %s, the key mode 0600)",
+			d.cfg.StateDir, err, localca.CertFile, localca.KeyFile)
+	}
+	d.ca = ca
+	return nil
+}
+
+func (d *daemon) stepCredentials(ctx context.Context, g *errgroup.Group) error {
+	st, err := injector.NewStore(injector.StoreOptions{
+		SecretsDir: filepath.Join(d.cfg.StateDir, "secrets"),
+		Logger:     d.log.With("component", "credentials"),
+	})
+	if err != nil {
+		return fmt.Errorf("reading credentials: %w", err)
+	}
+	d.store = st
+	g.Go(func() error { return st.Watch(ctx) })
+	return nil
+}
+
+func (d *daemon) stepAudit(context.Context, *errgroup.Group) error {
+	a, err := openAudit(d.cfg, d.store, d.log)
+	if err != nil {
+		return err
+	}
+	d.audit = a
+	d.closers = append(d.closers, a.Close)
+	return nil
+}
+
+func (d *daemon) stepBridge(ctx context.Context, _ *errgroup.Group) error {
+	if d.opts.docker == nil {
+		c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+		if err != nil {
+			return fmt.Errorf("creating the docker client: %w", err)
+		}
+		d.closers = append(d.closers, c.Close)
+		if _, err := c.Ping(ctx); err != nil {
+			return fmt.Errorf("reaching dockerd: %w; is docker running (systemctl status docker)?", err)
+		}
+		d.docker = c
+	} else {
+		d.docker = d.opts.docker
+	}
+	n, err := bridge.Ensure(ctx, d.docker, bridge.Spec{Name: d.cfg.Network.Name, Bridge: d.cfg.Network.Bridge,
+		Subnet: d.cfg.Subnet(), AllowIntraBridge: d.cfg.Network.AllowIntraBridge})
+	if err != nil {
+		return err
+	}
+	if err := d.waitGateway(ctx, n); err != nil {
+		return err
+	}
+	d.network = n
+	d.log.Info("bridge network ready", "network", n.Name, "bridge", n.Bridge, "subnet", n.Subnet,
+		"gateway", n.Gateway, "created", n.Created)
+	return nil
+}
+
+func (d *daemon) waitGateway(ctx context.Context, n bridge.Network) error {
+	if d.opts.gatewayWait != nil {
+		return d.opts.gatewayWait(n.Bridge, n.Gateway.String())
+	}
+	_, err := bridge.WaitGateway(ctx, n.Bridge, n.Gateway, 10*time.Second)
+	return err
+}
+
+// stepIdentity builds the container table and reads the running containers
+// once, so the first ruleset already carries their anti-spoofing ports.
+func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
+	d.table = identity.New(identity.Options{
+		Docker: d.docker, Network: d.network.Name, Veth: d.opts.veth, Logger: d.log,
+		OnChange: func(ctx context.Context, cs []identity.Container) {
+			if d.enforcer != nil {
+				d.enforcer.setContainers(ctx, cs)
+			}
+		},
+		OnNetwork: func(action string) {
+			if d.enforcer != nil {
+				d.enforcer.trigger()
+			}
+		},
+	})
+	if err := d.table.Sync(ctx); err != nil {
+		return fmt.Errorf("listing the containers on %s: %w", d.network.Name, err)
+	}
+	return nil
+}
+
+// stepListeners builds the terminator and the DNS shim and serves them on
+// listeners bound to the gateway.
+func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
+	res, err := dnsredir.NewUpstreamResolver(dnsredir.UpstreamConfig{Servers: d.cfg.DNS.Servers,
+		Logger: d.log.With("component", "resolver")})
+	if err != nil {
+		return fmt.Errorf("dns.servers: %w", err)
+	}
+	d.resolver = res
+	d.closers = append(d.closers, res.Close)
+	d.metrics = newMetrics(d.statsSource())
+	d.events = &eventAdapter{out: d.audit, metrics: d.metrics}
+	p, err := buildParts(d.cfg, d.store, d.network.Gateway, d.log)
+	if err != nil {
+		return err
+	}
+	d.parts.Store(p)
+	if d.tls, err = tlsmitm.New(tlsConfig(d.cfg, p, identityAdapter{d.table}, d.events, res, d.network.Subnet, d.log)); err != nil {
+		return fmt.Errorf("starting the TLS terminator: %w", err)
+	}
+	if d.dnsH, err = dnsredir.NewHandler(dnsConfig(d.cfg, p, dnsIdentity{d.table}, d.events, res, d.log)); err != nil {
+		return fmt.Errorf("starting the DNS shim: %w", err)
+	}
+	host := d.network.Gateway.String()
+	if d.opts.listenAddr != "" {
+		host = d.opts.listenAddr
+	}
+	tlsAddr := net.JoinHostPort(host, strconv.Itoa(d.cfg.Listen.TLSPort))
+	dnsAddr := net.JoinHostPort(host, strconv.Itoa(d.cfg.Listen.DNSPort))
+	var lc net.ListenConfig
+	tln, err := lc.Listen(ctx, "tcp", tlsAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s (listen.tls_port): %w; is another clauderond running?", tlsAddr, err)
+	}
+	dln, err := lc.Listen(ctx, "tcp", dnsAddr)
+	if err != nil {
+		tln.Close()
+		return fmt.Errorf("listening on tcp %s (listen.dns_port): %w", dnsAddr, err)
+	}
+	dpc, err := lc.ListenPacket(ctx, "udp", dnsAddr)
+	if err != nil {
+		tln.Close()
+		dln.Close()
+		return fmt.Errorf("listening on udp %s (listen.dns_port): %w", dnsAddr, err)
+	}
+	d.listeners = []listenerStatus{{"tls", tln.Addr().String(), true}, {"dns-udp", dpc.LocalAddr().String(), true},
+		{"dns-tcp", dln.Addr().String(), true}}
+	g.Go(func() error { return d.serveTLS(ctx, tln) })
+	dsrv := dnsredir.NewServer(d.dnsH)
+	dsrv.Logger = d.log.With("component", "dnsredir")
+	g.Go(func() error { return serveDNS(ctx, dsrv, dpc, dln) })
+	return nil
+}
+
+func (d *daemon) serveTLS(ctx context.Context, ln net.Listener) error {
+	if err := d.tls.Serve(ctx, ln); err != nil {
+		return fmt.Errorf("TLS terminator: %w", err)
+	}
+	return nil
+}
+
+func serveDNS(ctx context.Context, s *dnsredir.Server, pc net.PacketConn, ln net.Listener) error {
+	if err := s.Serve(ctx, pc, ln); err != nil {
+		return fmt.Errorf("DNS shim: %w", err)
+	}
+	return nil
+}
+
+// stepNetfilter applies the ruleset once (atomically replacing any table a
+// previous run left), with the running containers' ports.
+func (d *daemon) stepNetfilter(ctx context.Context, g *errgroup.Group) error {
+	if d.opts.nft == nil {
+		if err := netfilter.Probe(ctx).Err(); err != nil {
+			return fmt.Errorf("kernel support for the ruleset: %w", err)
+		}
+		k, err := netfilter.NewKernel(netfilter.WithLogger(d.log.With("component", "netfilter")))
+		if err != nil {
+			return fmt.Errorf("opening nftables: %w", err)
+		}
+		d.opts.nft = k
+	}
+	spec, err := netfilterSpec(d.cfg, d.opts.table, d.network.Bridge, d.network.Subnet, d.network.Gateway)
+	if err != nil {
+		return err
+	}
+	e := newEnforcer(d.opts.nft, spec, d.opts.verifyInterval, d.log)
+	e.onState = func(state string) {
+		d.metrics.enforced.Set(boolGauge(state == EnforcementIntact))
+		d.log.Info("enforcement state", "state", state)
+	}
+	e.setContainers(ctx, d.table.List())
+	if err := e.apply(ctx); err != nil {
+		return fmt.Errorf("applying the nftables ruleset (table inet %s): %w%s", spec.Table, err, fixHint)
+	}
+	d.enforcer = e
+	g.Go(func() error { return e.run(ctx) })
+	return nil
+}
+
+// stepWatchers follows Docker events and the bridge link.
+func (d *daemon) stepWatchers(ctx context.Context, g *errgroup.Group) error {
+	g.Go(func() error { return d.table.Run(ctx) })
+	if d.opts.gatewayWait != nil {
+		return nil // no kernel bridge in this run
+	}
+	g.Go(func() error { return d.watchBridgeLink(ctx) })
+	return nil
+}
+
+// watchBridgeLink re-verifies the ruleset whenever the bridge link changes.
+func (d *daemon) watchBridgeLink(ctx context.Context) error {
+	for ctx.Err() == nil {
+		err := bridge.WatchLink(ctx, d.network.Bridge, func(ev bridge.LinkEvent) {
+			if ev.Deleted {
+				d.log.Error("bridge link deleted; containers on it have no network, rules stay in place; "+
+					"restart clauderond to recreate the network", "bridge", ev.Name)
+			}
+			d.enforcer.trigger()
+		}, d.log)
+		if err != nil {
+			d.log.Warn("watching the bridge link failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+func (d *daemon) stepMetrics(ctx context.Context, g *errgroup.Group) error {
+	addr := d.cfg.Metrics.Address
+	if addr == "" {
+		return nil
+	}
+	if err := checkMetricsAddress(addr, d.network.Subnet, d.network.Gateway); err != nil {
+		return err
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on metrics.address %s: %w", addr, err)
+	}
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+		if err := checkMetricsAddress(ap.String(), d.network.Subnet, d.network.Gateway); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	d.listeners = append(d.listeners, listenerStatus{"metrics", ln.Addr().String(), true})
+	g.Go(func() error { return serveMetrics(ctx, ln, d.metrics, d.log) })
+	return nil
+}
+
+func (d *daemon) statsSource() statsSource {
+	return statsSource{
+		tls: func() tlsmitm.Stats {
+			if d.tls == nil {
+				return tlsmitm.Stats{}
+			}
+			return d.tls.Stats()
+		},
+		dns: func() dnsredir.Stats {
+			if d.dnsH == nil {
+				return dnsredir.Stats{}
+			}
+			return d.dnsH.Stats()
+		},
+		nft: func(ctx context.Context) ([]netfilter.Counter, error) {
+			if d.opts.nft == nil {
+				return nil, netfilter.ErrNotApplied
+			}
+			return d.opts.nft.Counters(ctx)
+		},
+		reapplies: func() uint64 {
+			if d.enforcer == nil {
+				return 0
+			}
+			_, _, n := d.enforcer.snapshot()
+			return n
+		},
+		containers: func() int {
+			if d.table == nil {
+				return 0
+			}
+			return len(d.table.List())
+		},
+	}
+}
+
+// close releases what start opened, in reverse order (audit flush included).
+func (d *daemon) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		if err := d.closers[i](); err != nil {
+			d.log.Warn("closing", "err", err)
+		}
+	}
+}
