@@ -18,6 +18,7 @@ import (
 	"github.com/google/nftables/userdata"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Option configures a Kernel (or Probe).
@@ -123,7 +124,7 @@ func (k *Kernel) Apply(ctx context.Context, spec Spec) error {
 	k.applied = &s
 	k.opts.logger.Info("nftables ruleset applied", "table", s.Table, "bridge", s.Bridge,
 		"rules", len(rs.Comments()), "ports", len(s.Ports), "audit_mode", s.AuditMode, "took", time.Since(start))
-	return k.isolate(s, s.Ports, !s.AllowIntraBridge)
+	return k.isolate(s, !s.AllowIntraBridge)
 }
 
 // queueRuleset adds the batch for rs to c without flushing.
@@ -264,41 +265,38 @@ func (k *Kernel) SetPorts(ctx context.Context, ports []Port) error {
 	}
 	k.applied.Ports = ports
 	k.opts.logger.Debug("bridge port sets updated", "ports", len(ports))
-	return k.isolate(*k.applied, ports, !k.applied.AllowIntraBridge)
+	return k.isolate(*k.applied, !k.applied.AllowIntraBridge)
 }
 
-// isolate sets IFLA_BRPORT_ISOLATED on every port that is enslaved to
-// spec.Bridge. Ports that vanished meanwhile are skipped; links that are
-// not ports of our bridge are never touched.
-func (k *Kernel) isolate(spec Spec, ports []Port, on bool) error {
-	if len(ports) == 0 {
-		return nil
-	}
+// isolate sets IFLA_BRPORT_ISOLATED to on for every port enslaved to
+// spec.Bridge, by index, not by name: a veth Docker just created (and the
+// appliance has not reported through SetPorts yet) is covered as soon as
+// anything calls Apply or SetPorts. Isolated ports reach the host but not
+// each other. A missing bridge with no ports is not an error.
+func (k *Kernel) isolate(spec Spec, on bool) error {
 	h, err := k.opts.netlink()
 	if err != nil {
 		return fmt.Errorf("%w: opening netlink: %w", ErrPortIsolation, err)
 	}
 	defer h.Close()
 	br, err := h.LinkByName(spec.Bridge)
+	if errors.As(err, new(netlink.LinkNotFoundError)) && len(spec.Ports) == 0 {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("%w: bridge %s: %w", ErrPortIsolation, spec.Bridge, err)
 	}
+	links, err := h.LinkList()
+	if err != nil {
+		return fmt.Errorf("%w: listing links: %w", ErrPortIsolation, err)
+	}
 	var errs []error
-	for _, p := range uniqueNames(ports) {
-		l, err := h.LinkByName(p.IfName)
-		if errors.As(err, new(netlink.LinkNotFoundError)) {
-			continue
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("port %s: %w", p.IfName, err))
-			continue
-		}
+	for _, l := range links {
 		if l.Attrs().MasterIndex != br.Attrs().Index {
-			errs = append(errs, fmt.Errorf("port %s is not enslaved to bridge %s", p.IfName, spec.Bridge))
 			continue
 		}
-		if err := h.LinkSetIsolated(l, on); err != nil {
-			errs = append(errs, fmt.Errorf("port %s: %w", p.IfName, err))
+		if err := h.LinkSetIsolated(l, on); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("port %s: %w", l.Attrs().Name, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -308,8 +306,8 @@ func (k *Kernel) isolate(spec Spec, ports []Port, on bool) error {
 }
 
 // Teardown deletes our inet and bridge tables (only those) in one batch
-// and clears port isolation on the ports it knows. ErrNotApplied when
-// neither table exists.
+// and, if this Kernel applied a ruleset, clears port isolation on the
+// bridge's ports. ErrNotApplied when neither table exists.
 func (k *Kernel) Teardown(ctx context.Context) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -340,7 +338,7 @@ func (k *Kernel) Teardown(ctx context.Context) error {
 	}
 	var isoErr error
 	if k.applied != nil && !k.applied.AllowIntraBridge {
-		isoErr = k.isolate(*k.applied, k.applied.Ports, false)
+		isoErr = k.isolate(*k.applied, false)
 	}
 	k.applied = nil
 	k.opts.logger.Info("nftables ruleset removed", "table", name)
