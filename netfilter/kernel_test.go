@@ -298,11 +298,26 @@ func TestKernel_Confinement(t *testing.T) {
 		if err != nil || !slices.Contains(d.Missing, want) {
 			t.Fatalf("Verify = %v, %v; want %q missing", d, err, want)
 		}
+		// A foreign rule without our comment, and one of ours changed in place.
+		if o, err := nftest.Run(host, "nft", "add rule inet "+r.spec.Table+" "+chainForward+" iifname lo accept"); err != nil {
+			t.Fatalf("adding foreign rule: %v\n%s", err, o)
+		}
+		replaceVerdictWithAccept(t, host, r.spec.Table, chainHostIn, "clauderon:reject-host-tcp")
+		d, err = r.k.Verify(context.Background(), r.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		modified := ruleKey("inet "+r.spec.Table, chainHostIn, "clauderon:reject-host-tcp")
+		if !slices.Contains(d.Missing, modified) || !slices.Contains(d.Unexpected, modified+" (modified)") ||
+			!slices.ContainsFunc(d.Unexpected, func(k string) bool { return strings.HasSuffix(k, "(no comment)") }) {
+			t.Errorf("Verify = %v; want %q modified and a rule without comment unexpected", d, modified)
+		}
 		r.apply(t, r.spec)
 		if d, err := r.k.Verify(context.Background(), r.spec); err != nil || !d.Intact() {
 			t.Fatalf("Verify after re-Apply = %v, %v", d, err)
 		}
 		r.expectTCP(t, c1, "", out+":80", "refused")
+		r.expectTCP(t, c1, "", r.tp.Gateway.String()+":2375", "refused")
 	})
 	t.Run("FailClosedWithoutDaemon", func(t *testing.T) {
 		_ = r.tls.Close()
@@ -358,4 +373,78 @@ func deleteRule(t *testing.T, ns netns.NsHandle, table, chain, comment string) {
 		}
 	}
 	t.Fatalf("rule %s not found in chain %s", comment, chain)
+}
+
+// replaceVerdictWithAccept rewrites the rule with the given comment in
+// place, keeping the comment, so that only its content differs.
+func replaceVerdictWithAccept(t *testing.T, ns netns.NsHandle, table, chain, comment string) {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := tableRules(c, &nftables.Table{Family: nftables.TableFamilyINet, Name: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rules {
+		if r.chain.Name != chain || r.comment != comment {
+			continue
+		}
+		nr := *r.rule
+		nr.Exprs = Rule{Matches: []Match{IfName{Name: "lo"}}, Counter: true, Verdict: Accept{}}.compile(&exprCtx{})
+		c.ReplaceRule(&nr)
+		if err := c.Flush(); err != nil {
+			t.Fatalf("replacing rule: %v", err)
+		}
+		return
+	}
+	t.Fatalf("rule %s not found", comment)
+}
+
+func TestKernel_SequencingAndProbe(t *testing.T) {
+	host, restore := nftest.InNetNS(t)
+	defer restore()
+	ctx := context.Background()
+	caps := Probe(ctx, WithNetNS(host))
+	if err := caps.Err(); err != nil || !caps.NFTables || !caps.InetNAT || !caps.Bridge {
+		t.Fatalf("Probe = %+v, %v; want inet nat and bridge support", caps, err)
+	}
+	t.Logf("probe: %+v", caps)
+	if tables, _ := nftest.Run(host, "nft", "list", "tables"); strings.TrimSpace(tables) != "" {
+		t.Errorf("Probe left tables behind: %q", tables)
+	}
+	k, err := NewKernel(WithNetNS(host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Verify(ctx, baseSpec()); !errors.Is(err, ErrNotApplied) {
+		t.Errorf("Verify before Apply = %v, want ErrNotApplied", err)
+	}
+	if err := k.SetPorts(ctx, testPorts); !errors.Is(err, ErrNotApplied) {
+		t.Errorf("SetPorts before Apply = %v, want ErrNotApplied", err)
+	}
+	if _, err := k.Counters(ctx); !errors.Is(err, ErrNotApplied) {
+		t.Errorf("Counters before Apply = %v, want ErrNotApplied", err)
+	}
+	if err := k.Teardown(ctx); !errors.Is(err, ErrNotApplied) {
+		t.Errorf("Teardown before Apply = %v, want ErrNotApplied", err)
+	}
+	bad := baseSpec()
+	bad.TLSPort = 0
+	if err := k.Apply(ctx, bad); err == nil {
+		t.Errorf("Apply(invalid spec) = nil")
+	}
+	// A spec without ports needs no bridge; a restarted daemon (new Kernel)
+	// can tear down what an earlier one applied.
+	if err := k.Apply(ctx, baseSpec()); err != nil {
+		t.Fatalf("Apply without bridge or ports: %v", err)
+	}
+	k2, _ := NewKernel(WithNetNS(host))
+	if err := k2.Teardown(ctx); err != nil {
+		t.Fatalf("Teardown from a fresh Kernel: %v", err)
+	}
+	if err := k.Teardown(ctx); !errors.Is(err, ErrNotApplied) {
+		t.Errorf("Teardown after another Kernel's Teardown = %v, want ErrNotApplied", err)
+	}
 }
