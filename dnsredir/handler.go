@@ -106,7 +106,9 @@ type Config struct {
 	// loopback). Only IPv4 addresses are used.
 	InterceptAnswer func(name string) []netip.Addr
 	// DenyRcode answers denied names: dns.RcodeNameError (NXDOMAIN, the
-	// default) or dns.RcodeRefused.
+	// default) or dns.RcodeRefused. NXDOMAIN is the better default: stub
+	// resolvers move on to the next search-domain candidate, where REFUSED
+	// makes glibc try the next server and report a temporary failure.
 	DenyRcode int
 	// TTL of every answer record.
 	TTL time.Duration

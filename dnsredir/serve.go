@@ -253,7 +253,7 @@ func (h *Handler) audit(q *query, m *dns.Msg) {
 
 func (h *Handler) logQuery(q *query) {
 	level := slog.LevelDebug
-	if q.ev.Err != "" && q.ev.Decision == AuditAllow { // lookups that failed
+	if q.ev.Rcode == dns.RcodeServerFailure { // lookups that failed, overload
 		level = slog.LevelWarn
 	}
 	h.qlog.log(level, "dns query",

@@ -84,7 +84,8 @@ type run struct {
 // Serve serves DNS on pc (UDP) and ln (TCP); either may be nil, not both.
 // It takes ownership of both and closes them. It returns once both servers
 // and all their goroutines have stopped: nil when ctx was cancelled, an
-// error when a server failed. Serve may be called once.
+// error when a server failed. Serve may be called once; a second call
+// returns an error and leaves pc and ln to the caller.
 func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) error {
 	if pc == nil && ln == nil {
 		return errors.New("dnsredir: serve: neither a PacketConn nor a Listener")

@@ -2,10 +2,12 @@ package dnsredir
 
 import "sync/atomic"
 
-// Stats is a snapshot of a Handler's counters, for metrics. Every query that
-// reaches the Handler is counted in exactly one of Intercepted, Allowed,
-// Denied, RateLimited, Malformed or Dropped; Truncated, ResolveErrors,
-// Overloaded, WriteErrors and Panics count events within those queries.
+// Stats is a snapshot of a Handler's counters, for metrics. Every message
+// received is counted in exactly one of Intercepted, Allowed, Denied,
+// RateLimited, Malformed or Dropped (the Server counts the messages it
+// screens out before the Handler: unparsable ones as Malformed, responses as
+// Dropped). Truncated, ResolveErrors, Overloaded, WriteErrors and Panics
+// count events within those queries; TCPConnsRejected counts connections.
 type Stats struct {
 	Intercepted uint64 // answered for a name a credential rule intercepts
 	Allowed     uint64 // answered for a name on the egress allowlist
