@@ -1,6 +1,7 @@
 package dnsredir_test
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"slices"
@@ -586,5 +587,84 @@ func TestNormalizeName(t *testing.T) {
 		if (err != nil) != tt.wantErr || got != tt.want {
 			t.Errorf("NormalizeName(%q) = %q, %v; want %q, error %v", tt.in, got, err, tt.want, tt.wantErr)
 		}
+	}
+}
+
+// blockingResolver blocks every lookup until its context ends or release is
+// closed.
+type blockingResolver struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingResolver) LookupNetIP(ctx context.Context, _, _ string) ([]netip.Addr, error) {
+	b.entered <- struct{}{}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-b.release:
+		return addrs("192.0.2.1"), nil
+	}
+}
+
+func TestOverload_LookupsInFlightAreBounded(t *testing.T) {
+	res := &blockingResolver{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	h := newHandler(t, dnsredir.Config{
+		Policy:               policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow}),
+		Resolver:             res,
+		MaxConcurrentLookups: 1,
+	})
+	first := dnstest.NewRecorder()
+	done := make(chan struct{})
+	go func() { defer close(done); h.ServeDNS(first, question("pypi.org.", dns.TypeA)) }()
+	<-res.entered
+	m := ask(t, h, dnstest.NewRecorder(), question("pypi.org.", dns.TypeA))
+	if m.Rcode != dns.RcodeServerFailure {
+		t.Errorf("query beyond MaxConcurrentLookups: rcode %s, want SERVFAIL", dns.RcodeToString[m.Rcode])
+	}
+	close(res.release)
+	<-done
+	if got := first.Msg(); got == nil || got.Rcode != dns.RcodeSuccess || len(got.Answer) != 1 {
+		t.Errorf("first query: %v, want NOERROR with one answer", got)
+	}
+	if s := h.Stats(); s.Overloaded != 1 {
+		t.Errorf("Stats().Overloaded = %d, want 1", s.Overloaded)
+	}
+}
+
+func TestOverload_SlowLookupTimesOutAsSERVFAIL(t *testing.T) {
+	res := &blockingResolver{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	h := newHandler(t, dnsredir.Config{
+		Policy:        policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow}),
+		Resolver:      res,
+		LookupTimeout: 100 * time.Millisecond,
+	})
+	start := time.Now()
+	m := ask(t, h, dnstest.NewRecorder(), question("pypi.org.", dns.TypeA))
+	if m.Rcode != dns.RcodeServerFailure {
+		t.Errorf("rcode %s, want SERVFAIL", dns.RcodeToString[m.Rcode])
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("lookup took %v, want about the 100ms LookupTimeout", d)
+	}
+	if s := h.Stats(); s.ResolveErrors != 1 {
+		t.Errorf("Stats().ResolveErrors = %d, want 1", s.ResolveErrors)
+	}
+}
+
+func TestWriteError_CountedAndAudited(t *testing.T) {
+	audit := &eventLog{}
+	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}, Auditor: audit})
+	rec := dnstest.NewRecorder()
+	rec.WriteErr = errors.New("connection reset")
+	h.ServeDNS(rec, question("evil.example.", dns.TypeA))
+	if rec.Writes() != 1 {
+		t.Errorf("%d write attempts, want 1", rec.Writes())
+	}
+	if s := h.Stats(); s.WriteErrors != 1 {
+		t.Errorf("Stats().WriteErrors = %d, want 1", s.WriteErrors)
+	}
+	if evs := audit.Events(); len(evs) != 1 || !strings.Contains(evs[0].Err, "connection reset") {
+		t.Errorf("audit = %+v, want one event naming the write error", evs)
 	}
 }

@@ -488,3 +488,16 @@ func TestServer_FailedListenerStopsServeWithError(t *testing.T) {
 		t.Error("PacketConn still open after Serve returned")
 	}
 }
+
+func TestRateLimit_OverTheWire(t *testing.T) {
+	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}, RatePerSecond: 0.001, Burst: 2})
+	s := startServer(t, h, nil)
+	var rcodes []int
+	for range 4 {
+		rcodes = append(rcodes, exchange(t, "udp", s.udp, question("evil.example.", dns.TypeA)).Rcode)
+	}
+	want := []int{dns.RcodeNameError, dns.RcodeNameError, dns.RcodeRefused, dns.RcodeRefused}
+	if !slices.Equal(rcodes, want) {
+		t.Errorf("rcodes = %v, want %v (burst of 2, then REFUSED)", rcodes, want)
+	}
+}
