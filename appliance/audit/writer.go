@@ -1,0 +1,367 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for Options.
+const (
+	DefaultMaxBytes      = 100 << 20
+	DefaultMaxBackups    = 5
+	DefaultFlushInterval = 200 * time.Millisecond
+	bufferSize           = 64 << 10 // pending bytes that trigger a write
+	maxPending           = 16 << 20 // pending bytes kept across I/O errors before lines are given up
+)
+
+// Options configures a Writer. The zero value is usable.
+type Options struct {
+	// MaxBytes rotates the file before a line would take it past this
+	// size; 0 means DefaultMaxBytes, negative never rotates.
+	MaxBytes int64
+	// MaxBackups is how many rotated files (path.1 newest … path.N) are
+	// kept; 0 means DefaultMaxBackups, negative keeps none.
+	MaxBackups int
+	// FlushInterval bounds how long a record stays in memory; 0 means
+	// DefaultFlushInterval.
+	FlushInterval time.Duration
+	// Scrub, if set, is applied to every string field before writing; the
+	// appliance passes the credential store's redactor.
+	Scrub func(string) string
+	// KeepQuery keeps query strings in Record.Path (dropped by default:
+	// queries can carry tokens).
+	KeepQuery bool
+	// Logger receives write errors and rotations; nil discards.
+	Logger *slog.Logger
+}
+
+// Stats counts what a Writer did.
+type Stats struct {
+	Written    uint64 // records appended
+	AfterClose uint64 // records handed to Write after Close (not written)
+	Failed     uint64 // records lost to I/O errors, even after reopening the file
+	Rotations  uint64 // completed rotations
+}
+
+// Writer appends Records to an audit file. Safe for concurrent use.
+type Writer struct {
+	path   string
+	opts   Options
+	logger *slog.Logger
+
+	mu     sync.Mutex // guards everything below, and the file
+	f      *os.File
+	buf    []byte // complete lines not yet written to f
+	size   int64  // bytes in f plus buf
+	closed bool
+
+	written, afterClose, failed, rotations atomic.Uint64
+	lastErrLog                             atomic.Int64 // unix nanos of the last logged I/O error
+
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (creating 0600 if needed) the audit file at path for
+// appending. The parent directory must exist. An existing file with a
+// looser mode is tightened to 0600.
+func Open(path string, opts Options) (*Writer, error) {
+	if opts.MaxBytes == 0 {
+		opts.MaxBytes = DefaultMaxBytes
+	}
+	if opts.MaxBackups == 0 {
+		opts.MaxBackups = DefaultMaxBackups
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = DefaultFlushInterval
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	w := &Writer{path: path, opts: opts, logger: logger.With("component", "audit"),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if err := w.openLocked(); err != nil {
+		return nil, err
+	}
+	go w.flushLoop()
+	return w, nil
+}
+
+// Path is the file the writer appends to.
+func (w *Writer) Path() string { return w.path }
+
+// openLocked opens w.path for append with mode 0600.
+func (w *Writer) openLocked() error {
+	if fi, err := os.Stat(filepath.Dir(w.path)); err != nil || !fi.IsDir() {
+		return fmt.Errorf("opening audit log: directory %s does not exist", filepath.Dir(w.path))
+	}
+	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening audit log: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.Mode().Perm() != 0o600 {
+		err = f.Chmod(0o600)
+	}
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("opening audit log %s: %w", w.path, err)
+	}
+	w.f, w.size = f, fi.Size()+int64(len(w.buf))
+	return nil
+}
+
+var encoders = sync.Pool{New: func() any {
+	b := new(bytes.Buffer)
+	enc := json.NewEncoder(b)
+	enc.SetEscapeHTML(false)
+	return &encoder{buf: b, enc: enc}
+}}
+
+type encoder struct {
+	buf *bytes.Buffer
+	enc *json.Encoder
+}
+
+// Write appends r as one line. A zero TS is set to now. It never drops r
+// while the writer is open; after Close it returns at once and counts r in
+// Stats.AfterClose.
+func (w *Writer) Write(r Record) {
+	if r.TS.IsZero() {
+		r.TS = time.Now()
+	}
+	r = r.scrubbed(w.opts.Scrub, w.opts.KeepQuery)
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	e.buf.Reset()
+	if err := e.enc.Encode(r); err != nil { // cannot happen for Record's field types
+		w.logger.Error("encoding audit record", "err", err)
+		w.failed.Add(1)
+		return
+	}
+	line := e.buf.Bytes() // ends in '\n'; json escapes every newline inside strings
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		w.afterClose.Add(1)
+		return
+	}
+	if w.opts.MaxBytes > 0 && w.size > 0 && w.size+int64(len(line)) > w.opts.MaxBytes {
+		if err := w.rotateLocked(); err != nil {
+			w.logIOError("rotating audit log; appending to the current file", err)
+		}
+	}
+	w.appendLocked(line)
+	w.written.Add(1)
+}
+
+// appendLocked queues line and writes the queue once it reaches
+// bufferSize. A write error keeps the queue (the next flush reopens the
+// file and retries); only past maxPending are queued lines given up,
+// counted in Stats.Failed.
+func (w *Writer) appendLocked(line []byte) {
+	if len(w.buf)+len(line) > maxPending {
+		lost := bytes.Count(w.buf, []byte{'\n'})
+		w.failed.Add(uint64(lost))
+		w.logIOError("audit records lost: the file has not accepted writes", fmt.Errorf("%d records pending", lost))
+		w.size -= int64(len(w.buf))
+		w.buf = w.buf[:0]
+	}
+	w.buf = append(w.buf, line...)
+	w.size += int64(len(line))
+	if len(w.buf) >= bufferSize {
+		if err := w.flushLocked(); err != nil {
+			w.logIOError("writing audit log; keeping records in memory and retrying", err)
+		}
+	}
+}
+
+// logIOError logs at most one I/O error per 10 seconds.
+func (w *Writer) logIOError(msg string, err error) {
+	now := time.Now().UnixNano()
+	last := w.lastErrLog.Load()
+	if now-last < int64(10*time.Second) || !w.lastErrLog.CompareAndSwap(last, now) {
+		return
+	}
+	w.logger.Error(msg, "path", w.path, "err", err)
+}
+
+// rotateLocked closes the current file and shifts path → path.1 → … →
+// path.N (each step an atomic rename; path.N is removed), then opens a
+// fresh path.
+func (w *Writer) rotateLocked() error {
+	if err := w.syncLocked(); err != nil {
+		return err
+	}
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("closing audit log for rotation: %w", err)
+	}
+	shiftErr := w.shiftBackups()
+	if err := w.openLocked(); err != nil {
+		return errors.Join(shiftErr, err)
+	}
+	if shiftErr == nil {
+		w.rotations.Add(1)
+		w.logger.Info("audit log rotated", "path", w.path, "backups", max(w.opts.MaxBackups, 0))
+	}
+	return shiftErr
+}
+
+func (w *Writer) shiftBackups() error {
+	if w.opts.MaxBackups < 0 {
+		return ignoreNotExist(os.Remove(w.path))
+	}
+	n := w.opts.MaxBackups
+	if err := ignoreNotExist(os.Remove(backupName(w.path, n))); err != nil {
+		return fmt.Errorf("rotating audit log: %w", err)
+	}
+	for i := n - 1; i >= 1; i-- {
+		if err := ignoreNotExist(os.Rename(backupName(w.path, i), backupName(w.path, i+1))); err != nil {
+			return fmt.Errorf("rotating audit log: %w", err)
+		}
+	}
+	if err := os.Rename(w.path, backupName(w.path, 1)); err != nil {
+		return fmt.Errorf("rotating audit log: %w", err)
+	}
+	return nil
+}
+
+func backupName(path string, i int) string { return fmt.Sprintf("%s.%d", path, i) }
+
+func ignoreNotExist(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// Flush writes buffered records to the file (without fsync).
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	return w.flushLocked()
+}
+
+// flushLocked writes the queue to the file. On an error it reopens the
+// file once (it may have been removed or replaced) and retries; whatever
+// is still unwritten stays queued.
+func (w *Writer) flushLocked() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	err := w.writeQueue()
+	if err == nil {
+		return nil
+	}
+	w.f.Close()
+	if rerr := w.openLocked(); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	if err := w.writeQueue(); err != nil {
+		return fmt.Errorf("writing audit log: %w", err)
+	}
+	return nil
+}
+
+func (w *Writer) writeQueue() error {
+	n, err := w.f.Write(w.buf)
+	w.buf = w.buf[:copy(w.buf, w.buf[n:])]
+	return err
+}
+
+func (w *Writer) syncLocked() error {
+	if err := w.flushLocked(); err != nil {
+		return err
+	}
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("syncing audit log: %w", err)
+	}
+	return nil
+}
+
+// flushLoop flushes buffered records every FlushInterval until Close.
+func (w *Writer) flushLoop() {
+	defer close(w.done)
+	t := time.NewTicker(w.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+			w.mu.Lock()
+			if !w.closed {
+				if err := w.flushLocked(); err != nil {
+					w.logIOError("flushing audit log", err)
+				}
+				w.reopenIfMovedLocked()
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+// reopenIfMovedLocked starts a new file at path when the open one was
+// renamed or removed behind the writer's back (logrotate, an operator), so
+// later records land where readers look. The old file is fsynced first.
+func (w *Writer) reopenIfMovedLocked() {
+	cur, err := os.Stat(w.path)
+	if err == nil {
+		if open, ferr := w.f.Stat(); ferr == nil && os.SameFile(cur, open) {
+			return
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	if err := w.syncLocked(); err != nil {
+		w.logIOError("syncing moved audit log", err)
+	}
+	old := w.f
+	if err := w.openLocked(); err != nil {
+		w.logIOError("reopening moved audit log", err)
+		return
+	}
+	old.Close()
+	w.logger.Info("audit log was moved or removed; writing a new one", "path", w.path)
+}
+
+// Close flushes, fsyncs and closes the file, and stops the flusher. It is
+// idempotent; later calls return the first result. Writes after Close are
+// counted, not written.
+func (w *Writer) Close() error {
+	w.closeOnce.Do(func() {
+		close(w.stop)
+		<-w.done
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.closed = true
+		err := w.syncLocked()
+		if cerr := w.f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("closing audit log: %w", cerr)
+		}
+		w.closeErr = err
+	})
+	return w.closeErr
+}
+
+// Stats returns the writer's counters.
+func (w *Writer) Stats() Stats {
+	return Stats{Written: w.written.Load(), AfterClose: w.afterClose.Load(), Failed: w.failed.Load(),
+		Rotations: w.rotations.Load()}
+}
