@@ -32,7 +32,7 @@ func (d *daemon) stepAPI(ctx context.Context, g *errgroup.Group) error {
 	d.listeners = append(d.listeners, listenerStatus{"api", path, true})
 	b := &backend{d: d}
 	d.wireSessions(ctx, b)
-	srv := &http.Server{Handler: api.NewHandler(b, d.log.With("component", "api")), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: api.NewHandler(b, d.base), ReadHeaderTimeout: 10 * time.Second}
 	g.Go(func() error {
 		defer os.Remove(path)
 		if err := serveHTTP(ctx, srv, ln); err != nil {

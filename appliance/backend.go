@@ -22,7 +22,7 @@ type sessions interface {
 // backend implements api.Backend over the running daemon.
 type backend struct {
 	d        *daemon
-	sessions sessions                                        // nil: sessions unavailable
+	sessions sessions                                            // nil: sessions unavailable
 	doctor   func(ctx context.Context) (api.DoctorReport, error) // nil: built-in checks
 }
 

@@ -2,8 +2,8 @@ package appliance
 
 import (
 	"maps"
-	"sync"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/clauderon/clauderond/dnsredir"

@@ -28,7 +28,7 @@ func buildParts(cfg *config.Config, store *injector.Store, gw netip.Addr, log *s
 	if err := injector.ValidateRules(rules); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	inj, err := injector.New(rules, store, log.With("component", "injector"))
+	inj, err := injector.New(rules, store, log)
 	if err != nil {
 		return nil, fmt.Errorf("building the injector: %w", err)
 	}
@@ -82,7 +82,7 @@ func tlsConfig(cfg *config.Config, p *parts, id tlsmitm.Identity, aud tlsmitm.Au
 	return tlsmitm.Config{
 		StateDir: cfg.StateDir, Router: p.policy, Injector: p.injector, Identity: id, Auditor: aud,
 		Upstreams: p.upstreams, DeniedPrefixes: []netip.Prefix{subnet}, Resolver: res,
-		Logger: log.With("component", "tlsmitm"), DrainTimeout: cfg.DrainTimeout,
+		Logger: log, DrainTimeout: cfg.DrainTimeout,
 	}
 }
 
@@ -96,6 +96,6 @@ func dnsConfig(cfg *config.Config, p *parts, id dnsredir.Identity, aud dnsredir.
 	return dnsredir.Config{
 		Policy: p.policy, Resolver: res, InterceptAnswer: p.answer, DenyRcode: rcode,
 		RatePerSecond: cfg.DNS.RatePerSecond, Burst: cfg.DNS.Burst,
-		Identity: id, Auditor: aud, Logger: log.With("component", "dnsredir"),
+		Identity: id, Auditor: aud, Logger: log,
 	}
 }

@@ -52,7 +52,7 @@ func (d *daemon) reload(ctx context.Context) error {
 		d.log.Warn("this setting changes only on restart; keeping the running value", "key", w)
 	}
 	next = keepRestartOnly(cur, next)
-	p, err := buildParts(next, d.store, d.network.Gateway, d.log)
+	p, err := buildParts(next, d.store, d.network.Gateway, d.base)
 	if err != nil {
 		return err
 	}
@@ -63,7 +63,7 @@ func (d *daemon) reload(ctx context.Context) error {
 	if err := d.store.Reload(); err != nil {
 		return fmt.Errorf("reloading credentials: %w", err)
 	}
-	if err := d.tls.Update(tlsConfig(next, p, identityAdapter{d.table}, d.events, d.resolver, d.network.Subnet, d.log)); err != nil {
+	if err := d.tls.Update(tlsConfig(next, p, identityAdapter{d.table}, d.events, d.resolver, d.network.Subnet, d.base)); err != nil {
 		return fmt.Errorf("updating the TLS terminator: %w", err)
 	}
 	if err := d.dnsH.Update(p.policy, p.answer); err != nil {

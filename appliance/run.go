@@ -31,7 +31,8 @@ const fixHint = "; run `clauderond teardown`, then start clauderond again if the
 // daemon is one running clauderond.
 type daemon struct {
 	opts options
-	log  *slog.Logger
+	log  *slog.Logger // component=appliance
+	base *slog.Logger // for the parts, which add their own component
 
 	cfgMu sync.Mutex
 	cfg   *config.Config
@@ -110,7 +111,7 @@ func newDaemon(cfg *config.Config, logger *slog.Logger, opts []Option) (*daemon,
 	for _, f := range opts {
 		f(&o)
 	}
-	return &daemon{opts: o, cfg: cfg, log: logger.With("component", "appliance"), started: time.Now()}, nil
+	return &daemon{opts: o, cfg: cfg, log: logger.With("component", "appliance"), base: logger, started: time.Now()}, nil
 }
 
 // start runs the start-up steps in order. Long-lived parts are added to g.
@@ -170,7 +171,7 @@ func (d *daemon) stepCA(context.Context, *errgroup.Group) error {
 func (d *daemon) stepCredentials(ctx context.Context, g *errgroup.Group) error {
 	st, err := injector.NewStore(injector.StoreOptions{
 		SecretsDir: filepath.Join(d.cfg.StateDir, "secrets"),
-		Logger:     d.log.With("component", "credentials"),
+		Logger:     d.base,
 	})
 	if err != nil {
 		return fmt.Errorf("reading credentials: %w", err)
@@ -230,7 +231,7 @@ func (d *daemon) waitGateway(ctx context.Context, n bridge.Network) error {
 // once, so the first ruleset already carries their anti-spoofing ports.
 func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
 	d.table = identity.New(identity.Options{
-		Docker: d.docker, Network: d.network.Name, Veth: d.opts.veth, Logger: d.log,
+		Docker: d.docker, Network: d.network.Name, Veth: d.opts.veth, Logger: d.base,
 		OnChange: func(ctx context.Context, cs []identity.Container) {
 			if d.enforcer != nil {
 				d.enforcer.setContainers(ctx, cs)
@@ -252,7 +253,7 @@ func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
 // listeners bound to the gateway.
 func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	res, err := dnsredir.NewUpstreamResolver(dnsredir.UpstreamConfig{Servers: d.cfg.DNS.Servers,
-		Logger: d.log.With("component", "resolver")})
+		Logger: d.base})
 	if err != nil {
 		return fmt.Errorf("dns.servers: %w", err)
 	}
@@ -260,15 +261,15 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	d.closers = append(d.closers, res.Close)
 	d.metrics = newMetrics(d.statsSource())
 	d.events = &eventAdapter{out: d.audit, metrics: d.metrics}
-	p, err := buildParts(d.cfg, d.store, d.network.Gateway, d.log)
+	p, err := buildParts(d.cfg, d.store, d.network.Gateway, d.base)
 	if err != nil {
 		return err
 	}
 	d.parts.Store(p)
-	if d.tls, err = tlsmitm.New(tlsConfig(d.cfg, p, identityAdapter{d.table}, d.events, res, d.network.Subnet, d.log)); err != nil {
+	if d.tls, err = tlsmitm.New(tlsConfig(d.cfg, p, identityAdapter{d.table}, d.events, res, d.network.Subnet, d.base)); err != nil {
 		return fmt.Errorf("starting the TLS terminator: %w", err)
 	}
-	if d.dnsH, err = dnsredir.NewHandler(dnsConfig(d.cfg, p, dnsIdentity{d.table}, d.events, res, d.log)); err != nil {
+	if d.dnsH, err = dnsredir.NewHandler(dnsConfig(d.cfg, p, dnsIdentity{d.table}, d.events, res, d.base)); err != nil {
 		return fmt.Errorf("starting the DNS shim: %w", err)
 	}
 	host := d.network.Gateway.String()
@@ -297,7 +298,7 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 		{"dns-tcp", dln.Addr().String(), true}}
 	g.Go(func() error { return d.serveTLS(ctx, tln) })
 	dsrv := dnsredir.NewServer(d.dnsH)
-	dsrv.Logger = d.log.With("component", "dnsredir")
+	dsrv.Logger = d.base
 	g.Go(func() error { return serveDNS(ctx, dsrv, dpc, dln) })
 	return nil
 }
@@ -323,7 +324,7 @@ func (d *daemon) stepNetfilter(ctx context.Context, g *errgroup.Group) error {
 		if err := netfilter.Probe(ctx).Err(); err != nil {
 			return fmt.Errorf("kernel support for the ruleset: %w", err)
 		}
-		k, err := netfilter.NewKernel(netfilter.WithLogger(d.log.With("component", "netfilter")))
+		k, err := netfilter.NewKernel(netfilter.WithLogger(d.base))
 		if err != nil {
 			return fmt.Errorf("opening nftables: %w", err)
 		}
@@ -333,7 +334,7 @@ func (d *daemon) stepNetfilter(ctx context.Context, g *errgroup.Group) error {
 	if err != nil {
 		return err
 	}
-	e := newEnforcer(d.opts.nft, spec, d.opts.verifyInterval, d.log)
+	e := newEnforcer(d.opts.nft, spec, d.opts.verifyInterval, d.base)
 	e.onState = func(state string) {
 		d.metrics.enforced.Set(boolGauge(state == EnforcementIntact))
 		d.log.Info("enforcement state", "state", state)

@@ -1,0 +1,182 @@
+// Package api owns the daemon's control API: the JSON wire types, the Backend
+// interface the daemon implements, an http.Handler that serves a Backend, and a
+// Client that speaks to that handler over the daemon's Unix socket.
+//
+// It refuses to know how anything is done: it imports only the standard
+// library (no Docker, nftables, viper or certmagic), holds no state, and never
+// carries a credential value — credentials appear only as kind, source and
+// fingerprint. The handler maps errors to status codes once (see Error); the
+// client turns them back into *Error values carrying the server's message.
+package api
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Backend is what the daemon implements; the CLI reaches it through Client.
+type Backend interface {
+	Status(ctx context.Context) (Status, error)
+	CreateSession(ctx context.Context, req CreateRequest) (Session, error)
+	ListSessions(ctx context.Context) ([]Session, error)
+	RemoveSession(ctx context.Context, name string) error
+	// SessionLogs copies the session container's output to w; with follow it
+	// streams until the container stops or ctx is done.
+	SessionLogs(ctx context.Context, name string, follow bool, w io.Writer) error
+	// RunArgs returns the docker-run flags `clauderon run` prepends: --network,
+	// -e placeholders and CA variables, CA and claude.json mounts, labels.
+	RunArgs(ctx context.Context, req RunRequest) (RunArgs, error)
+	Doctor(ctx context.Context) (DoctorReport, error)
+	CA(ctx context.Context) (CA, error)
+	// Audit writes matching audit.jsonl lines (one JSON object per line) to w;
+	// with q.Follow it keeps streaming new lines until ctx is done.
+	Audit(ctx context.Context, q AuditQuery, w io.Writer) error
+	Reload(ctx context.Context) error
+}
+
+// Status is the daemon's health and configuration summary.
+type Status struct {
+	Ready    bool   `json:"ready"`
+	Version  string `json:"version"`
+	StateDir string `json:"state_dir"`
+	Socket   string `json:"socket"`
+	// Mode is egress.mode: "enforce" or "audit".
+	Mode      string     `json:"mode"`
+	Network   Network    `json:"network"`
+	Listeners []Listener `json:"listeners"`
+	// Enforcement is "intact" when the kernel ruleset matches the desired one,
+	// "degraded" otherwise (Drift lists the differences).
+	Enforcement string       `json:"enforcement"`
+	Drift       []string     `json:"drift,omitempty"`
+	Counters    []Counter    `json:"counters"`
+	Credentials []Credential `json:"credentials"`
+	Containers  []Container  `json:"containers"`
+	CA          CA           `json:"ca"`
+	// Requests counts audit decisions (intercept, passthrough, deny, …).
+	Requests map[string]uint64 `json:"requests"`
+	// Problems explains, in operator words, why the daemon is not ready or
+	// degraded (empty when all is well).
+	Problems []string `json:"problems,omitempty"`
+}
+
+// Enforcement values.
+const (
+	EnforcementIntact   = "intact"
+	EnforcementDegraded = "degraded"
+)
+
+// Network is the dedicated Docker bridge.
+type Network struct {
+	Name    string `json:"name"`
+	Bridge  string `json:"bridge"`
+	Subnet  string `json:"subnet"`
+	Gateway string `json:"gateway"`
+}
+
+// Listener is one of the daemon's listeners (tls, dns, metrics, api).
+type Listener struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	OK      bool   `json:"ok"`
+}
+
+// Counter is one nftables rule counter, named by the rule's comment.
+type Counter struct {
+	Rule    string `json:"rule"`
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Credential describes a configured credential without its value.
+type Credential struct {
+	Profile     string `json:"profile"`
+	Name        string `json:"name"`
+	Source      string `json:"source"`      // e.g. "env:CLAUDE_CODE_OAUTH_TOKEN", "file:secrets/anthropic"
+	Kind        string `json:"kind"`        // e.g. "anthropic-oauth", "anthropic-api-key", "github-token", "unknown"
+	Fingerprint string `json:"fingerprint"` // short sha256 prefix; never the value
+	Present     bool   `json:"present"`
+}
+
+// Container is a container attached to the bridge, as identity knows it.
+type Container struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	IP      string `json:"ip"`
+	Profile string `json:"profile"`
+}
+
+// CA is the local certificate authority's public side. PEM is filled only by
+// Backend.CA, not in Status.
+type CA struct {
+	Path        string `json:"path"`
+	Fingerprint string `json:"fingerprint"`
+	PEM         string `json:"pem,omitempty"`
+}
+
+// Session is a `clauderon create` agent session.
+type Session struct {
+	Name      string    `json:"name"`
+	Container string    `json:"container"`
+	Image     string    `json:"image"`
+	Agent     string    `json:"agent"` // claude|codex
+	Profile   string    `json:"profile"`
+	Prompt    string    `json:"prompt"`
+	State     string    `json:"state"` // created|running|exited|gone|…(Docker's state, or "gone")
+	Print     bool      `json:"print"`
+	ExitCode  int       `json:"exit_code"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// CreateRequest asks for a new session. Empty Image, Agent, Profile take the
+// daemon's defaults (sessions.image, "claude", "default").
+type CreateRequest struct {
+	Name    string `json:"name"`
+	Prompt  string `json:"prompt"`
+	Image   string `json:"image,omitempty"`
+	Agent   string `json:"agent,omitempty"`
+	Profile string `json:"profile,omitempty"`
+	Print   bool   `json:"print,omitempty"`
+}
+
+// RunRequest asks for the docker-run flags of `clauderon run`.
+type RunRequest struct {
+	Profile string `json:"profile,omitempty"`
+}
+
+// RunArgs are docker-run flags, to be placed before the user's own flags.
+type RunArgs struct {
+	Args []string `json:"args"`
+}
+
+// DoctorReport is the result of the daemon's self-check.
+type DoctorReport struct {
+	Steps []DoctorStep `json:"steps"`
+}
+
+// OK reports whether every step passed.
+func (r DoctorReport) OK() bool {
+	for _, s := range r.Steps {
+		if !s.OK {
+			return false
+		}
+	}
+	return len(r.Steps) > 0
+}
+
+// DoctorStep is one check: what was checked, the outcome, and the fix.
+type DoctorStep struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// AuditQuery selects audit lines. Lines is how many of the most recent
+// matching lines to return first (0 → all); Follow keeps streaming.
+type AuditQuery struct {
+	Follow    bool   `json:"follow,omitempty"`
+	Container string `json:"container,omitempty"`
+	Host      string `json:"host,omitempty"`
+	Lines     int    `json:"lines,omitempty"`
+}
