@@ -54,3 +54,25 @@ func BenchmarkServerUDP(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkServerUDPParallel measures throughput with concurrent clients.
+func BenchmarkServerUDPParallel(b *testing.B) {
+	h := benchHandler(b)
+	s := startServer(b, h, func(s *dnsredir.Server) { s.Logger = quietLogger() })
+	b.RunParallel(func(pb *testing.PB) {
+		c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+		conn, err := c.Dial(s.udp)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer conn.Close()
+		q := question("evil.example.", dns.TypeA)
+		for pb.Next() {
+			if _, _, err := c.ExchangeWithConn(q, conn); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -60,7 +60,7 @@ type Event struct {
 	SrcIP    netip.Addr
 	Client   string // from Identity, "" when unknown
 	Proto    string // "udp" or "tcp"
-	Name     string // normalised name; for an invalid name, its escaped form (at most 255+ bytes)
+	Name     string // normalised name; for an invalid name, its escaped form (cut at 300 bytes)
 	Qtype    uint16
 	Decision string   // AuditAllow or AuditDeny
 	Policy   Decision // what the Policy said; "" when the query never reached it
