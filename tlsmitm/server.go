@@ -33,10 +33,13 @@ type Server struct {
 	hl     *chanListener
 	stats  counters
 	served atomic.Bool
+	// draining is set when Serve starts draining; handleConn checks it
+	// after its peek so a hello that raced the drain is not routed.
+	draining atomic.Bool
 
 	conns sync.WaitGroup // every goroutine Serve must outlive
 	mu    sync.Mutex
-	raw   map[net.Conn]struct{} // connections not yet owned by http.Server
+	raw   map[net.Conn]bool // connections not owned by http.Server → still peeking the hello
 	// baseCtx is the parent of every request; cancelled at the drain deadline.
 	baseCtx    context.Context
 	baseCancel context.CancelFunc
@@ -71,7 +74,7 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg,
 		log: cfg.Logger.With("component", "tlsmitm"),
 		own: &ownAddrs{list: cfg.InterfaceAddrs},
-		raw: make(map[net.Conn]struct{}),
+		raw: make(map[net.Conn]bool),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
 	s.state.Store(s.newState(cfg))
@@ -206,7 +209,7 @@ func (s *Server) acceptLoop(ln net.Listener, errc chan<- error) {
 			return
 		}
 		backoff = 0
-		s.trackRaw(c, true)
+		s.track(c, true, true)
 		s.conns.Add(1)
 		go s.handleConn(c)
 	}
@@ -218,6 +221,8 @@ func (s *Server) acceptLoop(ln net.Listener, errc chan<- error) {
 func (s *Server) drain() {
 	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
+	s.draining.Store(true)
+	s.closeRaw(true)
 	if err := s.http.Shutdown(dctx); err != nil {
 		s.log.Warn("drain deadline reached; closing remaining intercepted connections", "error", err)
 	}
@@ -230,7 +235,7 @@ func (s *Server) drain() {
 	}
 	s.baseCancel()
 	s.http.Close()
-	s.closeRaw()
+	s.closeRaw(false)
 	<-done
 }
 
@@ -239,11 +244,16 @@ func waitGroupDone(wg *sync.WaitGroup, done chan<- struct{}) {
 	close(done)
 }
 
-func (s *Server) trackRaw(c net.Conn, add bool) {
+func (s *Server) trackRaw(c net.Conn, add bool) { s.track(c, add, false) }
+
+// track adds or removes a connection Serve must close at the drain deadline.
+// Connections still peeking a hello are closed as soon as draining starts:
+// nothing of theirs is in flight.
+func (s *Server) track(c net.Conn, add, peeking bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
-		s.raw[c] = struct{}{}
+		s.raw[c] = peeking
 		s.stats.active.Add(1)
 	} else if _, ok := s.raw[c]; ok {
 		delete(s.raw, c)
@@ -251,11 +261,21 @@ func (s *Server) trackRaw(c net.Conn, add bool) {
 	}
 }
 
-func (s *Server) closeRaw() {
+func (s *Server) closeRaw(onlyPeeking bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for c := range s.raw {
-		c.Close()
+	for c, peeking := range s.raw {
+		if peeking || !onlyPeeking {
+			c.Close()
+		}
+	}
+}
+
+func (s *Server) donePeeking(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.raw[c]; ok {
+		s.raw[c] = false
 	}
 }
 
@@ -295,6 +315,10 @@ func (s *Server) handleConn(c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(s.cfg.HelloTimeout))
 	hello, err := peekClientHello(c, s.cfg.MaxHelloBytes)
 	c.SetReadDeadline(time.Time{})
+	s.donePeeking(c)
+	if err == nil && s.draining.Load() {
+		err = errors.New("server is shutting down")
+	}
 	if err != nil {
 		s.stats.helloErrors.Add(1)
 		s.refuse(c, info, err, false)
