@@ -7,20 +7,43 @@
 //
 // The ruleset lives in two tables of our own, both named Spec.Table:
 //
-//   - table inet: redirects TCP 443 and UDP/TCP 53 from the bridge to the
-//     daemon's listeners, protects the host from the bridge, rejects every
-//     other forwarded packet from the bridge (or, in audit mode, logs and
-//     accepts it), drops link-local/metadata destinations, IPv6 and
-//     foreign source addresses, and admits only established/related
-//     traffic into the bridge;
-//   - table bridge: per-port anti-spoofing (ifname . ipv4_addr) and
-//     container-to-container isolation, keyed on a set of port names the
-//     appliance keeps current with SetPorts (this kernel has no meta
-//     ibrname); bridge port isolation (IFLA_BRPORT_ISOLATED) is set through
-//     netlink as a second, name-independent layer.
+//   - table inet: chain guard_pre (prerouting, priority raw, before
+//     conntrack) drops IPv6 and foreign or gateway source addresses from the
+//     bridge; nat_pre (dstnat - 10, before Docker's nat) redirects TCP 443
+//     to TLSPort and UDP/TCP 53 to DNSPort, whatever the destination;
+//     host_in (filter - 10) lets the bridge reach only Gateway:TLSPort and
+//     Gateway:DNSPort (plus established/related replies to connections the
+//     host opened) and resets/drops everything else, ICMP included;
+//     filter_forward (filter - 10) drops container-to-container traffic
+//     that is routed or seen through br_netfilter (unless
+//     AllowIntraBridge), drops 169.254.0.0/16, accepts AllowCIDRs, then
+//     rejects QUIC (UDP 443), DoT (TCP 853), DoQ (UDP 853), all other TCP
+//     (reset) and everything else (ICMP admin-prohibited); into the bridge
+//     only established/related traffic passes (Docker-published ports on
+//     this network are refused on purpose).
+//   - table bridge: port_guard (bridge prerouting) drops every non-IPv4,
+//     non-ARP frame and every IPv4/ARP frame whose (port . source address)
+//     is not in the port_addrs set; port_forward drops frames between two
+//     ports (unless AllowIntraBridge). Both key on the "ports" set of port
+//     names that the appliance keeps current with SetPorts, because this
+//     kernel has no meta ibrname. Bridge port isolation
+//     (IFLA_BRPORT_ISOLATED, set through netlink on every port enslaved to
+//     the bridge, found by index not name) is a second, name-independent
+//     layer for container-to-container isolation.
+//
+// Decisions: AuditMode turns only the forward rejects into NFLOG (group
+// Spec.LogGroup, prefix "clauderon would-deny: ") + counter + accept;
+// redirects, host protection, IPv6, anti-spoofing, intra-bridge and
+// 169.254.0.0/16 drops stay enforced (metadata credentials are the one
+// thing an audit must never leak). AllowCIDRs cannot name TCP 443 or
+// UDP/TCP 53 (those always go through the daemon) nor open link-local
+// (that drop comes first). ICMP to the host is dropped: containers cannot
+// ping the gateway (ICMP errors related to host connections still pass as
+// ct related).
 //
 // Every rule carries an nft-visible comment "clauderon:<what>" and a
-// counter; Verify diffs the kernel against the Spec by those comments.
+// counter; Verify diffs the kernel against the Spec by those comments and
+// by each rule's expressions.
 //
 // The package refuses to: touch any table it does not own (Docker's
 // iptables-nft tables and any other table are never read for decisions,
@@ -28,11 +51,17 @@
 // nft binary; decide policy (which hosts, which CIDRs) — it only enforces
 // the Spec it is given; manage the Docker network or follow Docker events
 // (the appliance does and calls SetPorts). It never tears the ruleset
-// down by itself: on daemon exit the rules stay and traffic fails closed.
+// down by itself: on daemon exit the rules stay and traffic fails closed
+// (a redirected connection to a dead listener is reset by the kernel).
 //
-// Be aware: re-applying the ruleset resets its counters (tables are
-// re-created); SetPorts does not. Bridge-family reject does not exist on
-// this kernel, so bridge-level denials are silent drops; inet-level
-// denials of TCP are resets (fast failure) and of other protocols ICMP
-// admin-prohibited (rate-limited by the kernel).
+// Be aware:
+//   - re-applying the ruleset resets its counters (tables are re-created);
+//     SetPorts does not;
+//   - bridge-family reject does not exist on this kernel, so bridge-level
+//     denials are silent drops; inet-level denials of TCP are resets (fast
+//     failure) and of other protocols ICMP admin-prohibited (rate-limited);
+//   - a port not yet reported through SetPorts is not anti-spoofed at layer
+//     2 (the inet guard still drops source addresses outside the subnet);
+//   - with br_netfilter active (Docker turns it on), TCP 443 and 53 between
+//     containers are redirected to the daemon even with AllowIntraBridge.
 package netfilter

@@ -362,8 +362,9 @@ func ourTables(c *nftables.Conn, name string) ([]*nftables.Table, error) {
 	return out, nil
 }
 
-// Counters returns packet and byte counts per rule comment, in ruleset
-// order. ErrNotApplied when none of our tables exists.
+// Counters returns packet and byte counts per rule comment, sorted by
+// comment (like Fake). ErrNotApplied before Apply or when none of our
+// tables exists.
 func (k *Kernel) Counters(ctx context.Context) ([]Counter, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -396,6 +397,7 @@ func (k *Kernel) Counters(ctx context.Context) ([]Counter, error) {
 			}
 		}
 	}
+	slices.SortFunc(out, func(a, b Counter) int { return strings.Compare(a.Rule, b.Rule) })
 	return out, nil
 }
 

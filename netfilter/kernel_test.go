@@ -313,6 +313,21 @@ func TestKernel_Confinement(t *testing.T) {
 			t.Errorf("Verify = %v; want %q modified and a rule without comment unexpected", d, modified)
 		}
 		r.apply(t, r.spec)
+		// A table made dormant (no longer filtering) and rules moved.
+		if o, err := nftest.Run(host, "nft", "add table inet "+r.spec.Table+" { flags dormant; }"); err != nil {
+			t.Fatalf("making table dormant: %v\n%s", err, o)
+		}
+		moveToTop(t, host, r.spec.Table, chainForward, "clauderon:reject-tcp")
+		d, err = r.k.Verify(context.Background(), r.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"(dormant", "filter_forward (rules out of order)"} {
+			if !slices.ContainsFunc(d.Unexpected, func(k string) bool { return strings.Contains(k, want) }) {
+				t.Errorf("Verify = %v; want unexpected %q", d, want)
+			}
+		}
+		r.apply(t, r.spec)
 		if d, err := r.k.Verify(context.Background(), r.spec); err != nil || !d.Intact() {
 			t.Fatalf("Verify after re-Apply = %v, %v", d, err)
 		}
@@ -447,4 +462,59 @@ func TestKernel_SequencingAndProbe(t *testing.T) {
 	if err := k.Teardown(ctx); !errors.Is(err, ErrNotApplied) {
 		t.Errorf("Teardown after another Kernel's Teardown = %v, want ErrNotApplied", err)
 	}
+}
+
+// BenchmarkKernel_Apply measures one atomic re-apply (add, delete, add
+// table + everything) and one SetPorts, in a throwaway namespace.
+func BenchmarkKernel_Apply(b *testing.B) {
+	host, restore := nftest.InNetNS(b)
+	defer restore()
+	k, err := NewKernel(WithNetNS(host))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, _ := flagSpec(false, true, false, false)
+	ctx := context.Background()
+	b.Run("Apply", func(b *testing.B) {
+		for b.Loop() {
+			if err := k.Apply(ctx, s); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("SetPorts", func(b *testing.B) {
+		for b.Loop() {
+			if err := k.SetPorts(ctx, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// moveToTop deletes the rule with the given comment and inserts it again
+// at the top of its chain: same content, other order.
+func moveToTop(t *testing.T, ns netns.NsHandle, table, chain, comment string) {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := tableRules(c, &nftables.Table{Family: nftables.TableFamilyINet, Name: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rules {
+		if r.chain.Name != chain || r.comment != comment {
+			continue
+		}
+		if err := c.DelRule(r.rule); err != nil {
+			t.Fatal(err)
+		}
+		c.InsertRule(&nftables.Rule{Table: r.rule.Table, Chain: r.rule.Chain, Exprs: r.rule.Exprs, UserData: r.rule.UserData})
+		if err := c.Flush(); err != nil {
+			t.Fatalf("moving rule: %v", err)
+		}
+		return
+	}
+	t.Fatalf("rule %s not found", comment)
 }

@@ -2,11 +2,15 @@ package netfilter
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
 )
 
 // Verify reads our tables back from the kernel and diffs them against
@@ -60,6 +64,12 @@ func readTable(c *nftables.Conn, want Table) ([]string, error) {
 	}
 	tk := fmt.Sprintf("%s %s", want.Family, want.Name)
 	keys := []string{"table " + tk}
+	// google/nftables decodes NFTA_TABLE_FLAGS (big-endian on the wire) in
+	// host byte order; undo that.
+	flags := binary.BigEndian.Uint32(binaryutil.NativeEndian.PutUint32(nt.Flags))
+	if flags&unix.NFT_TABLE_F_DORMANT != 0 {
+		keys = append(keys, "table "+tk+" (dormant: not filtering)")
+	}
 	setKeys, err := readSets(c, nt, tk, want)
 	if err != nil {
 		return nil, err
@@ -125,6 +135,7 @@ func readChains(c *nftables.Conn, nt *nftables.Table, tk string, want Table) ([]
 		return nil, err
 	}
 	seen := map[string]bool{}
+	order := map[string][]string{} // chain -> our comments in kernel order
 	for _, r := range rules {
 		if r.comment == "" {
 			keys = append(keys, fmt.Sprintf("rule %s %s handle %d (no comment)", tk, r.chain.Name, r.rule.Handle))
@@ -140,8 +151,29 @@ func readChains(c *nftables.Conn, nt *nftables.Table, tk string, want Table) ([]
 		}
 		seen[key] = true
 		keys = append(keys, key)
+		if ok {
+			order[r.chain.Name] = append(order[r.chain.Name], r.comment)
+		}
 	}
-	return keys, nil
+	return append(keys, orderDrift(tk, want, order)...), nil
+}
+
+// orderDrift reports chains whose rules (ours, by comment) are present in
+// another order than desired: first match wins, so order is policy.
+func orderDrift(tk string, want Table, order map[string][]string) []string {
+	var keys []string
+	for _, ch := range want.Chains {
+		var wantOrder []string
+		for _, r := range ch.Rules {
+			if slices.Contains(order[ch.Name], r.Comment) {
+				wantOrder = append(wantOrder, r.Comment)
+			}
+		}
+		if !slices.Equal(wantOrder, order[ch.Name]) {
+			keys = append(keys, fmt.Sprintf("chain %s %s (rules out of order)", tk, ch.Name))
+		}
+	}
+	return keys
 }
 
 func kernelChainKey(tk string, ch *nftables.Chain) string {
