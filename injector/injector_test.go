@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 const (
@@ -411,4 +414,54 @@ func TestSecrets_RedactResponse(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got, w)
 		}
 	}
+}
+
+// TestApply_ConcurrentWithReload runs Apply from many goroutines while the
+// store reloads between two credentials; every request gets one of them,
+// whole (run with -race).
+func TestApply_ConcurrentWithReload(t *testing.T) {
+	dir := secretsDir(t, map[string]string{"github": "ghp_AAAA"})
+	s, _ := newTestStore(t, dir)
+	inj, err := New(DefaultRules(), s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			writeSecret(t, filepath.Join(dir, "github"), []string{"ghp_AAAA", "ghp_BBBB"}[i%2])
+			if err := s.Reload(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 500 {
+				req := request("api.github.com", "Authorization", "Bearer clauderon-proxy")
+				if _, err := inj.Apply(req, "api.github.com", ""); err != nil {
+					t.Error(err)
+					return
+				}
+				if got := req.Header.Get("Authorization"); got != "Bearer ghp_AAAA" && got != "Bearer ghp_BBBB" {
+					t.Errorf("Authorization = %q", got)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
 }

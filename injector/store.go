@@ -484,6 +484,10 @@ func readSecretsDir(dir string) (map[string]*profileFiles, error) {
 		if err != nil {
 			return nil, err
 		}
+		if prev, dup := out[profileKey(name)]; dup && pf != nil {
+			return nil, fmt.Errorf("secrets profile directories %s and %s name the same profile (they share the environment prefix %s%s_); remove one",
+				prev.dir, pf.dir, ProfileEnvPrefix, profileKey(name))
+		}
 		if pf != nil {
 			out[profileKey(name)] = pf
 		}

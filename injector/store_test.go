@@ -51,7 +51,12 @@ func writeSecret(t *testing.T, path, v string) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+	// Write then rename, as operators should: a reader never sees half a file.
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, []byte(v), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -147,6 +152,10 @@ func TestStore_RefusesOpenPermissions(t *testing.T) {
 			writeSecret(t, filepath.Join(dir, "profiles", "p1", "github"), "ghp_p")
 			os.Chmod(filepath.Join(dir, "profiles", "p1", "github"), 0o604)
 		}, "chmod 600 "},
+		{"colliding_profile_dir_names", func(t *testing.T, dir string) {
+			writeSecret(t, filepath.Join(dir, "profiles", "team-a", "github"), "ghp_p")
+			writeSecret(t, filepath.Join(dir, "profiles", "team_a", "github"), "ghp_q")
+		}, "name the same profile"},
 		{"invalid_profile_dir_name", func(t *testing.T, dir string) {
 			writeSecret(t, filepath.Join(dir, "profiles", "Team A", "github"), "ghp_p")
 		}, "not a valid profile name"},
