@@ -10,11 +10,15 @@ need_root() {
 	fi
 }
 
-# ensure_packages installs the Debian packages the project needs, once.
+# ensure_packages installs the Debian packages the project needs (plus the extra ones named as
+# arguments), once.
 ensure_packages() {
-	local want=(docker.io nftables iproute2 busybox-static debootstrap curl ca-certificates git)
+	local want=(docker.io nftables iproute2 busybox-static ca-certificates "$@")
 	local missing=()
 	for p in "${want[@]}"; do
+		# npm fetches the Claude Code CLI for the e2e image; any npm will do (a NodeSource
+		# nodejs ships its own, and Debian's npm package would conflict with it).
+		if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 	done
 	if [ ${#missing[@]} -gt 0 ]; then
@@ -25,11 +29,14 @@ ensure_packages() {
 	command -v go >/dev/null || { echo "error: Go is not installed (need Go >= 1.26 on PATH)" >&2; exit 1; }
 }
 
-# ensure_dockerd starts dockerd in the background when no daemon answers.
+# ensure_dockerd starts dockerd in the background when no daemon answers. When it starts one,
+# it records the pid in /run/clauderon-e2e-dockerd.pid and exports CLAUDERON_E2E_DOCKERD_STARTED=1:
+# the e2e suite restarts only a dockerd this script started, never a shared one.
 ensure_dockerd() {
 	if docker info >/dev/null 2>&1; then return 0; fi
 	log "starting dockerd"
-	(dockerd >/var/log/clauderon-dockerd.log 2>&1 &)
+	(setsid dockerd >>/var/log/clauderon-dockerd.log 2>&1 </dev/null & echo $! >/run/clauderon-e2e-dockerd.pid)
+	export CLAUDERON_E2E_DOCKERD_STARTED=1
 	for _ in $(seq 1 60); do
 		docker info >/dev/null 2>&1 && return 0
 		sleep 0.5

@@ -57,24 +57,41 @@ func bypass(args []string) int {
 	pings := fs.String("ping", "", "extra ICMP echo targets (the outside hosts are always pinged)")
 	bind := fs.String("bind", "", "source address to bind (forged-source test)")
 	timeout := fs.Duration("timeout", 2*time.Second, "per-attempt timeout")
+	only := fs.String("only", "tcp,udp,tls,dot,dns,icmp", "attempt kinds against the outside hosts")
 	_ = fs.Parse(args)
+	kinds := map[string]bool{}
+	for _, k := range split(*only) {
+		kinds[k] = true
+	}
 	o := bypassOpts{timeout: *timeout, bind: net.ParseIP(*bind)}
 	var jobs []func() attempt
 	add := func(f func() attempt) { jobs = append(jobs, f) }
 	for _, ip := range nonEmpty(*outside, *outside6) {
 		for _, port := range ports(*tcpPorts) {
-			add(func() attempt { return o.tcp(net.JoinHostPort(ip, strconv.Itoa(port))) })
+			if kinds["tcp"] {
+				add(func() attempt { return o.tcp(net.JoinHostPort(ip, strconv.Itoa(port))) })
+			}
 		}
 		for _, port := range ports(*udpPorts) {
-			add(func() attempt { return o.udp(net.JoinHostPort(ip, strconv.Itoa(port)), port) })
+			if kinds["udp"] {
+				add(func() attempt { return o.udp(net.JoinHostPort(ip, strconv.Itoa(port)), port) })
+			}
 		}
 		for _, sni := range strings.Split(*snis, ",") {
-			add(func() attempt { return o.tls(net.JoinHostPort(ip, "443"), sni) })
+			if kinds["tls"] {
+				add(func() attempt { return o.tls(net.JoinHostPort(ip, "443"), sni) })
+			}
 		}
-		add(func() attempt { return o.tls(net.JoinHostPort(ip, "853"), "dns.example") })
-		add(func() attempt { return o.dns(net.JoinHostPort(ip, "53"), "udp") })
-		add(func() attempt { return o.dns(net.JoinHostPort(ip, "53"), "tcp") })
-		add(func() attempt { return o.ping(ip) })
+		if kinds["dot"] {
+			add(func() attempt { return o.tls(net.JoinHostPort(ip, "853"), "dns.example") })
+		}
+		if kinds["dns"] {
+			add(func() attempt { return o.dns(net.JoinHostPort(ip, "53"), "udp") })
+			add(func() attempt { return o.dns(net.JoinHostPort(ip, "53"), "tcp") })
+		}
+		if kinds["icmp"] {
+			add(func() attempt { return o.ping(ip) })
+		}
 	}
 	for _, t := range split(*hosts) {
 		add(func() attempt { return o.tcp(t) })
