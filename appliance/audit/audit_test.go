@@ -548,3 +548,76 @@ func TestWriter_NoGoroutineLeak(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestWriter_KeepsRecordsAcrossIOErrors: while the file cannot be written
+// (its fd is broken and its directory is gone), records stay queued; once
+// the directory is back, a flush writes every one of them.
+func TestWriter_KeepsRecordsAcrossIOErrors(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	os.Mkdir(dir, 0o700)
+	path := filepath.Join(dir, "audit.jsonl")
+	w, err := Open(path, Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	w.Write(sample(0))
+	w.Flush()
+	os.RemoveAll(dir)
+	w.mu.Lock()
+	w.f.Close() // the next write fails; the reopen fails too (no directory)
+	w.mu.Unlock()
+	for i := 1; i <= 5; i++ {
+		w.Write(sample(i))
+	}
+	if err := w.Flush(); err == nil {
+		t.Fatal("Flush succeeded with the directory gone")
+	}
+	os.Mkdir(dir, 0o700)
+	if err := w.Flush(); err != nil {
+		t.Fatalf("Flush after the directory came back: %v", err)
+	}
+	got, _ := Tail(path, 10, Filter{})
+	if len(got) != 5 || idx(got[0]) != 1 || idx(got[4]) != 5 {
+		t.Fatalf("after recovery the file has %d records, want records 1..5", len(got))
+	}
+	if st := w.Stats(); st.Failed != 0 || st.Written != 6 {
+		t.Errorf("Stats = %+v, want Written 6, Failed 0", st)
+	}
+}
+
+// TestWriter_GivesUpOnlyPastMaxPending: a file that never accepts writes
+// costs queued records only once the queue exceeds its bound, and they are
+// counted.
+func TestWriter_GivesUpOnlyPastMaxPending(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	os.Mkdir(dir, 0o700)
+	path := filepath.Join(dir, "audit.jsonl")
+	w, err := Open(path, Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	line := len(mustLine(t, sample(0)))
+	w.mu.Lock()
+	w.maxPending = 10 * line
+	w.f.Close()
+	w.mu.Unlock()
+	os.RemoveAll(dir)
+	for i := range 25 {
+		w.Write(sample(i))
+		w.Flush()
+	}
+	st := w.Stats()
+	if st.Failed != 20 || st.Written != 25 {
+		t.Fatalf("Stats = %+v, want 20 failed (two full queues) of 25 written", st)
+	}
+	os.Mkdir(dir, 0o700)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := Tail(path, 100, Filter{})
+	if len(got) != 5 || idx(got[0]) != 20 {
+		t.Fatalf("file has %d records, want the last 5 (20..24)", len(got))
+	}
+}

@@ -20,7 +20,7 @@ const (
 	DefaultMaxBackups    = 5
 	DefaultFlushInterval = 200 * time.Millisecond
 	bufferSize           = 64 << 10 // pending bytes that trigger a write
-	maxPending           = 16 << 20 // pending bytes kept across I/O errors before lines are given up
+	defaultMaxPending    = 16 << 20 // pending bytes kept across I/O errors before lines are given up
 )
 
 // Options configures a Writer. The zero value is usable.
@@ -46,9 +46,9 @@ type Options struct {
 
 // Stats counts what a Writer did.
 type Stats struct {
-	Written    uint64 // records appended
+	Written    uint64 // records accepted by Write while open (queued for the file)
 	AfterClose uint64 // records handed to Write after Close (not written)
-	Failed     uint64 // records lost to I/O errors, even after reopening the file
+	Failed     uint64 // of Written, records given up after the file refused writes past the queue bound
 	Rotations  uint64 // completed rotations
 }
 
@@ -63,6 +63,8 @@ type Writer struct {
 	buf    []byte // complete lines not yet written to f
 	size   int64  // bytes in f plus buf
 	closed bool
+
+	maxPending int // defaultMaxPending; smaller in tests
 
 	written, afterClose, failed, rotations atomic.Uint64
 	lastErrLog                             atomic.Int64 // unix nanos of the last logged I/O error
@@ -91,7 +93,7 @@ func Open(path string, opts Options) (*Writer, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	w := &Writer{path: path, opts: opts, logger: logger.With("component", "audit"),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), maxPending: defaultMaxPending}
 	if err := w.openLocked(); err != nil {
 		return nil, err
 	}
@@ -173,7 +175,7 @@ func (w *Writer) Write(r Record) {
 // file and retries); only past maxPending are queued lines given up,
 // counted in Stats.Failed.
 func (w *Writer) appendLocked(line []byte) {
-	if len(w.buf)+len(line) > maxPending {
+	if len(w.buf)+len(line) > w.maxPending {
 		lost := bytes.Count(w.buf, []byte{'\n'})
 		w.failed.Add(uint64(lost))
 		w.logIOError("audit records lost: the file has not accepted writes", fmt.Errorf("%d records pending", lost))
