@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"log/slog"
 	"strings"
 	"testing"
@@ -89,5 +93,30 @@ func TestSecret_ZeroAndEqual(t *testing.T) {
 	}
 	if strings.Contains(a.Fingerprint(), "token") {
 		t.Errorf("fingerprint contains the value")
+	}
+}
+
+// TestSecrets_RevealCalledInExactlyOnePlace parses the package's
+// production files and fails if Secret.Reveal gains a second caller: the
+// raw value leaves a Secret only where Apply writes the header.
+func TestSecrets_RevealCalledInExactlyOnePlace(t *testing.T) {
+	fset := token.NewFileSet()
+	pkgs, err := parser.ParseDir(fset, ".", func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sites []string
+	for _, pkg := range pkgs {
+		for _, f := range pkg.Files {
+			ast.Inspect(f, func(n ast.Node) bool {
+				if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "Reveal" {
+					sites = append(sites, fset.Position(sel.Pos()).String())
+				}
+				return true
+			})
+		}
+	}
+	if len(sites) != 1 || !strings.HasPrefix(sites[0], "injector.go:") {
+		t.Fatalf("Secret.Reveal referenced at %v; want exactly one site, in injector.go (Apply)", sites)
 	}
 }
