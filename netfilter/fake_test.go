@@ -154,6 +154,7 @@ func TestSpec_Validate(t *testing.T) {
 		{"gateway_outside_subnet", func(s *Spec) { s.Gateway = netip.MustParseAddr("10.9.9.9") }, "outside subnet"},
 		{"no_tls_port", func(s *Spec) { s.TLSPort = 0 }, "tls port"},
 		{"no_dns_port", func(s *Spec) { s.DNSPort = 0 }, "dns port"},
+		{"dns_port_equals_tls_port", func(s *Spec) { s.DNSPort = s.TLSPort }, "also the tls port"},
 		{"bad_table_name", func(s *Spec) { s.Table = "a b" }, "table:"},
 		{"allow_ipv6", func(s *Spec) { s.AllowCIDRs = []AllowCIDR{{Prefix: netip.MustParsePrefix("2001:db8::/32")}} }, "IPv6"},
 		{"allow_bad_proto", func(s *Spec) {

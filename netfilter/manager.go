@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 )
 
@@ -91,18 +90,27 @@ func ruleKey(tk, chain, comment string) string {
 	return fmt.Sprintf("rule %s %s %s", tk, chain, comment)
 }
 
-// diffKeys compares desired and actual key lists.
+// diffKeys compares desired and actual key lists, keeping their order.
 func diffKeys(want, got []string) Drift {
 	var d Drift
+	wantSet, gotSet := setOf(want), setOf(got)
 	for _, k := range want {
-		if !slices.Contains(got, k) {
+		if !gotSet[k] {
 			d.Missing = append(d.Missing, k)
 		}
 	}
 	for _, k := range got {
-		if !slices.Contains(want, k) {
+		if !wantSet[k] {
 			d.Unexpected = append(d.Unexpected, k)
 		}
 	}
 	return d
+}
+
+func setOf(keys []string) map[string]bool {
+	m := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		m[k] = true
+	}
+	return m
 }

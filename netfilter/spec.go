@@ -105,6 +105,9 @@ func (s Spec) Validate() error {
 	if s.DNSPort == 0 {
 		errs = append(errs, errors.New("dns port: must be set"))
 	}
+	if s.TLSPort != 0 && s.TLSPort == s.DNSPort {
+		errs = append(errs, fmt.Errorf("dns port: %d is also the tls port; both listen on TCP", s.DNSPort))
+	}
 	for i, a := range s.AllowCIDRs {
 		if err := a.validate(); err != nil {
 			errs = append(errs, fmt.Errorf("allow cidr %d: %w", i, err))
