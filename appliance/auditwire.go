@@ -1,86 +1,43 @@
 package appliance
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"sync"
-	"time"
 
+	"github.com/clauderon/clauderond/appliance/audit"
 	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/injector"
 )
 
-// auditSink is where records go; Close flushes.
+// auditSink is where records go; Close flushes and fsyncs.
 type auditSink interface {
 	sink
 	Close() error
 }
 
-// openAudit opens state_dir/audit.jsonl.
-//
-// TEMPORARY: a minimal JSON-lines writer until appliance/audit lands; it
-// keeps the contract's field names so the switch changes nothing on disk.
+// openAudit opens state_dir/audit.jsonl with the credential store's
+// redactor as the scrubber, so no known credential value can reach a line.
 func openAudit(cfg *config.Config, store *injector.Store, log *slog.Logger) (auditSink, error) {
 	path := filepath.Join(cfg.StateDir, "audit.jsonl")
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	w, err := audit.Open(path, audit.Options{MaxBytes: cfg.Audit.MaxBytes, MaxBackups: cfg.Audit.MaxBackups,
+		Scrub: store.Redact, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("opening audit log %s: %w", path, err)
 	}
-	return &jsonAudit{f: f, bw: bufio.NewWriter(f), scrub: store.Redact}, nil
+	return auditWriter{w}, nil
 }
 
-type jsonAudit struct {
-	mu    sync.Mutex
-	f     *os.File
-	bw    *bufio.Writer
-	scrub func(string) string
-}
+type auditWriter struct{ w *audit.Writer }
 
-type auditLine struct {
-	TS           time.Time `json:"ts"`
-	Container    string    `json:"container"`
-	SrcIP        string    `json:"src_ip"`
-	SNI          string    `json:"sni"`
-	Host         string    `json:"host"`
-	Method       string    `json:"method"`
-	Path         string    `json:"path"`
-	Status       int       `json:"status"`
-	Decision     string    `json:"decision"`
-	Rule         string    `json:"rule"`
-	AuthInjected bool      `json:"auth_injected"`
-	DurationMS   float64   `json:"duration_ms"`
-	Error        string    `json:"error"`
-	Kind         string    `json:"kind,omitempty"`
-	Profile      string    `json:"profile,omitempty"`
-	OrigDst      string    `json:"orig_dst,omitempty"`
-}
+func (a auditWriter) Close() error { return a.w.Close() }
 
-func (a *jsonAudit) write(r record) {
-	b, err := json.Marshal(auditLine{TS: r.TS.UTC(), Container: r.Container, SrcIP: r.SrcIP, SNI: r.SNI, Host: r.Host,
-		Method: r.Method, Path: r.Path, Status: r.Status, Decision: r.Decision, Rule: r.Rule, AuthInjected: r.AuthInjected,
-		DurationMS: float64(r.Duration.Microseconds()) / 1000, Error: r.Error, Kind: r.Kind, Profile: r.Profile, OrigDst: r.OrigDst})
-	if err != nil {
-		return
-	}
-	line := a.scrub(string(b))
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.bw.WriteString(line + "\n")
-	a.bw.Flush()
-}
+func (a auditWriter) write(r record) { a.w.Write(toAudit(r)) }
 
-func (a *jsonAudit) Close() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.bw.Flush(); err != nil {
-		return err
-	}
-	if err := a.f.Sync(); err != nil {
-		return err
-	}
-	return a.f.Close()
+func toAudit(r record) audit.Record {
+	return audit.Record{TS: r.TS, Container: r.Container, ContainerID: r.ContainerID, Profile: r.Profile, Kind: r.Kind,
+		SrcIP: r.SrcIP, OrigDst: r.OrigDst, SNI: r.SNI, Host: r.Host, Method: r.Method, Path: r.Path, Status: r.Status,
+		Decision: r.Decision, Rule: r.Rule, AuthInjected: r.AuthInjected,
+		DurationMS: float64(r.Duration.Microseconds()) / 1000, BytesIn: r.BytesIn, BytesOut: r.BytesOut,
+		QType: r.QType, RCode: r.RCode, Error: r.Error}
 }

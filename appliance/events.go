@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"github.com/miekg/dns"
 	"maps"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ type record struct {
 	Duration                  time.Duration
 	Error                     string
 	Kind                      string // "http" | "conn" | "dns"
+	ContainerID, QType, RCode string
 	BytesIn, BytesOut         int64
 }
 
@@ -71,7 +73,7 @@ func (a *eventAdapter) decisions() map[string]uint64 {
 }
 
 func fromTLS(e tlsmitm.Event) record {
-	r := record{TS: e.Time, Container: e.Client.Name, Profile: e.Client.Profile, SNI: e.SNI, Host: e.Host,
+	r := record{TS: e.Time, Container: e.Client.Name, ContainerID: e.Client.ID, Profile: e.Client.Profile, SNI: e.SNI, Host: e.Host,
 		Method: e.Method, Path: e.Path, Status: e.Status, Decision: string(e.Decision), Rule: e.Rule,
 		AuthInjected: e.AuthInjected, Duration: e.Duration, Error: e.Err, BytesIn: e.BytesIn, BytesOut: e.BytesOut,
 		Kind: "conn"}
@@ -92,7 +94,7 @@ func fromTLS(e tlsmitm.Event) record {
 
 func fromDNS(e dnsredir.Event) record {
 	r := record{TS: e.Time, Container: e.Client, Host: e.Name, Decision: e.Decision, Rule: e.Rule,
-		Duration: e.Duration, Error: e.Err, Kind: "dns", Status: e.Rcode}
+		Duration: e.Duration, Error: e.Err, Kind: "dns", QType: dns.TypeToString[e.Qtype], RCode: dns.RcodeToString[e.Rcode]}
 	if e.SrcIP.IsValid() {
 		r.SrcIP = e.SrcIP.String()
 	}
