@@ -230,6 +230,23 @@ func TestKernel_Confinement(t *testing.T) {
 			t.Errorf("no container-to-container drop counted: %v", cs)
 		}
 	})
+	t.Run("NothingNewIntoTheBridge", func(t *testing.T) {
+		// Outside dials a container directly (routed through the host) and
+		// through a Docker-style published port (DNAT in an ip nat table
+		// that is not ours): both are new connections into the bridge.
+		if o, err := nftest.Run(host, "nft", "add table ip dockerlike; add chain ip dockerlike pre { type nat hook prerouting priority dstnat; }; "+
+			"add rule ip dockerlike pre tcp dport 8081 dnat to "+c2.Addr.String()+":9000"); err != nil {
+			t.Fatalf("adding published-port DNAT: %v\n%s", err, o)
+		}
+		defer nftest.Run(host, "nft", "delete table ip dockerlike")
+		outsider := nftest.Container{NS: r.tp.Outside, Addr: r.tp.OutsideAddr}
+		r.expectTCP(t, outsider, "", c2.Addr.String()+":9000", "timeout")
+		r.expectTCP(t, outsider, "", r.tp.HostOutside.String()+":8081", "timeout")
+		r.expectNothingReached(t, fmt.Sprintf("tcp %s:9000", c2.Addr))
+		if r.counters(t)["clauderon:drop-into-bridge"] == 0 {
+			t.Errorf("drop-into-bridge counter = 0, want > 0")
+		}
+	})
 	t.Run("AllowIntraBridge", func(t *testing.T) {
 		s := r.spec
 		s.AllowIntraBridge = true
@@ -269,6 +286,17 @@ func TestKernel_Confinement(t *testing.T) {
 		want := fmt.Sprintf("udp %s:%d q", r.tp.Gateway, rigDNSPort)
 		if got := exchangeUDP(c1.NS, "10.77.0.51", out+":53", "q"); got != want {
 			t.Fatalf("before SetPorts, in-subnet forged source: %q, want %q (port unknown)", got, want)
+		}
+		// The inet layer alone (port unknown to the bridge table) still
+		// drops IPv6 and sources outside the subnet.
+		if got := dialTCP(c1.NS, "", fmt.Sprintf("[%s]:80", r.tp.OutsideAddr6)); got != "timeout" {
+			t.Errorf("IPv6 from unknown port = %q, want timeout", got)
+		}
+		if got := exchangeUDP(c1.NS, "10.99.0.5", out+":53", "q"); got != "timeout" {
+			t.Errorf("foreign source from unknown port = %q, want timeout", got)
+		}
+		if cs := r.counters(t); cs["clauderon:drop-ipv6"] == 0 || cs["clauderon:drop-foreign-saddr"] == 0 {
+			t.Errorf("inet guard counters = ipv6 %d, foreign %d; want both > 0", cs["clauderon:drop-ipv6"], cs["clauderon:drop-foreign-saddr"])
 		}
 		before := r.counters(t)["clauderon:redirect-dns-udp"]
 		if err := r.k.SetPorts(context.Background(), r.spec.Ports); err != nil {
