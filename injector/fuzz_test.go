@@ -99,3 +99,41 @@ func referenceMatch(pattern, reqHost string) bool {
 	}
 	return p == h
 }
+
+// FuzzClientCredential feeds arbitrary client header values (a trust
+// boundary: the container controls them, including base64 it wants us to
+// decode) through the placeholder detection and Apply. Invariants: no
+// panic; a bare placeholder is always recognised; a value that is not a
+// placeholder is never silently replaced under "reject".
+func FuzzClientCredential(f *testing.F) {
+	f.Add("Bearer " + PlaceholderAnthropicOAuth)
+	f.Add("Basic eC1hY2Nlc3MtdG9rZW46Y2xhdWRlcm9uLXByb3h5") // x-access-token:clauderon-proxy
+	f.Add("Basic !!!notbase64")
+	f.Add("Basic " + strings.Repeat("QUFB", 200)) // longer than the decode buffer
+	f.Add("token clauderon-proxy")
+	f.Add("Bearer")
+	f.Add("  \t ")
+	f.Add("sk-ant-api03-client-own")
+	store, err := NewStore(StoreOptions{Environ: func() []string { return []string{"GITHUB_TOKEN=ghp_real"} }})
+	if err != nil {
+		f.Fatal(err)
+	}
+	inj, err := New([]Rule{{Host: "api.github.com", Credential: "github", OnClientCredential: OnClientCredentialReject}}, store, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		placeholder := isPlaceholderHeader(v)
+		if IsPlaceholder(v) && !placeholder {
+			t.Fatalf("bare placeholder %q not recognised", v)
+		}
+		req := &http.Request{Host: "api.github.com", URL: &url.URL{}, Header: http.Header{"Authorization": {v}}}
+		a, err := inj.Apply(req, "api.github.com", "")
+		switch {
+		case placeholder && (err != nil || req.Header.Get("Authorization") != "Bearer ghp_real"):
+			t.Fatalf("placeholder %q: Apply = %+v, %v, header %q", v, a, err, req.Header.Get("Authorization"))
+		case !placeholder && !errors.Is(err, ErrClientCredentialRejected):
+			t.Fatalf("client credential %q: Apply = %+v, %v; want rejected", v, a, err)
+		}
+	})
+}
