@@ -98,12 +98,15 @@ type Config struct {
 
 	Logger *slog.Logger
 
-	HelloTimeout       time.Duration // reading the ClientHello; default 10s
-	MaxHelloBytes      int           // default 64 KiB
-	HandshakeTimeout   time.Duration // client TLS handshake; default 10s
-	ReadHeaderTimeout  time.Duration // per request; default 10s
-	IdleTimeout        time.Duration // client keep-alive; default 120s
-	MaxHeaderBytes     int           // request headers; default 64 KiB (431 beyond)
+	HelloTimeout      time.Duration // reading the ClientHello; default 10s
+	MaxHelloBytes     int           // default 64 KiB
+	HandshakeTimeout  time.Duration // client TLS handshake; default 10s
+	ReadHeaderTimeout time.Duration // per request; default 10s
+	IdleTimeout       time.Duration // client keep-alive; default 120s
+	MaxHeaderBytes    int           // request headers; default 64 KiB (431 beyond)
+	// WriteIdleTimeout cuts a response the client has not accepted a byte
+	// of for this long (slow or stuck readers); default 5m.
+	WriteIdleTimeout   time.Duration
 	DialTimeout        time.Duration // upstream TCP connect; default 10s
 	UpstreamTLSTimeout time.Duration // upstream TLS handshake; default 10s
 	// ResponseHeaderTimeout bounds the wait for upstream response headers.
@@ -155,6 +158,7 @@ func (c *Config) setDefaults() {
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.ReadHeaderTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 120*time.Second)
+	def(&c.WriteIdleTimeout, 5*time.Minute)
 	def(&c.DialTimeout, 10*time.Second)
 	def(&c.UpstreamTLSTimeout, 10*time.Second)
 	def(&c.PassthroughIdleTimeout, 10*time.Minute)

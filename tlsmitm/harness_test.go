@@ -142,11 +142,16 @@ func (r *recorder) Record(ev Event) {
 // next waits for the next event.
 func (r *recorder) next(t testing.TB) Event {
 	t.Helper()
+	return r.nextWithin(t, 5*time.Second)
+}
+
+func (r *recorder) nextWithin(t testing.TB, d time.Duration) Event {
+	t.Helper()
 	select {
 	case ev := <-r.ch:
 		return ev
-	case <-time.After(5 * time.Second):
-		t.Fatal("no audit event within 5s")
+	case <-time.After(d):
+		t.Fatalf("no audit event within %v", d)
 		return Event{}
 	}
 }

@@ -132,7 +132,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.stats.activeRequests.Add(-1)
 
 	rs := &reqState{info: info, st: s.state.Load()}
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.WriteIdleTimeout}
+	sw.extend()
 	body := &countingBody{ReadCloser: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
@@ -324,15 +325,24 @@ func (s *Server) newTransport(st *state, h2 bool) *http.Transport {
 	return t
 }
 
-// statusWriter records the status and bytes written. Unwrap lets
-// http.ResponseController (used by ReverseProxy) reach Flush and Hijack.
+// statusWriter records the status and bytes written, and pushes the write
+// deadline forward on every write so a client that stops reading is cut
+// after WriteIdleTimeout instead of pinning the request forever. Unwrap
+// lets http.ResponseController (used by ReverseProxy) reach Flush.
 type statusWriter struct {
 	http.ResponseWriter
+	rc     *http.ResponseController
+	idle   time.Duration
 	status int
 	n      int64
 }
 
+func (w *statusWriter) extend() {
+	w.rc.SetWriteDeadline(time.Now().Add(w.idle)) // ErrNotSupported is fine
+}
+
 func (w *statusWriter) WriteHeader(code int) {
+	w.extend()
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		w.status = code
 	}
@@ -343,6 +353,7 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.extend()
 	n, err := w.ResponseWriter.Write(p)
 	w.n += int64(n)
 	return n, err
@@ -359,7 +370,8 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // Hijack is used by ReverseProxy for protocol upgrades; it writes the 101
 // itself on the hijacked connection, so record it here.
 func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	w.rc.SetWriteDeadline(time.Time{}) // the upgraded stream has no idle limit here
+	c, brw, err := w.rc.Hijack()
 	if err == nil && w.status == 0 {
 		w.status = http.StatusSwitchingProtocols
 	}
