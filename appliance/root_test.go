@@ -334,7 +334,10 @@ func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.
 		t.Errorf("with the daemon stopped the client got %q, want a failure", out)
 	}
 
-	stop = r.start()
+	reloads := make(chan struct{})
+	var next atomic.Pointer[config.Config]
+	next.Store(r.cfg)
+	stop = r.start(WithReload(func() (*config.Config, error) { return next.Load(), nil }, reloads))
 	netAfter, err := r.docker.NetworkInspect(context.Background(), r.cfg.Network.Name, networkInspectOpts)
 	if err != nil || netAfter.ID != netBefore.ID {
 		t.Errorf("after restart network id %s (%v), want the adopted %s", netAfter.ID, err, netBefore.ID)
@@ -344,6 +347,37 @@ func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.
 	}
 	if out := r.runClient(); !strings.Contains(out, "status=200 body=injected=true") {
 		t.Errorf("after restart client output %q, want injection", out)
+	}
+
+	// Drift: someone flushes our redirect chain; the daemon notices and
+	// rewrites the table.
+	if out, err := exec.Command("nft", "flush", "chain", "inet", r.table, "nat_pre").CombinedOutput(); err != nil {
+		t.Fatalf("nft flush chain: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for r.nftRules() != rulesBefore {
+		if time.Now().After(deadline) {
+			t.Fatalf("the flushed chain was not restored within 15s:\n%s", r.nftRules())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Reload (SIGHUP path) with profiles.require_label: the unlabelled
+	// client container is now refused with a 403 that says why.
+	strict := *r.cfg
+	strict.Profiles.RequireLabel = true
+	next.Store(&strict)
+	reloads <- struct{}{}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		out := r.runClient()
+		if strings.Contains(out, "status=403") && strings.Contains(out, "clauderon.profile") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after reload with require_label the client got %q, want a 403 naming the label", out)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("second Run = %v", err)
