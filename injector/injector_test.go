@@ -3,9 +3,11 @@ package injector
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -464,4 +466,51 @@ func TestApply_ConcurrentWithReload(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	wg.Wait()
+}
+
+// TestSecrets_NeverInErrors drives every error Apply and the Store can
+// return while a distinctive credential is configured, and fails if the
+// value appears in any error text (%v, %+v, %#v).
+func TestSecrets_NeverInErrors(t *testing.T) {
+	const marker = "LEAKMARKER"
+	rules := []Rule{
+		{Host: "api.anthropic.com", Credential: "anthropic", Format: FormatAnthropic},
+		{Host: "reject.example.com", Credential: "github", OnClientCredential: OnClientCredentialReject},
+		{Host: "api.github.com", Credential: "github"},
+		{Host: "bad.example.com", Credential: "bad"},
+	}
+	inj, logs := newTestInjector(t, rules,
+		"CLAUDE_CODE_OAUTH_TOKEN=sk-wrong-kind-"+marker, "GITHUB_TOKEN=ghp_"+marker, "BAD=with space "+marker)
+	var errs []error
+	try := func(host, hostHeader, profile string, hdr ...string) {
+		req := request(host, hdr...)
+		req.Host = hostHeader
+		if _, err := inj.Apply(req, host, profile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	try("api.anthropic.com", "api.anthropic.com", "")                                      // malformed: wrong kind
+	try("bad.example.com", "bad.example.com", "")                                          // malformed: whitespace
+	try("reject.example.com", "reject.example.com", "", "Authorization", "Bearer ghp_own") // rejected
+	try("api.github.com", "evil.example", "")                                              // host mismatch
+	try("evil.example", "evil.example", "")                                                // no rule
+	try("api.github.com", "api.github.com", "nobody")                                      // no credential
+	if len(errs) != 6 {
+		t.Fatalf("got %d errors, want 6: %v", len(errs), errs)
+	}
+	dir := secretsDir(t, map[string]string{"github": "ghp_" + marker})
+	os.Chmod(filepath.Join(dir, "github"), 0o644)
+	if _, err := NewStore(StoreOptions{SecretsDir: dir, Environ: env()}); err != nil {
+		errs = append(errs, err)
+	}
+	for _, err := range errs {
+		for _, s := range []string{err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err)} {
+			if strings.Contains(s, marker) {
+				t.Errorf("error leaks the credential: %s", s)
+			}
+		}
+	}
+	if strings.Contains(logs.String(), marker) {
+		t.Errorf("logs leak the credential:\n%s", logs)
+	}
 }
