@@ -37,6 +37,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("CLAUDERON_IDLE_CLIENT") != "" {
+		idleClientMain() // child process of TestIdleConnMemory
+		os.Exit(0)
+	}
 	code := m.Run()
 	if code == 0 {
 		if err := checkSecretsNeverLogged(); err != nil {

@@ -1,0 +1,246 @@
+package tlsmitm
+
+// Benchmarks compare the proxy against direct TLS to the same upstream in
+// the same run. Client, proxy and upstream share one process, so:
+//
+//   - ns/op is the time of the proxied leg only (the direct leg runs first,
+//     outside the timer); the custom metrics carry the comparison;
+//   - proxy-allocs/req and proxy-cpu-µs/req are (proxied − direct) / N:
+//     process allocations (runtime.MemStats.Mallocs) and process CPU
+//     (getrusage(RUSAGE_SELF) user+system) of the proxied leg minus the
+//     direct leg, i.e. the proxy's own cost including its extra TLS
+//     termination and origination, but not the client's or upstream's.
+//
+// Run: go test -run '^$' -bench . -benchtime 2000x ./tlsmitm/
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// benchEnv is a proxy with an upstream serving /small, /sse and /big.
+type benchEnv struct {
+	h *harness
+}
+
+var bigBody = make([]byte, 1<<20)
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/small", func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"msg_01","type":"message","content":[{"type":"text","text":"ok"}]}`)
+	})
+	mux.HandleFunc("/sse", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		sseHandler(n, 2*time.Millisecond)(w, r)
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
+		w.Header().Set("Content-Length", strconv.Itoa(mb<<20))
+		for i := 0; i < mb; i++ {
+			if _, err := w.Write(bigBody); err != nil {
+				return
+			}
+		}
+	})
+	h := newHarness(b, harnessOpts{handler: mux, mutate: func(c *Config) {
+		c.Logger = nil // no per-request log lines in benchmarks
+	}})
+	return &benchEnv{h: h}
+}
+
+// client returns a client to the proxy (proxied) or straight to the
+// upstream (direct), for api.anthropic.com either way.
+func (e *benchEnv) client(proxied, h2, keepAlive bool) *http.Client {
+	target, pool := e.h.up.Addr(), e.h.up.CA.Pool()
+	if proxied {
+		target, pool = e.h.addr, e.h.pool
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", target)
+		},
+		TLSClientConfig:     &tls.Config{RootCAs: pool},
+		ForceAttemptHTTP2:   h2,
+		DisableKeepAlives:   !keepAlive,
+		MaxIdleConnsPerHost: 64,
+	}
+	if !h2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	e.h.clients = append(e.h.clients, tr)
+	return &http.Client{Transport: tr}
+}
+
+func get(b *testing.B, c *http.Client, path string) {
+	resp, err := c.Get("https://" + apiHost + path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+// usage is process CPU time and allocation count.
+type usage struct {
+	cpu    time.Duration
+	allocs uint64
+	wall   time.Time
+}
+
+func snap() usage {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return usage{
+		cpu:    time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
+		allocs: ms.Mallocs,
+		wall:   time.Now(),
+	}
+}
+
+type legResult struct {
+	perSec float64
+	cpu    time.Duration // per op
+	allocs float64       // per op
+}
+
+// leg runs op n times and measures it.
+func leg(n int, op func()) legResult {
+	op() // warm: connections, leaf, upstream pool
+	runtime.GC()
+	u0 := snap()
+	for i := 0; i < n; i++ {
+		op()
+	}
+	u1 := snap()
+	return legResult{
+		perSec: float64(n) / u1.wall.Sub(u0.wall).Seconds(),
+		cpu:    (u1.cpu - u0.cpu) / time.Duration(n),
+		allocs: float64(u1.allocs-u0.allocs) / float64(n),
+	}
+}
+
+// compare runs the direct leg, then the proxied leg under the timer, and
+// reports the metrics.
+func compare(b *testing.B, unit string, direct, proxied func()) {
+	b.StopTimer()
+	d := leg(b.N, direct)
+	b.StartTimer()
+	p := leg(b.N, proxied)
+	b.StopTimer()
+	b.ReportMetric(d.perSec, "direct-"+unit)
+	b.ReportMetric(p.perSec, "proxied-"+unit)
+	b.ReportMetric(p.perSec/d.perSec, "ratio")
+	b.ReportMetric(float64(p.cpu-d.cpu)/float64(time.Microsecond), "proxy-cpu-µs/req")
+	b.ReportMetric(p.allocs-d.allocs, "proxy-allocs/req")
+}
+
+// BenchmarkKeepAlive: sequential requests on one kept-alive connection.
+// Target: proxied ≥ 0.7× direct, ≤ 25 µs proxy CPU per request.
+func BenchmarkKeepAlive(b *testing.B) {
+	e := newBenchEnv(b)
+	for _, h2 := range []bool{false, true} {
+		b.Run(map[bool]string{false: "http1.1", true: "h2"}[h2], func(b *testing.B) {
+			dc, pc := e.client(false, h2, true), e.client(true, h2, true)
+			compare(b, "req/s", func() { get(b, dc, "/small") }, func() { get(b, pc, "/small") })
+		})
+	}
+}
+
+// BenchmarkKeepAliveParallel: 8 clients in parallel, each kept alive.
+func BenchmarkKeepAliveParallel(b *testing.B) {
+	e := newBenchEnv(b)
+	const workers = 8
+	dc, pc := e.client(false, false, true), e.client(true, false, true)
+	par := func(c *http.Client) func() {
+		return func() {
+			done := make(chan struct{}, workers)
+			for w := 0; w < workers; w++ {
+				go func() { get(b, c, "/small"); done <- struct{}{} }()
+			}
+			for w := 0; w < workers; w++ {
+				<-done
+			}
+		}
+	}
+	compare(b, "batch/s", par(dc), par(pc))
+}
+
+// BenchmarkNewConn: a new TLS connection per request (leaf cached,
+// upstream pooled). Target: proxied ≥ 0.8× direct.
+func BenchmarkNewConn(b *testing.B) {
+	e := newBenchEnv(b)
+	dc, pc := e.client(false, false, false), e.client(true, false, false)
+	compare(b, "conn/s", func() { get(b, dc, "/small") }, func() { get(b, pc, "/small") })
+}
+
+// BenchmarkDownload100MB: one 100 MB response. Target: proxied ≥ 0.5×
+// direct throughput.
+func BenchmarkDownload100MB(b *testing.B) {
+	e := newBenchEnv(b)
+	for _, h2 := range []bool{false, true} {
+		b.Run(map[bool]string{false: "http1.1", true: "h2"}[h2], func(b *testing.B) {
+			dc, pc := e.client(false, h2, true), e.client(true, h2, true)
+			b.StopTimer()
+			d := leg(b.N, func() { get(b, dc, "/big?mb=100") })
+			b.StartTimer()
+			p := leg(b.N, func() { get(b, pc, "/big?mb=100") })
+			b.StopTimer()
+			b.ReportMetric(100*d.perSec, "direct-MB/s")
+			b.ReportMetric(100*p.perSec, "proxied-MB/s")
+			b.ReportMetric(p.perSec/d.perSec, "ratio")
+		})
+	}
+}
+
+// BenchmarkSSEAddedDelay: 100 events 2 ms apart; per-event delay from
+// emission (upstream) to receipt (client), proxied minus direct. Target:
+// added mean < 0.1 ms, proxied worst < 0.5 ms above direct worst.
+func BenchmarkSSEAddedDelay(b *testing.B) {
+	e := newBenchEnv(b)
+	const n = 100
+	dc, pc := e.client(false, false, true), e.client(true, false, true)
+	stats := func(c *http.Client) (mean, worst time.Duration) {
+		var sum time.Duration
+		for i := 0; i < b.N; i++ {
+			resp, err := c.Get("https://" + apiHost + "/sse?n=" + strconv.Itoa(n))
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, d := range readSSE(b, resp.Body, n) {
+				sum += d
+				worst = max(worst, d)
+			}
+			resp.Body.Close()
+		}
+		return sum / time.Duration(b.N*n), worst
+	}
+	b.StopTimer()
+	dMean, dWorst := stats(dc)
+	b.StartTimer()
+	pMean, pWorst := stats(pc)
+	b.StopTimer()
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	b.ReportMetric(us(dMean), "direct-mean-µs")
+	b.ReportMetric(us(pMean), "proxied-mean-µs")
+	b.ReportMetric(us(pMean-dMean), "added-mean-µs")
+	b.ReportMetric(us(dWorst), "direct-max-µs")
+	b.ReportMetric(us(pWorst), "proxied-max-µs")
+}
+

@@ -1,0 +1,117 @@
+package tlsmitm
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestIdleConnMemory holds 1000 idle intercepted keep-alive connections and
+// reports the proxy's heap and RSS growth per connection (target ≤ 64 KiB).
+// The clients live in a child process (this test binary re-executed), so
+// only the proxy's side of each connection is measured; the upstream sees
+// one pooled connection. Gated: CLAUDERON_BENCH_MEM=1.
+//
+//	CLAUDERON_BENCH_MEM=1 go test -run TestIdleConnMemory -v ./tlsmitm/
+func TestIdleConnMemory(t *testing.T) {
+	if os.Getenv("CLAUDERON_BENCH_MEM") != "1" {
+		t.Skip("set CLAUDERON_BENCH_MEM=1 to measure idle connection memory")
+	}
+	const n = 1000
+	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		mutate: func(c *Config) { c.Logger = nil }})
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, h.srv.CA().CertPEM(), 0o644)
+	// Warm up: the leaf, the upstream connection, the HTTP server.
+	resp, err := h.client(false).Get("https://" + apiHost + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, tr := range h.clients {
+		tr.CloseIdleConnections()
+	}
+	heap0, rss0, g0 := memNow()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CLAUDERON_IDLE_CLIENT="+h.addr, "CLAUDERON_IDLE_CA="+caFile, "CLAUDERON_IDLE_N="+strconv.Itoa(n))
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		t.Fatalf("child: %q, %v", line, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	heap1, rss1, g1 := memNow()
+	perHeap := float64(heap1-heap0) / n
+	perRSS := float64(rss1-rss0) / n
+	t.Logf("%d idle intercepted keep-alive connections: heap +%.1f KiB/conn, RSS +%.1f KiB/conn, goroutines +%.2f/conn",
+		n, perHeap/1024, perRSS/1024, float64(g1-g0)/n)
+	if perHeap > 64<<10 {
+		t.Errorf("heap growth %.1f KiB per idle connection, target ≤ 64 KiB", perHeap/1024)
+	}
+}
+
+func memNow() (heap, rss int64, goroutines int) {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	b, _ := os.ReadFile("/proc/self/statm")
+	f := strings.Fields(string(b))
+	if len(f) > 1 {
+		pages, _ := strconv.ParseInt(f[1], 10, 64)
+		rss = pages * int64(os.Getpagesize())
+	}
+	return int64(ms.HeapInuse + ms.StackInuse), rss, runtime.NumGoroutine()
+}
+
+// idleClientMain is the child side of TestIdleConnMemory (see TestMain).
+func idleClientMain() {
+	addr, caFile := os.Getenv("CLAUDERON_IDLE_CLIENT"), os.Getenv("CLAUDERON_IDLE_CA")
+	n, _ := strconv.Atoi(os.Getenv("CLAUDERON_IDLE_N"))
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		panic(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	conns := make([]net.Conn, 0, n)
+	for i := 0; i < n; i++ {
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: apiHost, RootCAs: pool, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			panic(err)
+		}
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			panic(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		conns = append(conns, c)
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		c.Close()
+	}
+}
