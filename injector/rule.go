@@ -9,12 +9,19 @@ import (
 
 // Formats a Rule can write its credential in.
 const (
-	FormatBearer              = "bearer"               // Authorization: Bearer <cred>
-	FormatXAPIKey             = "x-api-key"            // X-Api-Key: <cred>
-	FormatBasicXAccessToken   = "basic-x-access-token" // Authorization: Basic base64("x-access-token:<cred>") (git over HTTPS)
-	FormatAnthropic           = "anthropic"            // sk-ant-oat… → Authorization: Bearer; sk-ant-api… → X-Api-Key
-	FormatTemplate            = "template"             // Header: Template with {{credential}} replaced
-	TemplatePlaceholder       = "{{credential}}"
+	FormatBearer            = "bearer"               // Authorization: Bearer <cred>
+	FormatXAPIKey           = "x-api-key"            // X-Api-Key: <cred>
+	FormatBasicXAccessToken = "basic-x-access-token" // Authorization: Basic base64("x-access-token:<cred>") (git over HTTPS)
+	FormatAnthropic         = "anthropic"            // sk-ant-oat… → Authorization: Bearer; sk-ant-api… → X-Api-Key
+	FormatTemplate          = "template"             // Header: Template with {{credential}} replaced
+)
+
+// TemplatePlaceholder marks where a template rule puts the credential.
+const TemplatePlaceholder = "{{credential}}"
+
+// Values of Rule.OnClientCredential: what to do when the client sent a
+// credential of its own (a value that is not a placeholder).
+const (
 	OnClientCredentialReplace = "replace" // default: strip the client's credential, inject ours
 	OnClientCredentialKeep    = "keep"    // the client's own (non-placeholder) credential goes through untouched
 	OnClientCredentialReject  = "reject"  // a client credential is refused (ErrClientCredentialRejected)
