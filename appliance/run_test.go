@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -135,7 +136,7 @@ func startFake(t *testing.T) *fakeRun {
 		return r.next, r.nextErr
 	}
 	go func() {
-		r.done <- Run(ctx, cfg, discard(), WithDocker(r.docker), WithNetfilter(r.nft), WithTable("clrtunit"),
+		r.done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})), WithDocker(r.docker), WithNetfilter(r.nft), WithTable("clrtunit"),
 			withGatewayWait(func(string, string) error { return nil }), withListenAddr("127.0.0.1"),
 			withVeth(func(pid int, ip netip.Addr) (string, error) { return "veth" + ip.String()[9:], nil }),
 			WithVerifyInterval(50*time.Millisecond), WithReload(load, r.reload), WithOnReady(func() { close(ready) }))
