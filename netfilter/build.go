@@ -3,6 +3,7 @@ package netfilter
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Chain and set names. None is an nft keyword ("fwd" is one).
@@ -15,6 +16,7 @@ const (
 	chainPortFwd  = "port_forward"
 	setPorts      = "ports"
 	setPortAddrs  = "port_addrs"
+	setAddrs      = "container_addrs"
 	commentPrefix = "clauderon:"
 )
 
@@ -35,7 +37,7 @@ func Build(s Spec) (Ruleset, error) {
 	}
 	s = s.withDefaults()
 	b := builder{s: s}
-	inet := Table{Family: FamilyInet, Name: s.Table, Chains: []Chain{
+	inet := Table{Family: FamilyInet, Name: s.Table, Sets: []Set{b.addrSet()}, Chains: []Chain{
 		{Name: chainGuard, Type: "filter", Hook: "prerouting", Priority: prioGuard, Rules: b.guardRules()},
 		{Name: chainNAT, Type: "nat", Hook: "prerouting", Priority: prioNAT, Rules: b.natRules()},
 		{Name: chainHostIn, Type: "filter", Hook: "input", Priority: prioFilter, Rules: b.hostRules()},
@@ -59,7 +61,7 @@ func (b builder) guardRules() []Rule {
 	return []Rule{
 		rule("drop-ipv6", Drop{}, br, NFProto{IPv6: true}),
 		rule("drop-foreign-saddr", Drop{}, br, v4, Addr{Prefix: b.s.Subnet, Neg: true}),
-		rule("drop-gateway-saddr", Drop{}, br, v4, Addr{Prefix: netip.PrefixFrom(b.s.Gateway, 32)}),
+		rule("drop-unknown-saddr", Drop{}, br, v4, AddrNotInSet{Set: setAddrs}),
 	}
 }
 
@@ -143,10 +145,7 @@ func (b builder) denyRules() []Rule {
 func (b builder) bridgeTable() Table {
 	fromPort := IfNameInSet{Set: setPorts}
 	t := Table{Family: FamilyBridge, Name: b.s.Table,
-		Sets: []Set{
-			{Name: setPorts, Kind: SetIfNames, Elements: uniqueNames(b.s.Ports)},
-			{Name: setPortAddrs, Kind: SetIfNameAddrs, Elements: b.s.Ports},
-		},
+		Sets: b.bridgeSets(),
 		Chains: []Chain{{Name: chainPortIn, Type: "filter", Hook: "prerouting", Priority: prioBridge, Rules: []Rule{
 			rule("port-drop-non-ipv4", Drop{}, fromPort, EtherType{Types: []uint16{EtherIPv4, EtherARP}, Neg: true}),
 			rule("antispoof-ip", Drop{}, fromPort, EtherType{Types: []uint16{EtherIPv4}}, PortAddrNotIn{Set: setPortAddrs}),
@@ -171,4 +170,39 @@ func uniqueNames(ports []Port) []Port {
 		}
 	}
 	return out
+}
+
+// portSet is a named set with the family of its table.
+type portSet struct {
+	Set
+	family Family
+}
+
+// portSets are the sets SetPorts rewrites: the inet table's known
+// container addresses and the bridge table's port names and bindings.
+func portSets(table string, ports []Port) []portSet {
+	b := builder{s: Spec{Table: table, Ports: ports}}
+	out := []portSet{{b.addrSet(), FamilyInet}}
+	for _, s := range b.bridgeSets() {
+		out = append(out, portSet{s, FamilyBridge})
+	}
+	return out
+}
+
+func (b builder) addrSet() Set {
+	var addrs []Port
+	for _, p := range b.s.Ports {
+		if !slices.ContainsFunc(addrs, func(q Port) bool { return q.Addr == p.Addr }) {
+			addrs = append(addrs, Port{Addr: p.Addr})
+		}
+	}
+	slices.SortFunc(addrs, func(a, b Port) int { return a.Addr.Compare(b.Addr) })
+	return Set{Name: setAddrs, Kind: SetAddrs, Elements: addrs}
+}
+
+func (b builder) bridgeSets() []Set {
+	return []Set{
+		{Name: setPorts, Kind: SetIfNames, Elements: uniqueNames(b.s.Ports)},
+		{Name: setPortAddrs, Kind: SetIfNameAddrs, Elements: b.s.Ports},
+	}
 }

@@ -8,8 +8,10 @@
 // The ruleset lives in two tables of our own, both named Spec.Table:
 //
 //   - table inet: chain guard_pre (prerouting, priority raw, before
-//     conntrack) drops IPv6 and foreign or gateway source addresses from the
-//     bridge; nat_pre (dstnat - 10, before Docker's nat) redirects TCP 443
+//     conntrack) drops, from the bridge, IPv6, source addresses outside the
+//     subnet and every source address not in the container_addrs set (the
+//     addresses of Spec.Ports): a container the appliance has not reported
+//     yet sends nothing (fail closed); nat_pre (dstnat - 10, before Docker's nat) redirects TCP 443
 //     to TLSPort and UDP/TCP 53 to DNSPort, whatever the destination;
 //     host_in (filter - 10) lets the bridge reach only Gateway:TLSPort and
 //     Gateway:DNSPort (plus established/related replies to connections the
@@ -60,8 +62,11 @@
 //   - bridge-family reject does not exist on this kernel, so bridge-level
 //     denials are silent drops; inet-level denials of TCP are resets (fast
 //     failure) and of other protocols ICMP admin-prohibited (rate-limited);
-//   - a port not yet reported through SetPorts is not anti-spoofed at layer
-//     2 (the inet guard still drops source addresses outside the subnet);
+//   - a new container's traffic is dropped until its port reaches
+//     SetPorts (or Apply): call it on every Docker start/restart event;
+//   - the appliance must set Gateway to the bridge's primary IPv4 address:
+//     redirect targets the primary address of the incoming interface, and
+//     host_in accepts only Gateway:TLSPort/DNSPort (otherwise fail closed);
 //   - with br_netfilter active (Docker turns it on), TCP 443 and 53 between
 //     containers are redirected to the daemon even with AllowIntraBridge.
 package netfilter

@@ -218,7 +218,7 @@ func TestBuild_Invariants(t *testing.T) {
 			}
 		}
 		for _, must := range []string{"clauderon:drop-metadata", "clauderon:drop-ipv6", "clauderon:reject-host-tcp",
-			"clauderon:drop-host", "clauderon:antispoof-ip", "clauderon:drop-foreign-saddr", "clauderon:drop-into-bridge",
+			"clauderon:drop-host", "clauderon:antispoof-ip", "clauderon:drop-foreign-saddr", "clauderon:drop-unknown-saddr", "clauderon:drop-into-bridge",
 			"clauderon:redirect-443", "clauderon:redirect-dns-udp", "clauderon:redirect-dns-tcp"} {
 			if !seen[must] {
 				t.Errorf("%s: rule %s missing", name, must)

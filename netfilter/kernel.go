@@ -195,9 +195,12 @@ func nfChain(t *nftables.Table, ch Chain) *nftables.Chain {
 
 func nfSet(t *nftables.Table, name string, kind SetKind) *nftables.Set {
 	s := &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
-	if kind == SetIfNameAddrs {
+	switch kind {
+	case SetIfNameAddrs:
 		s.KeyType = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)
 		s.Concatenation = true
+	case SetAddrs:
+		s.KeyType, s.KeyByteOrder = nftables.TypeIPAddr, binaryutil.BigEndian
 	}
 	return s
 }
@@ -205,10 +208,16 @@ func nfSet(t *nftables.Table, name string, kind SetKind) *nftables.Set {
 func setElements(kind SetKind, ports []Port) []nftables.SetElement {
 	out := make([]nftables.SetElement, 0, len(ports))
 	for _, p := range ports {
-		key := ifname(p.IfName)
-		if kind == SetIfNameAddrs {
+		var key []byte
+		switch kind {
+		case SetIfNames:
+			key = ifname(p.IfName)
+		case SetIfNameAddrs:
 			a := p.Addr.As4()
-			key = append(key, a[:]...)
+			key = append(ifname(p.IfName), a[:]...)
+		case SetAddrs:
+			a := p.Addr.As4()
+			key = a[:]
 		}
 		out = append(out, nftables.SetElement{Key: key})
 	}
@@ -218,6 +227,9 @@ func setElements(kind SetKind, ports []Port) []nftables.SetElement {
 // decodeElement turns a set element key back into a Port.
 func decodeElement(key []byte) Port {
 	var p Port
+	if len(key) == 4 {
+		return Port{Addr: netip.AddrFrom4([4]byte(key))}
+	}
 	n := min(len(key), ifNameSize)
 	p.IfName = strings.TrimRight(string(key[:n]), "\x00")
 	if len(key) == ifNameSize+4 {
@@ -246,22 +258,17 @@ func (k *Kernel) SetPorts(ctx context.Context, ports []Port) error {
 	if err != nil {
 		return fmt.Errorf("setting bridge ports: %w", err)
 	}
-	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: k.applied.Table}
-	for _, s := range []struct {
-		name  string
-		kind  SetKind
-		ports []Port
-	}{{setPorts, SetIfNames, uniqueNames(ports)}, {setPortAddrs, SetIfNameAddrs, ports}} {
-		ns := nfSet(t, s.name, s.kind)
+	for _, s := range portSets(k.applied.Table, ports) {
+		ns := nfSet(&nftables.Table{Family: nfFamily(s.family), Name: k.applied.Table}, s.Name, s.Kind)
 		c.FlushSet(ns)
-		if len(s.ports) > 0 {
-			if err := c.SetAddElements(ns, setElements(s.kind, s.ports)); err != nil {
+		if len(s.Elements) > 0 {
+			if err := c.SetAddElements(ns, setElements(s.Kind, s.Elements)); err != nil {
 				return fmt.Errorf("setting bridge ports: %w", err)
 			}
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("setting bridge ports in table bridge %s: %w", t.Name, err)
+		return fmt.Errorf("setting bridge ports in tables %s: %w", k.applied.Table, err)
 	}
 	k.applied.Ports = ports
 	k.opts.logger.Debug("bridge port sets updated", "ports", len(ports))

@@ -277,36 +277,40 @@ func TestKernel_Confinement(t *testing.T) {
 			t.Errorf("would-deny-tcp counter = 0, want > 0")
 		}
 	})
-	t.Run("SetPortsUpdatesLiveKeepingCounters", func(t *testing.T) {
+	t.Run("UnknownContainersFailClosedUntilSetPorts", func(t *testing.T) {
 		s := r.spec
 		s.Ports = nil
 		r.apply(t, s)
 		defer r.apply(t, r.spec)
 		c1.AddAddr(t, "10.77.0.51/24")
 		want := fmt.Sprintf("udp %s:%d q", r.tp.Gateway, rigDNSPort)
-		if got := exchangeUDP(c1.NS, "10.77.0.51", out+":53", "q"); got != want {
-			t.Fatalf("before SetPorts, in-subnet forged source: %q, want %q (port unknown)", got, want)
+		// Before the appliance reports the port, the inet guard alone drops
+		// everything from it: its real address, forged ones, IPv6.
+		for _, src := range []string{c1.Addr.String(), "10.77.0.51", "10.99.0.5"} {
+			if got := exchangeUDP(c1.NS, src, out+":53", "q"); got != "timeout" {
+				t.Errorf("from %s before SetPorts: %q, want timeout", src, got)
+			}
 		}
-		// The inet layer alone (port unknown to the bridge table) still
-		// drops IPv6 and sources outside the subnet.
 		if got := dialTCP(c1.NS, "", fmt.Sprintf("[%s]:80", r.tp.OutsideAddr6)); got != "timeout" {
 			t.Errorf("IPv6 from unknown port = %q, want timeout", got)
 		}
-		if got := exchangeUDP(c1.NS, "10.99.0.5", out+":53", "q"); got != "timeout" {
-			t.Errorf("foreign source from unknown port = %q, want timeout", got)
+		before := r.counters(t)
+		for _, rule := range []string{"clauderon:drop-unknown-saddr", "clauderon:drop-foreign-saddr", "clauderon:drop-ipv6"} {
+			if before[rule] == 0 {
+				t.Errorf("counter %s = 0 before SetPorts, want > 0", rule)
+			}
 		}
-		if cs := r.counters(t); cs["clauderon:drop-ipv6"] == 0 || cs["clauderon:drop-foreign-saddr"] == 0 {
-			t.Errorf("inet guard counters = ipv6 %d, foreign %d; want both > 0", cs["clauderon:drop-ipv6"], cs["clauderon:drop-foreign-saddr"])
-		}
-		before := r.counters(t)["clauderon:redirect-dns-udp"]
 		if err := r.k.SetPorts(context.Background(), r.spec.Ports); err != nil {
 			t.Fatalf("SetPorts: %v", err)
 		}
-		if got := exchangeUDP(c1.NS, "10.77.0.51", out+":53", "q"); got != "timeout" {
-			t.Errorf("after SetPorts, forged source: %q, want timeout", got)
+		if got := exchangeUDP(c1.NS, c1.Addr.String(), out+":53", "q"); got != want {
+			t.Errorf("from real address after SetPorts: %q, want %q", got, want)
 		}
-		if after := r.counters(t)["clauderon:redirect-dns-udp"]; after < before || before == 0 {
-			t.Errorf("redirect-dns-udp counter %d -> %d across SetPorts, want kept", before, after)
+		if got := exchangeUDP(c1.NS, "10.77.0.51", out+":53", "q"); got != "timeout" {
+			t.Errorf("from forged in-subnet address after SetPorts: %q, want timeout", got)
+		}
+		if after := r.counters(t)["clauderon:drop-unknown-saddr"]; after < before["clauderon:drop-unknown-saddr"] {
+			t.Errorf("drop-unknown-saddr counter %d -> %d across SetPorts, want kept", before["clauderon:drop-unknown-saddr"], after)
 		}
 		if d, err := r.k.Verify(context.Background(), r.spec); err != nil || !d.Intact() {
 			t.Errorf("Verify after SetPorts = %v, %v", d, err)

@@ -217,6 +217,19 @@ func (m Addr) exprs(*exprCtx) []expr.Any {
 	return append(out, c)
 }
 
+// AddrNotInSet matches IPv4 packets whose source address is not in the
+// named ipv4_addr set. The caller establishes that the packet is IPv4.
+type AddrNotInSet struct{ Set string }
+
+func (m AddrNotInSet) String() string { return fmt.Sprintf("ip saddr != @%s", m.Set) }
+
+func (m AddrNotInSet) exprs(x *exprCtx) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		x.namedSet(m.Set, true),
+	}
+}
+
 // CtEstablished matches conntrack state established or related.
 type CtEstablished struct{}
 

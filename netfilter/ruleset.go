@@ -38,13 +38,15 @@ const (
 	SetIfNames SetKind = iota + 1
 	// SetIfNameAddrs: type ifname . ipv4_addr.
 	SetIfNameAddrs
+	// SetAddrs: type ipv4_addr.
+	SetAddrs
 )
 
 // Set is a named set whose elements SetPorts replaces in place.
 type Set struct {
 	Name     string
 	Kind     SetKind
-	Elements []Port // Addr unused for SetIfNames
+	Elements []Port // only IfName for SetIfNames, only Addr for SetAddrs
 }
 
 // Chain is a base chain.
@@ -131,13 +133,18 @@ func (k SetKind) String() string {
 		return "ifname"
 	case SetIfNameAddrs:
 		return "ifname . ipv4_addr"
+	case SetAddrs:
+		return "ipv4_addr"
 	}
 	return fmt.Sprintf("SetKind(%d)", int(k))
 }
 
 func (k SetKind) elementText(p Port) string {
-	if k == SetIfNameAddrs {
+	switch k {
+	case SetIfNameAddrs:
 		return fmt.Sprintf("%q . %s", p.IfName, p.Addr)
+	case SetAddrs:
+		return p.Addr.String()
 	}
 	return fmt.Sprintf("%q", p.IfName)
 }

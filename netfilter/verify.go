@@ -106,6 +106,8 @@ func readSets(c *nftables.Conn, nt *nftables.Table, tk string, want Table) ([]st
 			kind = SetIfNames
 			if s.Concatenation {
 				kind = SetIfNameAddrs
+			} else if s.KeyType.Name == nftables.TypeIPAddr.Name {
+				kind = SetAddrs
 			}
 		}
 		for _, e := range elems {
