@@ -318,6 +318,25 @@ func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.
 	checkAudit(t, r.cfg.StateDir)
 	checkMetrics(t, r.cfg.Metrics.Address)
 
+	// Someone removes the (empty) network while the daemon runs: it is
+	// recreated and containers work again.
+	if err := r.docker.NetworkRemove(context.Background(), r.cfg.Network.Name); err != nil {
+		t.Fatalf("docker network rm: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := r.docker.NetworkInspect(context.Background(), r.cfg.Network.Name, networkInspectOpts); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the removed network was not recreated within 20s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out := r.runClient(); !strings.Contains(out, "status=200 body=injected=true") {
+		t.Fatalf("after the network was recreated the client got %q, want injection", out)
+	}
+
 	rulesBefore := r.nftRules()
 	netBefore, err := r.docker.NetworkInspect(context.Background(), r.cfg.Network.Name, networkInspectOpts)
 	if err != nil {
@@ -354,7 +373,7 @@ func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.
 	if out, err := exec.Command("nft", "flush", "chain", "inet", r.table, "nat_pre").CombinedOutput(); err != nil {
 		t.Fatalf("nft flush chain: %v\n%s", err, out)
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline = time.Now().Add(15 * time.Second)
 	for r.nftRules() != rulesBefore {
 		if time.Now().After(deadline) {
 			t.Fatalf("the flushed chain was not restored within 15s:\n%s", r.nftRules())

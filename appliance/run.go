@@ -53,6 +53,7 @@ type daemon struct {
 	parts    atomic.Pointer[parts]
 
 	listeners []listenerStatus
+	ensure    chan struct{} // network destroyed behind our back: recreate it
 	ready     atomic.Bool
 	reloadMu  sync.Mutex
 	started   time.Time
@@ -111,7 +112,7 @@ func newDaemon(cfg *config.Config, logger *slog.Logger, opts []Option) (*daemon,
 	for _, f := range opts {
 		f(&o)
 	}
-	return &daemon{opts: o, cfg: cfg, log: logger.With("component", "appliance"), base: logger, started: time.Now()}, nil
+	return &daemon{ensure: make(chan struct{}, 1), opts: o, cfg: cfg, log: logger.With("component", "appliance"), base: logger, started: time.Now()}, nil
 }
 
 // start runs the start-up steps in order. Long-lived parts are added to g.
@@ -238,6 +239,9 @@ func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
 			}
 		},
 		OnNetwork: func(action string) {
+			if action == "destroy" {
+				d.kickEnsure()
+			}
 			if d.enforcer != nil {
 				d.enforcer.trigger()
 			}
@@ -351,11 +355,50 @@ func (d *daemon) stepNetfilter(ctx context.Context, g *errgroup.Group) error {
 // stepWatchers follows Docker events and the bridge link.
 func (d *daemon) stepWatchers(ctx context.Context, g *errgroup.Group) error {
 	g.Go(func() error { return d.table.Run(ctx) })
+	g.Go(func() error { return d.reensureNetwork(ctx) })
 	if d.opts.gatewayWait != nil {
 		return nil // no kernel bridge in this run
 	}
 	g.Go(func() error { return d.watchBridgeLink(ctx) })
 	return nil
+}
+
+func (d *daemon) kickEnsure() {
+	select {
+	case d.ensure <- struct{}{}:
+	default:
+	}
+}
+
+// reensureNetwork recreates the Docker network when someone removes it while
+// the daemon runs (Docker refuses while containers are attached, so this is
+// an empty network). The rules never went away; the listeners stay bound to
+// the gateway address and serve again once it is back.
+func (d *daemon) reensureNetwork(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.ensure:
+		}
+		for attempt := 1; ctx.Err() == nil; attempt++ {
+			n, err := bridge.Ensure(ctx, d.docker, bridge.Spec{Name: d.cfg.Network.Name, Bridge: d.network.Bridge,
+				Subnet: d.network.Subnet, AllowIntraBridge: d.config().Network.AllowIntraBridge})
+			if err == nil {
+				err = d.waitGateway(ctx, n)
+			}
+			if err == nil {
+				d.log.Warn("the docker network was removed while running; recreated it", "network", n.Name, "id", n.ID)
+				d.enforcer.trigger()
+				break
+			}
+			d.log.Error("recreating the removed docker network failed; retrying", "attempt", attempt, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(min(attempt, 10)) * time.Second):
+			}
+		}
+	}
 }
 
 // watchBridgeLink re-verifies the ruleset whenever the bridge link changes.
