@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"unicode"
 )
 
 // DefaultTable is the name of our nftables tables when Spec.Table is empty.
@@ -192,8 +193,11 @@ func validIfName(field, name string) error {
 	if name == "" || len(name) >= ifNameSize {
 		return fmt.Errorf("%s: interface name %q must be 1 to %d bytes", field, name, ifNameSize-1)
 	}
-	if strings.ContainsAny(name, "/ \t\n\x00\"") {
-		return fmt.Errorf("%s: interface name %q contains a forbidden character", field, name)
+	// The kernel's dev_valid_name rules, plus '"' (it would break nft text).
+	if name == "." || name == ".." || strings.ContainsFunc(name, func(r rune) bool {
+		return r == '/' || r == ':' || r == '"' || r == 0 || unicode.IsSpace(r)
+	}) {
+		return fmt.Errorf("%s: interface name %q is not a valid Linux interface name", field, name)
 	}
 	return nil
 }
