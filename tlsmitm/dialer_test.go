@@ -93,7 +93,9 @@ func TestUpstreamDialer_RefusesLoopbackWithoutOverride(t *testing.T) {
 	}
 }
 
-func itoa(n int) string { return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(n)).String()[len("0.0.0.0:"):] }
+func itoa(n int) string {
+	return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(n)).String()[len("0.0.0.0:"):]
+}
 
 func TestIntercept_StuckReaderIsCutAfterWriteIdle(t *testing.T) {
 	h := newHarness(t, harnessOpts{

@@ -59,8 +59,8 @@ type state struct {
 	rootCAs   *x509.CertPool
 	sessions  tls.ClientSessionCache
 
-	transport *http.Transport // h2 or HTTP/1.1 upstream, pooled
-	upgrade   *http.Transport // HTTP/1.1 only, for Upgrade (WebSocket) requests
+	h2 *http.Transport // for h2 clients: h2 (or HTTP/1.1) upstream, pooled
+	h1 *http.Transport // for HTTP/1.1 clients and upgrades: HTTP/1.1 only, pooled
 }
 
 // New loads or creates the CA under cfg.StateDir, issues leaves for the
@@ -120,8 +120,8 @@ func (s *Server) Update(cfg Config) error {
 		return fmt.Errorf("updating TLS terminator: %w", err)
 	}
 	old := s.state.Swap(s.newState(cfg))
-	old.transport.CloseIdleConnections()
-	old.upgrade.CloseIdleConnections()
+	old.h2.CloseIdleConnections()
+	old.h1.CloseIdleConnections()
 	return nil
 }
 
@@ -137,8 +137,8 @@ func (s *Server) newState(cfg Config) *state {
 	for _, u := range cfg.Upstreams {
 		st.overrides[normalizeName(u.Host)] = u
 	}
-	st.transport = s.newTransport(st, true)
-	st.upgrade = s.newTransport(st, false)
+	st.h2 = s.newTransport(st, true)
+	st.h1 = s.newTransport(st, false)
 	return st
 }
 
@@ -151,8 +151,8 @@ func (s *Server) Close() error {
 		s.baseCancel()
 		s.certs.stop()
 		st := s.state.Load()
-		st.transport.CloseIdleConnections()
-		st.upgrade.CloseIdleConnections()
+		st.h2.CloseIdleConnections()
+		st.h1.CloseIdleConnections()
 	})
 	return nil
 }
