@@ -406,8 +406,7 @@ func (d *daemon) watchBridgeLink(ctx context.Context) error {
 	for ctx.Err() == nil {
 		err := bridge.WatchLink(ctx, d.network.Bridge, func(ev bridge.LinkEvent) {
 			if ev.Deleted {
-				d.log.Error("bridge link deleted; containers on it have no network, rules stay in place; "+
-					"restart clauderond to recreate the network", "bridge", ev.Name)
+				d.log.Error("bridge link deleted; rules stay in place; the network is recreated if docker removed it", "bridge", ev.Name)
 			}
 			d.enforcer.trigger()
 		}, d.log)
