@@ -1,0 +1,161 @@
+// Package session owns agent sessions (`clauderon create`): one container
+// clauderon-<name> on the clauderon network per session, persisted in
+// state_dir/db.sqlite, plus the docker-run flags `clauderon run` prepends.
+//
+// A session container gets only what an agent needs and nothing that is
+// secret: placeholder credentials in its environment, the local CA (public
+// certificate, and a combined trust bundle) read-only at the usual trust
+// paths with the usual CA variables, a claude.json read-write in the session
+// user's $HOME, a per-session uploads directory, and for Codex a dummy config.
+// It refuses, by construction and by test, to mount anything else from the
+// state dir: never secrets/, db.sqlite, audit.jsonl, sockets or the CA key.
+// It does not manage the network, the firewall or identity (appliance does),
+// and it never runs a session as root.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// DockerAPI is the part of *client.Client the manager uses; tests fake it.
+type DockerAPI interface {
+	ContainerCreate(ctx context.Context, config *container.Config, hostConfig *container.HostConfig, networkingConfig *network.NetworkingConfig, platform *ocispec.Platform, containerName string) (container.CreateResponse, error)
+	ContainerStart(ctx context.Context, containerID string, options container.StartOptions) error
+	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
+	ContainerRemove(ctx context.Context, containerID string, options container.RemoveOptions) error
+	ContainerLogs(ctx context.Context, containerID string, options container.LogsOptions) (io.ReadCloser, error)
+	ContainerExecCreate(ctx context.Context, containerID string, options container.ExecOptions) (container.ExecCreateResponse, error)
+	ContainerExecStart(ctx context.Context, execID string, config container.ExecStartOptions) error
+	ContainerExecInspect(ctx context.Context, execID string) (container.ExecInspect, error)
+	CopyToContainer(ctx context.Context, containerID, dstPath string, content io.Reader, options container.CopyToContainerOptions) error
+	ImageInspect(ctx context.Context, imageID string, inspectOpts ...client.ImageInspectOption) (image.InspectResponse, error)
+}
+
+var _ DockerAPI = (*client.Client)(nil)
+
+// NewDockerClient is the production client: environment settings
+// (DOCKER_HOST…) and API version negotiation (dockerd 20.10 speaks 1.41).
+func NewDockerClient() (*client.Client, error) {
+	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("creating docker client: %w", err)
+	}
+	return c, nil
+}
+
+// Options configures a Manager.
+type Options struct {
+	Docker   DockerAPI
+	DBPath   string // "" → StateDir/db.sqlite
+	Network  string // docker network name, e.g. "clauderon"
+	StateDir string
+	CAPath   string // the CA certificate (PEM, public); "" → StateDir/proxy-ca.pem
+	Image    string // default image (sessions.image)
+	User     string // sessions.user, uid[:gid] or name; never root
+	Workdir  string // sessions.workdir
+	// Home is the session user's $HOME when the image does not set HOME;
+	// "" → /home/clauderon. claude.json is mounted at $HOME/.claude.json.
+	Home string
+	// Placeholders is the placeholder environment (injector.Placeholders());
+	// nil → DefaultPlaceholders.
+	Placeholders map[string]string
+	// SystemBundle is the host trust bundle the CA is appended to;
+	// "" → /etc/ssl/certs/ca-certificates.crt (missing is fine).
+	SystemBundle string
+	Logger       *slog.Logger
+}
+
+// DefaultPlaceholders are the placeholder credentials containers receive.
+func DefaultPlaceholders() map[string]string {
+	return map[string]string{
+		"CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-clauderon-proxy-placeholder",
+		"OPENAI_API_KEY":          "sk-openai-clauderon-proxy-placeholder",
+		"GITHUB_TOKEN":            "clauderon-proxy",
+	}
+}
+
+// Manager creates, lists and removes sessions.
+type Manager struct {
+	opts  Options
+	st    *store
+	log   *slog.Logger
+	mu    sync.Mutex // serializes Create/Remove so names stay unique
+	close sync.Once
+}
+
+// New opens (or creates) the session database and prepares the state dir.
+func New(ctx context.Context, opts Options) (*Manager, error) {
+	if opts.Docker == nil {
+		return nil, errors.New("session: Options.Docker is required")
+	}
+	if opts.StateDir == "" || !filepath.IsAbs(opts.StateDir) {
+		return nil, fmt.Errorf("session: state dir %q must be an absolute path", opts.StateDir)
+	}
+	if opts.Network == "" {
+		return nil, errors.New("session: Options.Network is required")
+	}
+	if err := checkUser(opts.User); err != nil {
+		return nil, err
+	}
+	opts = withDefaults(opts)
+	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating state dir: %w", err)
+	}
+	st, err := openStore(ctx, opts.DBPath)
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{opts: opts, st: st, log: log.With("component", "session")}, nil
+}
+
+func withDefaults(o Options) Options {
+	if o.DBPath == "" {
+		o.DBPath = filepath.Join(o.StateDir, "db.sqlite")
+	}
+	if o.CAPath == "" {
+		o.CAPath = filepath.Join(o.StateDir, "proxy-ca.pem")
+	}
+	if o.Image == "" {
+		o.Image = "clauderon-agent:latest"
+	}
+	if o.User == "" {
+		o.User = "1000:1000"
+	}
+	if o.Workdir == "" {
+		o.Workdir = "/workspace"
+	}
+	if o.Home == "" {
+		o.Home = "/home/clauderon"
+	}
+	if o.Placeholders == nil {
+		o.Placeholders = DefaultPlaceholders()
+	}
+	if o.SystemBundle == "" {
+		o.SystemBundle = "/etc/ssl/certs/ca-certificates.crt"
+	}
+	return o
+}
+
+// Close closes the database. It is idempotent.
+func (m *Manager) Close() error {
+	var err error
+	m.close.Do(func() { err = m.st.close() })
+	return err
+}

@@ -1,0 +1,461 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/google/go-cmp/cmp"
+)
+
+const testCAPEM = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
+
+// stateDir lays out a state dir like the daemon's, including everything
+// that must never be mounted.
+func stateDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		"proxy-ca.pem":       testCAPEM,
+		"proxy-ca-key.pem":   "-----BEGIN EC PRIVATE KEY-----\nsecret\n",
+		"secrets/anthropic":  "sk-ant-oat01-REAL-SECRET",
+		"db.sqlite.existing": "",
+		"audit.jsonl":        "{}\n",
+		"clauderond.sock":    "",
+	}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func newManager(t *testing.T, d *fakeDocker, dir string) *Manager {
+	t.Helper()
+	sys := filepath.Join(t.TempDir(), "system-bundle.crt")
+	if err := os.WriteFile(sys, []byte("# system roots\n-----BEGIN CERTIFICATE-----\nSYS\n-----END CERTIFICATE-----"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(context.Background(), Options{Docker: d, Network: "clauderon", StateDir: dir, User: "1000:1000", Workdir: "/workspace", SystemBundle: sys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m
+}
+
+func TestCreate_ContainerGetsOnlyPlaceholdersAndTrust(t *testing.T) {
+	d := newFakeDocker()
+	dir := stateDir(t)
+	m := newManager(t, d, dir)
+	se, err := m.Create(context.Background(), api.CreateRequest{Name: "fix-tests", Prompt: "fix the 'tests'"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if se.Container != "clauderon-fix-tests" || se.State != "running" || se.Agent != "claude" || se.Profile != "default" || se.Image != "clauderon-agent:latest" {
+		t.Errorf("session = %+v", se)
+	}
+	c, err := d.find("clauderon-fix-tests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantEnv := []string{
+		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder",
+		"CURL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
+		"GITHUB_TOKEN=clauderon-proxy",
+		"GIT_SSL_CAINFO=/etc/ssl/certs/ca-certificates.crt",
+		"HOME=/home/clauderon",
+		"NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt",
+		"OPENAI_API_KEY=sk-openai-clauderon-proxy-placeholder",
+		"REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
+		"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+	}
+	if diff := cmp.Diff(wantEnv, c.cfg.Env); diff != "" {
+		t.Errorf("env (-want +got):\n%s", diff)
+	}
+	wantMounts := []mount.Mount{
+		{Type: mount.TypeBind, Source: filepath.Join(dir, "ca-bundle.pem"), Target: "/etc/ssl/certs/ca-certificates.crt", ReadOnly: true},
+		{Type: mount.TypeBind, Source: filepath.Join(dir, "proxy-ca.pem"), Target: "/usr/local/share/ca-certificates/clauderon.crt", ReadOnly: true},
+		{Type: mount.TypeBind, Source: filepath.Join(dir, "claude.json"), Target: "/home/clauderon/.claude.json"},
+		{Type: mount.TypeBind, Source: filepath.Join(dir, "uploads", "fix-tests"), Target: "/uploads"},
+	}
+	if diff := cmp.Diff(wantMounts, c.hc.Mounts); diff != "" {
+		t.Errorf("mounts (-want +got):\n%s", diff)
+	}
+	if len(c.hc.Binds) != 0 || len(c.hc.Tmpfs) != 0 || len(c.hc.VolumesFrom) != 0 || c.hc.Privileged {
+		t.Errorf("unexpected host config: binds=%v tmpfs=%v volumesFrom=%v privileged=%v", c.hc.Binds, c.hc.Tmpfs, c.hc.VolumesFrom, c.hc.Privileged)
+	}
+	if diff := cmp.Diff([]string{"claude", "--dangerously-skip-permissions", "fix the 'tests'"}, []string(c.cfg.Cmd)); diff != "" {
+		t.Errorf("cmd (-want +got):\n%s", diff)
+	}
+	if !c.cfg.Tty || !c.cfg.OpenStdin || c.cfg.User != "1000:1000" || c.cfg.WorkingDir != "/workspace" || c.network != "clauderon" {
+		t.Errorf("config: tty=%v stdin=%v user=%q workdir=%q network=%q", c.cfg.Tty, c.cfg.OpenStdin, c.cfg.User, c.cfg.WorkingDir, c.network)
+	}
+	if diff := cmp.Diff(map[string]string{"clauderon.session": "fix-tests", "clauderon.profile": "default"}, c.cfg.Labels); diff != "" {
+		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"/home/clauderon/ 1000:1000 copyuid=true"}, c.copies); diff != "" {
+		t.Errorf("home prepared before start (-want +got):\n%s", diff)
+	}
+	wantExecs := [][]string{
+		{"user=0", "mkdir", "-p", "/workspace/.clauderon/hooks"},
+		{"user=0", "chown", "1000:1000", "/workspace/.clauderon", "/workspace/.clauderon/hooks"},
+	}
+	if diff := cmp.Diff(wantExecs, d.execs); diff != "" {
+		t.Errorf("execs (-want +got):\n%s", diff)
+	}
+}
+
+// TestSecrets_NeverMountedIntoSessions defends property 4: nothing under
+// secrets/, db.sqlite, audit.jsonl, sockets or the CA key reaches a container,
+// whatever the agent or mode, and no env value is a real credential.
+func TestSecrets_NeverMountedIntoSessions(t *testing.T) {
+	t.Setenv("CLAUDE_CODE_OAUTH_TOKEN", "sk-ant-oat01-REAL-SECRET")
+	d := newFakeDocker()
+	dir := stateDir(t)
+	m := newManager(t, d, dir)
+	reqs := []api.CreateRequest{
+		{Name: "a", Prompt: "p"},
+		{Name: "b", Prompt: "p", Print: true},
+		{Name: "c", Prompt: "p", Agent: "codex"},
+		{Name: "d", Prompt: "p", Agent: "codex", Print: true, Profile: "work"},
+	}
+	for _, r := range reqs {
+		if _, err := m.Create(context.Background(), r); err != nil {
+			t.Fatalf("Create(%+v): %v", r, err)
+		}
+	}
+	allowed := map[string]bool{"ca-bundle.pem": true, "proxy-ca.pem": true, "claude.json": true, "codex": true}
+	for _, c := range d.containers {
+		for _, mnt := range c.hc.Mounts {
+			rel, err := filepath.Rel(dir, mnt.Source)
+			if err != nil || strings.HasPrefix(rel, "..") {
+				t.Errorf("%s mounts %s from outside the state dir", c.name, mnt.Source)
+				continue
+			}
+			if !allowed[rel] && !strings.HasPrefix(rel, "uploads"+string(filepath.Separator)) {
+				t.Errorf("%s mounts %s (%s), which is not on the allowed list", c.name, mnt.Source, rel)
+			}
+			for _, bad := range []string{"secrets", "db.sqlite", "audit.jsonl", ".sock", "key"} {
+				if strings.Contains(rel, bad) {
+					t.Errorf("%s mounts forbidden %s", c.name, mnt.Source)
+				}
+			}
+		}
+		for _, e := range c.cfg.Env {
+			if strings.Contains(e, "REAL-SECRET") {
+				t.Errorf("%s env carries a real credential: %s", c.name, strings.SplitN(e, "=", 2)[0])
+			}
+		}
+	}
+	args, err := m.RunArgs(context.Background(), api.RunRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range args.Args {
+		for _, bad := range []string{"secrets", "db.sqlite", "audit.jsonl", ".sock", "key.pem", "REAL-SECRET"} {
+			if strings.Contains(a, bad) {
+				t.Errorf("RunArgs arg %q contains %q", a, bad)
+			}
+		}
+	}
+}
+
+func TestCreate_ModesAndAgents(t *testing.T) {
+	tests := []struct {
+		name      string
+		req       api.CreateRequest
+		wantCmd   []string
+		wantTTY   bool
+		wantHome  string
+		wantCodex bool
+	}{
+		{"claude_print", api.CreateRequest{Name: "p", Prompt: "say hi", Print: true},
+			[]string{"claude", "--dangerously-skip-permissions", "--print", "--verbose", "say hi"}, false, "/home/clauderon", false},
+		{"claude_interactive_no_prompt", api.CreateRequest{Name: "i"},
+			[]string{"claude", "--dangerously-skip-permissions"}, true, "/home/clauderon", false},
+		{"codex_interactive", api.CreateRequest{Name: "c", Prompt: "fix", Agent: "codex"},
+			[]string{"codex", "fix"}, true, "/home/clauderon", true},
+		{"codex_print", api.CreateRequest{Name: "cp", Prompt: "fix", Agent: "codex", Print: true},
+			[]string{"codex", "exec", "fix"}, false, "/home/clauderon", true},
+		{"image_home_respected", api.CreateRequest{Name: "h", Prompt: "x", Image: "img-with-home:1", Profile: "work"},
+			[]string{"claude", "--dangerously-skip-permissions", "x"}, true, "/home/node", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newFakeDocker()
+			dir := stateDir(t)
+			m := newManager(t, d, dir)
+			if _, err := m.Create(context.Background(), tt.req); err != nil {
+				t.Fatal(err)
+			}
+			c, _ := d.find(ContainerName(tt.req.Name))
+			if diff := cmp.Diff(tt.wantCmd, []string(c.cfg.Cmd)); diff != "" {
+				t.Errorf("cmd (-want +got):\n%s", diff)
+			}
+			if c.cfg.Tty != tt.wantTTY || c.cfg.OpenStdin != tt.wantTTY {
+				t.Errorf("tty=%v stdin=%v, want %v", c.cfg.Tty, c.cfg.OpenStdin, tt.wantTTY)
+			}
+			var targets []string
+			for _, mnt := range c.hc.Mounts {
+				targets = append(targets, mnt.Target)
+				if mnt.Target == tt.wantHome+"/.codex" && !mnt.ReadOnly {
+					t.Errorf("codex config mounted read-write")
+				}
+				if strings.HasSuffix(mnt.Target, ".claude.json") && mnt.ReadOnly {
+					t.Errorf("claude.json mounted read-only; claude rewrites it")
+				}
+			}
+			joined := strings.Join(targets, " ")
+			if !strings.Contains(joined, tt.wantHome+"/.claude.json") {
+				t.Errorf("claude.json not at %s/.claude.json: %v", tt.wantHome, targets)
+			}
+			if got := strings.Contains(joined, tt.wantHome+"/.codex"); got != tt.wantCodex {
+				t.Errorf("codex mount present = %v, want %v (%v)", got, tt.wantCodex, targets)
+			}
+			if tt.req.Profile != "" && c.cfg.Labels[LabelProfile] != tt.req.Profile {
+				t.Errorf("profile label = %q", c.cfg.Labels[LabelProfile])
+			}
+		})
+	}
+}
+
+func TestCreate_WritesSharedFiles(t *testing.T) {
+	d := newFakeDocker()
+	dir := stateDir(t)
+	m := newManager(t, d, dir)
+	if err := os.WriteFile(filepath.Join(dir, "claude.json"), []byte(`{"hasCompletedOnboarding": true, "userID": "kept"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Create(context.Background(), api.CreateRequest{Name: "s", Prompt: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	bundle, err := os.ReadFile(filepath.Join(dir, "ca-bundle.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(bundle), "# system roots\n") || !strings.HasSuffix(string(bundle), testCAPEM) {
+		t.Errorf("bundle is not system roots + CA:\n%s", bundle)
+	}
+	cj, _ := os.ReadFile(filepath.Join(dir, "claude.json"))
+	if !strings.Contains(string(cj), `"userID": "kept"`) {
+		t.Errorf("existing claude.json was overwritten: %s", cj)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "codex", "config.toml")); err != nil {
+		t.Errorf("codex config: %v", err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "uploads", "s")); err != nil || !st.IsDir() {
+		t.Errorf("uploads dir: %v", err)
+	}
+
+	dir2 := stateDir(t)
+	m2 := newManager(t, newFakeDocker(), dir2)
+	if _, err := m2.Create(context.Background(), api.CreateRequest{Name: "s", Prompt: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	cj, _ = os.ReadFile(filepath.Join(dir2, "claude.json"))
+	if string(cj) != ClaudeJSONContent {
+		t.Errorf("new claude.json = %q, want %q", cj, ClaudeJSONContent)
+	}
+	if os.Geteuid() == 0 {
+		st, _ := os.Stat(filepath.Join(dir2, "claude.json"))
+		if uid := fileUID(st); uid != 1000 {
+			t.Errorf("claude.json owner = %d, want the session user 1000 (it must be writable in the container)", uid)
+		}
+	}
+}
+
+func TestCreate_Rejections(t *testing.T) {
+	d := newFakeDocker()
+	m := newManager(t, d, stateDir(t))
+	ctx := context.Background()
+	if _, err := m.Create(ctx, api.CreateRequest{Name: "dup", Prompt: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		req  api.CreateRequest
+		want error
+		msg  string
+	}{
+		{"duplicate", api.CreateRequest{Name: "dup"}, api.ErrConflict, "clauderon rm dup"},
+		{"bad_name", api.CreateRequest{Name: "../etc"}, api.ErrInvalid, "session name"},
+		{"empty_name", api.CreateRequest{}, api.ErrInvalid, "session name"},
+		{"bad_agent", api.CreateRequest{Name: "x", Agent: "gpt"}, api.ErrInvalid, "agent"},
+		{"bad_profile", api.CreateRequest{Name: "x", Profile: "Work Stuff"}, api.ErrInvalid, "profile"},
+		{"print_without_prompt", api.CreateRequest{Name: "x", Print: true}, api.ErrInvalid, "needs a prompt"},
+		{"missing_image", api.CreateRequest{Name: "x", Image: "nope:1"}, api.ErrInvalid, "never pull"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := m.Create(ctx, tt.req)
+			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("Create(%+v) = %v, want %v containing %q", tt.req, err, tt.want, tt.msg)
+			}
+		})
+	}
+	// A foreign container holding the name is a conflict, not a crash.
+	d.containers["foreign"] = &fakeContainer{id: "foreign", name: "clauderon-taken", status: "running"}
+	if _, err := m.Create(ctx, api.CreateRequest{Name: "taken"}); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "docker rm -f clauderon-taken") {
+		t.Errorf("Create over foreign container = %v", err)
+	}
+}
+
+func TestNew_RefusesRootUser(t *testing.T) {
+	for _, u := range []string{"0", "0:0", "root", "root:root"} {
+		_, err := New(context.Background(), Options{Docker: newFakeDocker(), Network: "n", StateDir: t.TempDir(), User: u})
+		if err == nil || !strings.Contains(err.Error(), "root") {
+			t.Errorf("New(user %q) = %v, want refusal", u, err)
+		}
+	}
+}
+
+func TestCreate_StartFailureLeavesNothingBehind(t *testing.T) {
+	d := newFakeDocker()
+	d.failStart = errors.New("port already allocated")
+	m := newManager(t, d, stateDir(t))
+	_, err := m.Create(context.Background(), api.CreateRequest{Name: "s", Prompt: "p"})
+	if err == nil || !strings.Contains(err.Error(), "starting container clauderon-s") {
+		t.Fatalf("Create = %v, want start error", err)
+	}
+	if len(d.containers) != 0 {
+		t.Errorf("containers left behind: %v", d.containers)
+	}
+	ss, err := m.List(context.Background())
+	if err != nil || len(ss) != 0 {
+		t.Errorf("sessions after failed create = %v, %v", ss, err)
+	}
+}
+
+func TestManager_PersistsReconcilesRemoves(t *testing.T) {
+	d := newFakeDocker()
+	dir := stateDir(t)
+	ctx := context.Background()
+	m := newManager(t, d, dir)
+	for _, n := range []string{"one", "two"} {
+		if _, err := m.Create(ctx, api.CreateRequest{Name: n, Prompt: "p", Print: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := d.find("clauderon-one")
+	c.status, c.exit = "exited", 3
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("second Close = %v, want idempotent", err)
+	}
+
+	m2 := newManager(t, d, dir)
+	delete(d.containers, "id0002") // "two" removed behind our back
+	if err := m2.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ss, err := m2.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, s := range ss {
+		got[s.Name] = s.State
+		if s.Name == "one" && s.ExitCode != 3 {
+			t.Errorf("exit code = %d, want 3", s.ExitCode)
+		}
+	}
+	if diff := cmp.Diff(map[string]string{"one": "exited", "two": StateGone}, got); diff != "" {
+		t.Errorf("states after restart (-want +got):\n%s", diff)
+	}
+	if err := m2.Remove(ctx, "two"); err != nil {
+		t.Errorf("Remove(gone session) = %v, want ok", err)
+	}
+	if err := m2.Remove(ctx, "one"); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.containers) != 0 {
+		t.Errorf("containers after rm: %v", d.containers)
+	}
+	if err := m2.Remove(ctx, "one"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("Remove twice = %v, want ErrNotFound", err)
+	}
+}
+
+func TestLogs_DemultiplexesPrintModeOutput(t *testing.T) {
+	d := newFakeDocker()
+	m := newManager(t, d, stateDir(t))
+	ctx := context.Background()
+	if _, err := m.Create(ctx, api.CreateRequest{Name: "p", Prompt: "p", Print: true}); err != nil {
+		t.Fatal(err)
+	}
+	d.logs = multiplexed("answer\n", "warning\n")
+	var buf bytes.Buffer
+	if err := m.Logs(ctx, "p", false, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if buf.String() != "answer\nwarning\n" {
+		t.Errorf("logs = %q", buf.String())
+	}
+	if err := m.Logs(ctx, "nope", false, &buf); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("Logs(unknown) = %v", err)
+	}
+	delete(d.containers, "id0001")
+	if err := m.Logs(ctx, "p", false, &buf); !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), "gone") {
+		t.Errorf("Logs(gone) = %v", err)
+	}
+}
+
+func TestRunArgs(t *testing.T) {
+	dir := stateDir(t)
+	m := newManager(t, newFakeDocker(), dir)
+	got, err := m.RunArgs(context.Background(), api.RunRequest{Profile: "work"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"--network", "clauderon", "--label", "clauderon.profile=work"}
+	env := []string{
+		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder",
+		"CURL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
+		"GITHUB_TOKEN=clauderon-proxy",
+		"GIT_SSL_CAINFO=/etc/ssl/certs/ca-certificates.crt",
+		"HOME=/home/clauderon",
+		"NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt",
+		"OPENAI_API_KEY=sk-openai-clauderon-proxy-placeholder",
+		"REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
+		"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+	}
+	sort.Strings(env)
+	for _, e := range env {
+		want = append(want, "-e", e)
+	}
+	want = append(want,
+		"--mount", "type=bind,source="+dir+"/ca-bundle.pem,target=/etc/ssl/certs/ca-certificates.crt,readonly",
+		"--mount", "type=bind,source="+dir+"/proxy-ca.pem,target=/usr/local/share/ca-certificates/clauderon.crt,readonly",
+		"--mount", "type=bind,source="+dir+"/claude.json,target=/home/clauderon/.claude.json",
+	)
+	if diff := cmp.Diff(want, got.Args); diff != "" {
+		t.Errorf("RunArgs (-want +got):\n%s", diff)
+	}
+	if _, err := m.RunArgs(context.Background(), api.RunRequest{Profile: "Bad Profile"}); !errors.Is(err, api.ErrInvalid) {
+		t.Errorf("RunArgs(bad profile) = %v", err)
+	}
+}
+
+func TestRunArgs_NeedsCA(t *testing.T) {
+	dir := t.TempDir()
+	m := newManager(t, newFakeDocker(), dir)
+	_, err := m.RunArgs(context.Background(), api.RunRequest{})
+	if err == nil || !strings.Contains(err.Error(), "proxy-ca.pem") {
+		t.Errorf("RunArgs without CA = %v, want an error naming the CA file", err)
+	}
+}
