@@ -131,7 +131,7 @@ func (m *Manager) prepareHome(ctx context.Context, id, home string) error {
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("building home dir archive: %w", err)
 	}
-	if err := m.opts.Docker.CopyToContainer(ctx, id, "/", &buf, container.CopyToContainerOptions{CopyUIDGID: true}); err != nil {
+	if err := m.opts.Docker.CopyToContainer(ctx, id, "/", &buf, container.CopyToContainerOptions{}); err != nil {
 		return fmt.Errorf("creating %s in the container: %w", home, err)
 	}
 	return nil

@@ -106,7 +106,7 @@ func TestCreate_ContainerGetsOnlyPlaceholdersAndTrust(t *testing.T) {
 	if diff := cmp.Diff(map[string]string{"clauderon.session": "fix-tests", "clauderon.profile": "default"}, c.cfg.Labels); diff != "" {
 		t.Errorf("labels (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"/home/clauderon/ 1000:1000 copyuid=true"}, c.copies); diff != "" {
+	if diff := cmp.Diff([]string{"/home/clauderon/ 1000:1000 copyuid=false"}, c.copies); diff != "" {
 		t.Errorf("home prepared before start (-want +got):\n%s", diff)
 	}
 	wantExecs := [][]string{
