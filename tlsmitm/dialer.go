@@ -168,14 +168,28 @@ func mustPort(p string) uint16 {
 	return n
 }
 
+// dialTCP connects with the address policy in ControlContext (vetted right
+// before connect), then checks the peer address once more, so that an
+// injected DialContext that ignores control cannot bypass the policy.
 func (s *Server) dialTCP(ctx context.Context, addr string, control ControlFunc) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DialTimeout)
 	defer cancel()
+	var c net.Conn
+	var err error
 	if s.cfg.DialContext != nil {
-		return s.cfg.DialContext(ctx, "tcp", addr, control)
+		c, err = s.cfg.DialContext(ctx, "tcp", addr, control)
+	} else {
+		d := net.Dialer{ControlContext: control, KeepAlive: 30 * time.Second}
+		c, err = d.DialContext(ctx, "tcp", addr)
 	}
-	d := net.Dialer{ControlContext: control, KeepAlive: 30 * time.Second}
-	return d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := control(ctx, "tcp", addrPortOf(c.RemoteAddr()).String(), nil); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // dialUpstreamTLS connects to host and completes a verified TLS handshake

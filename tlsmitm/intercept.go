@@ -128,7 +128,7 @@ func reqStateOf(r *http.Request) *reqState {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	info, _ := r.Context().Value(connInfoKey{}).(*connInfo)
 	if info == nil { // not from our accept path; never proxy it
-		http.Error(w, "misdirected", http.StatusMisdirectedRequest)
+		s.errorResponse(w, r, fmt.Errorf("%w: connection did not come through the TLS terminator", ErrSNIMismatch))
 		return
 	}
 	s.conns.Add(1) // the connection holds a slot, so this never races Wait

@@ -278,7 +278,7 @@ func TestIntercept_UpstreamErrorsAre502WithKind(t *testing.T) {
 			Upstream{Host: "slow.intercept.test", Address: silent.Addr().String()},
 		)
 		c.Resolver = staticResolver{"loop.intercept.test": {loopAddr.Addr()}}
-		c.UpstreamTLSTimeout = 300 * time.Millisecond
+		c.UpstreamTLSTimeout = 1500 * time.Millisecond
 	}})
 	tests := []struct{ host, kind string }{
 		{"nodns.intercept.test", KindDNS},
