@@ -308,6 +308,15 @@ func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.
 		t.Errorf("status ready=%t enforcement=%s drift=%v, want ready and intact", st.Ready, st.Enforcement, st.Drift)
 	}
 
+	ra, err := api.NewClient(r.cfg.SocketPath()).RunArgs(context.Background(), api.RunRequest{})
+	if err != nil {
+		t.Fatalf("run args over the socket: %v", err)
+	}
+	if args := strings.Join(ra.Args, " "); !strings.Contains(args, "--network "+r.cfg.Network.Name) &&
+		!strings.Contains(args, "--network="+r.cfg.Network.Name) || strings.Contains(args, "secrets") {
+		t.Errorf("run args %q: want --network %s and nothing from secrets/", args, r.cfg.Network.Name)
+	}
+
 	out := r.runClient()
 	if !strings.Contains(out, "status=200 body=injected=true") {
 		t.Fatalf("client output %q, want the request to reach the upstream with the injected token", out)
