@@ -65,7 +65,7 @@ func (s *Server) newHTTPServer() *http.Server {
 	p.SetHTTP1(true)
 	p.SetHTTP2(true)
 	return &http.Server{
-		Handler:           s,
+		Handler:           proxyHandler{s},
 		Protocols:         &p,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
@@ -124,8 +124,14 @@ func reqStateOf(r *http.Request) *reqState {
 	return rs
 }
 
-// ServeHTTP proxies one intercepted request and writes its audit Event.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// proxyHandler keeps ServeHTTP off Server's exported API: requests only
+// arrive through the terminator's own HTTP server.
+type proxyHandler struct{ s *Server }
+
+func (h proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.s.serveHTTP(w, r) }
+
+// serveHTTP proxies one intercepted request and writes its audit Event.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	info, _ := r.Context().Value(connInfoKey{}).(*connInfo)
 	if info == nil { // not from our accept path; never proxy it
 		s.errorResponse(w, r, fmt.Errorf("%w: connection did not come through the TLS terminator", ErrSNIMismatch))
