@@ -77,7 +77,7 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts ...O
 	g, gctx := errgroup.WithContext(ctx)
 	if err := d.start(gctx, g); err != nil {
 		d.log.Error("start-up failed", "err", err)
-		_ = g.Wait() // the group's context is cancelled by the failing step's caller below
+		_ = g.Wait() // start cancelled the parts it had started; wait for them
 		return err
 	}
 	d.ready.Store(true)
@@ -115,10 +115,9 @@ func newDaemon(cfg *config.Config, logger *slog.Logger, opts []Option) (*daemon,
 	return &daemon{ensure: make(chan struct{}, 1), opts: o, cfg: cfg, log: logger.With("component", "appliance"), base: logger, started: time.Now()}, nil
 }
 
-// start runs the start-up steps in order. Long-lived parts are added to g.
-// On error it cancels nothing itself: the caller's g.Wait collects the parts
-// already running, which stop because start returned an error after
-// cancelling via failStart.
+// start runs the start-up steps in order; long-lived parts join g with a
+// context derived from ctx. When a step fails, that context is cancelled so
+// the parts already running stop, and the caller's g.Wait collects them.
 func (d *daemon) start(ctx context.Context, g *errgroup.Group) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {

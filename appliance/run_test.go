@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -274,5 +276,46 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRun_MismatchedNetworkFailsBeforeTouchingRules(t *testing.T) {
+	cfg := testConfig(t)
+	d := newFakeDocker()
+	d.nets["clauderon"] = network.Inspect{Name: "clauderon", ID: "other", Driver: "bridge",
+		IPAM:    network.IPAM{Config: []network.IPAMConfig{{Subnet: "172.30.0.0/16"}}},
+		Options: map[string]string{"com.docker.network.bridge.name": "br-other"}}
+	nft := &netfilter.Fake{}
+	err := Run(context.Background(), cfg, discard(), WithDocker(d), WithNetfilter(nft),
+		withGatewayWait(func(string, string) error { return nil }), withListenAddr("127.0.0.1"))
+	if err == nil {
+		t.Fatal("Run adopted a network with other settings")
+	}
+	for _, want := range []string{`start-up step "bridge network"`, "subnet is [172.30.0.0/16]", "clauderond teardown"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if calls := nft.Calls(); len(calls) != 0 {
+		t.Errorf("netfilter was called (%v) although start-up failed before the rules step", calls)
+	}
+	if _, err := os.Stat(cfg.SocketPath()); err == nil {
+		t.Error("the API socket exists after a failed start")
+	}
+}
+
+func TestRun_LooseSecretsDirFailsFirst(t *testing.T) {
+	cfg := testConfig(t)
+	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "secrets"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(cfg.StateDir, "secrets"), 0o755)
+	d := newFakeDocker()
+	err := Run(context.Background(), cfg, discard(), WithDocker(d), WithNetfilter(&netfilter.Fake{}))
+	if err == nil || !strings.Contains(err.Error(), `start-up step "state dir"`) || !strings.Contains(err.Error(), "chmod 700") {
+		t.Errorf("Run = %v, want the state dir step to refuse with the chmod", err)
+	}
+	if d.creates != 0 {
+		t.Error("the network was created although the state dir was refused")
 	}
 }
