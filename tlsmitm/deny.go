@@ -26,14 +26,16 @@ func (s *Server) refuse(c net.Conn, info *connInfo, err error, alert bool) {
 	}
 	if alert {
 		s.stats.denied.Add(1)
-		sendAlert(c, alertFor(err))
 	}
 	s.audit(info.st, Event{
 		Time: info.start, Client: info.client, SrcIP: info.src, OrigDst: info.origDst,
 		SNI: info.sni, Decision: Deny, Rule: rule,
 		Duration: time.Since(info.start), Err: err.Error(),
 	})
-	s.log.Debug("refused connection", "src", info.src.String(), "sni", info.sni, "rule", rule, "error", err.Error())
+	s.log.Debug("refused connection", "src", info.src.String(), "sni", info.sni, "alpn", info.alpn, "rule", rule, "error", err.Error())
+	if alert {
+		sendAlert(c, alertFor(err))
+	}
 }
 
 // sendAlert writes a fatal TLS alert record, half-closes, and drains briefly
