@@ -1,13 +1,16 @@
 package appliance
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/appliance/identity"
@@ -174,23 +177,50 @@ func buildUpstreams(cfg *config.Config) ([]tlsmitm.Upstream, error) {
 	return out, nil
 }
 
-// interceptAnswer answers DNS for intercepted hosts whose upstream override
-// points at loopback with the gateway: the container connects to the gateway
-// (redirected to us anyway) instead of a name that may not resolve. Other
-// names are resolved normally (nil).
-func interceptAnswer(ups []tlsmitm.Upstream, gw netip.Addr) func(string) []netip.Addr {
-	loop := map[string]bool{}
+// overrideAnswers maps each upstreams[] host to what a container's DNS query
+// for it is answered with: the override's address when it is a routable IPv4
+// address, else (loopback, a name) the gateway. Either way the container's
+// connection to port 443 is redirected to the terminator, which dials the
+// override itself; the answer only has to exist.
+func overrideAnswers(ups []tlsmitm.Upstream, gw netip.Addr) map[string][]netip.Addr {
+	m := map[string][]netip.Addr{}
 	for _, u := range ups {
-		if ap, err := netip.ParseAddrPort(u.Address); err == nil && ap.Addr().IsLoopback() {
-			loop[u.Host] = true
-		} else if host, _, ok := strings.Cut(u.Address, ":"); ok && host == "localhost" {
-			loop[u.Host] = true
+		host, _, err := net.SplitHostPort(u.Address)
+		if err != nil {
+			host = u.Address
+		}
+		a, err := netip.ParseAddr(host)
+		if err == nil && a.Is4() && !a.IsLoopback() && !a.IsUnspecified() {
+			m[u.Host] = []netip.Addr{a}
+		} else {
+			m[u.Host] = []netip.Addr{gw}
 		}
 	}
-	return func(name string) []netip.Addr {
-		if loop[strings.ToLower(name)] {
-			return []netip.Addr{gw}
+	return m
+}
+
+// interceptAnswer answers intercepted names that have an upstream override
+// (see overrideAnswers); other names are resolved normally (nil).
+func interceptAnswer(ups []tlsmitm.Upstream, gw netip.Addr) func(string) []netip.Addr {
+	m := overrideAnswers(ups, gw)
+	return func(name string) []netip.Addr { return m[strings.ToLower(name)] }
+}
+
+// overrideResolver answers names with an upstream override from the
+// configuration (allowed names too, not only intercepted ones) and resolves
+// the rest with base. The map is swapped on reload.
+type overrideResolver struct {
+	base    dnsredir.Resolver
+	answers atomic.Pointer[map[string][]netip.Addr]
+}
+
+func (r *overrideResolver) set(m map[string][]netip.Addr) { r.answers.Store(&m) }
+
+func (r *overrideResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if m := r.answers.Load(); m != nil {
+		if a, ok := (*m)[strings.ToLower(strings.TrimSuffix(host, "."))]; ok {
+			return a, nil
 		}
-		return nil
 	}
+	return r.base.LookupNetIP(ctx, network, host)
 }

@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -178,8 +179,20 @@ func TestUpstreams_CAFileAndLoopbackAnswer(t *testing.T) {
 	if got := ans("api.anthropic.com"); len(got) != 1 || got[0] != gw {
 		t.Errorf("answer for a loopback override = %v, want the gateway", got)
 	}
-	if got := ans("api.openai.com"); got != nil {
-		t.Errorf("answer for a routable override = %v, want nil (resolve normally)", got)
+	if got := ans("api.openai.com"); len(got) != 1 || got[0] != netip.MustParseAddr("192.0.2.7") {
+		t.Errorf("answer for a routable override = %v, want its address", got)
+	}
+	if got := ans("deb.debian.org"); got != nil {
+		t.Errorf("answer for a name without override = %v, want nil (resolve normally)", got)
+	}
+	// Allowed (passthrough) names with an override resolve too.
+	res := &overrideResolver{base: failResolver{}}
+	res.set(overrideAnswers([]tlsmitm.Upstream{{Host: "pass.example", Address: "localhost:9444"}}, gw))
+	if got, err := res.LookupNetIP(context.Background(), "ip4", "PASS.example."); err != nil || len(got) != 1 || got[0] != gw {
+		t.Errorf("override resolver = %v, %v; want the gateway", got, err)
+	}
+	if _, err := res.LookupNetIP(context.Background(), "ip4", "other.example"); err == nil {
+		t.Error("a name without override did not reach the base resolver")
 	}
 }
 
@@ -211,3 +224,9 @@ func TestStateDir_RefusesLooseModes(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+type failResolver struct{}
+
+func (failResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
+	return nil, errors.New("no network in unit tests")
+}

@@ -21,6 +21,7 @@ type parts struct {
 	policy    *policy
 	upstreams []tlsmitm.Upstream
 	answer    func(string) []netip.Addr
+	overrides map[string][]netip.Addr // DNS answers for upstreams[] hosts
 }
 
 func buildParts(cfg *config.Config, store *injector.Store, gw netip.Addr, log *slog.Logger) (*parts, error) {
@@ -45,6 +46,7 @@ func buildParts(cfg *config.Config, store *injector.Store, gw netip.Addr, log *s
 		policy:    pol,
 		upstreams: ups,
 		answer:    interceptAnswer(ups, gw),
+		overrides: overrideAnswers(ups, gw),
 	}, nil
 }
 

@@ -69,6 +69,7 @@ func (d *daemon) reload(ctx context.Context) error {
 	if err := d.dnsH.Update(p.policy, p.answer); err != nil {
 		return fmt.Errorf("updating the DNS shim: %w", err)
 	}
+	d.dnsRes.set(p.overrides)
 	d.parts.Store(p)
 	if err := d.enforcer.setSpec(ctx, spec); err != nil {
 		return fmt.Errorf("applying the nftables ruleset: %w", err)

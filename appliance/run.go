@@ -48,6 +48,7 @@ type daemon struct {
 	table    *identity.Table
 	enforcer *enforcer
 	resolver *dnsredir.UpstreamResolver
+	dnsRes   *overrideResolver // the DNS shim's resolver: overrides, then resolver
 	tls      *tlsmitm.Server
 	dnsH     *dnsredir.Handler
 	parts    atomic.Pointer[parts]
@@ -272,7 +273,9 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	if d.tls, err = tlsmitm.New(tlsConfig(d.cfg, p, identityAdapter{d.table}, d.events, res, d.network.Subnet, d.base)); err != nil {
 		return fmt.Errorf("starting the TLS terminator: %w", err)
 	}
-	if d.dnsH, err = dnsredir.NewHandler(dnsConfig(d.cfg, p, dnsIdentity{d.table}, d.events, res, d.base)); err != nil {
+	d.dnsRes = &overrideResolver{base: res}
+	d.dnsRes.set(p.overrides)
+	if d.dnsH, err = dnsredir.NewHandler(dnsConfig(d.cfg, p, dnsIdentity{d.table}, d.events, d.dnsRes, d.base)); err != nil {
 		return fmt.Errorf("starting the DNS shim: %w", err)
 	}
 	host := d.network.Gateway.String()
