@@ -39,9 +39,10 @@ func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
 		return false
 	}
 	s.conns.Add(1) // released by ConnState (closed/hijacked) via info.httpDone
+	s.stats.activeHTTP.Add(1)
 	s.trackRaw(c, false)
 	if !s.hl.deliver(tc) {
-		s.conns.Done()
+		info.httpDone.Do(s.releaseHTTPConn)
 		tc.Close()
 	}
 	return true
@@ -103,8 +104,13 @@ func (s *Server) connState(c net.Conn, cs http.ConnState) {
 		return
 	}
 	if info := infoOf(c); info != nil {
-		info.httpDone.Do(s.conns.Done)
+		info.httpDone.Do(s.releaseHTTPConn)
 	}
+}
+
+func (s *Server) releaseHTTPConn() {
+	s.stats.activeHTTP.Add(-1)
+	s.conns.Done()
 }
 
 // reqState carries one request through Rewrite, the transport guard,
@@ -277,7 +283,10 @@ func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error
 	if rs != nil {
 		sni = rs.info.sni
 	}
-	s.log.Warn("intercepted request failed", "sni", sni, "method", r.Method, "path", r.URL.Path, "status", he.status, "kind", he.kind, "error", err.Error())
+	if ok, suppressed := s.logLimit.allow(time.Now()); ok {
+		s.log.Warn("intercepted request failed", "sni", sni, "method", r.Method, "path", r.URL.Path,
+			"status", he.status, "kind", he.kind, "error", err.Error(), "suppressed_since_last", suppressed)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(he.status)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/clauderon/clauderond/tlsmitm/localca"
+	"github.com/clauderon/clauderond/tlsmitm/tlstest"
 )
 
 // leafSerial handshakes with sni through the proxy and returns the leaf's
@@ -181,6 +182,9 @@ func TestServe_NoGoroutineLeakAcrossAllPaths(t *testing.T) {
 		c, _ := net.Dial("tcp", h.addr) // never sends a hello
 		h.stop(t)
 		c.Close()
+		if st := h.srv.Stats(); st.ActiveConns != 0 || st.ActiveHTTPConns != 0 || st.ActiveRequests != 0 {
+			t.Errorf("after Serve returned: %+v, want no active connections or requests", st)
+		}
 		h.up.Close()
 	}()
 	checkGoroutines(t, base)
@@ -227,5 +231,26 @@ func TestServe_PanicFailsOneRequestNotTheDaemon(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || h.srv.Stats().Panics != 1 {
 		t.Errorf("status %d, panics %d; want 200, 1", resp.StatusCode, h.srv.Stats().Panics)
+	}
+}
+
+func TestUpdate_SwapsUpstreamOverride(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	other := tlstest.NewUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "from the new upstream")
+	}), apiHost)
+	cfg := h.srv.cfg
+	cfg.Upstreams = []Upstream{{Host: apiHost, Address: other.Addr(), RootCAs: other.CA.Pool()}}
+	if err := h.srv.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.client(false).Get("https://" + apiHost + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "from the new upstream" {
+		t.Errorf("after Update: body %q, want the new upstream's", b)
 	}
 }

@@ -23,16 +23,18 @@ import (
 // routing and injection with Update, and release it with Close (Serve calls
 // Close when it returns).
 type Server struct {
-	cfg    Config // fixed settings (timeouts, StateDir, Logger); see Update
-	log    *slog.Logger
-	state  atomic.Pointer[state]
-	certs  *certManager
-	own    *ownAddrs
-	proxy  *httputil.ReverseProxy
-	http   *http.Server
-	hl     *chanListener
-	stats  counters
-	served atomic.Bool
+	cfg   Config // fixed settings (timeouts, StateDir, Logger); see Update
+	log   *slog.Logger
+	state atomic.Pointer[state]
+	certs *certManager
+	own   *ownAddrs
+	proxy *httputil.ReverseProxy
+	http  *http.Server
+	hl    *chanListener
+	stats counters
+	// logLimit rate-limits per-request and per-connection log lines.
+	logLimit *logLimiter
+	served   atomic.Bool
 	// draining is set when Serve starts draining; handleConn checks it
 	// after its peek so a hello that raced the drain is not routed.
 	draining atomic.Bool
@@ -71,10 +73,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.setDefaults()
 	s := &Server{
-		cfg: cfg,
-		log: cfg.Logger.With("component", "tlsmitm"),
-		own: &ownAddrs{list: cfg.InterfaceAddrs},
-		raw: make(map[net.Conn]bool),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "tlsmitm"),
+		own:      &ownAddrs{list: cfg.InterfaceAddrs},
+		raw:      make(map[net.Conn]bool),
+		logLimit: newLogLimiter(20, time.Second),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
 	s.state.Store(s.newState(cfg))

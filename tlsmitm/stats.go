@@ -13,13 +13,14 @@ type Stats struct {
 	UpstreamErrors  int64 // requests or splices whose upstream failed
 	Panics          int64 // recovered panics (clauderon_panics_total)
 	ActiveConns     int64 // connections being peeked, handshaked or spliced
+	ActiveHTTPConns int64 // terminated connections held by the HTTP server
 	ActiveRequests  int64 // intercepted requests in flight
 }
 
 type counters struct {
 	intercepted, requests, passthrough, denied   atomic.Int64
 	helloErrors, handshakeErrors, upstreamErrors atomic.Int64
-	panics, active, activeRequests               atomic.Int64
+	panics, active, activeRequests, activeHTTP   atomic.Int64
 }
 
 // Stats returns the current counters.
@@ -31,5 +32,6 @@ func (s *Server) Stats() Stats {
 		HelloErrors: c.helloErrors.Load(), HandshakeErrors: c.handshakeErrors.Load(),
 		UpstreamErrors: c.upstreamErrors.Load(), Panics: c.panics.Load(),
 		ActiveConns: c.active.Load(), ActiveRequests: c.activeRequests.Load(),
+		ActiveHTTPConns: c.activeHTTP.Load(),
 	}
 }
