@@ -1,0 +1,224 @@
+// Command clauderon is the operator CLI of clauderond. It talks only to the
+// daemon's Unix socket through appliance/api: it never reads the config file,
+// never touches Docker's API, nftables or credentials itself. The two
+// commands that need the docker CLI (attach, run) ask the daemon for what to
+// do and then exec `docker`.
+//
+// Every command takes --json for scripts. Exit codes: 0 ok, 1 failure,
+// 2 usage error, 3 daemon unreachable.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitFailure     = 1
+	exitUsage       = 2
+	exitUnreachable = 3
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.Environ(), execDocker)
+	stop()
+	os.Exit(code)
+}
+
+// execFunc replaces the process with `docker args…` (tests record instead).
+type execFunc func(args []string, env []string) error
+
+func execDocker(args []string, env []string) error {
+	path, err := exec.LookPath("docker")
+	if err != nil {
+		return fmt.Errorf("the docker CLI is needed for this command: %w", err)
+	}
+	return syscall.Exec(path, append([]string{"docker"}, args...), env)
+}
+
+// app is one CLI invocation's state.
+type app struct {
+	in          io.Reader
+	out, errOut io.Writer
+	env         map[string]string
+	environ     []string
+	exec        execFunc
+	socket      string
+	json        bool
+}
+
+// usageError marks errors that exit 2.
+type usageError struct{ error }
+
+// exitError carries a specific exit code with an already-printed message.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer, environ []string, ex execFunc) int {
+	a := &app{in: in, out: out, errOut: errOut, env: envMap(environ), environ: environ, exec: ex}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetIn(in)
+	root.SetOut(out)
+	root.SetErr(errOut)
+	err := root.ExecuteContext(ctx)
+	return a.report(err)
+}
+
+// report prints err and returns the exit code.
+func (a *app) report(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	code, msg := exitFailure, err.Error()
+	var ue usageError
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.code
+	case errors.As(err, &ue) || isCobraUsage(err):
+		code = exitUsage
+		msg += "\nrun 'clauderon --help' for usage"
+	case errors.Is(err, api.ErrUnreachable):
+		code = exitUnreachable
+		msg = unreachableMessage(err, a.socket)
+	case errors.Is(err, context.Canceled):
+		return exitFailure
+	}
+	if msg != "" {
+		fmt.Fprintln(a.errOut, "clauderon: "+msg)
+	}
+	if a.json && msg != "" {
+		_ = json.NewEncoder(a.out).Encode(map[string]any{"error": msg, "exit_code": code})
+	}
+	return code
+}
+
+func unreachableMessage(err error, socket string) string {
+	msg := fmt.Sprintf("cannot reach clauderond at %s: %v", socket, err)
+	if errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "permission denied") {
+		return msg + "\nthe socket is not yours: run with sudo, or set socket.group in the daemon config and join that group"
+	}
+	return msg + "\nis clauderond running? try: sudo systemctl start clauderond"
+}
+
+// isCobraUsage recognizes cobra's own argument and flag errors.
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "required flag", "accepts ", "requires "} {
+		if strings.HasPrefix(s, p) || strings.Contains(s, " "+p) {
+			return true
+		}
+	}
+	return false
+}
+
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// defaultSocket mirrors the daemon's default: <state_dir>/clauderond.sock,
+// state_dir being ~/.clauderon of the invoking user (SUDO_USER's under sudo).
+// When that socket does not exist but root's does (a systemd daemon), that one.
+func defaultSocket(env map[string]string) string {
+	for _, k := range []string{"CLAUDERON_SOCKET", "CLAUDERON_SOCKET_PATH"} {
+		if v := env[k]; v != "" {
+			return v
+		}
+	}
+	if d := env["CLAUDERON_STATE_DIR"]; d != "" {
+		return filepath.Join(d, "clauderond.sock")
+	}
+	home := env["HOME"]
+	if su := env["SUDO_USER"]; su != "" && su != "root" {
+		if u, err := user.Lookup(su); err == nil {
+			home = u.HomeDir
+		}
+	}
+	if home == "" {
+		if u, err := user.Current(); err == nil {
+			home = u.HomeDir
+		}
+	}
+	mine := filepath.Join(home, ".clauderon", "clauderond.sock")
+	const rootSock = "/root/.clauderon/clauderond.sock"
+	if _, err := os.Stat(mine); err != nil {
+		if _, err := os.Stat(rootSock); err == nil {
+			return rootSock
+		}
+	}
+	return mine
+}
+
+func (a *app) client() *api.Client { return api.NewClient(a.socket) }
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "clauderon",
+		Short: "Operate clauderond: agent sessions, status, audit, doctor",
+		Long: `clauderon talks to the clauderond daemon over its Unix socket.
+
+Agents run in containers on the clauderon network holding only placeholder
+credentials; the daemon injects the real ones on the way to the real API.
+
+Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon unreachable.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			if a.socket == "" {
+				a.socket = defaultSocket(a.env)
+			}
+		},
+	}
+	root.PersistentFlags().StringVar(&a.socket, "socket", "", "daemon socket (default $CLAUDERON_SOCKET, else ~/.clauderon/clauderond.sock of the invoking user)")
+	root.PersistentFlags().BoolVar(&a.json, "json", false, "machine-readable JSON output")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(a.createCmd(), a.attachCmd(), a.listCmd(), a.logsCmd(), a.rmCmd(), a.runCmd(),
+		a.statusCmd(), a.auditCmd(), a.doctorCmd(), a.caCmd(), a.reloadCmd(), a.versionCmd())
+	return root
+}
+
+// args wraps a cobra positional-args validator so failures exit 2.
+func args(v cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if err := v(cmd, a); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
