@@ -79,7 +79,7 @@ func classifyHTTP(err error) httpError {
 	switch {
 	case errors.Is(err, ErrSNIMismatch):
 		return httpError{http.StatusMisdirectedRequest, "clauderon_misdirected_request", "", err.Error()}
-	case errors.Is(err, ErrForbidden):
+	case errors.Is(err, ErrForbidden), errors.Is(err, ErrNoRoute):
 		return httpError{http.StatusForbidden, "clauderon_forbidden", "", err.Error()}
 	case errors.Is(err, errInjector):
 		return httpError{http.StatusInternalServerError, "clauderon_injector_error", "", err.Error()}

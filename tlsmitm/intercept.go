@@ -25,7 +25,7 @@ import (
 func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
 	s.stats.intercepted.Add(1)
 	rc := &replayConn{Conn: c, pending: hello, info: info}
-	tc := tls.Server(rc, s.tlsConfig())
+	tc := tls.Server(rc, s.tlsCfg)
 	ctx, cancel := context.WithTimeout(s.baseCtx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -48,7 +48,9 @@ func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
 	return true
 }
 
-func (s *Server) tlsConfig() *tls.Config {
+// newTLSConfig is the terminator's TLS config. One is shared by all
+// connections: session ticket keys live in it, so resumption works.
+func (s *Server) newTLSConfig() *tls.Config {
 	return &tls.Config{
 		GetCertificate: s.certs.getCertificate,
 		NextProtos:     []string{"h2", "http/1.1"},
@@ -224,6 +226,12 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	sni := rs.info.sni
 	if host, ok := hostMatches(pr.In.Host, sni); !ok {
 		rs.err = fmt.Errorf("%w: Host %q, server name %q", ErrSNIMismatch, host, sni)
+		return
+	}
+	// A reload may have stopped intercepting this name while the
+	// connection stayed open: never inject under a stale decision.
+	if d, _ := rs.st.router.Route(sni); d != Intercept {
+		rs.err = fmt.Errorf("%w: %s is no longer intercepted (configuration reloaded)", ErrNoRoute, sni)
 		return
 	}
 	pr.Out.URL.Scheme = "https"

@@ -205,6 +205,31 @@ func TestUpdate_SwapsRouterAtomically(t *testing.T) {
 	}
 }
 
+func TestUpdate_KeptAliveConnectionStopsInjecting(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	cl := h.client(false)
+	get := func() *http.Response {
+		resp, err := cl.Get("https://" + apiHost + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := get(); resp.Header.Get("X-Auth-Is-Real") != "true" {
+		t.Fatal("first request was not injected")
+	}
+	cfg := h.srv.cfg
+	cfg.Router, _ = NewStaticRouter(nil, []string{apiHost}) // now passthrough only
+	if err := h.srv.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if resp := get(); resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Auth-Is-Real") != "" {
+		t.Errorf("same connection after reload: status %d, want 403 and no upstream call", resp.StatusCode)
+	}
+}
+
 type panickyInjector struct{ fakeInjector }
 
 func (panickyInjector) Apply(req *http.Request, host string, c Client) (string, bool, error) {
@@ -252,5 +277,24 @@ func TestUpdate_SwapsUpstreamOverride(t *testing.T) {
 	resp.Body.Close()
 	if string(b) != "from the new upstream" {
 		t.Errorf("after Update: body %q, want the new upstream's", b)
+	}
+}
+
+func TestIntercept_TLSSessionResumption(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	cache := tls.NewLRUClientSessionCache(8)
+	cfg := &tls.Config{ServerName: apiHost, RootCAs: h.pool, ClientSessionCache: cache}
+	for i, want := range []bool{false, true} {
+		c, err := dialTLS(t, h.addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// TLS 1.3 tickets arrive after the handshake; read to receive them.
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		c.Read(make([]byte, 1))
+		if got := c.ConnectionState().DidResume; got != want {
+			t.Errorf("connection %d: DidResume = %v, want %v", i, got, want)
+		}
+		c.Close()
 	}
 }

@@ -23,15 +23,16 @@ import (
 // routing and injection with Update, and release it with Close (Serve calls
 // Close when it returns).
 type Server struct {
-	cfg   Config // fixed settings (timeouts, StateDir, Logger); see Update
-	log   *slog.Logger
-	state atomic.Pointer[state]
-	certs *certManager
-	own   *ownAddrs
-	proxy *httputil.ReverseProxy
-	http  *http.Server
-	hl    *chanListener
-	stats counters
+	cfg    Config // fixed settings (timeouts, StateDir, Logger); see Update
+	log    *slog.Logger
+	state  atomic.Pointer[state]
+	certs  *certManager
+	own    *ownAddrs
+	proxy  *httputil.ReverseProxy
+	tlsCfg *tls.Config
+	http   *http.Server
+	hl     *chanListener
+	stats  counters
 	// logLimit rate-limits per-request and per-connection log lines.
 	logLimit *logLimiter
 	served   atomic.Bool
@@ -93,6 +94,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("starting TLS terminator: %w", err)
 	}
 	s.proxy = s.newReverseProxy()
+	s.tlsCfg = s.newTLSConfig()
 	s.http = s.newHTTPServer()
 	return s, nil
 }
