@@ -31,6 +31,7 @@ type options struct {
 	onReady        func()
 	version        string
 	listenAddr     string
+	doctorExe      string // static clauderond for the doctor's probe image ("" → /proc/self/exe)
 }
 
 // WithDocker uses d instead of a client from the environment.
@@ -68,3 +69,7 @@ func withGatewayWait(f func(bridgeName, gw string) error) Option {
 // withListenAddr binds the listeners somewhere other than the gateway
 // (unit tests without a bridge bind loopback).
 func withListenAddr(a string) Option { return func(o *options) { o.listenAddr = a } }
+
+// withDoctorExe points the doctor's probe image at a built clauderond (tests
+// run inside a test binary, which cannot serve as the probe).
+func withDoctorExe(p string) Option { return func(o *options) { o.doctorExe = p } }

@@ -195,6 +195,17 @@ func (r *rig) buildImage() string {
 	return tag
 }
 
+// daemonBinary builds a static clauderond (the doctor's probe runs it).
+func (r *rig) daemonBinary() string {
+	bin := filepath.Join(r.t.TempDir(), "clauderond")
+	cmd := exec.Command("go", "build", "-o", bin, "../cmd/clauderond")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		r.t.Fatalf("building clauderond: %v\n%s", err, out)
+	}
+	return bin
+}
+
 // runClient runs the client in a container on the network and returns its output.
 func (r *rig) runClient(args ...string) string {
 	t := r.t
@@ -298,7 +309,7 @@ func (r *rig) nftRules() string {
 
 func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.T) {
 	r := newRig(t)
-	stop := r.start()
+	stop := r.start(withDoctorExe(r.daemonBinary()))
 
 	st, err := api.NewClient(r.cfg.SocketPath()).Status(context.Background())
 	if err != nil {
@@ -326,6 +337,13 @@ func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.
 	}
 	checkAudit(t, r.cfg.StateDir)
 	checkMetrics(t, r.cfg.Metrics.Address)
+	rep, err := api.NewClient(r.cfg.SocketPath()).Doctor(context.Background())
+	if err != nil {
+		t.Fatalf("doctor over the socket: %v", err)
+	}
+	if !rep.OK() {
+		t.Errorf("doctor report not OK: %+v", rep.Steps)
+	}
 
 	// Someone removes the (empty) network while the daemon runs: it is
 	// recreated and containers work again.

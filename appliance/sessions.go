@@ -2,16 +2,21 @@ package appliance
 
 import (
 	"context"
+	"path/filepath"
+
+	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/clauderon/clauderond/appliance/doctor"
 
 	"github.com/clauderon/clauderond/appliance/session"
 	"github.com/clauderon/clauderond/injector"
 )
 
-// wireSessions connects appliance/session to the backend. It needs the full
+// wireSessions connects appliance/session and appliance/doctor to the backend. It needs the full
 // Docker client; a run with a fake Docker API (tests) serves without sessions.
 // A session store that cannot open is reported, not fatal: enforcement does
 // not depend on it.
 func (d *daemon) wireSessions(ctx context.Context, b *backend) {
+	d.wireDoctor(b)
 	dc, ok := d.docker.(session.DockerAPI)
 	if !ok {
 		return
@@ -31,4 +36,22 @@ func (d *daemon) wireSessions(ctx context.Context, b *backend) {
 		d.log.Warn("reconciling sessions with docker", "err", err)
 	}
 	b.sessions = m
+}
+
+// wireDoctor makes Backend.Doctor run appliance/doctor's end-to-end checks
+// (status, CA, audit, and a probe container on the bridge).
+func (d *daemon) wireDoctor(b *backend) {
+	dc, ok := d.docker.(doctor.Docker)
+	if !ok {
+		return // fake Docker: the backend's self-check answers
+	}
+	b.doctor = func(ctx context.Context) (api.DoctorReport, error) {
+		cfg := d.config()
+		return doctor.Run(ctx, doctor.Deps{
+			Status: b.Status, Docker: dc, Network: d.network.Name,
+			CAPath: d.ca.CertPath(), CAKeyPath: d.ca.KeyPath(), AuditPath: d.auditPath(),
+			ClaudeJSON: filepath.Join(cfg.StateDir, "claude.json"), SessionUser: cfg.Sessions.User,
+			Version: d.opts.version, SelfExe: d.opts.doctorExe,
+		}), nil
+	}
 }
