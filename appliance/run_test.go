@@ -319,3 +319,32 @@ func TestRun_LooseSecretsDirFailsFirst(t *testing.T) {
 		t.Error("the network was created although the state dir was refused")
 	}
 }
+
+func TestTeardown_RefusesWhileRunning_ThenRemoves(t *testing.T) {
+	r := startFake(t)
+	err := Teardown(context.Background(), r.cfg, discard(), WithDocker(r.docker), WithNetfilter(r.nft))
+	if err == nil || !strings.Contains(err.Error(), "stop it first") {
+		t.Fatalf("Teardown while running = %v, want a refusal", err)
+	}
+	if _, ok := r.nft.Applied(); !ok {
+		t.Fatal("rules removed although teardown refused")
+	}
+	r.cancel()
+	if err := <-r.done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	r.done <- nil // for the cleanup
+	if err := Teardown(context.Background(), r.cfg, discard(), WithDocker(r.docker), WithNetfilter(r.nft)); err != nil {
+		t.Fatalf("Teardown after stop: %v", err)
+	}
+	if _, ok := r.nft.Applied(); ok {
+		t.Error("rules still applied after Teardown")
+	}
+	if len(r.docker.nets) != 0 {
+		t.Errorf("networks after Teardown: %v", r.docker.nets)
+	}
+	// A second teardown finds nothing and is fine.
+	if err := Teardown(context.Background(), r.cfg, discard(), WithDocker(r.docker), WithNetfilter(r.nft)); err != nil {
+		t.Errorf("second Teardown: %v", err)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"time"
 
 	"github.com/clauderon/clauderond/appliance/bridge"
 	"github.com/clauderon/clauderond/appliance/config"
@@ -21,6 +23,9 @@ func Teardown(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts
 		logger = slog.New(slog.DiscardHandler)
 	}
 	log := logger.With("component", "teardown")
+	if daemonRunning(ctx, cfg.SocketPath()) {
+		return fmt.Errorf("clauderond is running (%s answers); stop it first, or it would recreate the network and the rules", cfg.SocketPath())
+	}
 	o := options{table: netfilter.DefaultTable}
 	for _, f := range opts {
 		f(&o)
@@ -53,4 +58,14 @@ func Teardown(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts
 		log.Info("removed nftables tables", "table", o.table)
 	}
 	return nil
+}
+
+// daemonRunning reports whether a daemon answers on the socket.
+func daemonRunning(ctx context.Context, path string) bool {
+	c, err := (&net.Dialer{Timeout: time.Second}).DialContext(ctx, "unix", path)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
