@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -60,7 +61,7 @@ func Load(opts LoadOptions) (*Config, error) {
 	}
 	cfg := &Config{}
 	if err := v.UnmarshalExact(cfg, viper.DecodeHook(decodeHook())); err != nil {
-		return nil, fmt.Errorf("decoding config: %w", err)
+		return nil, decodeError(err)
 	}
 	if cfg.StateDir == "" {
 		dir, err := DefaultStateDir(opts.Env)
@@ -268,6 +269,29 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+var invalidKeysRE = regexp.MustCompile(`'([^']*)' has invalid keys: ([^\n]+)`)
+
+// decodeError rewrites mapstructure's "'rules[0]' has invalid keys: hdr" into
+// "rules[0].hdr: unknown config key", keeping other decode errors as they are.
+func decodeError(err error) error {
+	msg := err.Error()
+	ms := invalidKeysRE.FindAllStringSubmatch(msg, -1)
+	if len(ms) == 0 {
+		return fmt.Errorf("decoding config: %w", err)
+	}
+	var errs []error
+	for _, m := range ms {
+		for _, k := range strings.Split(m[2], ", ") {
+			key := k
+			if m[1] != "" {
+				key = m[1] + "." + k
+			}
+			errs = append(errs, fmt.Errorf("%s: unknown config key", key))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // decodeHook turns environment strings into lists: "a,b" or a YAML/JSON list
