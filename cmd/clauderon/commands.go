@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/clauderon/clauderond/appliance/api"
 	"github.com/spf13/cobra"
@@ -47,6 +48,27 @@ func (a *app) createCmd() *cobra.Command {
 	return cmd
 }
 
+// completeSessions offers session names from the daemon for shell completion.
+func (a *app) completeSessions(cmd *cobra.Command, argv []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(argv) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	if a.socket == "" {
+		a.socket = defaultSocket(a.env)
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
+	defer cancel()
+	ss, err := a.client().ListSessions(ctx)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	names := make([]string, 0, len(ss))
+	for _, s := range ss {
+		names = append(names, s.Name+"\t"+s.State)
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
 // findSession returns the named session or a not-found error listing names.
 func (a *app) findSession(ctx context.Context, name string) (api.Session, error) {
 	ss, err := a.client().ListSessions(ctx)
@@ -68,9 +90,10 @@ func (a *app) findSession(ctx context.Context, name string) (api.Session, error)
 
 func (a *app) attachCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "attach NAME",
-		Short: "Attach your terminal to an interactive session (docker attach)",
-		Args:  args(cobra.ExactArgs(1)),
+		Use:               "attach NAME",
+		ValidArgsFunction: a.completeSessions,
+		Short:             "Attach your terminal to an interactive session (docker attach)",
+		Args:              args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			se, err := a.findSession(cmd.Context(), argv[0])
 			if err != nil {
@@ -109,9 +132,10 @@ func (a *app) listCmd() *cobra.Command {
 func (a *app) logsCmd() *cobra.Command {
 	var follow bool
 	cmd := &cobra.Command{
-		Use:   "logs NAME",
-		Short: "Print a session's output",
-		Args:  args(cobra.ExactArgs(1)),
+		Use:               "logs NAME",
+		ValidArgsFunction: a.completeSessions,
+		Short:             "Print a session's output",
+		Args:              args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			err := a.client().SessionLogs(cmd.Context(), argv[0], follow, a.out)
 			if follow && errors.Is(err, context.Canceled) {
@@ -126,9 +150,10 @@ func (a *app) logsCmd() *cobra.Command {
 
 func (a *app) rmCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "rm NAME",
-		Short: "Remove a session and its container",
-		Args:  args(cobra.ExactArgs(1)),
+		Use:               "rm NAME",
+		ValidArgsFunction: a.completeSessions,
+		Short:             "Remove a session and its container",
+		Args:              args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
 			if err := a.client().RemoveSession(cmd.Context(), argv[0]); err != nil {
 				return err

@@ -362,3 +362,15 @@ func TestDefaultSocket(t *testing.T) {
 		})
 	}
 }
+
+func TestCompletion_SessionNamesFromDaemon(t *testing.T) {
+	h := newHarness(t)
+	h.fb.sessions = []api.Session{{Name: "alpha", State: "running"}, {Name: "beta", State: "exited"}}
+	code, out, _ := h.run("__complete", "attach", "")
+	if code != 0 || !strings.Contains(out, "alpha\trunning") || !strings.Contains(out, "beta\texited") {
+		t.Errorf("completion = %d %q", code, out)
+	}
+	if code, out, _ := h.run("completion", "bash"); code != 0 || !strings.Contains(out, "bash completion") {
+		t.Errorf("completion bash = %d %.60q", code, out)
+	}
+}
