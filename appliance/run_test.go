@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -346,5 +348,25 @@ func TestTeardown_RefusesWhileRunning_ThenRemoves(t *testing.T) {
 	// A second teardown finds nothing and is fine.
 	if err := Teardown(context.Background(), r.cfg, discard(), WithDocker(r.docker), WithNetfilter(r.nft)); err != nil {
 		t.Errorf("second Teardown: %v", err)
+	}
+}
+
+func TestRun_NoGoroutineLeaks(t *testing.T) {
+	before := runtime.NumGoroutine()
+	r := startFake(t)
+	r.status(t)
+	r.cancel()
+	if err := <-r.done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	r.done <- nil // for the cleanup
+	http.DefaultClient.CloseIdleConnections()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before+2 { // the test's own helpers may linger briefly
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("goroutines: %d before Run, %d after it returned:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
