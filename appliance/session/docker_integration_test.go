@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,7 +45,8 @@ touch "$HOME/.probe" && echo "HOME-WRITABLE"
 echo ' ' >> "$HOME/.claude.json" && echo "CLAUDEJSON-WRITABLE"
 grep -q clauderon /etc/ssl/certs/ca-certificates.crt && echo "BUNDLE-HAS-CA"
 i=0; while [ $i -lt 50 ]; do [ -d /workspace/.clauderon/hooks ] && echo "HOOKS-OK" && break; i=$((i+1)); sleep 0.1; done
-ls /uploads >/dev/null && echo "UPLOADS-OK"
+ls /uploads >/dev/null 2>&1 && echo "UPLOADS-OK"
+exit 0
 `
 
 // buildBusyboxImage imports a FROM-scratch image holding the host's static
@@ -181,6 +183,54 @@ func TestDocker_PrintSessionSeesOnlyPlaceholdersAndTrust(t *testing.T) {
 	}
 	if _, err := dc.ContainerInspect(ctx, se.Container); err == nil {
 		t.Errorf("container %s still exists after rm", se.Container)
+	}
+
+	// A container removed behind our back: the session becomes "gone".
+	if _, err := m2.Create(ctx, api.CreateRequest{Name: sessName, Prompt: "again", Print: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.ContainerRemove(ctx, se.Container, container.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m2.Get(ctx, sessName); err != nil || got.State != StateGone {
+		t.Errorf("after docker rm: %+v, %v; want state gone", got, err)
+	}
+	if err := m2.Logs(ctx, sessName, false, io.Discard); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("Logs(gone) = %v, want ErrNotFound", err)
+	}
+	if err := m2.Remove(ctx, sessName); err != nil {
+		t.Errorf("Remove(gone) = %v", err)
+	}
+
+	// clauderon run: the docker CLI accepts RunArgs as they are.
+	ra, err := m2.RunArgs(ctx, api.RunRequest{Profile: "ci"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("no docker CLI for the run check")
+	}
+	runName := "clauderon-run-" + sessName
+	t.Cleanup(func() { _ = dc.ContainerRemove(context.Background(), runName, container.RemoveOptions{Force: true}) })
+	argv := append(append([]string{"run", "--name", runName}, ra.Args...), testImage, "claude", "from-run")
+	outb, err := exec.CommandContext(ctx, "docker", argv...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker %v: %v\n%s", argv, err, outb)
+	}
+	for _, want := range []string{"ARGS: from-run", "CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt", "BUNDLE-HAS-CA", "CLAUDEJSON-WRITABLE"} {
+		if !strings.Contains(string(outb), want) {
+			t.Errorf("clauderon run output lacks %q:\n%s", want, outb)
+		}
+	}
+	if strings.Contains(string(outb), "REAL-SECRET") {
+		t.Errorf("clauderon run container saw the real credential")
+	}
+	rin, err := dc.ContainerInspect(ctx, runName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rin.Config.Labels[LabelProfile] != "ci" || string(rin.HostConfig.NetworkMode) != netName {
+		t.Errorf("run container labels %v network %s", rin.Config.Labels, rin.HostConfig.NetworkMode)
 	}
 }
 
