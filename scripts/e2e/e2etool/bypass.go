@@ -34,9 +34,12 @@ type bypassOpts struct {
 	timeout time.Duration
 }
 
-func (o bypassOpts) dialer() *net.Dialer {
+// dialer returns a dialer for network ("tcp" or "udp") bound to -bind.
+func (o bypassOpts) dialer(network string) *net.Dialer {
 	d := &net.Dialer{Timeout: o.timeout}
-	if o.bind != nil {
+	if o.bind != nil && network == "udp" {
+		d.LocalAddr = &net.UDPAddr{IP: o.bind}
+	} else if o.bind != nil {
 		d.LocalAddr = &net.TCPAddr{IP: o.bind}
 	}
 	return d
@@ -129,7 +132,7 @@ func runBounded(jobs []func() attempt, n int) []attempt {
 
 func (o bypassOpts) tcp(target string) attempt {
 	a := attempt{Name: "tcp " + target, Kind: "tcp", Target: target}
-	c, err := o.dialer().Dial("tcp", target)
+	c, err := o.dialer("tcp").Dial("tcp", target)
 	if err != nil {
 		a.Detail = err.Error()
 		return a
@@ -153,11 +156,7 @@ func (o bypassOpts) udp(target string, port int) attempt {
 		payload = append([]byte{0xc3, 0, 0, 0, 1, 8}, bytes.Repeat([]byte{0x42}, 1200)...)
 	}
 	a := attempt{Name: kind + " " + target, Kind: kind, Target: target}
-	d := o.dialer()
-	if o.bind != nil {
-		d.LocalAddr = &net.UDPAddr{IP: o.bind}
-	}
-	c, err := d.Dial("udp", target)
+	c, err := o.dialer("udp").Dial("udp", target)
 	if err != nil {
 		a.Detail = err.Error()
 		return a
@@ -200,7 +199,7 @@ func (o bypassOpts) tls(target, sni string) attempt {
 		label = "<none>"
 	}
 	a := attempt{Name: "tls " + target + " sni=" + label, Kind: "tls", Target: target}
-	raw, err := o.dialer().Dial("tcp", target)
+	raw, err := o.dialer("tcp").Dial("tcp", target)
 	if err != nil {
 		a.Detail = err.Error()
 		return a
@@ -231,7 +230,7 @@ func (o bypassOpts) tls(target, sni string) attempt {
 // dns sends one A query for a name no policy allows and reports the rcode.
 func (o bypassOpts) dns(target, network string) attempt {
 	a := attempt{Name: "dns/" + network + " " + target, Kind: "dns-" + network, Target: target}
-	rcode, answers, raw, err := exchangeDNS(o.dialer(), network, target, "exfil.evil.example", o.timeout)
+	rcode, answers, raw, err := exchangeDNS(o.dialer(network), network, target, "exfil.evil.example", o.timeout)
 	a.Reached = bytes.HasPrefix(raw, []byte(Banner)) || bytes.Contains(raw, []byte(Banner))
 	a.Connected = len(raw) > 0
 	if err != nil {
