@@ -65,6 +65,9 @@ type Deps struct {
 	ProbeURL string
 	// ProbeTimeout bounds the whole probe (default 45s).
 	ProbeTimeout time.Duration
+	// AuditWait is how long to wait for the probe's audit line once the probe
+	// got an answer (the audit writer flushes asynchronously; default 5s).
+	AuditWait time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -106,6 +109,9 @@ func withDefaults(d Deps) Deps {
 	}
 	if d.ProbeTimeout == 0 {
 		d.ProbeTimeout = 45 * time.Second
+	}
+	if d.AuditWait == 0 {
+		d.AuditWait = 5 * time.Second
 	}
 	if d.Now == nil {
 		d.Now = time.Now

@@ -186,7 +186,7 @@ func setup(t *testing.T) *env {
 	return &env{dir: dir, dock: dock, deps: Deps{
 		Status: func(context.Context) (api.Status, error) { return st, nil },
 		Docker: dock, Network: "clauderon", CAPath: ca, AuditPath: auditPath,
-		ClaudeJSON: cj, SessionUser: "1000:1000", Version: "v1.2.3+dirty", SelfExe: exe, ProbeTimeout: 10 * time.Second,
+		ClaudeJSON: cj, SessionUser: "1000:1000", Version: "v1.2.3+dirty", SelfExe: exe, ProbeTimeout: 10 * time.Second, AuditWait: 300 * time.Millisecond,
 	}}
 }
 

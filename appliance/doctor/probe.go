@@ -278,7 +278,7 @@ type auditLine struct {
 func injectedStep(ctx context.Context, d Deps, r probeResult) api.DoctorStep {
 	s := api.DoctorStep{Name: "credential injected"}
 	host := probeHost(d.ProbeURL)
-	rec, err := waitAuditLine(ctx, d.AuditPath, r, host)
+	rec, err := waitAuditLine(ctx, d.AuditPath, d.AuditWait, r, host)
 	switch {
 	case err != nil:
 		s.Detail = err.Error()
@@ -306,8 +306,8 @@ func probeHost(raw string) string {
 
 // waitAuditLine polls the audit log briefly (the writer flushes
 // asynchronously) for the probe container's request to host.
-func waitAuditLine(ctx context.Context, path string, r probeResult, host string) (auditLine, error) {
-	deadline := time.Now().Add(5 * time.Second)
+func waitAuditLine(ctx context.Context, path string, wait time.Duration, r probeResult, host string) (auditLine, error) {
+	deadline := time.Now().Add(wait)
 	for {
 		rec, ok, err := findAuditLine(path, r, host)
 		if err != nil {
