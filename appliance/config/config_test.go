@@ -13,10 +13,33 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+func TestMain(m *testing.M) {
+	systemFileForTest = "/nonexistent/clauderon-test/config.yaml"
+	os.Exit(m.Run())
+}
+
+func TestLoad_SystemFileWhenPresent(t *testing.T) {
+	clearEnv(t)
+	old := systemFileForTest
+	t.Cleanup(func() { systemFileForTest = old })
+	systemFileForTest = filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(systemFileForTest, []byte("network: {name: fromsystem}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(LoadOptions{Env: []string{"HOME=/h"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Network.Name != "fromsystem" {
+		t.Errorf("network.name = %q, want the system file's value", cfg.Network.Name)
+	}
+}
+
 // load writes yamlText (if any) to a temp file and loads it with env set in
 // the process environment (viper reads CLAUDERON_* from there).
 func load(t *testing.T, yamlText string, env map[string]string) (*Config, error) {
 	t.Helper()
+	clearEnv(t)
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
@@ -28,6 +51,19 @@ func load(t *testing.T, yamlText string, env map[string]string) (*Config, error)
 		}
 	}
 	return Load(LoadOptions{File: file, Env: []string{"HOME=/home/tester"}})
+}
+
+// clearEnv removes every CLAUDERON_<KEY> of the runner's environment for the
+// test (restored afterwards), so only the test's own overrides apply.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	for _, k := range append(Keys(), "config") {
+		name := EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
+		if _, ok := os.LookupEnv(name); ok {
+			t.Setenv(name, "")
+			os.Unsetenv(name)
+		}
+	}
 }
 
 func TestLoad_DefaultsMatchContract(t *testing.T) {
@@ -191,6 +227,7 @@ drain_timeout: 1m30s
 }
 
 func TestLoad_FlagsOverrideEnv(t *testing.T) {
+	clearEnv(t)
 	t.Setenv("CLAUDERON_STATE_DIR", "/from/env")
 	t.Setenv("CLAUDERON_NETWORK_SUBNET", "10.3.0.0/24")
 	fs := pflag.NewFlagSet("clauderond", pflag.ContinueOnError)
@@ -213,6 +250,7 @@ func TestLoad_FlagsOverrideEnv(t *testing.T) {
 }
 
 func TestLoad_MissingExplicitFile(t *testing.T) {
+	clearEnv(t)
 	_, err := Load(LoadOptions{File: "/nonexistent/clauderon.yaml", Env: []string{"HOME=/h"}})
 	if err == nil || !strings.Contains(err.Error(), "reading config file") {
 		t.Fatalf("Load(missing file) error = %v, want a reading config file error", err)
@@ -220,6 +258,7 @@ func TestLoad_MissingExplicitFile(t *testing.T) {
 }
 
 func TestLoad_ConfigFromEnvVariable(t *testing.T) {
+	clearEnv(t)
 	file := filepath.Join(t.TempDir(), "c.yaml")
 	if err := os.WriteFile(file, []byte("egress: {mode: audit}\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -346,6 +385,9 @@ func FuzzConfigDecode(f *testing.F) {
 	f.Add("drain_timeout: [x]\n")
 	f.Add(": : :\n")
 	dir := f.TempDir()
+	for _, k := range Keys() {
+		os.Unsetenv(EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(k, ".", "_")))
+	}
 	f.Fuzz(func(t *testing.T, text string) {
 		file := filepath.Join(dir, "fuzz.yaml")
 		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {

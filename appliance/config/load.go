@@ -20,6 +20,10 @@ import (
 // SystemFile is read when no file is named and it exists.
 const SystemFile = "/etc/clauderon/config.yaml"
 
+// systemFileForTest is SystemFile; tests point it elsewhere so a config
+// installed on the test machine cannot leak in.
+var systemFileForTest = SystemFile
+
 // EnvPrefix prefixes every environment override: key network.subnet is
 // CLAUDERON_NETWORK_SUBNET.
 const EnvPrefix = "CLAUDERON"
@@ -169,10 +173,10 @@ func readFile(v *viper.Viper, file string, env map[string]string) error {
 		explicit = file != ""
 	}
 	if !explicit {
-		if _, err := os.Stat(SystemFile); err != nil {
+		if _, err := os.Stat(systemFileForTest); err != nil {
 			return nil
 		}
-		file = SystemFile
+		file = systemFileForTest
 	}
 	data, err := os.ReadFile(file)
 	if err != nil {
