@@ -39,6 +39,8 @@ import_dir() {
 	tar --numeric-owner -C "$dir" -c . |
 		docker import --change "LABEL clauderon.e2e.hash=$hash" "$@" - "$tag" >/dev/null ||
 		die "docker import of $tag failed"
+	# Drop older builds of the same image (by repository name, never anything else).
+	docker images --format '{{.Repository}}:{{.Tag}}' "${tag%%:*}" | grep -vxF "$tag" | xargs -r docker rmi >/dev/null 2>&1 || true
 }
 
 # build_scratch NAME: prints the tag of NAME:<hash>, building it when missing.
