@@ -85,7 +85,7 @@ func (f *fakeBackend) SessionLogs(ctx context.Context, name string, follow bool,
 	}
 	if name == "breaks" {
 		fmt.Fprintln(w, "partial")
-		return errors.New("docker went away")
+		return errors.New("docker went away\nsecond line")
 	}
 	fmt.Fprintf(w, "first follow=%v\n", follow)
 	if f.logsGate != nil {
@@ -368,7 +368,7 @@ func TestStream_ErrorAfterStartArrivesInTrailer(t *testing.T) {
 	c := serve(t, newFake())
 	var buf bytes.Buffer
 	err := c.SessionLogs(context.Background(), "breaks", false, &buf)
-	if err == nil || !strings.Contains(err.Error(), "docker went away") {
+	if err == nil || !strings.Contains(err.Error(), "docker went away; second line") {
 		t.Fatalf("SessionLogs error = %v, want the trailer's message", err)
 	}
 	if buf.String() != "partial\n" {

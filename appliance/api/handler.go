@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -244,7 +245,8 @@ func (h *handler) stream(w http.ResponseWriter, r *http.Request, contentType str
 	err := fn(r.Context(), fw)
 	if fw.started() {
 		if err != nil && !errors.Is(err, context.Canceled) {
-			w.Header().Set(TrailerError, err.Error())
+			// Header values cannot hold line breaks.
+			w.Header().Set(TrailerError, strings.NewReplacer("\r", " ", "\n", "; ").Replace(err.Error()))
 		}
 		return
 	}
