@@ -38,6 +38,7 @@ const testImage = "clauderon-test-busybox:latest"
 // it can use its home, claude.json and the hooks dir.
 const fakeClaude = `#!/bin/sh
 echo "ARGS: $*"
+case "$*" in *--print*|from-run) ;; *) read line; echo "GOT:$line"; exit 0;; esac
 echo "ID: $(id -u):$(id -g)"
 echo "ENV-BEGIN"; env | sort; echo "ENV-END"
 echo "MOUNTS-BEGIN"; cat /proc/self/mountinfo; echo "MOUNTS-END"
@@ -231,6 +232,76 @@ func TestDocker_PrintSessionSeesOnlyPlaceholdersAndTrust(t *testing.T) {
 	}
 	if rin.Config.Labels[LabelProfile] != "ci" || string(rin.HostConfig.NetworkMode) != netName {
 		t.Errorf("run container labels %v network %s", rin.Config.Labels, rin.HostConfig.NetworkMode)
+	}
+}
+
+// TestDocker_InteractiveSessionTakesInput: an interactive session keeps a TTY
+// with stdin open, which is what `clauderon attach` (docker attach) needs.
+func TestDocker_InteractiveSessionTakesInput(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dc, err := NewDockerClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dc.Close()
+	if _, err := dc.Ping(ctx); err != nil {
+		t.Skipf("docker not reachable: %v", err)
+	}
+	buildBusyboxImage(t, dc)
+	netName := fmt.Sprintf("clauderon-sesstest-i%d", os.Getpid())
+	if _, err := dc.NetworkCreate(ctx, netName, network.CreateOptions{Driver: "bridge", Internal: true}); err != nil {
+		t.Fatalf("creating test network: %v", err)
+	}
+	name := fmt.Sprintf("itest-i%d", os.Getpid())
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer ccancel()
+		_ = dc.ContainerRemove(cctx, ContainerName(name), container.RemoveOptions{Force: true})
+		_ = dc.NetworkRemove(cctx, netName)
+		_, _ = dc.ImageRemove(cctx, testImage, image.RemoveOptions{Force: true})
+	})
+	m, err := New(ctx, Options{Docker: dc, Network: netName, StateDir: stateDir(t), Image: testImage, User: "1000:1000", Workdir: "/workspace"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	se, err := m.Create(ctx, api.CreateRequest{Name: name, Prompt: "interactive"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hj, err := dc.ContainerAttach(ctx, se.Container, container.AttachOptions{Stream: true, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hj.Close()
+	if _, err := hj.Conn.Write([]byte("hello agent\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = hj.Conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var got bytes.Buffer
+	buf := make([]byte, 4096)
+	for !strings.Contains(got.String(), "GOT:hello agent") {
+		n, err := hj.Reader.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("reading the session's terminal: %v; so far %q", err, got.String())
+		}
+	}
+	var logs bytes.Buffer
+	for i := 0; i < 50; i++ { // TTY logs are raw (not multiplexed)
+		logs.Reset()
+		if err := m.Logs(ctx, name, false, &logs); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(logs.String(), "GOT:hello agent") {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "ARGS: --dangerously-skip-permissions interactive") || !strings.Contains(logs.String(), "GOT:hello agent") {
+		t.Errorf("interactive logs = %q", logs.String())
 	}
 }
 
