@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -362,7 +363,7 @@ func TestReadme(t *testing.T) {
 		if strings.Contains(text, "# not-a-config") {
 			continue
 		}
-		t.Run("block"+string(rune('0'+i)), func(t *testing.T) {
+		t.Run(fmt.Sprintf("block%d", i), func(t *testing.T) {
 			var probe map[string]any
 			if err := yaml.Unmarshal([]byte(text), &probe); err != nil {
 				t.Fatalf("README yaml block %d is not YAML: %v\n%s", i, err, text)

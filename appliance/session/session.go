@@ -122,7 +122,11 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{opts: opts, st: st, log: log.With("component", "session")}, nil
+	m := &Manager{opts: opts, st: st, log: log.With("component", "session")}
+	if _, _, ok := numericIDs(opts.User); !ok {
+		m.log.Warn("sessions.user is a name: clauderond cannot hand claude.json, the uploads dir and $HOME to it; use uid:gid (e.g. 1000:1000) so claude can write them", "user", opts.User)
+	}
+	return m, nil
 }
 
 func withDefaults(o Options) Options {
