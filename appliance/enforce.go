@@ -172,3 +172,10 @@ func specEqual(a, b netfilter.Spec) bool {
 			return x.Prefix == y.Prefix && x.Proto == y.Proto && slices.Equal(x.Ports, y.Ports)
 		})
 }
+
+// logGroup is the NFLOG group of the audit-mode log rules.
+func (e *enforcer) logGroup() uint16 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.spec.LogGroup
+}

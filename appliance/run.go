@@ -362,6 +362,25 @@ func (d *daemon) stepWatchers(ctx context.Context, g *errgroup.Group) error {
 		return nil // no kernel bridge in this run
 	}
 	g.Go(func() error { return d.watchBridgeLink(ctx) })
+	g.Go(func() error { return d.auditWouldDeny(ctx) })
+	return nil
+}
+
+// auditWouldDeny records the forwarded traffic that audit mode lets through
+// (see watchWouldDeny). In enforce mode no such packets are logged. A failure
+// here costs audit lines, not enforcement, so it is logged and not fatal.
+func (d *daemon) auditWouldDeny(ctx context.Context) error {
+	err := watchWouldDeny(ctx, d.enforcer.logGroup(), func(r record) {
+		if a, err := netip.ParseAddr(r.SrcIP); err == nil {
+			if c, ok := d.table.Lookup(a); ok {
+				r.Container, r.ContainerID, r.Profile = c.Name, c.ID, c.Profile
+			}
+		}
+		d.events.emit(r)
+	})
+	if err != nil {
+		d.log.Warn("audit mode: would-deny packets will be counted but not audited", "err", err)
+	}
 	return nil
 }
 
