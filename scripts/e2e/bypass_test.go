@@ -20,7 +20,7 @@ const controlNetwork = prefix + "-ctl" // an ordinary Docker network clauderon d
 
 // bypassRun runs `e2etool bypass args...` in a scratch container on network
 // and returns its attempts and what the outside recorder saw meanwhile.
-func (s *suite) bypassRun(t *testing.T, role, network string, dockerFlags []string, script string) ([]attempt, []hit) {
+func (s *suite) bypassRun(t testing.TB, role, network string, dockerFlags []string, script string) ([]attempt, []hit) {
 	t.Helper()
 	t0 := time.Now()
 	name := containerName(t, role)
@@ -45,7 +45,7 @@ func bypassCmd(args ...string) string {
 
 // assertNothingOut is the security property: no attempt saw the outside
 // answer, and the outside saw nothing.
-func assertNothingOut(t *testing.T, as []attempt, hits []hit) {
+func assertNothingOut(t testing.TB, as []attempt, hits []hit) {
 	t.Helper()
 	for _, a := range as {
 		if a.Reached {
@@ -58,7 +58,7 @@ func assertNothingOut(t *testing.T, as []attempt, hits []hit) {
 }
 
 // ensureControlNetwork creates an ordinary Docker network for the control test.
-func ensureControlNetwork(t *testing.T) {
+func ensureControlNetwork(t testing.TB) {
 	t.Helper()
 	if out, err := docker(t, time.Minute, "network", "inspect", controlNetwork); err == nil {
 		return
@@ -185,7 +185,7 @@ type hostListener struct {
 	wg   sync.WaitGroup
 }
 
-func newHostListener(t *testing.T) *hostListener {
+func newHostListener(t testing.TB) *hostListener {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "0.0.0.0:0")
 	if err != nil {

@@ -20,7 +20,7 @@ func fromContainer(name string) func(auditRecord) bool {
 
 // injected waits for the audit line of an intercepted request from
 // container to host+path and checks it says the credential was injected.
-func (s *suite) injected(t *testing.T, container, host, pathPrefix string, wantStatus int) auditRecord {
+func (s *suite) injected(t testing.TB, container, host, pathPrefix string, wantStatus int) auditRecord {
 	t.Helper()
 	r := s.waitAudit(t, fmt.Sprintf("%s %s%s", container, host, pathPrefix), func(r auditRecord) bool {
 		return fromContainer(container)(r) && r.Host == host && strings.HasPrefix(r.Path, pathPrefix) && r.Decision == "intercept"
@@ -33,7 +33,7 @@ func (s *suite) injected(t *testing.T, container, host, pathPrefix string, wantS
 }
 
 // mustSucceed fails the test with the container output when it failed.
-func mustSucceed(t *testing.T, r result, want string) {
+func mustSucceed(t testing.TB, r result, want string) {
 	t.Helper()
 	if r.Err != nil {
 		t.Fatalf("container %s failed: %v\n%s", r.Name, r.Err, r.Output)

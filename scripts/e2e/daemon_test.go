@@ -200,7 +200,7 @@ type auditRecord struct {
 func (s *suite) auditPath() string { return filepath.Join(s.state, "audit.jsonl") }
 
 // audit returns every audit record written so far.
-func (s *suite) audit(t *testing.T) []auditRecord {
+func (s *suite) audit(t testing.TB) []auditRecord {
 	t.Helper()
 	data, err := os.ReadFile(s.auditPath())
 	if err != nil && !os.IsNotExist(err) {
@@ -221,7 +221,7 @@ func (s *suite) audit(t *testing.T) []auditRecord {
 }
 
 // waitAudit waits up to 10 s for a record matching match and returns it.
-func (s *suite) waitAudit(t *testing.T, what string, match func(auditRecord) bool) auditRecord {
+func (s *suite) waitAudit(t testing.TB, what string, match func(auditRecord) bool) auditRecord {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

@@ -16,7 +16,7 @@ import (
 )
 
 // containerName returns a unique container name for t, removed at cleanup.
-func containerName(t *testing.T, role string) string {
+func containerName(t testing.TB, role string) string {
 	t.Helper()
 	name := fmt.Sprintf("%s-%s-%s", prefix, role, randomHex(3))
 	t.Cleanup(func() {
@@ -35,7 +35,7 @@ type result struct {
 }
 
 // docker runs `docker args...` with a timeout and returns its combined output.
-func docker(t *testing.T, timeout time.Duration, args ...string) (string, error) {
+func docker(t testing.TB, timeout time.Duration, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -49,7 +49,7 @@ func docker(t *testing.T, timeout time.Duration, args ...string) (string, error)
 // dockerRun is a plain `docker run --network clauderon-e2e` — no help from
 // clauderon — with the caller's flags and command. The container is kept
 // (for inspect/export) until the test ends.
-func (s *suite) dockerRun(t *testing.T, role string, flags []string, image string, cmd ...string) result {
+func (s *suite) dockerRun(t testing.TB, role string, flags []string, image string, cmd ...string) result {
 	t.Helper()
 	name := containerName(t, role)
 	args := append([]string{"run", "--name", name, "--network", networkName}, flags...)
@@ -60,7 +60,7 @@ func (s *suite) dockerRun(t *testing.T, role string, flags []string, image strin
 
 // clauderonRun runs a container through `clauderon run`, which adds the
 // network, CA, placeholders and claude.json before the caller's flags.
-func (s *suite) clauderonRun(t *testing.T, role string, flags []string, image string, cmd ...string) result {
+func (s *suite) clauderonRun(t testing.TB, role string, flags []string, image string, cmd ...string) result {
 	t.Helper()
 	name := containerName(t, role)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -73,7 +73,7 @@ func (s *suite) clauderonRun(t *testing.T, role string, flags []string, image st
 
 // manualCA returns the docker flags that give a plain container the
 // daemon's CA: the file mounted plus the usual variables.
-func (s *suite) manualCA(t *testing.T) []string {
+func (s *suite) manualCA(t testing.TB) []string {
 	t.Helper()
 	ca := filepath.Join(s.state, "proxy-ca.pem")
 	if _, err := os.Stat(ca); err != nil {
@@ -86,7 +86,7 @@ func (s *suite) manualCA(t *testing.T) []string {
 }
 
 // containerIP returns the container's address on network.
-func containerIP(t *testing.T, name, network string) string {
+func containerIP(t testing.TB, name, network string) string {
 	t.Helper()
 	out, err := docker(t, 30*time.Second, "inspect", "--format",
 		fmt.Sprintf("{{(index .NetworkSettings.Networks %q).IPAddress}}", network), name)
@@ -98,7 +98,7 @@ func containerIP(t *testing.T, name, network string) string {
 
 // startRecorderContainer runs `e2etool recorder` detached on network and
 // waits for READY.
-func (s *suite) startRecorderContainer(t *testing.T, role, network string, tcp, udp string) string {
+func (s *suite) startRecorderContainer(t testing.TB, role, network string, tcp, udp string) string {
 	t.Helper()
 	name := containerName(t, role)
 	if out, err := docker(t, time.Minute, "run", "-d", "--name", name, "--network", network, s.scratchImage,
@@ -126,7 +126,7 @@ type attempt struct {
 	Detail    string `json:"detail"`
 }
 
-func parseAttempts(t *testing.T, out string) []attempt {
+func parseAttempts(t testing.TB, out string) []attempt {
 	t.Helper()
 	var as []attempt
 	sc := bufio.NewScanner(strings.NewReader(out))

@@ -18,7 +18,7 @@ import (
 var nftVolatile = regexp.MustCompile(`packets \d+ bytes \d+|# handle \d+`)
 
 // nftTableText is `nft list table inet clauderon` without counters and handles.
-func nftTableText(t *testing.T) string {
+func nftTableText(t testing.TB) string {
 	t.Helper()
 	out, err := exec.Command("nft", "list", "table", "inet", nftTable).CombinedOutput()
 	if err != nil {
@@ -37,7 +37,7 @@ func restartBudget() time.Duration {
 
 // interceptWorks makes one intercepted request and fails the test if it
 // does not get the fake's answer.
-func (s *suite) interceptWorks(t *testing.T, role string) {
+func (s *suite) interceptWorks(t testing.TB, role string) {
 	t.Helper()
 	r := s.dockerRun(t, role, s.manualCA(t), s.scratchImage, "e2etool", "httpsget", "-X", "POST",
 		"-H", "Authorization: Bearer "+placeholder, "-d", messagesBody, "https://api.anthropic.com/v1/messages")

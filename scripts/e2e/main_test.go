@@ -98,7 +98,7 @@ var (
 
 // env returns the shared suite (daemon, fakes, outside host), setting it up
 // on first use. A setup failure fails every test that needs it, loudly.
-func env(t *testing.T) *suite {
+func env(t testing.TB) *suite {
 	t.Helper()
 	currentOnce.Do(func() {
 		current, currentErr = newSuite()

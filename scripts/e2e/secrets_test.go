@@ -27,7 +27,7 @@ func (s *suite) findSecret(data []byte) string {
 
 // assertNoSecretsIn checks a container's output, its env/config (docker
 // inspect) and the files it changed (docker diff) for any real token.
-func (s *suite) assertNoSecretsIn(t *testing.T, r result) {
+func (s *suite) assertNoSecretsIn(t testing.TB, r result) {
 	t.Helper()
 	if n := s.findSecret([]byte(r.Output)); n != "" {
 		t.Errorf("SECRET LEAK: the real %s token is in container %s's output", n, r.Name)
@@ -54,7 +54,7 @@ func (s *suite) assertNoSecretsIn(t *testing.T, r result) {
 
 // scanTar reads the tar stream cmd prints and reports any file holding a
 // real token.
-func (s *suite) scanTar(t *testing.T, container string, cmd *exec.Cmd) int {
+func (s *suite) scanTar(t testing.TB, container string, cmd *exec.Cmd) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

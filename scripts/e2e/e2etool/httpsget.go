@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -63,10 +64,22 @@ func httpsGet(args []string) int {
 }
 
 func doRequest(url, method, data, connect string, headers []string, timeout time.Duration, h2 bool) httpResult {
+	c := newClient(connect, true, timeout)
+	if h2 {
+		c.Transport.(*http.Transport).TLSNextProto = nil
+		c.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+	}
+	return roundTrip(c, url, method, data, headers)
+}
+
+// newClient returns an HTTP/1.1 client trusting the system roots
+// (SSL_CERT_FILE), optionally dialling connect instead of the URL's host.
+func newClient(connect string, keepAlive bool, timeout time.Duration) *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second}
 	tr := &http.Transport{
 		TLSClientConfig:   &tls.Config{MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2: h2,
+		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
+		DisableKeepAlives: !keepAlive,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if connect != "" {
 				addr = connect
@@ -74,10 +87,10 @@ func doRequest(url, method, data, connect string, headers []string, timeout time
 			return dialer.DialContext(ctx, network, addr)
 		},
 	}
-	if !h2 {
-		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	}
-	client := &http.Client{Transport: tr, Timeout: timeout}
+	return &http.Client{Transport: tr, Timeout: timeout}
+}
+
+func roundTrip(client *http.Client, url, method, data string, headers []string) httpResult {
 	var body io.Reader
 	if data != "" {
 		body = strings.NewReader(data)
@@ -110,4 +123,49 @@ func doRequest(url, method, data, connect string, headers []string, timeout time
 		res.Error = "reading body: " + err.Error()
 	}
 	return res
+}
+
+// latency makes n sequential requests and prints a JSON summary of the
+// per-request latency (keep-alive unless -new-conn).
+func latency(args []string) int {
+	fs := flag.NewFlagSet("latency", flag.ExitOnError)
+	n := fs.Int("n", 100, "requests")
+	newConn := fs.Bool("new-conn", false, "a new TCP+TLS connection per request")
+	method := fs.String("X", "POST", "HTTP method")
+	data := fs.String("d", `{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`, "request body")
+	connect := fs.String("connect", "", "dial this ip:port instead of resolving the URL's host")
+	var headers headerFlags
+	fs.Var(&headers, "H", "header 'Name: value' (repeatable)")
+	_ = fs.Parse(args)
+	if fs.NArg() != 1 {
+		fmt.Fprintln(os.Stderr, "latency: need exactly one URL")
+		return 2
+	}
+	c := newClient(*connect, !*newConn, 15*time.Second)
+	var ds []time.Duration
+	errs, firstErr := 0, ""
+	for range *n {
+		start := time.Now()
+		res := roundTrip(c, fs.Arg(0), *method, *data, headers)
+		if res.Error != "" || res.Status != http.StatusOK {
+			if errs++; firstErr == "" {
+				firstErr = fmt.Sprintf("status %d: %s", res.Status, res.Error)
+			}
+			continue
+		}
+		ds = append(ds, time.Since(start))
+	}
+	slices.Sort(ds)
+	pct := func(p float64) float64 {
+		if len(ds) == 0 {
+			return 0
+		}
+		return float64(ds[min(len(ds)-1, int(p*float64(len(ds))))].Microseconds()) / 1000
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(map[string]any{"n": len(ds), "errors": errs, "first_error": firstErr,
+		"p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99), "max_ms": pct(1)})
+	if errs > 0 {
+		return 1
+	}
+	return 0
 }

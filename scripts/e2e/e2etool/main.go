@@ -6,6 +6,7 @@
 //	e2etool bypass   [flags]            tries every escape route, prints one JSON line per attempt
 //	e2etool recorder [flags]            listens on TCP/UDP ports (and ICMP), prints one JSON line per hit
 //	e2etool dnsq     [flags] NAME       one DNS query over UDP or TCP, prints the rcode and answers
+//	e2etool latency  [flags] URL        N sequential requests, prints p50/p90/p99 latency as JSON
 //
 // It imports only the standard library, so it builds with CGO_ENABLED=0 and
 // runs in an image that holds nothing else.
@@ -25,6 +26,7 @@ func main() {
 		"bypass":   bypass,
 		"recorder": recorder,
 		"dnsq":     dnsQuery,
+		"latency":  latency,
 	}
 	cmd, ok := cmds[os.Args[1]]
 	if !ok {
@@ -34,6 +36,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: e2etool httpsget|bypass|recorder|dnsq [flags] ...")
+	fmt.Fprintln(os.Stderr, "usage: e2etool httpsget|bypass|recorder|dnsq|latency [flags] ...")
 	os.Exit(2)
 }
