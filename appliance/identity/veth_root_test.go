@@ -1,0 +1,64 @@
+package identity
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net/netip"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CLAUDERON_REQUIRE_ROOT_TESTS") == "1" {
+		t.Fatal("test needs root and CLAUDERON_REQUIRE_ROOT_TESTS=1")
+	}
+	t.Skip("needs root (set CLAUDERON_REQUIRE_ROOT_TESTS=1 to make this a failure)")
+}
+
+// TestReal_HostVethFollowsThePeer builds what Docker builds — a veth pair
+// with one end, carrying the container address, inside a process's network
+// namespace — and checks HostVeth finds the host end from the pid.
+func TestReal_HostVethFollowsThePeer(t *testing.T) {
+	requireRoot(t)
+	b := make([]byte, 3)
+	rand.Read(b)
+	sfx := hex.EncodeToString(b)
+	ns, host, peer := "clrtid"+sfx, "clrth"+sfx, "clrtp"+sfx
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	run("ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run("ip", "link", "add", host, "type", "veth", "peer", "name", peer)
+	t.Cleanup(func() { exec.Command("ip", "link", "del", host).Run() })
+	run("ip", "link", "set", peer, "netns", ns)
+	run("ip", "-n", ns, "link", "set", peer, "name", "eth0")
+	run("ip", "-n", ns, "addr", "add", "10.213.250.2/24", "dev", "eth0")
+
+	sleeper := exec.Command("ip", "netns", "exec", ns, "sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	time.Sleep(100 * time.Millisecond) // let ip netns exec switch namespaces and exec sleep
+
+	got, err := HostVeth(sleeper.Process.Pid, netip.MustParseAddr("10.213.250.2"))
+	if err != nil {
+		t.Fatalf("HostVeth: %v", err)
+	}
+	if got != host {
+		t.Errorf("HostVeth = %q, want %q", got, host)
+	}
+	if _, err := HostVeth(sleeper.Process.Pid, netip.MustParseAddr("10.213.250.99")); err == nil {
+		t.Error("HostVeth found an interface for an address nobody holds")
+	}
+}
