@@ -32,13 +32,15 @@ type injectorAdapter struct {
 var _ tlsmitm.Injector = (*injectorAdapter)(nil)
 
 func (a *injectorAdapter) Apply(req *http.Request, host string, c tlsmitm.Client) (string, bool, error) {
-	if a.requireLabel && (!c.Known || c.Profile == "") {
-		who := "an unknown container"
-		if c.Known {
-			who = fmt.Sprintf("container %q", c.Name)
-		}
-		return "", false, fmt.Errorf("%w: %s has no clauderon.profile label and profiles.require_label is on; "+
-			"start it with --label clauderon.profile=<profile>", tlsmitm.ErrForbidden, who)
+	if !c.Known {
+		// Not a running container on our network: a host process dialling the
+		// gateway listener directly, or a container Docker has not told us
+		// about. Neither gets a credential.
+		return "", false, fmt.Errorf("%w: the connection does not come from a running container on the clauderon network", tlsmitm.ErrForbidden)
+	}
+	if a.requireLabel && c.Profile == "" {
+		return "", false, fmt.Errorf("%w: container %q has no clauderon.profile label and profiles.require_label is on; "+
+			"start it with --label clauderon.profile=<profile>", tlsmitm.ErrForbidden, c.Name)
 	}
 	applied, err := a.inj.Apply(req, host, c.Profile)
 	return applied.Rule, applied.Injected, mapInjectorError(err)

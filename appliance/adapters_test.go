@@ -61,8 +61,8 @@ func TestInjectorAdapter_ErrorMapping(t *testing.T) {
 		{name: "require_label_refuses_unlabelled", env: []string{"CLAUDE_CODE_OAUTH_TOKEN=" + unitToken},
 			requireLabel: true, client: tlsmitm.Client{Name: "ci-job", Known: true},
 			wantErr: tlsmitm.ErrForbidden, wantMsg: "clauderon.profile"},
-		{name: "require_label_refuses_unknown", env: []string{"CLAUDE_CODE_OAUTH_TOKEN=" + unitToken},
-			requireLabel: true, client: tlsmitm.Client{}, wantErr: tlsmitm.ErrForbidden, wantMsg: "unknown container"},
+		{name: "unknown_source_gets_nothing", env: []string{"CLAUDE_CODE_OAUTH_TOKEN=" + unitToken},
+			client: tlsmitm.Client{}, wantErr: tlsmitm.ErrForbidden, wantMsg: "not come from a running container"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -195,6 +195,34 @@ func (r *rig) buildImage() string {
 	return tag
 }
 
+// hostProcessGetsNoCredential dials the terminator on the gateway from the
+// host (not from a container): the request must be refused, not injected.
+func (r *rig) hostProcessGetsNoCredential(gw string) {
+	t := r.t
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(filepath.Join(r.cfg.StateDir, "proxy-ca.pem"))
+	if err != nil || !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("reading the local CA: %v", err)
+	}
+	addr := net.JoinHostPort(gw, fmt.Sprint(r.cfg.Listen.TLSPort))
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "api.anthropic.com"},
+	}}
+	before := r.injected.Load()
+	resp, err := c.Get("https://api.anthropic.com/v1/messages")
+	if err != nil {
+		t.Fatalf("host request to %s: %v", addr, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || r.injected.Load() != before {
+		t.Errorf("a host process got status %d (injections %d→%d), want 403 and no injection",
+			resp.StatusCode, before, r.injected.Load())
+	}
+}
+
 // daemonBinary builds a static clauderond (the doctor's probe runs it).
 func (r *rig) daemonBinary() string {
 	bin := filepath.Join(r.t.TempDir(), "clauderond")
@@ -337,6 +365,7 @@ func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.
 	}
 	checkAudit(t, r.cfg.StateDir)
 	checkMetrics(t, r.cfg.Metrics.Address)
+	r.hostProcessGetsNoCredential(st.Network.Gateway)
 	rep, err := api.NewClient(r.cfg.SocketPath()).Doctor(context.Background())
 	if err != nil {
 		t.Fatalf("doctor over the socket: %v", err)
