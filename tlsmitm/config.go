@@ -28,8 +28,9 @@ type Identity interface {
 // Injector rewrites intercepted requests. Apply is called once per request,
 // on the outgoing request already addressed to host (the SNI name, which has
 // been checked against the Host header). It returns the rule name and whether
-// a credential was injected. An error that wraps ErrForbidden becomes a 403;
-// any other error a 500; neither reaches the upstream. RedactResponse removes
+// a credential was injected. An error that wraps ErrForbidden becomes a 403,
+// one that wraps ErrSNIMismatch a 421, any other error a 500; none reaches
+// the upstream. RedactResponse removes
 // any credential the upstream echoes in response headers. Implementations
 // must never put a credential in the returned error.
 type Injector interface {
@@ -116,9 +117,10 @@ type Config struct {
 	DrainTimeout           time.Duration // graceful stop; default 10s
 	LeafLifetime           time.Duration // default localca.DefaultLeafLifetime
 
-	// DialContext dials upstream TCP; nil: a net.Dialer. The address policy
-	// is applied by the server's Control hook on top of it (tests inject a
-	// failing dialer to prove issuance never dials).
+	// DialContext dials upstream TCP; nil: a net.Dialer. It must hand
+	// control to net.Dialer.ControlContext (the address policy); the peer
+	// address is checked again after the dial in any case. Tests inject a
+	// failing dialer to prove issuance never dials.
 	DialContext func(ctx context.Context, network, addr string, control ControlFunc) (net.Conn, error)
 	// InterfaceAddrs lists the host's own addresses; nil: net.InterfaceAddrs.
 	InterfaceAddrs func() ([]net.Addr, error)

@@ -7,13 +7,17 @@
 //     (tlsmitm/localca, managed by certmagic with no network access), serves
 //     HTTP/1.1 and h2, asks an Injector to rewrite each request, and forwards
 //     it with httputil.ReverseProxy over verified TLS to the real address of
-//     the SNI host, streaming responses back unbuffered;
+//     the SNI host (pooled; HTTP/1.1 clients go upstream over HTTP/1.1, h2
+//     clients over h2), streaming responses back unbuffered;
 //   - passes through: splices the bytes, untouched, to the SNI host's real
 //     address on port 443;
 //   - denies: sends a TLS alert and closes.
 //
 // Every decision is reported to an Auditor as one Event per request
-// (intercept) or per connection (passthrough, deny).
+// (intercept) or per connection (passthrough, deny). Errors are sentinel
+// values (errors.go) mapped in one place to an HTTP status (421 SNI/Host
+// mismatch, 403 forbidden, 502 upstream failure with a JSON body and
+// X-Clauderon-Error), a TLS alert, or an audit decision.
 //
 // What it refuses to do: it never decides which credential to inject or
 // whether a client may use one (it asks an Injector); it never decides which

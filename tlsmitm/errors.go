@@ -19,7 +19,9 @@ var (
 	ErrNoSNI = errors.New("client hello has no server name")
 	// ErrIPLiteralSNI: the server name is an IP address.
 	ErrIPLiteralSNI = errors.New("server name is an IP address")
-	// ErrNoRoute: the router denies the server name (no rule, no allow entry).
+	// ErrNoRoute: the router denies the server name (no rule, no allow entry):
+	// a TLS alert for a new connection, a 403 for a request on a kept-alive
+	// connection whose name a reload stopped intercepting.
 	ErrNoRoute = errors.New("no route for server name")
 	// ErrNotClientHello: the first bytes are not a TLS ClientHello.
 	ErrNotClientHello = errors.New("not a TLS client hello")
