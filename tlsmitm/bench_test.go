@@ -11,6 +11,12 @@ package tlsmitm
 //     direct leg, i.e. the proxy's own cost including its extra TLS
 //     termination and origination, but not the client's or upstream's.
 //
+// The harness runs Serve under the pprof label side=proxy (inherited by every
+// goroutine the server starts), so a CPU profile isolates the proxy:
+//
+//	go test -run '^$' -bench 'KeepAlive$/http1.1' -benchtime 10000x -cpuprofile cpu.out ./tlsmitm/
+//	go tool pprof -top -tagfocus=side=proxy cpu.out
+//
 // Run (2 cores shared with other work: use several counts):
 //
 //	go test -run '^$' -bench 'KeepAlive|NewConn|SSE' -benchtime 2000x -count 3 ./tlsmitm/

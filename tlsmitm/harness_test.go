@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -243,7 +244,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{srv: srv, addr: ln.Addr().String(), pool: srv.CA().Pool(), up: up, rec: rec,
 		stateDir: o.stateDir, cancel: cancel, done: make(chan error, 1)}
-	go func() { h.done <- srv.Serve(ctx, ln) }()
+	go pprof.Do(ctx, pprof.Labels("side", "proxy"), func(ctx context.Context) { h.done <- srv.Serve(ctx, ln) })
 	if !o.noCleanup {
 		t.Cleanup(func() { h.stop(t) })
 	}
