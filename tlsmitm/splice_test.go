@@ -2,8 +2,10 @@ package tlsmitm
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,4 +56,68 @@ func TestPassthrough_HalfCloseAndExactBytes(t *testing.T) {
 	if ev.Decision != Passthrough || ev.BytesIn != int64(len(sent)) || ev.BytesOut != int64(len("reply after half-close")) || ev.Err != "" {
 		t.Errorf("audit = %+v", ev)
 	}
+}
+
+func TestPassthrough_IdleConnectionIsClosed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(io.Discard, c) // reads, never answers
+	}()
+	h := newHarness(t, harnessOpts{mutate: func(c *Config) {
+		c.Upstreams = []Upstream{{Host: "pass.test", Address: ln.Addr().String()}}
+		c.PassthroughIdleTimeout = 200 * time.Millisecond
+	}})
+	c, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(tlstest.MustClientHello(tlstest.HelloOptions{ServerName: "pass.test"}))
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read data from a silent upstream")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("idle splice closed after %v, want ~200ms", d)
+	}
+	if ev := h.rec.next(t); ev.Decision != Passthrough || !strings.Contains(ev.Err, "idle") {
+		t.Errorf("audit = %+v, want an idle error", ev)
+	}
+}
+
+func TestServe_ListenerFailureIsAnError(t *testing.T) {
+	h := newHarness(t, harnessOpts{noCleanup: true})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(h.srv.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background(), ln) }()
+	ln.Close()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "accepting TLS connections") {
+			t.Errorf("Serve = %v, want the accept error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its listener closed")
+	}
+	if err := srv.Serve(context.Background(), ln); err == nil {
+		t.Error("second Serve succeeded, want an error")
+	}
+	h.stop(t)
 }
