@@ -57,7 +57,6 @@ type daemon struct {
 	ensure    chan struct{} // network destroyed behind our back: recreate it
 	ready     atomic.Bool
 	reloadMu  sync.Mutex
-	started   time.Time
 }
 
 type listenerStatus struct {
@@ -113,7 +112,7 @@ func newDaemon(cfg *config.Config, logger *slog.Logger, opts []Option) (*daemon,
 	for _, f := range opts {
 		f(&o)
 	}
-	return &daemon{ensure: make(chan struct{}, 1), opts: o, cfg: cfg, log: logger.With("component", "appliance"), base: logger, started: time.Now()}, nil
+	return &daemon{ensure: make(chan struct{}, 1), opts: o, cfg: cfg, log: logger.With("component", "appliance"), base: logger}, nil
 }
 
 // start runs the start-up steps in order; long-lived parts join g with a
