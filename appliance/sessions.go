@@ -25,6 +25,7 @@ func (d *daemon) wireSessions(ctx context.Context, b *backend) {
 	m, err := session.New(ctx, session.Options{
 		Docker: dc, Network: d.network.Name, StateDir: cfg.StateDir, CAPath: d.ca.CertPath(),
 		Image: cfg.Sessions.Image, User: cfg.Sessions.User, Workdir: cfg.Sessions.Workdir,
+		DNS:          d.network.Gateway.String(),
 		Placeholders: injector.Placeholders(), Logger: d.base,
 	})
 	if err != nil {

@@ -66,6 +66,11 @@ type Options struct {
 	Image    string // default image (sessions.image)
 	User     string // sessions.user, uid[:gid] or name; never root
 	Workdir  string // sessions.workdir
+	// DNS is the resolver containers are given (--dns): the bridge gateway,
+	// where dnsredir answers. Docker's embedded resolver then forwards to it
+	// from the container's namespace, so the DNS policy applies even when
+	// the host's own resolver is a loopback address. "" → Docker's default.
+	DNS string
 	// Home is the session user's $HOME when the image does not set HOME;
 	// "" → /home/clauderon. claude.json is mounted at $HOME/.claude.json.
 	Home string

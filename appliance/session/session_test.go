@@ -459,3 +459,24 @@ func TestRunArgs_NeedsCA(t *testing.T) {
 		t.Errorf("RunArgs without CA = %v, want an error naming the CA file", err)
 	}
 }
+
+// TestDNS_ContainersResolveThroughTheGateway: with Options.DNS set, both
+// `clauderon run` and sessions point Docker's embedded resolver at the
+// gateway, so the DNS policy holds even when the host resolver is loopback.
+func TestDNS_ContainersResolveThroughTheGateway(t *testing.T) {
+	d := newFakeDocker()
+	dir := stateDir(t)
+	m := newManager(t, d, dir)
+	m.opts.DNS = "10.213.0.1"
+	ra, err := m.RunArgs(context.Background(), api.RunRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(ra.Args, " "), "--dns 10.213.0.1") {
+		t.Errorf("RunArgs = %v, want --dns 10.213.0.1", ra.Args)
+	}
+	_, hc := m.containerSpec(api.CreateRequest{Name: "dns", Prompt: "p", Image: "img", Agent: "claude"}, "/home/clauderon")
+	if len(hc.DNS) != 1 || hc.DNS[0] != "10.213.0.1" {
+		t.Errorf("session HostConfig.DNS = %v, want [10.213.0.1]", hc.DNS)
+	}
+}

@@ -190,6 +190,9 @@ func (m *Manager) containerSpec(req api.CreateRequest, home string) (*container.
 		NetworkMode: container.NetworkMode(m.opts.Network),
 		Mounts:      dockerMounts(m.sessionMounts(req, home)),
 	}
+	if m.opts.DNS != "" {
+		hc.DNS = []string{m.opts.DNS}
+	}
 	return cfg, hc
 }
 
@@ -212,6 +215,9 @@ func (m *Manager) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs,
 		return api.RunArgs{}, err
 	}
 	args := []string{"--network", m.opts.Network, "--label", LabelProfile + "=" + profile}
+	if m.opts.DNS != "" {
+		args = append(args, "--dns", m.opts.DNS)
+	}
 	for _, e := range m.baseEnv(m.opts.Home) {
 		args = append(args, "-e", e)
 	}
