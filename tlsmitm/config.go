@@ -115,7 +115,10 @@ type Config struct {
 	ResponseHeaderTimeout  time.Duration
 	PassthroughIdleTimeout time.Duration // no bytes either way; default 10m
 	DrainTimeout           time.Duration // graceful stop; default 10s
-	LeafLifetime           time.Duration // default localca.DefaultLeafLifetime
+	// MaxConns caps open client connections (peeking, spliced or held by
+	// the HTTP server); beyond it new connections are closed. Default 4096.
+	MaxConns     int
+	LeafLifetime time.Duration // default localca.DefaultLeafLifetime
 
 	// DialContext dials upstream TCP; nil: a net.Dialer. It must hand
 	// control to net.Dialer.ControlContext (the address policy); the peer
@@ -167,6 +170,9 @@ func (c *Config) setDefaults() {
 	def(&c.DrainTimeout, 10*time.Second)
 	if c.MaxHelloBytes <= 0 {
 		c.MaxHelloBytes = DefaultMaxHelloBytes
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 4096
 	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 64 << 10

@@ -214,10 +214,27 @@ func (s *Server) acceptLoop(ln net.Listener, errc chan<- error) {
 			return
 		}
 		backoff = 0
+		if s.overLimit() {
+			c.Close()
+			continue
+		}
 		s.track(c, true, true)
 		s.conns.Add(1)
 		go s.handleConn(c)
 	}
+}
+
+// overLimit reports whether MaxConns connections are already open; the new
+// one is then closed unread (and counted) rather than queued.
+func (s *Server) overLimit() bool {
+	if s.stats.active.Load()+s.stats.activeHTTP.Load() < int64(s.cfg.MaxConns) {
+		return false
+	}
+	s.stats.rejected.Add(1)
+	if ok, suppressed := s.logLimit.allow(time.Now()); ok {
+		s.log.Warn("connection limit reached; closing new connection", "max_conns", s.cfg.MaxConns, "suppressed_since_last", suppressed)
+	}
+	return true
 }
 
 // drain implements graceful stop: http.Server.Shutdown (GOAWAY for h2,

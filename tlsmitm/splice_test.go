@@ -121,3 +121,32 @@ func TestServe_ListenerFailureIsAnError(t *testing.T) {
 	}
 	h.stop(t)
 }
+
+func TestServe_MaxConnsClosesExtraConnections(t *testing.T) {
+	h := newHarness(t, harnessOpts{mutate: func(c *Config) { c.MaxConns = 2 }})
+	var held []net.Conn
+	for i := 0; i < 2; i++ { // two connections parked in the hello peek
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.srv.Stats().ActiveConns < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	extra, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil {
+		t.Error("third connection was served, want it closed")
+	}
+	if got := h.srv.Stats().RejectedConns; got != 1 {
+		t.Errorf("RejectedConns = %d, want 1", got)
+	}
+}

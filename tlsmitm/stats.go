@@ -12,6 +12,7 @@ type Stats struct {
 	HandshakeErrors int64 // client TLS handshakes that failed
 	UpstreamErrors  int64 // requests or splices whose upstream failed
 	Panics          int64 // recovered panics (clauderon_panics_total)
+	RejectedConns   int64 // connections closed because MaxConns were open
 	ActiveConns     int64 // connections being peeked, handshaked or spliced
 	ActiveHTTPConns int64 // terminated connections held by the HTTP server
 	ActiveRequests  int64 // intercepted requests in flight
@@ -21,6 +22,7 @@ type counters struct {
 	intercepted, requests, passthrough, denied   atomic.Int64
 	helloErrors, handshakeErrors, upstreamErrors atomic.Int64
 	panics, active, activeRequests, activeHTTP   atomic.Int64
+	rejected                                     atomic.Int64
 }
 
 // Stats returns the current counters.
@@ -32,6 +34,6 @@ func (s *Server) Stats() Stats {
 		HelloErrors: c.helloErrors.Load(), HandshakeErrors: c.handshakeErrors.Load(),
 		UpstreamErrors: c.upstreamErrors.Load(), Panics: c.panics.Load(),
 		ActiveConns: c.active.Load(), ActiveRequests: c.activeRequests.Load(),
-		ActiveHTTPConns: c.activeHTTP.Load(),
+		ActiveHTTPConns: c.activeHTTP.Load(), RejectedConns: c.rejected.Load(),
 	}
 }
