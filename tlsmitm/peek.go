@@ -14,8 +14,8 @@ import (
 // DefaultMaxHelloBytes caps how much is read while looking for a ClientHello.
 const DefaultMaxHelloBytes = 64 << 10
 
-// Hello is what the peek learned from a ClientHello.
-type Hello struct {
+// clientHello is what the peek learned from a ClientHello.
+type clientHello struct {
 	SNI  string   // normalised: lowercase, no trailing dot; may be empty
 	ALPN []string // offered protocols, in client order
 	// Raw holds every byte read from the connection while peeking: the
@@ -32,7 +32,7 @@ var errHelloDone = errors.New("client hello captured")
 // a reader that records every byte and refuses to read past max. The caller
 // sets deadlines on the underlying connection. A hello spread over several
 // records is handled by crypto/tls itself.
-func peekClientHello(r io.Reader, max int) (Hello, error) {
+func peekClientHello(r io.Reader, max int) (clientHello, error) {
 	rec := &recordingReader{r: r, max: max}
 	var info *tls.ClientHelloInfo
 	cfg := &tls.Config{
@@ -43,9 +43,9 @@ func peekClientHello(r io.Reader, max int) (Hello, error) {
 	}
 	err := tls.Server(sniffConn{r: rec}, cfg).Handshake()
 	if info == nil {
-		return Hello{Raw: rec.buf.Bytes()}, helloError(err, rec)
+		return clientHello{Raw: rec.buf.Bytes()}, helloError(err, rec)
 	}
-	h := Hello{SNI: normalizeName(info.ServerName), Raw: rec.buf.Bytes()}
+	h := clientHello{SNI: normalizeName(info.ServerName), Raw: rec.buf.Bytes()}
 	if len(info.SupportedProtos) > 0 {
 		h.ALPN = append([]string(nil), info.SupportedProtos...)
 	}
