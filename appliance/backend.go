@@ -138,6 +138,9 @@ func (d *daemon) status(ctx context.Context) api.Status {
 	if d.events != nil {
 		s.Requests = d.events.decisions()
 	}
+	if p := hostResolverProblem(d.network.Gateway); p != "" {
+		s.Problems = append(s.Problems, p)
+	}
 	if !s.Ready {
 		s.Problems = append(s.Problems, "the daemon is starting or stopping")
 	}

@@ -84,6 +84,9 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts ...O
 	d.metrics.ready.Set(1)
 	d.log.Info("ready", "network", d.network.Name, "bridge", d.network.Bridge, "gateway", d.network.Gateway,
 		"tls_port", cfg.Listen.TLSPort, "dns_port", cfg.Listen.DNSPort, "state_dir", cfg.StateDir)
+	if p := hostResolverProblem(d.network.Gateway); p != "" {
+		d.log.Warn(p)
+	}
 	if d.opts.onReady != nil {
 		d.opts.onReady()
 	}
