@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,16 +117,30 @@ func (s *Server) releaseHTTPConn() {
 }
 
 // reqState carries one request through Rewrite, the transport guard,
-// ErrorHandler and the audit.
+// ErrorHandler and the audit. It is the request's context too (Value
+// answers reqStateKey, everything else is the parent's), and it holds the
+// response and body wrappers, so a request costs one allocation here.
 type reqState struct {
+	context.Context
 	info     *connInfo
 	st       *state
+	host     string // the Host name, once rewrite has checked it
 	rule     string
 	injected bool
 	err      error
+	sw       statusWriter
+	body     countingBody
 }
 
 type reqStateKey struct{}
+
+// Value implements context.Context.
+func (rs *reqState) Value(key any) any {
+	if key == (reqStateKey{}) {
+		return rs
+	}
+	return rs.Context.Value(key)
+}
 
 func reqStateOf(r *http.Request) *reqState {
 	rs, _ := r.Context().Value(reqStateKey{}).(*reqState)
@@ -150,21 +165,20 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.stats.activeRequests.Add(1)
 	defer s.stats.activeRequests.Add(-1)
 
-	rs := &reqState{info: info, st: s.state.Load()}
-	sw := &statusWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: s.cfg.WriteIdleTimeout}
-	sw.extend()
-	body := &countingBody{ReadCloser: r.Body}
+	rs := &reqState{Context: r.Context(), info: info, st: s.state.Load()}
+	rs.sw.init(w, s.cfg.WriteIdleTimeout)
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = body
+		rs.body.ReadCloser = r.Body
+		r.Body = &rs.body
 	}
 	start := time.Now()
-	defer s.finishRequest(rs, sw, body, r, start)
-	s.proxy.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reqStateKey{}, rs)))
+	defer s.finishRequest(rs, r, start)
+	s.proxy.ServeHTTP(&rs.sw, r.WithContext(rs))
 }
 
 // finishRequest recovers a handler panic (the request fails closed) and
 // writes the one audit Event for the request.
-func (s *Server) finishRequest(rs *reqState, sw *statusWriter, body *countingBody, r *http.Request, start time.Time) {
+func (s *Server) finishRequest(rs *reqState, r *http.Request, start time.Time) {
 	v := recover()
 	if v != nil {
 		if v == http.ErrAbortHandler {
@@ -178,7 +192,7 @@ func (s *Server) finishRequest(rs *reqState, sw *statusWriter, body *countingBod
 		}
 	}
 	s.stats.requests.Add(1)
-	status := sw.status
+	status := rs.sw.status
 	if status == 0 && rs.err != nil {
 		status = classifyHTTP(rs.err).status
 	} else if status == 0 {
@@ -186,9 +200,12 @@ func (s *Server) finishRequest(rs *reqState, sw *statusWriter, body *countingBod
 	}
 	ev := Event{
 		Time: start, Client: rs.info.client, SrcIP: rs.info.src, OrigDst: rs.info.origDst,
-		SNI: rs.info.sni, Host: hostOnly(r.Host), Method: r.Method, Path: r.URL.Path,
+		SNI: rs.info.sni, Host: rs.host, Method: r.Method, Path: r.URL.Path,
 		Status: status, Decision: Intercept, Rule: rs.rule, AuthInjected: rs.injected,
-		Duration: time.Since(start), BytesIn: body.n.Load(), BytesOut: sw.n,
+		Duration: time.Since(start), BytesIn: rs.body.n.Load(), BytesOut: rs.sw.n,
+	}
+	if ev.Host == "" { // rewrite did not run
+		ev.Host = hostOnly(r.Host)
 	}
 	if ev.Rule == "" {
 		ev.Rule = rs.info.rule
@@ -224,7 +241,9 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	rs := reqStateOf(pr.In)
 	sni := rs.info.sni
-	if host, ok := hostMatches(pr.In.Host, sni); !ok {
+	host, ok := hostMatches(pr.In.Host, sni)
+	rs.host = host
+	if !ok {
 		rs.err = fmt.Errorf("%w: Host %q, server name %q", ErrSNIMismatch, host, sni)
 		return
 	}
@@ -250,9 +269,11 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 // hostMatches compares the request's Host name (any port: the upstream is
 // always the SNI name on 443) to the SNI name.
 func hostMatches(hostHeader, sni string) (string, bool) {
-	host, _, err := net.SplitHostPort(hostHeader)
-	if err != nil {
-		host = hostHeader
+	host := hostHeader
+	if strings.LastIndexByte(hostHeader, ':') >= 0 { // SplitHostPort allocates its error otherwise
+		if h, _, err := net.SplitHostPort(hostHeader); err == nil {
+			host = h
+		}
 	}
 	host = normalizeName(host)
 	return host, host != "" && host == sni
@@ -368,19 +389,44 @@ func (s *Server) newTransport(st *state, h2 bool) *http.Transport {
 }
 
 // statusWriter records the status and bytes written, and pushes the write
-// deadline forward on every write so a client that stops reading is cut
-// after WriteIdleTimeout instead of pinning the request forever. Unwrap
+// deadline forward as the response progresses, so a client that stops
+// reading is cut after WriteIdleTimeout instead of pinning the request
+// forever. Re-arming the deadline is a timer update on the connection, so
+// it is done at most every idle/64: a stuck write is then cut between
+// 63/64 of WriteIdleTimeout and WriteIdleTimeout after it started. Unwrap
 // lets http.ResponseController (used by ReverseProxy) reach Flush.
 type statusWriter struct {
 	http.ResponseWriter
-	rc     *http.ResponseController
-	idle   time.Duration
-	status int
-	n      int64
+	deadline deadlineSetter
+	idle     time.Duration
+	armed    time.Time // when the deadline was last pushed forward
+	status   int
+	n        int64
+}
+
+// deadlineSetter is implemented by net/http's HTTP/1 and HTTP/2 response
+// writers (it is what http.ResponseController calls).
+type deadlineSetter interface {
+	SetWriteDeadline(time.Time) error
+}
+
+func (w *statusWriter) init(rw http.ResponseWriter, idle time.Duration) {
+	w.ResponseWriter, w.idle = rw, idle
+	if ds, ok := rw.(deadlineSetter); ok {
+		w.deadline = ds
+	} else {
+		w.deadline = http.NewResponseController(rw)
+	}
+	w.extend()
 }
 
 func (w *statusWriter) extend() {
-	w.rc.SetWriteDeadline(time.Now().Add(w.idle)) // ErrNotSupported is fine
+	now := time.Now()
+	if !w.armed.IsZero() && now.Sub(w.armed) < w.idle/64 {
+		return
+	}
+	w.armed = now
+	w.deadline.SetWriteDeadline(now.Add(w.idle)) // ErrNotSupported is fine
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -412,8 +458,9 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // Hijack is used by ReverseProxy for protocol upgrades; it writes the 101
 // itself on the hijacked connection, so record it here.
 func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	w.rc.SetWriteDeadline(time.Time{}) // the upgraded stream has no idle limit here
-	c, brw, err := w.rc.Hijack()
+	rc := http.NewResponseController(w.ResponseWriter)
+	rc.SetWriteDeadline(time.Time{}) // the upgraded stream has no idle limit here
+	c, brw, err := rc.Hijack()
 	if err == nil && w.status == 0 {
 		w.status = http.StatusSwitchingProtocols
 	}
