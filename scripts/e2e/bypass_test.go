@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,11 +168,43 @@ func TestBypass_ICMPIsDropped(t *testing.T) {
 	assertNothingOut(t, as, hits)
 }
 
+// TestBypass_IPv6HasNoWayOut gives the attacker what Docker does not: IPv6
+// on its interface and a default route onto the bridge. The packets reach
+// the bridge, where clauderon must drop them.
 func TestBypass_IPv6HasNoWayOut(t *testing.T) {
 	s := env(t)
-	as, hits := s.bypassRun(t, "ipv6", networkName, nil,
-		"e2etool bypass -outside6 "+outsideIP6+" -only tcp,udp,tls,icmp -tcp 80,443,8080 -udp 53,443 -sni evil.example")
+	before := nftCounter(t, "clauderon:drop-ipv6")
+	as, hits := s.bypassRun(t, "ipv6", networkName, []string{"--cap-add", "NET_ADMIN", "--sysctl", "net.ipv6.conf.all.disable_ipv6=0",
+		"--sysctl", "net.ipv6.conf.default.disable_ipv6=0"},
+		"ip -6 addr add fd42:e2e:71::5/64 dev eth0 && ip -6 route add default dev eth0 && sleep 2 && "+
+			"e2etool bypass -outside6 "+outsideIP6+" -only tcp,udp,tls,icmp -tcp 80,443,8080 -udp 53,443 -sni evil.example")
 	assertNothingOut(t, as, hits)
+	if after := nftCounter(t, "clauderon:drop-ipv6"); after <= before {
+		t.Errorf("clauderon:drop-ipv6 counter went %d → %d: the IPv6 attempts never reached the bridge, so this test proved nothing", before, after)
+	}
+}
+
+// nftCounter returns the packet counter of the rule with comment in our table.
+func nftCounter(t testing.TB, comment string) uint64 {
+	t.Helper()
+	out, err := exec.Command("nft", "list", "table", "inet", nftTable).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list table: %v\n%s", err, out)
+	}
+	for _, l := range lines(string(out)) {
+		if !strings.Contains(l, `comment "`+comment+`"`) {
+			continue
+		}
+		f := strings.Fields(l)
+		for i := range f[:len(f)-1] {
+			if f[i] == "packets" {
+				n, _ := strconv.ParseUint(f[i+1], 10, 64)
+				return n
+			}
+		}
+	}
+	t.Fatalf("no rule with comment %q in table inet %s", comment, nftTable)
+	return 0
 }
 
 // hostListener listens on 0.0.0.0:random (TCP and UDP) on the host and

@@ -121,11 +121,12 @@ fetch("https://api.anthropic.com/v1/messages", {method: "POST",
 }
 
 // TestClient_ClaudeCodePrintMode runs the real Claude Code CLI, unchanged,
-// as a non-root user holding only the placeholder.
+// as a non-root user holding only the placeholder, with the HOME and
+// claude.json that `clauderon run` provides.
 func TestClient_ClaudeCodePrintMode(t *testing.T) {
 	s := env(t)
 	before := len(s.log.All())
-	r := s.clauderonRun(t, "claude", []string{"-u", "1000:1000", "-e", "HOME=/home/agent"}, s.debianImage,
+	r := s.clauderonRun(t, "claude", []string{"-u", "1000:1000"}, s.debianImage,
 		"claude", "-p", "say hi", "--dangerously-skip-permissions")
 	mustSucceed(t, r, fakeapi.Reply)
 	s.injected(t, r.Name, "api.anthropic.com", "/v1/messages", 200)
@@ -135,6 +136,17 @@ func TestClient_ClaudeCodePrintMode(t *testing.T) {
 			t.Errorf("a placeholder reached the upstream on %s %s", req.Method, req.Path)
 		}
 	}
+	s.assertNoSecretsIn(t, r)
+}
+
+// TestClient_ClaudeCodePlainDockerRun runs the same CLI with plain `docker
+// run` and the CA handed over by hand, as a CI runner would.
+func TestClient_ClaudeCodePlainDockerRun(t *testing.T) {
+	s := env(t)
+	flags := append(s.manualCA(t), "-u", "1000:1000", "-e", "HOME=/home/agent", "-e", "CLAUDE_CODE_OAUTH_TOKEN="+placeholder)
+	r := s.dockerRun(t, "claude-plain", flags, s.debianImage, "claude", "-p", "say hi", "--dangerously-skip-permissions")
+	mustSucceed(t, r, fakeapi.Reply)
+	s.injected(t, r.Name, "api.anthropic.com", "/v1/messages", 200)
 	s.assertNoSecretsIn(t, r)
 }
 

@@ -43,13 +43,36 @@ func (s *suite) assertNoSecretsIn(t testing.TB, r result) {
 	if err != nil {
 		t.Fatalf("docker diff %s: %v", r.Name, err)
 	}
-	for _, l := range lines(diff) {
-		kind, path, _ := strings.Cut(l, " ")
-		if kind == "D" || strings.HasPrefix(path, "/proc") || strings.HasPrefix(path, "/sys") {
-			continue
-		}
+	for _, path := range changedLeaves(diff) {
 		s.scanTar(t, r.Name, exec.Command("docker", "cp", r.Name+":"+path, "-"))
 	}
+}
+
+// changedLeaves returns the added or changed paths of `docker diff` output
+// that are not parents of another listed path (a changed directory is
+// listed along with what changed in it).
+func changedLeaves(diff string) []string {
+	var paths []string
+	for _, l := range lines(diff) {
+		kind, path, _ := strings.Cut(l, " ")
+		if kind != "D" && !strings.HasPrefix(path, "/proc") && !strings.HasPrefix(path, "/sys") {
+			paths = append(paths, path)
+		}
+	}
+	var leaves []string
+	for _, p := range paths {
+		parent := false
+		for _, q := range paths {
+			if strings.HasPrefix(q, p+"/") {
+				parent = true
+				break
+			}
+		}
+		if !parent {
+			leaves = append(leaves, p)
+		}
+	}
+	return leaves
 }
 
 // scanTar reads the tar stream cmd prints and reports any file holding a
@@ -101,8 +124,8 @@ func (s *suite) scanTar(t testing.TB, container string, cmd *exec.Cmd) int {
 // files) and greps every file for the real tokens.
 func TestSecrets_NeverInContainerFilesystem(t *testing.T) {
 	s := env(t)
-	r := s.clauderonRun(t, "export", []string{"-u", "1000:1000", "-e", "HOME=/home/agent"}, s.debianImage,
-		"sh", "-c", "claude -p 'say hi' --dangerously-skip-permissions; env; cat /home/agent/.claude.json")
+	r := s.clauderonRun(t, "export", []string{"-u", "1000:1000"}, s.debianImage,
+		"sh", "-c", "claude -p 'say hi' --dangerously-skip-permissions; env; cat \"$HOME/.claude.json\"")
 	if r.Err != nil {
 		t.Fatalf("container failed: %v\n%s", r.Err, r.Output)
 	}
