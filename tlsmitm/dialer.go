@@ -213,6 +213,9 @@ func (s *Server) dialUpstreamTLS(ctx context.Context, st *state, addr string, pr
 		NextProtos:         protos,
 		MinVersion:         tls.VersionTLS12,
 		ClientSessionCache: st.sessions,
+		// Full-size records for request bodies from the first byte (see
+		// newTLSConfig); prompts of several hundred KiB are common.
+		DynamicRecordSizingDisabled: true,
 	})
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.UpstreamTLSTimeout)
 	defer cancel()
