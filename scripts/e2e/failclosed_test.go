@@ -113,6 +113,14 @@ func TestFailClosed_DockerdRestart(t *testing.T) {
 		t.Fatalf("restarting dockerd: %v\n%s", err, out)
 	}
 	// The daemon must notice, re-adopt its network and stay enforcing.
+	select {
+	case <-s.daemon.done:
+		t.Errorf("clauderond exited when dockerd restarted (%v); log tail:\n%s", s.daemon.err, s.logTail(30))
+		if err := s.startDaemon(context.Background()); err != nil {
+			t.Fatalf("restarting clauderond for the remaining tests: %v", err)
+		}
+	default:
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for {

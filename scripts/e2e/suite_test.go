@@ -206,6 +206,11 @@ func (s *suite) upstreamAddr(host string) string {
 // rules), outside host, fakes.
 func (s *suite) close() {
 	if s.daemon != nil {
+		// The final status (counters show what the rules dropped during the run).
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, _ := s.cli(ctx, "status")
+		cancel()
+		fmt.Fprintf(os.Stderr, "e2e: final `clauderon status`:\n%s\n", out)
 		s.daemon.stop()
 		s.teardown()
 	}
