@@ -1,6 +1,7 @@
 package tlsmitm
 
 import (
+	"crypto/tls"
 	"io"
 	"net/http"
 	"strings"
@@ -43,5 +44,25 @@ func TestIntercept_InjectsRealCredentialAndStripsPlaceholder(t *testing.T) {
 				t.Errorf("audit event identity = %+v", ev)
 			}
 		})
+	}
+}
+
+// TestIntercept_ClientLegUsesX25519 holds the terminator to plain X25519 on
+// the host-local client leg even when the client offers the ML-KEM hybrid
+// (as Go and recent Node do): crypto/tls would otherwise always pick the
+// hybrid, at several times the key exchange cost.
+func TestIntercept_ClientLegUsesX25519(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	c, err := tls.Dial("tcp", h.addr, &tls.Config{
+		ServerName:       apiHost,
+		RootCAs:          h.pool,
+		CurvePreferences: []tls.CurveID{tls.X25519MLKEM768, tls.X25519},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().CurveID; got != tls.X25519 {
+		t.Errorf("client leg key exchange = %v, want %v", got, tls.X25519)
 	}
 }
