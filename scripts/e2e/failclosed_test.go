@@ -47,10 +47,35 @@ func (s *suite) interceptWorks(t testing.TB, role string) {
 func TestFailClosed_KillNineKeepsEverythingBlocked(t *testing.T) {
 	s := env(t)
 	s.interceptWorks(t, "before-kill")
+	// A container that exists before the kill (known to the rules) and one
+	// started after it (unknown to them) must both get nothing out.
+	old := containerName(t, "old")
+	if out, err := docker(t, time.Minute, "run", "-d", "--name", old, "--network", networkName, s.scratchImage, "sleep", "600"); err != nil {
+		t.Fatalf("starting the long-lived container: %v %s", err, out)
+	}
+	time.Sleep(time.Second) // let the daemon see it
 	before := nftTableText(t)
 	s.daemon.kill9()
 	t.Logf("clauderond killed with SIGKILL")
 
+	t0 := time.Now()
+	out, err := docker(t, 2*time.Minute, "exec", old, "sh", "-c",
+		bypassCmd("-only", "tcp,udp,tls,dns", "-tcp", "80,443,8080", "-udp", "53,443", "-sni", "api.anthropic.com,evil.example"))
+	if err != nil {
+		t.Fatalf("bypass in the long-lived container: %v\n%s", err, out)
+	}
+	time.Sleep(700 * time.Millisecond)
+	oldAttempts := parseAttempts(t, out)
+	for _, a := range oldAttempts {
+		t.Logf("existing container: %-40s connected=%-5v reached=%-5v %s", a.Name, a.Connected, a.Reached, a.Detail)
+		if a.Kind == "tcp" && !strings.Contains(a.Detail, "refused") {
+			t.Errorf("%s from a container that predates the kill: %s; want a fast refusal (TCP reset)", a.Name, a.Detail)
+		}
+	}
+	assertNothingOut(t, oldAttempts, s.outside.hitsSince(t0))
+
+	// New containers are unknown to the anti-spoofing set while the daemon
+	// is dead: their packets are dropped (timeouts), never forwarded.
 	as, hits := s.bypassRun(t, "dead", networkName, nil,
 		bypassCmd("-only", "tcp,udp,tls,dns", "-tcp", "80,443,853,8080", "-udp", "53,443", "-sni", "api.anthropic.com,evil.example,"))
 	assertNothingOut(t, as, hits)
