@@ -123,7 +123,7 @@ build_debian() {
 	local base claude hash tag stage
 	base=$(debian_base)
 	claude=$(claude_binary)
-	hash=$( (echo "$base $CLAUDE_CODE_VERSION"; sed -n '/^build_debian()/,/^}/p' scripts/images.sh) | sha256sum | cut -c1-16)
+	hash=$( (echo "$(basename "$base") $CLAUDE_CODE_VERSION"; sed -n '/^build_debian()/,/^}/p' scripts/images.sh) | sha256sum | cut -c1-16)
 	tag="clauderon-e2e-debian:$hash"
 	if image_ok "$tag" "$hash"; then
 		log "image $tag is up to date"; echo "$tag"; return 0
