@@ -106,7 +106,8 @@ type Config struct {
 	IdleTimeout       time.Duration // client keep-alive; default 120s
 	MaxHeaderBytes    int           // request headers; default 64 KiB (431 beyond)
 	// WriteIdleTimeout cuts a response the client has not accepted a byte
-	// of for this long (slow or stuck readers); default 5m.
+	// of for this long, to within 1/64 of it (slow or stuck readers);
+	// default 5m.
 	WriteIdleTimeout   time.Duration
 	DialTimeout        time.Duration // upstream TCP connect; default 10s
 	UpstreamTLSTimeout time.Duration // upstream TLS handshake; default 10s
