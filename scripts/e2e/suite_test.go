@@ -90,6 +90,7 @@ func newSuite() (s *suite, err error) {
 		{"building the test images", s.images},
 		{"starting the fake upstreams", s.startUpstreams},
 		{"creating the outside host", s.startOutside},
+		{"checking no other clauderond owns the nft table", checkTableFree},
 		{"writing the daemon config", s.writeConfig},
 		{"starting the daemon", func() error { return s.startDaemon(context.Background()) }},
 	}
@@ -225,6 +226,27 @@ func (s *suite) close() {
 	} else if s.tmp != "" {
 		fmt.Fprintf(os.Stderr, "e2e: kept %s\n", s.tmp)
 	}
+}
+
+// checkTableFree refuses to run next to another clauderond: the daemon's
+// nft table name is fixed (inet clauderon), so the suite would take over
+// (and finally tear down) a production daemon's rules. A table left by an
+// earlier run of this suite (it names our bridge) is removed.
+func checkTableFree() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "nft", "list", "table", "inet", nftTable).CombinedOutput()
+	if err != nil {
+		return nil // no such table
+	}
+	if !strings.Contains(string(out), `"`+bridgeName+`"`) {
+		return fmt.Errorf("table inet %s already exists and is not ours (another clauderond on this host?); stop it or run the suite elsewhere", nftTable)
+	}
+	fmt.Fprintf(os.Stderr, "e2e: removing table inet %s left by an earlier run\n", nftTable)
+	if out, err := exec.CommandContext(ctx, "nft", "delete", "table", "inet", nftTable).CombinedOutput(); err != nil {
+		return fmt.Errorf("deleting leftover table: %w: %s", err, out)
+	}
+	return nil
 }
 
 // hostAddrs are the host's own IPv4 addresses (for the host-services test).
