@@ -230,3 +230,29 @@ type failResolver struct{}
 func (failResolver) LookupNetIP(context.Context, string, string) ([]netip.Addr, error) {
 	return nil, errors.New("no network in unit tests")
 }
+
+// TestUpstreamPolicy_PrivateRangesDeniedUnlessOverridden: the upstream
+// dialer must refuse the bridge, the LAN and other Docker networks; only an
+// `upstreams` override (an exact address, checked in tlsmitm) opens one.
+func TestUpstreamPolicy_PrivateRangesDeniedUnlessOverridden(t *testing.T) {
+	subnet := netip.MustParsePrefix("10.213.7.0/24")
+	denied := deniedUpstreamPrefixes(subnet)
+	for _, a := range []string{"10.213.7.9", "10.1.2.3", "172.17.0.2", "192.168.1.10", "100.64.0.1", "fd00::1"} {
+		addr := netip.MustParseAddr(a)
+		hit := false
+		for _, p := range denied {
+			hit = hit || p.Contains(addr)
+		}
+		if !hit {
+			t.Errorf("%s is not in the denied upstream prefixes %v", a, denied)
+		}
+	}
+	for _, a := range []string{"160.79.104.10", "140.82.112.3", "2607:6bc0::10"} {
+		addr := netip.MustParseAddr(a)
+		for _, p := range denied {
+			if p.Contains(addr) {
+				t.Errorf("public address %s is denied by %s", a, p)
+			}
+		}
+	}
+}

@@ -83,7 +83,7 @@ func tlsConfig(cfg *config.Config, p *parts, id tlsmitm.Identity, aud tlsmitm.Au
 	subnet netip.Prefix, log *slog.Logger) tlsmitm.Config {
 	return tlsmitm.Config{
 		StateDir: cfg.StateDir, Router: p.policy, Injector: p.injector, Identity: id, Auditor: aud,
-		Upstreams: p.upstreams, DeniedPrefixes: []netip.Prefix{subnet}, Resolver: res,
+		Upstreams: p.upstreams, DeniedPrefixes: deniedUpstreamPrefixes(subnet), Resolver: res,
 		Logger: log, DrainTimeout: cfg.DrainTimeout,
 	}
 }
@@ -100,4 +100,24 @@ func dnsConfig(cfg *config.Config, p *parts, id dnsredir.Identity, aud dnsredir.
 		RatePerSecond: cfg.DNS.RatePerSecond, Burst: cfg.DNS.Burst,
 		Identity: id, Auditor: aud, Logger: log,
 	}
+}
+
+// privateUpstreamPrefixes are never dialled as an upstream unless an
+// `upstreams` override names the exact address: a name in egress.allow (or a
+// rule host) whose DNS answer points into the LAN, another Docker network or
+// a carrier-grade NAT range would otherwise turn the daemon into a relay
+// toward internal services.
+var privateUpstreamPrefixes = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("fc00::/7"),
+}
+
+// deniedUpstreamPrefixes is the bridge subnet plus the private ranges.
+func deniedUpstreamPrefixes(subnet netip.Prefix) []netip.Prefix {
+	return append([]netip.Prefix{subnet}, privateUpstreamPrefixes...)
 }
