@@ -118,8 +118,12 @@ type Config struct {
 	DrainTimeout           time.Duration // graceful stop; default 10s
 	// MaxConns caps open client connections (peeking, spliced or held by
 	// the HTTP server); beyond it new connections are closed. Default 4096.
-	MaxConns     int
-	LeafLifetime time.Duration // default localca.DefaultLeafLifetime
+	MaxConns int
+	// MaxConnsPerSource caps open connections from one client address, so
+	// one container cannot take every slot of MaxConns from the others.
+	// Default 512.
+	MaxConnsPerSource int
+	LeafLifetime      time.Duration // default localca.DefaultLeafLifetime
 
 	// DialContext dials upstream TCP; nil: a net.Dialer. It must hand
 	// control to net.Dialer.ControlContext (the address policy); the peer
@@ -174,6 +178,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConns <= 0 {
 		c.MaxConns = 4096
+	}
+	if c.MaxConnsPerSource <= 0 {
+		c.MaxConnsPerSource = 512
 	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 64 << 10

@@ -13,6 +13,9 @@ import (
 // connection was not redirected (tests on loopback, direct connections).
 func originalDst(c net.Conn) netip.AddrPort {
 	local := addrPortOf(c.LocalAddr())
+	if u, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = u.NetConn()
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return local

@@ -33,6 +33,8 @@ type Server struct {
 	http   *http.Server
 	hl     *chanListener
 	stats  counters
+	// perSource applies Config.MaxConnsPerSource.
+	perSource sourceLimiter
 	// logLimit rate-limits per-request and per-connection log lines.
 	logLimit *logLimiter
 	served   atomic.Bool
@@ -216,6 +218,9 @@ func (s *Server) acceptLoop(ln net.Listener, errc chan<- error) {
 		backoff = 0
 		if s.overLimit() {
 			c.Close()
+			continue
+		}
+		if c = s.admitSource(c); c == nil {
 			continue
 		}
 		s.track(c, true, true)

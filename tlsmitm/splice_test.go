@@ -3,8 +3,10 @@ package tlsmitm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -148,5 +150,54 @@ func TestServe_MaxConnsClosesExtraConnections(t *testing.T) {
 	}
 	if got := h.srv.Stats().RejectedConns; got != 1 {
 		t.Errorf("RejectedConns = %d, want 1", got)
+	}
+}
+
+// TestServe_PerSourceLimitKeepsSlotsForOthers: one client address cannot
+// hold more than MaxConnsPerSource connections, and closing one frees its
+// slot (whichever path closed it).
+func TestServe_PerSourceLimitKeepsSlotsForOthers(t *testing.T) {
+	h := newHarness(t, harnessOpts{mutate: func(c *Config) { c.MaxConnsPerSource = 2 }})
+	var held []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.srv.Stats().ActiveConns < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	extra, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("third connection from the same source: read err = %v, want it closed by the server", err)
+	}
+	if got := h.srv.Stats().RejectedConns; got != 1 {
+		t.Errorf("RejectedConns = %d, want 1", got)
+	}
+	// A garbage hello is refused and closed by the server: its slot comes back.
+	held[0].Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	held[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, held[0])
+	deadline = time.Now().Add(5 * time.Second)
+	for h.srv.Stats().ActiveConns > 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	again, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	again.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := again.Read(make([]byte, 1)); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("connection after a slot was freed: read err = %v, want it held open (deadline exceeded)", err)
 	}
 }
