@@ -2,16 +2,24 @@ package session
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
+	"time"
 )
 
 func (m *Manager) bundlePath() string     { return filepath.Join(m.opts.StateDir, "ca-bundle.pem") }
 func (m *Manager) claudeJSONPath() string { return filepath.Join(m.opts.StateDir, "claude.json") }
-func (m *Manager) codexDir() string       { return filepath.Join(m.opts.StateDir, "codex") }
+func (m *Manager) sessionDir(name string) string {
+	return filepath.Join(m.opts.StateDir, "sessions", name)
+}
+func (m *Manager) runDir() string   { return filepath.Join(m.opts.StateDir, "run") }
+func (m *Manager) codexDir() string { return filepath.Join(m.opts.StateDir, "codex") }
 func (m *Manager) uploadsDir(name string) string {
 	return filepath.Join(m.opts.StateDir, "uploads", name)
 }
@@ -90,11 +98,15 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	return nil
 }
 
-// ensureClaudeJSON creates claude.json when missing and hands it to the
-// session user (claude rewrites it, so it must be writable in the container).
+// ensureClaudeJSON creates the template state_dir/claude.json when missing.
+// The template is never mounted into a container: each session and each
+// `clauderon run` gets its own copy written fresh from ClaudeJSONContent
+// (writePrivateClaudeJSON), because a claude.json shared read-write lets one
+// container plant mcpServers commands that the next one, maybe with another
+// profile's credentials, would run.
 func (m *Manager) ensureClaudeJSON() error {
 	p := m.claudeJSONPath()
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	switch {
 	case err == nil:
 		_, werr := f.WriteString(ClaudeJSONContent)
@@ -107,7 +119,74 @@ func (m *Manager) ensureClaudeJSON() error {
 	case !errors.Is(err, fs.ErrExist):
 		return fmt.Errorf("creating %s: %w", p, err)
 	}
+	// Still handed to the session user, as the doctor's "claude.json
+	// writable" step expects; harmless since no container mounts it.
 	return m.chownToUser(p)
+}
+
+// writePrivateClaudeJSON replaces dir (a directory only this container's
+// claude.json lives in) with a fresh one holding ClaudeJSONContent, owned
+// by the numeric session user, and returns the file's path. Whatever a
+// previous container left in dir is discarded.
+func (m *Manager) writePrivateClaudeJSON(dir string) (string, error) {
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("clearing %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return "", fmt.Errorf("creating %s: %w", filepath.Dir(dir), err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating %s: %w", dir, err)
+	}
+	p := filepath.Join(dir, "claude.json")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("creating %s: %w", p, err)
+	}
+	_, werr := f.WriteString(ClaudeJSONContent)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return "", fmt.Errorf("writing %s: %w", p, werr)
+	}
+	return p, m.chownToUser(p)
+}
+
+// newRunClaudeJSON writes a fresh claude.json for one `clauderon run` in
+// state_dir/run/<random>/. The daemon never learns when that container
+// ends; cleanRunFiles removes such files once they are older than
+// runFileMaxAge (a running container keeps its bind-mounted inode).
+func (m *Manager) newRunClaudeJSON() (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("naming a run directory: %w", err)
+	}
+	return m.writePrivateClaudeJSON(filepath.Join(m.runDir(), hex.EncodeToString(b[:])))
+}
+
+// runFileMaxAge is how long a `clauderon run` claude.json is kept.
+const runFileMaxAge = 24 * time.Hour
+
+// cleanRunFiles removes state_dir/run/* entries last modified before
+// now-maxAge. Errors are logged: stale files are clutter, not a hazard.
+func (m *Manager) cleanRunFiles(now time.Time, maxAge time.Duration) {
+	ents, err := os.ReadDir(m.runDir())
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			m.log.Warn("listing run files for cleanup", "dir", m.runDir(), "err", err)
+		}
+		return
+	}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || now.Sub(fi.ModTime()) < maxAge {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(m.runDir(), e.Name())); err != nil {
+			m.log.Warn("removing old run files", "dir", e.Name(), "err", err)
+		}
+	}
 }
 
 // chownToUser gives path to the numeric session user when running as root.

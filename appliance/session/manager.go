@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -36,12 +37,17 @@ func (m *Manager) Create(ctx context.Context, req api.CreateRequest) (api.Sessio
 	if err := m.ensureUploads(req.Name); err != nil {
 		return api.Session{}, err
 	}
+	if _, err := m.writePrivateClaudeJSON(m.sessionDir(req.Name)); err != nil {
+		return api.Session{}, err
+	}
 	home, err := m.homeFor(ctx, req.Image)
 	if err != nil {
+		m.removeSessionDir(req.Name)
 		return api.Session{}, err
 	}
 	se, err := m.createContainer(ctx, req, home)
 	if err != nil {
+		m.removeSessionDir(req.Name)
 		return api.Session{}, err
 	}
 	m.log.Info("session created", "session", se.Name, "container", se.Container, "image", se.Image, "agent", se.Agent, "profile", se.Profile, "print", se.Print)
@@ -228,8 +234,9 @@ func (m *Manager) refresh(ctx context.Context, se api.Session) (api.Session, err
 	return se, nil
 }
 
-// Remove force-removes the session's container and forgets the session. The
-// uploads directory is kept (it is the user's data).
+// Remove force-removes the session's container and forgets the session,
+// with its claude.json (state_dir/sessions/<name>). The uploads directory is
+// kept (it is the user's data).
 func (m *Manager) Remove(ctx context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -244,6 +251,7 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 	if err := m.st.delete(ctx, name); err != nil {
 		return err
 	}
+	m.removeSessionDir(name)
 	m.log.Info("session removed", "session", name, "container", se.Container)
 	return nil
 }
@@ -276,4 +284,13 @@ func (m *Manager) Logs(ctx context.Context, name string, follow bool, w io.Write
 		return fmt.Errorf("copying logs of %s: %w", se.Container, err)
 	}
 	return ctx.Err()
+}
+
+// removeSessionDir deletes state_dir/sessions/<name> (the session's
+// claude.json); a failure is logged, the next Create of that name starts
+// from a fresh file anyway.
+func (m *Manager) removeSessionDir(name string) {
+	if err := os.RemoveAll(m.sessionDir(name)); err != nil {
+		m.log.Warn("removing session files", "session", name, "err", err)
+	}
 }

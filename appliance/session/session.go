@@ -5,8 +5,15 @@
 // A session container gets only what an agent needs and nothing that is
 // secret: placeholder credentials in its environment, the local CA (public
 // certificate, and a combined trust bundle) read-only at the usual trust
-// paths with the usual CA variables, a claude.json read-write in the session
-// user's $HOME, a per-session uploads directory, and for Codex a dummy config.
+// paths with the usual CA variables, a claude.json of its own read-write in
+// the session user's $HOME, a per-session uploads directory, and for Codex a
+// dummy config. claude.json is never shared: each session gets
+// state_dir/sessions/<name>/claude.json and each `clauderon run`
+// state_dir/run/<random>/claude.json, both written fresh from
+// ClaudeJSONContent, because a container that can write the claude.json
+// another container reads can plant commands (mcpServers) that run with the
+// other container's profile. state_dir/claude.json stays as the template
+// of the layout and is never mounted.
 // It refuses, by construction and by test, to mount anything else from the
 // state dir: never secrets/, db.sqlite, audit.jsonl, sockets or the CA key.
 // It does not manage the network, the firewall or identity (appliance does),
@@ -22,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
@@ -128,6 +136,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{opts: opts, st: st, log: log.With("component", "session")}
+	m.cleanRunFiles(time.Now(), runFileMaxAge)
 	if _, _, ok := numericIDs(opts.User); !ok {
 		m.log.Warn("sessions.user is a name: clauderond cannot hand claude.json, the uploads dir and $HOME to it; use uid:gid (e.g. 1000:1000) so claude can write them", "user", opts.User)
 	}

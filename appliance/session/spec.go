@@ -143,18 +143,20 @@ func (m *Manager) baseEnv(home string) []string {
 }
 
 // trustMounts are the CA certificate and the combined bundle, read-only, and
-// claude.json read-write (claude rewrites it).
-func (m *Manager) trustMounts(home string) []mountSpec {
+// the container's own claude.json (claudeJSON) read-write: claude rewrites
+// it. claudeJSON is never shared between containers.
+func (m *Manager) trustMounts(home, claudeJSON string) []mountSpec {
 	return []mountSpec{
 		{Source: m.bundlePath(), Target: ContainerBundlePath, ReadOnly: true},
 		{Source: m.opts.CAPath, Target: ContainerCAPath, ReadOnly: true},
-		{Source: m.claudeJSONPath(), Target: filepath.Join(home, ".claude.json")},
+		{Source: claudeJSON, Target: filepath.Join(home, ".claude.json")},
 	}
 }
 
 // sessionMounts adds the uploads directory and, for Codex, its dummy config.
+// The session's claude.json is state_dir/sessions/<name>/claude.json.
 func (m *Manager) sessionMounts(req api.CreateRequest, home string) []mountSpec {
-	ms := m.trustMounts(home)
+	ms := m.trustMounts(home, filepath.Join(m.sessionDir(req.Name), "claude.json"))
 	ms = append(ms, mountSpec{Source: m.uploadsDir(req.Name), Target: ContainerUploads})
 	if req.Agent == "codex" {
 		ms = append(ms, mountSpec{Source: m.codexDir(), Target: filepath.Join(home, ".codex"), ReadOnly: true})
@@ -198,7 +200,8 @@ func (m *Manager) containerSpec(req api.CreateRequest, home string) (*container.
 
 // RunArgs returns the docker-run flags for `clauderon run`: network,
 // placeholders and CA variables, CA/bundle/claude.json mounts, the profile
-// label. HOME is set to Options.Home so claude.json is found; user flags
+// label. Every call gets a claude.json of its own, written fresh in
+// state_dir/run/<random>/ (removed after a day, see cleanRunFiles). HOME is set to Options.Home so claude.json is found; user flags
 // placed after these override them.
 func (m *Manager) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs, error) {
 	if err := ctx.Err(); err != nil {
@@ -214,6 +217,10 @@ func (m *Manager) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs,
 	if err := m.ensureSharedFiles(); err != nil {
 		return api.RunArgs{}, err
 	}
+	claudeJSON, err := m.newRunClaudeJSON()
+	if err != nil {
+		return api.RunArgs{}, err
+	}
 	args := []string{"--network", m.opts.Network, "--label", LabelProfile + "=" + profile}
 	if m.opts.DNS != "" {
 		args = append(args, "--dns", m.opts.DNS)
@@ -221,7 +228,7 @@ func (m *Manager) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs,
 	for _, e := range m.baseEnv(m.opts.Home) {
 		args = append(args, "-e", e)
 	}
-	for _, s := range m.trustMounts(m.opts.Home) {
+	for _, s := range m.trustMounts(m.opts.Home, claudeJSON) {
 		if strings.ContainsAny(s.Source+s.Target, ",\"") {
 			return api.RunArgs{}, fmt.Errorf("path %q contains a comma or quote and cannot be passed to docker --mount; move state_dir", s.Source)
 		}
