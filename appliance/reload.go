@@ -27,7 +27,7 @@ func (d *daemon) reloadLoop(ctx context.Context) error {
 				return nil
 			}
 			if err := d.reload(ctx); err != nil {
-				d.log.Error("reload failed; the previous configuration and credentials stay in force", "err", err)
+				d.log.Error("reload failed", "err", err)
 			}
 		}
 	}
@@ -35,7 +35,9 @@ func (d *daemon) reloadLoop(ctx context.Context) error {
 
 // reload re-reads the configuration (when a loader was given) and the
 // credentials, builds everything that depends on them, and only then swaps it
-// in: a bad file or a bad credential directory changes nothing.
+// in: a bad file or a bad credential directory changes nothing (and the
+// error says so). Only a kernel failure while applying the new ruleset can
+// leave it half-applied, which the returned error states.
 func (d *daemon) reload(ctx context.Context) error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
@@ -44,7 +46,7 @@ func (d *daemon) reload(ctx context.Context) error {
 	if d.opts.load != nil {
 		c, err := d.opts.load()
 		if err != nil {
-			return fmt.Errorf("reading the configuration: %w", err)
+			return fmt.Errorf("reading the configuration (the previous configuration stays in force): %w", err)
 		}
 		next = c
 	}
@@ -54,14 +56,14 @@ func (d *daemon) reload(ctx context.Context) error {
 	next = keepRestartOnly(cur, next)
 	p, err := buildParts(next, d.store, d.network.Gateway, d.base)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (the previous configuration stays in force)", err)
 	}
 	spec, err := netfilterSpec(next, d.opts.table, d.network.Bridge, d.network.Subnet, d.network.Gateway)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (the previous configuration stays in force)", err)
 	}
 	if err := d.store.Reload(); err != nil {
-		return fmt.Errorf("reloading credentials: %w", err)
+		return fmt.Errorf("reloading credentials (the previous configuration and credentials stay in force): %w", err)
 	}
 	if err := d.tls.Update(tlsConfig(next, p, identityAdapter{d.table}, d.events, d.resolver, d.network.Subnet, d.base)); err != nil {
 		return fmt.Errorf("updating the TLS terminator: %w", err)
@@ -71,12 +73,17 @@ func (d *daemon) reload(ctx context.Context) error {
 	}
 	d.dnsRes.set(p.overrides)
 	d.parts.Store(p)
-	if err := d.enforcer.setSpec(ctx, spec); err != nil {
-		return fmt.Errorf("applying the nftables ruleset: %w", err)
-	}
+	// From here on the new configuration is in force in the proxy and the
+	// DNS shim; the ruleset is the only step left that can fail (the
+	// kernel). The enforcer keeps the new spec as its desired state and the
+	// drift loop retries it, so the running config must say so too.
 	d.cfgMu.Lock()
 	d.cfg = next
 	d.cfgMu.Unlock()
+	if err := d.enforcer.setSpec(ctx, spec); err != nil {
+		return fmt.Errorf("the new configuration is active in the proxy and DNS shim, but applying its nftables ruleset failed "+
+			"(the drift check retries it; enforcement shows degraded until then): %w", err)
+	}
 	d.log.Info("reloaded configuration and credentials", "rules", len(convertRules(next)),
 		"egress_mode", next.Egress.Mode, "allow", len(next.Egress.Allow))
 	return nil
