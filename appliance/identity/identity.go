@@ -7,6 +7,14 @@
 // credentials. It reports changes through a callback so that package
 // appliance can keep the netfilter anti-spoofing port set and the metrics in
 // step. A container it does not know is simply unknown; callers fail closed.
+//
+// Lookup also fails closed in two cases where the table cannot vouch for an
+// address: while the Docker events stream is down (until the full resync
+// after reconnecting, since a new container may have taken a stale entry's
+// address), and for a container that is attached to any other network too
+// (or runs with a host or container: network mode): it has a way out that
+// bypasses the bridge, so it must not be handed credentials. Such a
+// container stays in List, with OtherNetworks set, so status can show it.
 package identity
 
 import (
@@ -18,6 +26,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -48,6 +57,20 @@ type Container struct {
 	Labelled bool   // the profile label is present
 	Pid      int
 	HostVeth string // host side of the container's veth, "" when unresolved
+	// OtherNetworks names the container's other networks (sorted), or its
+	// network mode ("network mode host") when that bypasses the bridge.
+	// Lookup refuses a container with any: see Refusal.
+	OtherNetworks []string
+}
+
+// Refusal says why Lookup refuses c although c holds the address on our
+// network, in words fit for the client and the log; "" when it does not.
+func (c Container) Refusal(network string) string {
+	if len(c.OtherNetworks) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("container %s is also attached to network %s; credentials are only given to containers on the %s network alone",
+		c.Name, strings.Join(c.OtherNetworks, ", "), network)
 }
 
 // VethResolver finds the host-side interface of a container's endpoint.
@@ -70,7 +93,11 @@ type Options struct {
 	// Lookup miss (a container that started before its event arrived).
 	// 0 means 1s; negative disables.
 	MissRefresh time.Duration
-	Logger      *slog.Logger
+	// Subnet is the bridge subnet: only a miss for an address inside it
+	// triggers a resync, so traffic from elsewhere cannot cause inspect
+	// storms. The zero Prefix allows any address (set it in production).
+	Subnet netip.Prefix
+	Logger *slog.Logger
 }
 
 // Table maps bridge addresses to containers. It is safe for concurrent use.
@@ -84,6 +111,10 @@ type Table struct {
 	byIP     map[netip.Addr]string
 	lastMiss time.Time
 	missMu   sync.Mutex
+	// streamDown is set when the events stream breaks and cleared by the
+	// full resync after resubscribing; while set, Lookup knows no one.
+	streamDown atomic.Bool
+	warned     sync.Map // container ID → struct{}: refusal already logged
 }
 
 // New returns an empty Table; call Sync or Run to fill it.
@@ -102,23 +133,42 @@ func New(opts Options) *Table {
 		byID: map[string]Container{}, byIP: map[netip.Addr]string{}}
 }
 
-// Lookup returns the container holding addr. On a miss it resyncs with Docker
-// (at most once per MissRefresh) so a container that talks before its start
-// event is processed is still recognised.
+// Lookup returns the container holding addr, ok only when it may be
+// trusted with credentials. On a miss for an address in Options.Subnet it
+// resyncs with Docker (at most once per MissRefresh) so a container that
+// talks before its start event is processed is still recognised.
+//
+// It fails closed (ok false) while the events stream is down, and for a
+// container with OtherNetworks; in that case the returned Container is
+// filled so the caller can explain (Container.Refusal).
 func (t *Table) Lookup(addr netip.Addr) (Container, bool) {
-	if c, ok := t.lookup(addr); ok {
-		return c, true
-	}
-	if !t.missAllowed() {
+	if t.streamDown.Load() {
 		return Container{}, false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := t.Sync(ctx); err != nil {
-		t.log.Warn("resync after lookup miss failed", "addr", addr, "err", err)
+	c, ok := t.lookup(addr)
+	if !ok && t.missAllowed(addr) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := t.Sync(ctx); err != nil {
+			t.log.Warn("resync after lookup miss failed", "addr", addr, "err", err)
+		}
+		c, ok = t.lookup(addr)
 	}
-	return t.lookup(addr)
+	if !ok || t.streamDown.Load() {
+		return Container{}, false
+	}
+	if r := c.Refusal(t.opts.Network); r != "" {
+		if _, seen := t.warned.LoadOrStore(c.ID, struct{}{}); !seen {
+			t.log.Warn("refusing credentials to a container with another way out", "container", c.Name, "reason", r)
+		}
+		return c, false
+	}
+	return c, true
 }
+
+// StreamDown reports whether the table is waiting for the events stream
+// (Lookup refuses everyone meanwhile).
+func (t *Table) StreamDown() bool { return t.streamDown.Load() }
 
 func (t *Table) lookup(addr netip.Addr) (Container, bool) {
 	t.mu.RLock()
@@ -130,8 +180,11 @@ func (t *Table) lookup(addr netip.Addr) (Container, bool) {
 	return t.byID[id], true
 }
 
-func (t *Table) missAllowed() bool {
+func (t *Table) missAllowed(addr netip.Addr) bool {
 	if t.opts.MissRefresh < 0 || t.opts.Docker == nil {
+		return false
+	}
+	if t.opts.Subnet.IsValid() && !t.opts.Subnet.Contains(addr.Unmap()) {
 		return false
 	}
 	t.missMu.Lock()
@@ -195,10 +248,41 @@ func (t *Table) refresh(ctx context.Context, id string) error {
 		t.add(c)
 	}
 	t.mu.Unlock()
+	if !ok || len(c.OtherNetworks) == 0 {
+		t.warned.Delete(id) // log a later refusal again
+	}
 	if had || ok {
 		t.notify(ctx)
 	}
 	return nil
+}
+
+// remove drops the container without asking Docker: after die, destroy or
+// a disconnect from our network it holds no address of ours any more.
+func (t *Table) remove(ctx context.Context, id string) {
+	t.syncMu.Lock()
+	defer t.syncMu.Unlock()
+	t.mu.Lock()
+	old, had := t.byID[id]
+	if had {
+		if t.byIP[old.IP] == id {
+			delete(t.byIP, old.IP)
+		}
+		delete(t.byID, id)
+	}
+	t.mu.Unlock()
+	t.warned.Delete(id)
+	if had {
+		t.notify(ctx)
+	}
+}
+
+// known reports whether the table holds the container.
+func (t *Table) known(id string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	_, ok := t.byID[id]
+	return ok
 }
 
 // inspect returns the container as a table entry, ok=false when it is gone,
@@ -222,13 +306,32 @@ func (t *Table) inspect(ctx context.Context, id string) (Container, bool, error)
 	if err != nil {
 		return Container{}, false, nil // attached but no address yet: the connect event follows
 	}
-	c := Container{ID: ins.ID, Name: strings.TrimPrefix(ins.Name, "/"), IP: ip, MAC: ep.MacAddress, Pid: ins.State.Pid}
+	c := Container{ID: ins.ID, Name: strings.TrimPrefix(ins.Name, "/"), IP: ip, MAC: ep.MacAddress, Pid: ins.State.Pid,
+		OtherNetworks: otherNetworks(ins, t.opts.Network)}
 	if ins.Config != nil {
 		c.Labels = maps.Clone(ins.Config.Labels)
 	}
 	c.Profile, c.Labelled = c.Labels[t.opts.ProfileLabel]
 	c.HostVeth = t.resolveVeth(c)
 	return c, true, nil
+}
+
+// otherNetworks lists the ways out of the container besides our network:
+// its other networks, and a host or container: network mode.
+func otherNetworks(ins container.InspectResponse, ours string) []string {
+	var out []string
+	for name := range ins.NetworkSettings.Networks {
+		if name != ours {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	if ins.HostConfig != nil {
+		if m := ins.HostConfig.NetworkMode; m.IsHost() || m.IsContainer() {
+			out = append(out, "network mode "+string(m))
+		}
+	}
+	return out
 }
 
 // resolveVeth asks the resolver, retrying briefly: right after "start" the

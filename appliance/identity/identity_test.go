@@ -26,6 +26,8 @@ type fakeDocker struct {
 	errStreams    chan chan error
 	subscriptions int
 	lists         int
+	inspects      int
+	listErr       error
 }
 
 func newFake() *fakeDocker {
@@ -55,6 +57,9 @@ func (f *fakeDocker) ContainerList(_ context.Context, _ container.ListOptions) (
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists++
+	if f.listErr != nil {
+		return nil, f.listErr
+	}
 	var out []container.Summary
 	for id, c := range f.containers {
 		if c.State.Running {
@@ -67,6 +72,7 @@ func (f *fakeDocker) ContainerList(_ context.Context, _ container.ListOptions) (
 func (f *fakeDocker) ContainerInspect(_ context.Context, id string) (container.InspectResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.inspects++
 	c, ok := f.containers[id]
 	if !ok {
 		return container.InspectResponse{}, fmt.Errorf("no such container %s: %w", id, cerrdefs.ErrNotFound)
@@ -255,5 +261,162 @@ func TestTable_LookupMissResyncsAtMostOncePerInterval(t *testing.T) {
 	}
 	if f.lists != 1 {
 		t.Errorf("ContainerList calls = %d, want 1 (second miss within the interval must not resync)", f.lists)
+	}
+}
+
+// attach adds network name to container id in the fake.
+func (f *fakeDocker) attach(id, name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.containers[id].NetworkSettings.Networks[name] = &network.EndpointSettings{IPAddress: "172.17.0.9"}
+}
+
+func (f *fakeDocker) detach(id, name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.containers[id].NetworkSettings.Networks, name)
+}
+
+func (f *fakeDocker) setListErr(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.listErr = err
+}
+
+func otherNetEvent(action events.Action, netName, containerID string) events.Message {
+	return events.Message{Type: events.NetworkEventType, Action: action,
+		Actor: events.Actor{ID: "otherid", Attributes: map[string]string{"name": netName, "container": containerID}}}
+}
+
+// TestCredentials_ContainerOnAnotherNetworkIsRefused: a container that also
+// has another network (unrestricted egress there) or the host's network is
+// not vouched for, from the start or once `docker network connect` adds
+// one; it stays listed with OtherNetworks, and regains trust on disconnect.
+func TestCredentials_ContainerOnAnotherNetworkIsRefused(t *testing.T) {
+	f := newFake()
+	f.put("dual", "dual", "10.213.0.2", true, nil)
+	f.attach("dual", "bridge")
+	f.put("hostmode", "hostmode", "10.213.0.3", true, nil)
+	f.mu.Lock()
+	c := f.containers["hostmode"]
+	c.HostConfig = &container.HostConfig{NetworkMode: "host"}
+	f.containers["hostmode"] = c
+	f.mu.Unlock()
+	f.put("solo", "solo", "10.213.0.4", true, nil)
+	tb, rec, msgs, _ := startTable(t, f, Options{})
+
+	dual, ok := tb.Lookup(netip.MustParseAddr("10.213.0.2"))
+	if ok {
+		t.Fatal("Lookup vouches for a container also attached to bridge")
+	}
+	want := "container dual is also attached to network bridge; credentials are only given to containers on the clauderon network alone"
+	if got := dual.Refusal(testNet); got != want {
+		t.Errorf("Refusal = %q, want %q", got, want)
+	}
+	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.3")); ok {
+		t.Error("Lookup vouches for a container with network mode host")
+	}
+	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.4")); !ok {
+		t.Fatal("Lookup refuses a container on the clauderon network alone")
+	}
+	listed := map[string][]string{}
+	for _, c := range tb.List() {
+		listed[c.Name] = c.OtherNetworks
+	}
+	if got := fmt.Sprint(listed); got != "map[dual:[bridge] hostmode:[network mode host] solo:[]]" {
+		t.Errorf("List OtherNetworks = %s", got)
+	}
+
+	// docker network connect bridge solo
+	f.attach("solo", "bridge")
+	msgs <- otherNetEvent(events.ActionConnect, "bridge", "solo")
+	rec.wait(t)
+	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.4")); ok {
+		t.Error("Lookup still vouches for solo after it was connected to bridge")
+	}
+	// docker network disconnect bridge solo
+	f.detach("solo", "bridge")
+	msgs <- otherNetEvent(events.ActionDisconnect, "bridge", "solo")
+	rec.wait(t)
+	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.4")); !ok {
+		t.Error("Lookup refuses solo after it left bridge")
+	}
+}
+
+// TestCredentials_FailClosedWhileEventsStreamIsDown: after the stream breaks
+// a container's address may be reused by a new one we have not seen, so
+// nobody is vouched for until the resync after reconnecting; then the new
+// holder of the address is found, not the old one.
+func TestCredentials_FailClosedWhileEventsStreamIsDown(t *testing.T) {
+	f := newFake()
+	f.put("old", "old", "10.213.0.2", true, map[string]string{"clauderon.profile": "low"})
+	tb, rec, _, errs := startTable(t, f, Options{})
+	addr := netip.MustParseAddr("10.213.0.2")
+	if c, ok := tb.Lookup(addr); !ok || c.ID != "old" {
+		t.Fatalf("Lookup = %+v, %v; want old", c, ok)
+	}
+	f.setListErr(errors.New("dockerd restarting"))
+	f.del("old")
+	f.put("new", "new", "10.213.0.2", true, map[string]string{"clauderon.profile": "prod"})
+	errs <- errors.New("unexpected EOF")
+	<-f.streams // resubscribed, but the resync fails
+	<-f.errStreams
+	deadline := time.Now().Add(5 * time.Second)
+	for !tb.StreamDown() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if c, ok := tb.Lookup(addr); ok {
+		t.Fatalf("Lookup while the stream is down = %q, want refused", c.ID)
+	}
+	f.setListErr(nil)
+	<-f.streams // next attempt succeeds
+	<-f.errStreams
+	rec.wait(t)
+	if c, ok := tb.Lookup(addr); !ok || c.ID != "new" {
+		t.Errorf("Lookup after resync = %q, %v; want new", c.ID, ok)
+	}
+}
+
+// TestCredentials_DieRemovesAtOnce: "die" drops the entry without asking
+// Docker, whose view may lag or fail.
+func TestCredentials_DieRemovesAtOnce(t *testing.T) {
+	f := newFake()
+	f.put("c1", "agent", "10.213.0.2", true, nil)
+	tb, rec, msgs, _ := startTable(t, f, Options{})
+	f.mu.Lock()
+	before := f.inspects
+	f.mu.Unlock()
+	// Docker still reports it running (inspect would keep it).
+	msgs <- containerEvent(events.ActionDie, "c1")
+	if snap := rec.wait(t); len(snap) != 0 {
+		t.Fatalf("after die: %+v, want empty", snap)
+	}
+	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.2")); ok {
+		t.Error("Lookup finds a container after its die event")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.inspects != before {
+		t.Errorf("die caused %d inspects, want 0", f.inspects-before)
+	}
+}
+
+// TestLookupMiss_OnlyBridgeAddressesResync: misses from outside the bridge
+// subnet never reach Docker.
+func TestLookupMiss_OnlyBridgeAddressesResync(t *testing.T) {
+	f := newFake()
+	tb := New(Options{Docker: f, Network: testNet, MissRefresh: time.Nanosecond, Subnet: netip.MustParsePrefix("10.213.0.0/24")})
+	for _, a := range []string{"127.0.0.1", "192.0.2.7", "10.213.1.5", "::1"} {
+		if _, ok := tb.Lookup(netip.MustParseAddr(a)); ok {
+			t.Fatalf("Lookup(%s) found something", a)
+		}
+	}
+	if f.lists != 0 {
+		t.Errorf("misses outside the subnet caused %d ContainerList calls, want 0", f.lists)
+	}
+	time.Sleep(time.Millisecond)
+	tb.Lookup(netip.MustParseAddr("10.213.0.9"))
+	if f.lists != 1 {
+		t.Errorf("a miss inside the subnet caused %d ContainerList calls, want 1", f.lists)
 	}
 }

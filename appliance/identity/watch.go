@@ -11,7 +11,10 @@ import (
 
 // Run syncs the table, then follows the Docker events stream until ctx is
 // done, reconnecting with backoff (and resyncing, since events may have been
-// missed) whenever the stream breaks. It returns nil on cancellation.
+// missed) whenever the stream breaks. From the break until that resync
+// succeeds Lookup refuses every address: Docker may have given a stale
+// entry's address to a new container meanwhile. It returns nil on
+// cancellation.
 func (t *Table) Run(ctx context.Context) error {
 	return t.watchDockerEvents(ctx)
 }
@@ -25,10 +28,12 @@ func (t *Table) watchDockerEvents(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		t.streamDown.Store(true)
 		if time.Since(start) > time.Minute {
 			backoff = 100 * time.Millisecond
 		}
-		t.log.Warn("docker events stream broke; reconnecting", "err", err, "backoff", backoff)
+		t.log.Warn("docker events stream broke; refusing credentials to every container until it is back and resynced",
+			"err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -51,6 +56,9 @@ func (t *Table) followEvents(ctx context.Context) error {
 	if err := t.Sync(ctx); err != nil {
 		return err
 	}
+	if t.streamDown.Swap(false) {
+		t.log.Info("docker events stream back; table resynced")
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -69,28 +77,42 @@ func (t *Table) followEvents(ctx context.Context) error {
 	}
 }
 
-// handle applies one Docker event.
+// handle applies one Docker event. An exit or a disconnect from our network
+// removes the entry at once, without asking Docker (whose answer could come
+// after the address is reused). Connects and disconnects on other networks
+// re-read the containers we hold: a second network is a way out that
+// disqualifies them (Container.OtherNetworks).
 func (t *Table) handle(ctx context.Context, m events.Message) {
 	id := ""
 	switch m.Type {
 	case events.ContainerEventType:
 		switch m.Action {
-		case events.ActionStart, events.ActionDie, events.ActionDestroy, events.ActionRename,
+		case events.ActionDie, events.ActionDestroy:
+			t.remove(ctx, m.Actor.ID)
+			return
+		case events.ActionStart, events.ActionRename,
 			events.ActionPause, events.ActionUnPause, events.ActionRestart:
 			id = m.Actor.ID
 		}
 	case events.NetworkEventType:
+		id = m.Actor.Attributes["container"]
 		if m.Actor.Attributes["name"] != t.opts.Network {
-			return
+			if id == "" || !t.known(id) || (m.Action != events.ActionConnect && m.Action != events.ActionDisconnect) {
+				return
+			}
+			break
 		}
 		if t.opts.OnNetwork != nil {
 			t.opts.OnNetwork(string(m.Action))
 		}
-		if m.Action == events.ActionDestroy {
+		switch m.Action {
+		case events.ActionDestroy:
 			t.clear(ctx)
 			return
+		case events.ActionDisconnect:
+			t.remove(ctx, id)
+			return
 		}
-		id = m.Actor.Attributes["container"]
 	}
 	if id == "" {
 		return
