@@ -234,7 +234,7 @@ func (d *daemon) waitGateway(ctx context.Context, n bridge.Network) error {
 // once, so the first ruleset already carries their anti-spoofing ports.
 func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
 	d.table = identity.New(identity.Options{
-		Docker: d.docker, Network: d.network.Name, Veth: d.opts.veth, Logger: d.base,
+		Docker: d.docker, Network: d.network.Name, Subnet: d.network.Subnet, Veth: d.opts.veth, Logger: d.base,
 		OnChange: func(ctx context.Context, cs []identity.Container) {
 			if d.enforcer != nil {
 				d.enforcer.setContainers(ctx, cs)
