@@ -32,6 +32,12 @@ type injectorAdapter struct {
 var _ tlsmitm.Injector = (*injectorAdapter)(nil)
 
 func (a *injectorAdapter) Apply(req *http.Request, host string, c tlsmitm.Client) (string, bool, error) {
+	if !c.Known && c.Name != "" {
+		// identity refused a container on our network that has another way
+		// out (a second network, or host/container network mode).
+		return "", false, fmt.Errorf("%w: container %q is also attached to another network (see `clauderon status`); "+
+			"credentials are only given to containers on the clauderon network alone", tlsmitm.ErrForbidden, c.Name)
+	}
 	if !c.Known {
 		// Not a running container on our network: a host process dialling the
 		// gateway listener directly, or a container Docker has not told us
@@ -75,7 +81,9 @@ var _ tlsmitm.Identity = identityAdapter{}
 func (a identityAdapter) Lookup(addr netip.Addr) (tlsmitm.Client, bool) {
 	c, ok := a.t.Lookup(addr)
 	if !ok {
-		return tlsmitm.Client{}, false
+		// A refused container (identity fills it, see Container.Refusal)
+		// keeps its name for the 403 and the audit, never Known.
+		return tlsmitm.Client{ID: c.ID, Name: c.Name}, false
 	}
 	return tlsmitm.Client{ID: c.ID, Name: c.Name, Profile: c.Profile, Known: true}, true
 }

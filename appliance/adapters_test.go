@@ -63,6 +63,8 @@ func TestInjectorAdapter_ErrorMapping(t *testing.T) {
 			wantErr: tlsmitm.ErrForbidden, wantMsg: "clauderon.profile"},
 		{name: "unknown_source_gets_nothing", env: []string{"CLAUDE_CODE_OAUTH_TOKEN=" + unitToken},
 			client: tlsmitm.Client{}, wantErr: tlsmitm.ErrForbidden, wantMsg: "not come from a running container"},
+		{name: "container_with_another_network_gets_nothing", env: []string{"CLAUDE_CODE_OAUTH_TOKEN=" + unitToken},
+			client: tlsmitm.Client{ID: "abc", Name: "dual"}, wantErr: tlsmitm.ErrForbidden, wantMsg: "on the clauderon network alone"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
