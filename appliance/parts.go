@@ -57,6 +57,7 @@ func netfilterSpec(cfg *config.Config, table string, bridgeName string, subnet n
 		TLSPort: uint16(cfg.Listen.TLSPort), DNSPort: uint16(cfg.Listen.DNSPort),
 		AllowIntraBridge: cfg.Network.AllowIntraBridge,
 		AuditMode:        cfg.Egress.Mode == "audit",
+		ListenerMark:     netfilter.DefaultListenerMark, // the SO_MARK listenerConfig sets
 	}
 	for i, a := range cfg.Egress.AllowCIDRs {
 		p, err := netip.ParsePrefix(a.CIDR)

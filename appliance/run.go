@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/clauderon/clauderond/appliance/bridge"
@@ -23,6 +24,7 @@ import (
 	"github.com/clauderon/clauderond/tlsmitm/localca"
 	"github.com/docker/docker/client"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // fixHint ends start-up errors that may have left state behind.
@@ -286,7 +288,7 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	}
 	tlsAddr := net.JoinHostPort(host, strconv.Itoa(d.cfg.Listen.TLSPort))
 	dnsAddr := net.JoinHostPort(host, strconv.Itoa(d.cfg.Listen.DNSPort))
-	var lc net.ListenConfig
+	lc := listenerConfig(d.network.Bridge, d.opts.listenAddr == "")
 	tln, err := lc.Listen(ctx, "tcp", tlsAddr)
 	if err != nil {
 		return fmt.Errorf("listening on %s (listen.tls_port): %w; is another clauderond running?", tlsAddr, err)
@@ -309,6 +311,35 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	dsrv.Logger = d.base
 	g.Go(func() error { return serveDNS(ctx, dsrv, dpc, dln) })
 	return nil
+}
+
+// listenerConfig makes the listener sockets. On the bridge (owned) they
+// carry SO_MARK netfilter.DefaultListenerMark, which the input chain
+// requires before it hands them redirected traffic (an unprivileged user
+// cannot set SO_MARK, so one listening on our ports while the daemon is
+// down receives nothing), and SO_BINDTODEVICE to the bridge, so they
+// answer nothing that arrives on another interface. Both need
+// CAP_NET_ADMIN. A test listening elsewhere (withListenAddr) sets neither.
+func listenerConfig(bridge string, owned bool) *net.ListenConfig {
+	if !owned {
+		return &net.ListenConfig{}
+	}
+	return &net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(netfilter.DefaultListenerMark)); err != nil {
+				serr = fmt.Errorf("setting SO_MARK on the %s listener %s (needs CAP_NET_ADMIN): %w", network, address, err)
+				return
+			}
+			if err := unix.BindToDevice(int(fd), bridge); err != nil {
+				serr = fmt.Errorf("binding the %s listener %s to device %s: %w", network, address, bridge, err)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("configuring the %s listener %s: %w", network, address, err)
+		}
+		return serr
+	}}
 }
 
 func (d *daemon) serveTLS(ctx context.Context, ln net.Listener) error {

@@ -14,6 +14,9 @@ const (
 	chainForward  = "filter_forward"
 	chainPortIn   = "port_guard"
 	chainPortFwd  = "port_forward"
+	chainNATPost  = "nat_post"
+	chainHostOut  = "host_out"
+	chainARPIn    = "arp_in"
 	setPorts      = "ports"
 	setPortAddrs  = "port_addrs"
 	setAddrs      = "container_addrs"
@@ -27,6 +30,8 @@ const (
 	prioNAT     = -110 // dstnat - 10
 	prioFilter  = -10  // filter - 10
 	prioBridge  = -200 // bridge filter
+	prioSrcNAT  = 100  // srcnat
+	prioARP     = 0    // arp filter
 	auditPrefix = "clauderon would-deny: "
 )
 
@@ -42,8 +47,10 @@ func Build(s Spec) (Ruleset, error) {
 		{Name: chainNAT, Type: "nat", Hook: "prerouting", Priority: prioNAT, Rules: b.natRules()},
 		{Name: chainHostIn, Type: "filter", Hook: "input", Priority: prioFilter, Rules: b.hostRules()},
 		{Name: chainForward, Type: "filter", Hook: "forward", Priority: prioFilter, Rules: b.forwardRules()},
+		{Name: chainHostOut, Type: "filter", Hook: "output", Priority: prioFilter, Rules: b.hostOutRules()},
+		{Name: chainNATPost, Type: "nat", Hook: "postrouting", Priority: prioSrcNAT, Rules: b.natPostRules()},
 	}}
-	return Ruleset{Tables: []Table{inet, b.bridgeTable()}}, nil
+	return Ruleset{Tables: []Table{inet, b.bridgeTable(), b.arpTable()}}, nil
 }
 
 type builder struct{ s Spec }
@@ -62,6 +69,13 @@ func (b builder) guardRules() []Rule {
 		rule("drop-ipv6", Drop{}, br, NFProto{IPv6: true}),
 		rule("drop-foreign-saddr", Drop{}, br, v4, Addr{Prefix: b.s.Subnet, Neg: true}),
 		rule("drop-unknown-saddr", Drop{}, br, v4, AddrNotInSet{Set: setAddrs}),
+		// The bridge table marked the packet if it entered through a
+		// registered port with that port's address: a port not (yet) in
+		// Ports, forging a registered container's address, is dropped here.
+		rule("drop-unverified-port", Drop{}, br, MarkBits{Bits: PortVerifiedMark, Unset: true}),
+		// Our bit has done its job: give the mark back as it was, so that
+		// nothing downstream (policy routing, other firewalls) sees it.
+		rule("clear-port-mark", SetMarkBits{Bits: PortVerifiedMark, Clear: true}, br),
 	}
 }
 
@@ -76,15 +90,49 @@ func (b builder) natRules() []Rule {
 
 func (b builder) hostRules() []Rule {
 	br, v4 := b.fromBridge(), NFProto{}
+	notBr := IfName{Name: b.s.Bridge, Neg: true}
 	gw := Addr{Dst: true, Prefix: netip.PrefixFrom(b.s.Gateway, 32)}
+	unowned := SocketMark{Mark: b.s.ListenerMark, Neg: true}
+	listenTCP := DPort{Proto: "tcp", Ports: []uint16{b.s.TLSPort, b.s.DNSPort}}
+	listenUDP := DPort{Proto: "udp", Ports: []uint16{b.s.DNSPort}}
 	return []Rule{
+		// The listeners serve the bridge only: not the LAN, other bridges
+		// or host processes (weak host model: the gateway address answers
+		// on every interface).
+		rule("listener-off-bridge-tcp", RejectTCPReset{}, notBr, v4, gw, listenTCP),
+		rule("listener-off-bridge-udp", Drop{}, notBr, v4, gw, listenUDP),
 		rule("host-established", Accept{}, br, CtEstablished{}),
+		// A socket on the listener ports without the daemon's SO_MARK
+		// (settable only with CAP_NET_ADMIN) is a local user's, bound
+		// while the daemon is down: it gets nothing. (Dropped: a reset
+		// from here would leave with the redirected address, unanswered.)
+		rule("drop-unowned-listener", Drop{}, br, v4, gw, listenTCP, unowned),
+		rule("drop-unowned-listener-udp", Drop{}, br, v4, gw, listenUDP, unowned),
+		// The daemon's marked sockets, or none: then the kernel itself
+		// refuses fast (TCP reset, ICMP port unreachable).
 		rule("accept-tls", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.TLSPort}}),
 		rule("accept-dns-udp", Accept{}, br, v4, gw, DPort{Proto: "udp", Ports: []uint16{b.s.DNSPort}}),
 		rule("accept-dns-tcp", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.DNSPort}}),
 		rule("reject-host-tcp", RejectTCPReset{}, br, L4Proto{Proto: "tcp"}),
 		rule("drop-host", Drop{}, br),
 	}
+}
+
+// hostOutRules stop the host opening connections into the bridge (Docker's
+// userland proxy for published ports, any local process): containers are
+// reached only through docker exec/attach. Replies and ICMP errors are not
+// new connections.
+func (b builder) hostOutRules() []Rule {
+	return []Rule{rule("drop-host-to-bridge", Drop{}, b.toBridge(), CtNew{})}
+}
+
+// natPostRules masquerade the bridge's traffic that the forward chain let
+// leave through another interface (allow_cidrs, audit mode): Docker
+// masquerading is off on our network and the next hop has no route back
+// to the subnet.
+func (b builder) natPostRules() []Rule {
+	return []Rule{rule("masquerade-egress", Masquerade{}, NFProto{}, Addr{Prefix: b.s.Subnet},
+		IfName{Out: true, Name: b.s.Bridge, Neg: true})}
 }
 
 func (b builder) forwardRules() []Rule {
@@ -150,6 +198,12 @@ func (b builder) bridgeTable() Table {
 			rule("port-drop-non-ipv4", Drop{}, fromPort, EtherType{Types: []uint16{EtherIPv4, EtherARP}, Neg: true}),
 			rule("antispoof-ip", Drop{}, fromPort, EtherType{Types: []uint16{EtherIPv4}}, PortAddrNotIn{Set: setPortAddrs}),
 			rule("antispoof-arp", Drop{}, fromPort, EtherType{Types: []uint16{EtherARP}}, PortAddrNotIn{ARP: true, Set: setPortAddrs}),
+			// Whatever the port, a frame whose (port . source address) pair
+			// is registered gets PortVerifiedMark; the inet guard and the
+			// arp table drop the bridge's traffic without it, so a port the
+			// sets do not know yet is covered too.
+			rule("mark-verified-ip", SetMarkBits{Bits: PortVerifiedMark}, EtherType{Types: []uint16{EtherIPv4}}, SrcAddrIn{Set: setPortAddrs}),
+			rule("mark-verified-arp", SetMarkBits{Bits: PortVerifiedMark}, EtherType{Types: []uint16{EtherARP}}, SrcAddrIn{ARP: true, Set: setPortAddrs}),
 		}}},
 	}
 	if !b.s.AllowIntraBridge {
@@ -159,6 +213,17 @@ func (b builder) bridgeTable() Table {
 		}})
 	}
 	return t
+}
+
+// arpTable keeps unregistered ports (and forged sender addresses) out of
+// the host's neighbour table: ARP from the bridge without the bridge
+// table's PortVerifiedMark is dropped before the host learns from it.
+func (b builder) arpTable() Table {
+	return Table{Family: FamilyARP, Name: b.s.Table, Chains: []Chain{
+		{Name: chainARPIn, Type: "filter", Hook: "input", Priority: prioARP, Rules: []Rule{
+			rule("drop-unverified-arp", Drop{}, b.fromBridge(), MarkBits{Bits: PortVerifiedMark, Unset: true}),
+		}},
+	}}
 }
 
 // uniqueNames returns one element per interface name of sorted ports.

@@ -159,26 +159,42 @@ func queueRuleset(c *nftables.Conn, rs Ruleset) error {
 }
 
 func nfFamily(f Family) nftables.TableFamily {
-	if f == FamilyBridge {
+	switch f {
+	case FamilyBridge:
 		return nftables.TableFamilyBridge
+	case FamilyARP:
+		return nftables.TableFamilyARP
 	}
 	return nftables.TableFamilyINet
 }
 
 var hooks = map[string]nftables.ChainHook{
-	"prerouting": *nftables.ChainHookPrerouting,
-	"input":      *nftables.ChainHookInput,
-	"forward":    *nftables.ChainHookForward,
+	"prerouting":  *nftables.ChainHookPrerouting,
+	"input":       *nftables.ChainHookInput,
+	"forward":     *nftables.ChainHookForward,
+	"output":      *nftables.ChainHookOutput,
+	"postrouting": *nftables.ChainHookPostrouting,
 }
 
-func hookName(h *nftables.ChainHook) string {
-	for n, v := range hooks {
-		if h != nil && *h == v {
-			return n
-		}
+// arpHooks are the arp family's hook numbers (NF_ARP_IN, ...): they differ
+// from the inet and bridge ones.
+var arpHooks = map[string]nftables.ChainHook{"input": 0, "output": 1}
+
+func familyHooks(f nftables.TableFamily) map[string]nftables.ChainHook {
+	if f == nftables.TableFamilyARP {
+		return arpHooks
 	}
+	return hooks
+}
+
+func hookName(f nftables.TableFamily, h *nftables.ChainHook) string {
 	if h == nil {
 		return "none"
+	}
+	for n, v := range familyHooks(f) {
+		if *h == v {
+			return n
+		}
 	}
 	return fmt.Sprintf("hook%d", *h)
 }
@@ -187,7 +203,7 @@ func nfChain(t *nftables.Table, ch Chain) *nftables.Chain {
 	accept := nftables.ChainPolicyAccept
 	return &nftables.Chain{
 		Name: ch.Name, Table: t, Type: nftables.ChainType(ch.Type),
-		Hooknum:  nftables.ChainHookRef(hooks[ch.Hook]),
+		Hooknum:  nftables.ChainHookRef(familyHooks(t.Family)[ch.Hook]),
 		Priority: nftables.ChainPriorityRef(nftables.ChainPriority(ch.Priority)),
 		Policy:   &accept,
 	}
@@ -312,7 +328,7 @@ func (k *Kernel) isolate(spec Spec, on bool) error {
 	return nil
 }
 
-// Teardown deletes our inet and bridge tables (only those) in one batch
+// Teardown deletes our inet, bridge and arp tables (only those) in one batch
 // and, if this Kernel applied a ruleset, clears port isolation on the
 // bridge's ports. ErrNotApplied when neither table exists.
 func (k *Kernel) Teardown(ctx context.Context) error {
@@ -352,10 +368,10 @@ func (k *Kernel) Teardown(ctx context.Context) error {
 	return isoErr
 }
 
-// ourTables lists the tables named name in the inet and bridge families.
+// ourTables lists the tables named name in the inet, bridge and arp families.
 func ourTables(c *nftables.Conn, name string) ([]*nftables.Table, error) {
 	var out []*nftables.Table
-	for _, fam := range []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge} {
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge, nftables.TableFamilyARP} {
 		ts, err := c.ListTablesOfFamily(fam)
 		if err != nil {
 			return nil, fmt.Errorf("listing tables: %w", err)

@@ -52,9 +52,9 @@ func newRig(t *testing.T, host netns.NsHandle) *rig {
 		r.spec.Ports = append(r.spec.Ports, Port{IfName: c.HostIf, Addr: c.Addr})
 	}
 	gw := tp.Gateway.String()
-	r.tls = r.srv.tcp(host, fmt.Sprintf("%s:%d", gw, rigTLSPort), func(c net.Conn) string { return "tls " + originalDst(c) })
-	r.srv.udp(host, fmt.Sprintf("%s:%d", gw, rigDNSPort))
-	r.srv.tcp(host, fmt.Sprintf("%s:%d", gw, rigDNSPort), nil)
+	r.tls = r.srv.tcpMarked(host, fmt.Sprintf("%s:%d", gw, rigTLSPort), DefaultListenerMark, func(c net.Conn) string { return "tls " + originalDst(c) })
+	r.srv.udpMarked(host, fmt.Sprintf("%s:%d", gw, rigDNSPort), DefaultListenerMark)
+	r.srv.tcpMarked(host, fmt.Sprintf("%s:%d", gw, rigDNSPort), DefaultListenerMark, nil)
 	r.srv.tcp(host, "0.0.0.0:2375", nil)
 	for _, p := range []int{80, 443, 853, 8080, 53} {
 		r.srv.tcp(tp.Outside, fmt.Sprintf("%s:%d", tp.OutsideAddr, p), nil)
@@ -370,6 +370,7 @@ func TestKernel_Confinement(t *testing.T) {
 		_ = r.tls.Close()
 		r.expectTCP(t, c1, "", out+":443", "refused")
 		r.expectNothingReached(t, r.outside("tcp", 443))
+		t.Logf("counters: %v", r.counters(t))
 	})
 	t.Run("TeardownLeavesOtherTables", func(t *testing.T) {
 		if o, err := nftest.Run(host, "nft", "add table inet other; add chain inet other keep"); err != nil {
@@ -392,7 +393,7 @@ func TestKernel_Confinement(t *testing.T) {
 }
 
 func listBoth(t *testing.T, ns netns.NsHandle, table string) string {
-	return nftest.NFTList(t, ns, "inet", table) + nftest.NFTList(t, ns, "bridge", table)
+	return nftest.NFTList(t, ns, "inet", table) + nftest.NFTList(t, ns, "bridge", table) + nftest.NFTList(t, ns, "arp", table)
 }
 
 // deleteRule removes the rule with the given comment behind the

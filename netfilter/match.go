@@ -72,10 +72,12 @@ func be16(v uint16) []byte { return binaryutil.BigEndian.PutUint16(v) }
 
 func cmpEq(data []byte) *expr.Cmp { return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data} }
 
-// IfName matches the input (or output) interface name exactly.
+// IfName matches the input (or output) interface name exactly (or, with
+// Neg, every other name).
 type IfName struct {
 	Out  bool
 	Name string
+	Neg  bool
 }
 
 func (m IfName) key() (expr.MetaKey, string) {
@@ -85,11 +87,21 @@ func (m IfName) key() (expr.MetaKey, string) {
 	return expr.MetaKeyIIFNAME, "iifname"
 }
 
-func (m IfName) String() string { _, k := m.key(); return fmt.Sprintf("%s %q", k, m.Name) }
+func (m IfName) String() string {
+	_, k := m.key()
+	if m.Neg {
+		return fmt.Sprintf("%s != %q", k, m.Name)
+	}
+	return fmt.Sprintf("%s %q", k, m.Name)
+}
 
 func (m IfName) exprs(*exprCtx) []expr.Any {
 	k, _ := m.key()
-	return []expr.Any{&expr.Meta{Key: k, Register: 1}, cmpEq(ifname(m.Name))}
+	c := cmpEq(ifname(m.Name))
+	if m.Neg {
+		c.Op = expr.CmpOpNeq
+	}
+	return []expr.Any{&expr.Meta{Key: k, Register: 1}, c}
 }
 
 // IfNameInSet matches the input (or output) interface name against a named
@@ -244,6 +256,89 @@ func (CtEstablished) exprs(*exprCtx) []expr.Any {
 	}
 }
 
+// CtNew matches conntrack state new: the first packet of a connection.
+type CtNew struct{}
+
+func (CtNew) String() string { return "ct state new" }
+
+func (CtNew) exprs(*exprCtx) []expr.Any {
+	mask := binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW)
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// SocketMark matches packets whose local destination socket (looked up
+// by the kernel for this packet, listening or connected) carries SO_MARK
+// Mark (with Neg: carries another mark). Without a socket it never
+// matches, either way. Only a process with CAP_NET_ADMIN can set SO_MARK.
+type SocketMark struct {
+	Mark uint32
+	Neg  bool
+}
+
+func (m SocketMark) String() string {
+	if m.Neg {
+		return fmt.Sprintf("socket mark != 0x%08x", m.Mark)
+	}
+	return fmt.Sprintf("socket mark 0x%08x", m.Mark)
+}
+
+func (m SocketMark) exprs(*exprCtx) []expr.Any {
+	c := cmpEq(binaryutil.NativeEndian.PutUint32(m.Mark))
+	if m.Neg {
+		c.Op = expr.CmpOpNeq
+	}
+	return []expr.Any{&expr.Socket{Key: expr.SocketKeyMark, Register: 1}, c}
+}
+
+// MarkBits matches packets whose meta mark has (or, with Unset, lacks)
+// every bit of Bits.
+type MarkBits struct {
+	Bits  uint32
+	Unset bool
+}
+
+func (m MarkBits) String() string {
+	if m.Unset {
+		return fmt.Sprintf("meta mark & 0x%08x == 0x00000000", m.Bits)
+	}
+	return fmt.Sprintf("meta mark & 0x%08x == 0x%08x", m.Bits, m.Bits)
+}
+
+func (m MarkBits) exprs(*exprCtx) []expr.Any {
+	want := m.Bits
+	if m.Unset {
+		want = 0
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(m.Bits), Xor: make([]byte, 4)},
+		cmpEq(binaryutil.NativeEndian.PutUint32(want)),
+	}
+}
+
+// SrcAddrIn matches IPv4 packets (or, with ARP, ARP packets by sender
+// protocol address) whose (input port name . source address) pair is in
+// the named ifname . ipv4_addr set: the positive form of PortAddrNotIn.
+type SrcAddrIn struct {
+	ARP bool
+	Set string
+}
+
+func (m SrcAddrIn) String() string {
+	return strings.Replace(PortAddrNotIn(m).String(), " != @", " @", 1)
+}
+
+func (m SrcAddrIn) exprs(x *exprCtx) []expr.Any {
+	out := PortAddrNotIn(m).exprs(x)
+	out[len(out)-1].(*expr.Lookup).Invert = false
+	return out
+}
+
 // Ethernet types we name.
 const (
 	EtherIPv4 uint16 = 0x0800
@@ -373,6 +468,42 @@ func (v Redirect) exprs(*exprCtx) []expr.Any {
 		&expr.Redir{RegisterProtoMin: 1},
 	}
 }
+
+// SetMarkBits is a non-terminal statement: it sets (or, with Clear,
+// clears) Bits of the packet's meta mark and keeps every other bit, then
+// the packet continues with the next rule.
+type SetMarkBits struct {
+	Bits  uint32
+	Clear bool
+}
+
+func (v SetMarkBits) String() string {
+	if v.Clear {
+		return fmt.Sprintf("meta mark set meta mark & 0x%08x", ^v.Bits)
+	}
+	return fmt.Sprintf("meta mark set meta mark | 0x%08x", v.Bits)
+}
+
+func (v SetMarkBits) exprs(*exprCtx) []expr.Any {
+	xor := v.Bits
+	if v.Clear {
+		xor = 0
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^v.Bits), Xor: binaryutil.NativeEndian.PutUint32(xor)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+	}
+}
+
+// Masquerade source-NATs to the outgoing interface's address (nat
+// postrouting chains only).
+type Masquerade struct{}
+
+func (Masquerade) String() string { return "masquerade" }
+
+func (Masquerade) exprs(*exprCtx) []expr.Any { return []expr.Any{&expr.Masq{}} }
 
 func (l *Log) exprs() []expr.Any {
 	return []expr.Any{&expr.Log{

@@ -8,10 +8,11 @@ import (
 // Family is an nftables address family we use.
 type Family string
 
-// The two families of our tables.
+// The three families of our tables.
 const (
 	FamilyInet   Family = "inet"
 	FamilyBridge Family = "bridge"
+	FamilyARP    Family = "arp"
 )
 
 // Ruleset is the complete desired state: our tables with their sets,
@@ -53,7 +54,7 @@ type Set struct {
 type Chain struct {
 	Name     string
 	Type     string // "filter" or "nat"
-	Hook     string // "prerouting", "input", "forward"
+	Hook     string // "prerouting", "input", "forward", "output", "postrouting"
 	Priority int
 	Rules    []Rule
 }
@@ -171,8 +172,11 @@ func (r Rule) String() string {
 // priorityText names a priority the way nft prints it.
 func priorityText(f Family, p int) string {
 	named := map[int]string{-300: "raw", -150: "mangle", -100: "dstnat", 0: "filter", 50: "security", 100: "srcnat"}
-	if f == FamilyBridge {
+	switch f {
+	case FamilyBridge:
 		named = map[int]string{-300: "dstnat", -200: "filter", 0: "out", 300: "srcnat"}
+	case FamilyARP:
+		named = map[int]string{0: "filter"}
 	}
 	if n, ok := named[p]; ok {
 		return n

@@ -2,6 +2,7 @@ package netfilter
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -79,7 +80,32 @@ func (s *servers) track(c func() error) {
 // answered by reply(conn) (nil: "hello from <addr>\n").
 func (s *servers) tcp(ns netns.NsHandle, addr string, reply func(net.Conn) string) net.Listener {
 	s.t.Helper()
-	ln, err := nftest.InNS(ns, func() (net.Listener, error) { return net.Listen("tcp", addr) })
+	return s.tcpMarked(ns, addr, 0, reply)
+}
+
+// markedListen is a ListenConfig that sets SO_MARK mark (0: none) on its
+// sockets, as the daemon does on its listeners.
+func markedListen(mark uint32) *net.ListenConfig {
+	return &net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		if mark == 0 {
+			return nil
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+}
+
+// tcpMarked is tcp with SO_MARK mark on the listener (0: unmarked).
+func (s *servers) tcpMarked(ns netns.NsHandle, addr string, mark uint32, reply func(net.Conn) string) net.Listener {
+	s.t.Helper()
+	ln, err := nftest.InNS(ns, func() (net.Listener, error) {
+		return markedListen(mark).Listen(context.Background(), "tcp", addr)
+	})
 	if err != nil {
 		s.t.Fatalf("listening on tcp %s: %v", addr, err)
 	}
@@ -110,7 +136,15 @@ func (s *servers) serveTCP(ln net.Listener, addr string, reply func(net.Conn) st
 // udp listens on addr in ns and echoes "udp <addr> <payload>".
 func (s *servers) udp(ns netns.NsHandle, addr string) {
 	s.t.Helper()
-	pc, err := nftest.InNS(ns, func() (net.PacketConn, error) { return net.ListenPacket("udp", addr) })
+	s.udpMarked(ns, addr, 0)
+}
+
+// udpMarked is udp with SO_MARK mark on the socket (0: unmarked).
+func (s *servers) udpMarked(ns netns.NsHandle, addr string, mark uint32) {
+	s.t.Helper()
+	pc, err := nftest.InNS(ns, func() (net.PacketConn, error) {
+		return markedListen(mark).ListenPacket(context.Background(), "udp", addr)
+	})
 	if err != nil {
 		s.t.Fatalf("listening on udp %s: %v", addr, err)
 	}

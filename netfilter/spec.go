@@ -12,6 +12,17 @@ import (
 // DefaultTable is the name of our nftables tables when Spec.Table is empty.
 const DefaultTable = "clauderon"
 
+// DefaultListenerMark is the SO_MARK the daemon puts on its listener
+// sockets when Spec.ListenerMark is zero ("cldr"). The input chain hands
+// redirected traffic only to sockets with this mark.
+const DefaultListenerMark uint32 = 0x636c6472
+
+// PortVerifiedMark is the packet mark bit the bridge table sets on frames
+// whose (port . source address) pair is registered; the inet and arp
+// tables drop the bridge's traffic without it, then clear it. Other mark
+// bits are kept (kube-proxy uses 0x4000/0x8000, Docker none).
+const PortVerifiedMark uint32 = 0x00002000
+
 // ifNameSize is IFNAMSIZ: interface names are at most 15 bytes plus NUL.
 const ifNameSize = 16
 
@@ -41,6 +52,10 @@ type Spec struct {
 	// LogGroup is the NFLOG group of the audit-mode log rules. Without a
 	// listener on the group the kernel discards the log messages.
 	LogGroup uint16
+	// ListenerMark is the SO_MARK of the daemon's listener sockets (zero:
+	// DefaultListenerMark). Traffic redirected to the listener ports is
+	// accepted only for a socket with this mark.
+	ListenerMark uint32
 	// Ports are the bridge's current ports (host-side veth names) and the
 	// IPv4 address Docker assigned to each container behind them.
 	Ports []Port
@@ -72,6 +87,9 @@ var metadataPrefix = netip.MustParsePrefix("169.254.0.0/16")
 func (s Spec) withDefaults() Spec {
 	if s.Table == "" {
 		s.Table = DefaultTable
+	}
+	if s.ListenerMark == 0 {
+		s.ListenerMark = DefaultListenerMark
 	}
 	s.Ports = normalizePorts(s.Ports)
 	s.AllowCIDRs = slices.Clone(s.AllowCIDRs)

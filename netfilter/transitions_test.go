@@ -83,7 +83,7 @@ func TestKernel_Transitions(t *testing.T) {
 		if d, err := k.Verify(ctx, s); err != nil || !d.Intact() {
 			t.Fatalf("%s: Verify = %v, %v; want intact", name, d, err)
 		}
-		got := nftest.NFTList(t, host, "inet", table) + "\n" + nftest.NFTList(t, host, "bridge", table)
+		got := nftest.NFTList(t, host, "inet", table) + "\n" + nftest.NFTList(t, host, "bridge", table) + "\n" + nftest.NFTList(t, host, "arp", table)
 		checkGolden(t, filepath.Join("testdata", "kernel", strings.TrimPrefix(goldenPath(name), filepath.Join("testdata", "build")+"/")), got)
 		checkIsolation(t, host, s)
 	}
