@@ -18,6 +18,11 @@
 //     one by accident: Options.Scrub (the appliance passes the credential
 //     store's redactor) runs over every string field, and query strings are
 //     dropped from paths unless Options.KeepQuery is set.
+//   - It never writes or reads through something planted at its paths (the
+//     daemon runs as root in a state dir another user may once have owned):
+//     files are opened with O_NOFOLLOW, the writer refuses anything but a
+//     regular, singly linked file of the daemon's own user, and rotation
+//     only renames and removes names, never following them.
 //   - It does not decide what is audited or convert other packages' event
 //     types: the appliance's adapters fill Records; this package imports
 //     only the standard library.

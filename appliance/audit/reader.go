@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -54,7 +55,7 @@ func Tail(path string, n int, f Filter) ([]Record, error) {
 // scanBackward calls fn with each non-empty line of the file, last line
 // first, until fn returns false.
 func scanBackward(name string, fn func(line []byte) bool) error {
-	file, err := os.Open(name)
+	file, err := openNoFollow(name)
 	if err != nil {
 		return err
 	}
@@ -128,7 +129,7 @@ type follower struct {
 // open opens path; atEnd starts at its current end (the first open), else
 // at its start (a file that appeared or replaced a rotated one).
 func (fl *follower) open(atEnd bool) error {
-	file, err := os.Open(fl.path)
+	file, err := openNoFollow(fl.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // poll retries
 	}
@@ -205,7 +206,7 @@ func (fl *follower) catchUp() error {
 		}
 	}
 	for i := k - 1; i >= 1; i-- {
-		file, err := os.Open(backupName(fl.path, i))
+		file, err := openNoFollow(backupName(fl.path, i))
 		if err != nil {
 			continue // rotated away meanwhile
 		}
@@ -265,4 +266,11 @@ func (fl *follower) feed(b []byte) error {
 		}
 	}
 	return nil
+}
+
+// openNoFollow opens an audit file for reading without following a symlink
+// in its last component: the API must not serve whatever a planted link
+// points at.
+func openNoFollow(name string) (*os.File, error) {
+	return os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -104,16 +105,31 @@ func Open(path string, opts Options) (*Writer, error) {
 // Path is the file the writer appends to.
 func (w *Writer) Path() string { return w.path }
 
-// openLocked opens w.path for append with mode 0600.
+// openFlags never follow a symlink at the audit path (the daemon runs as
+// root in a directory its operator's user may once have owned) and never
+// block on a FIFO planted there.
+const openFlags = os.O_WRONLY | os.O_APPEND | os.O_CREATE | syscall.O_NOFOLLOW | syscall.O_NONBLOCK
+
+// openLocked opens w.path for append with mode 0600. It refuses anything
+// but a regular file of the daemon's own with a single link: a symlink
+// (O_NOFOLLOW), a FIFO or device, a hard link to some other file, or a file
+// someone else owns, so the daemon never appends to or chmods a file it was
+// pointed at.
 func (w *Writer) openLocked() error {
 	if fi, err := os.Stat(filepath.Dir(w.path)); err != nil || !fi.IsDir() {
 		return fmt.Errorf("opening audit log: directory %s does not exist", filepath.Dir(w.path))
 	}
-	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(w.path, openFlags, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return fmt.Errorf("opening audit log: %s is a symbolic link; remove it (clauderond creates the file itself)", w.path)
+	}
 	if err != nil {
 		return fmt.Errorf("opening audit log: %w", err)
 	}
 	fi, err := f.Stat()
+	if err == nil {
+		err = checkOwnFile(w.path, fi)
+	}
 	if err == nil && fi.Mode().Perm() != 0o600 {
 		err = f.Chmod(0o600)
 	}
@@ -122,6 +138,25 @@ func (w *Writer) openLocked() error {
 		return fmt.Errorf("opening audit log %s: %w", w.path, err)
 	}
 	w.f, w.size = f, fi.Size()+int64(len(w.buf))
+	return nil
+}
+
+// checkOwnFile accepts a regular file with one link owned by the daemon's
+// user.
+func checkOwnFile(path string, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file (%v); remove it", path, fi.Mode().Type())
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s belongs to uid %d, not to the daemon's user (uid %d); remove it or `chown %d %s`", path, st.Uid, os.Geteuid(), os.Geteuid(), path)
+	}
+	if st.Nlink > 1 {
+		return fmt.Errorf("%s has %d hard links (it may be another file); remove it", path, st.Nlink)
+	}
 	return nil
 }
 
