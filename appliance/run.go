@@ -288,7 +288,7 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	}
 	tlsAddr := net.JoinHostPort(host, strconv.Itoa(d.cfg.Listen.TLSPort))
 	dnsAddr := net.JoinHostPort(host, strconv.Itoa(d.cfg.Listen.DNSPort))
-	lc := listenerConfig(d.network.Bridge, d.opts.listenAddr == "")
+	lc := listenerConfig(d.opts.listenAddr == "")
 	tln, err := lc.Listen(ctx, "tcp", tlsAddr)
 	if err != nil {
 		return fmt.Errorf("listening on %s (listen.tls_port): %w; is another clauderond running?", tlsAddr, err)
@@ -314,31 +314,30 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 }
 
 // listenerConfig makes the listener sockets. On the bridge (owned) they
-// carry SO_MARK netfilter.DefaultListenerMark, which the input chain
-// requires before it hands them redirected traffic (an unprivileged user
-// cannot set SO_MARK, so one listening on our ports while the daemon is
-// down receives nothing), and SO_BINDTODEVICE to the bridge, so they
-// answer nothing that arrives on another interface. Both need
-// CAP_NET_ADMIN. A test listening elsewhere (withListenAddr) sets neither.
-func listenerConfig(bridge string, owned bool) *net.ListenConfig {
+// carry SO_MARK netfilter.DefaultListenerMark (needs CAP_NET_ADMIN): the
+// input chain hands redirected traffic only to sockets with that mark, so
+// an unprivileged user listening on our ports while the daemon is down
+// receives nothing. No SO_BINDTODEVICE: it binds the bridge's ifindex,
+// and the network recreated behind our back gets a new bridge device the
+// sockets would no longer serve; the input chain refuses traffic to the
+// listeners from other interfaces instead. A test listening elsewhere
+// (withListenAddr) gets plain sockets.
+func listenerConfig(owned bool) *net.ListenConfig {
 	if !owned {
 		return &net.ListenConfig{}
 	}
 	return &net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
-			if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(netfilter.DefaultListenerMark)); err != nil {
-				serr = fmt.Errorf("setting SO_MARK on the %s listener %s (needs CAP_NET_ADMIN): %w", network, address, err)
-				return
-			}
-			if err := unix.BindToDevice(int(fd), bridge); err != nil {
-				serr = fmt.Errorf("binding the %s listener %s to device %s: %w", network, address, bridge, err)
-			}
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(netfilter.DefaultListenerMark))
 		})
 		if err != nil {
 			return fmt.Errorf("configuring the %s listener %s: %w", network, address, err)
 		}
-		return serr
+		if serr != nil {
+			return fmt.Errorf("setting SO_MARK on the %s listener %s (needs CAP_NET_ADMIN): %w", network, address, serr)
+		}
+		return nil
 	}}
 }
 

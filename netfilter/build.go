@@ -123,7 +123,14 @@ func (b builder) hostRules() []Rule {
 // reached only through docker exec/attach. Replies and ICMP errors are not
 // new connections.
 func (b builder) hostOutRules() []Rule {
-	return []Rule{rule("drop-host-to-bridge", Drop{}, b.toBridge(), CtNew{})}
+	return []Rule{
+		rule("drop-host-to-bridge", Drop{}, b.toBridge(), CtNew{}),
+		// An output DNAT (a published port dialled from the host) reroutes
+		// after this hook's output interface was fixed: match the new
+		// destination too. The gateway is the host itself.
+		rule("drop-host-to-subnet", Drop{}, NFProto{}, Addr{Dst: true, Prefix: b.s.Subnet},
+			Addr{Dst: true, Prefix: netip.PrefixFrom(b.s.Gateway, 32), Neg: true}, CtNew{}),
+	}
 }
 
 // natPostRules masquerade the bridge's traffic that the forward chain let
@@ -131,8 +138,10 @@ func (b builder) hostOutRules() []Rule {
 // masquerading is off on our network and the next hop has no route back
 // to the subnet.
 func (b builder) natPostRules() []Rule {
+	// Not the gateway: that is the host's own address (a host process
+	// talking to it over lo), and postrouting knows no input interface.
 	return []Rule{rule("masquerade-egress", Masquerade{}, NFProto{}, Addr{Prefix: b.s.Subnet},
-		IfName{Out: true, Name: b.s.Bridge, Neg: true})}
+		Addr{Prefix: netip.PrefixFrom(b.s.Gateway, 32), Neg: true}, IfName{Out: true, Name: b.s.Bridge, Neg: true})}
 }
 
 func (b builder) forwardRules() []Rule {

@@ -261,6 +261,9 @@ func TestKernel_Confinement(t *testing.T) {
 		s.AllowCIDRs = []AllowCIDR{{Prefix: netip.PrefixFrom(r.tp.OutsideAddr, 32), Proto: "tcp", Ports: []uint16{8080}}}
 		r.apply(t, s)
 		defer r.apply(t, r.spec)
+		// The next hop knows no route to the bridge subnet: only the
+		// masquerade makes the exception work.
+		defer r.tp.CutRouteBack(t)()
 		r.expectTCP(t, c1, "", out+":8080", fmt.Sprintf("hello from %s:8080", out))
 		r.expectTCP(t, c1, "", out+":80", "refused")
 		r.expectTCP(t, c1, "", out+":443", "tls "+out+":443")
@@ -270,11 +273,15 @@ func TestKernel_Confinement(t *testing.T) {
 		s.AuditMode = true
 		r.apply(t, s)
 		defer r.apply(t, r.spec)
+		defer r.tp.CutRouteBack(t)()
 		r.expectTCP(t, c1, "", out+":80", fmt.Sprintf("hello from %s:80", out))
 		r.expectTCP(t, c1, "", r.tp.Metadata.String()+":80", "timeout")
 		r.expectTCP(t, c1, "", r.tp.Gateway.String()+":2375", "refused")
-		if got := r.counters(t)["clauderon:would-deny-tcp"]; got == 0 {
-			t.Errorf("would-deny-tcp counter = 0, want > 0")
+		cs := r.counters(t)
+		for _, rule := range []string{"clauderon:would-deny-tcp", "clauderon:masquerade-egress"} {
+			if cs[rule] == 0 {
+				t.Errorf("counter %s = 0, want > 0", rule)
+			}
 		}
 	})
 	t.Run("UnknownContainersFailClosedUntilSetPorts", func(t *testing.T) {
@@ -366,11 +373,144 @@ func TestKernel_Confinement(t *testing.T) {
 		r.expectTCP(t, c1, "", out+":80", "refused")
 		r.expectTCP(t, c1, "", r.tp.Gateway.String()+":2375", "refused")
 	})
+	t.Run("UnmarkedListenerGetsNothing", func(t *testing.T) {
+		// The daemon is down and a local user listens on the listener
+		// ports (unprivileged ports: anyone may bind them), on the gateway
+		// address and on the wildcard: no socket without the daemon's
+		// SO_MARK receives a redirected connection or query.
+		const tlsPort, dnsPort = 18444, 18054
+		s := r.spec
+		s.TLSPort, s.DNSPort = tlsPort, dnsPort
+		r.apply(t, s)
+		defer r.apply(t, r.spec)
+		hijackTLS := fmt.Sprintf("%s:%d", r.tp.Gateway, tlsPort)
+		hijackDNS := fmt.Sprintf("0.0.0.0:%d", dnsPort)
+		r.srv.tcpMarked(host, hijackTLS, 0, nil)
+		r.srv.tcpMarked(host, hijackDNS, 0x1234, nil) // a mark, but not ours
+		r.srv.udpMarked(host, hijackDNS, 0)
+		r.expectTCP(t, c1, "", out+":443", "timeout")
+		r.expectTCP(t, c1, "", out+":53", "timeout")
+		if got := exchangeUDP(c1.NS, "", out+":53", "q"); got != "timeout" {
+			t.Errorf("udp %s:53 = %q, want timeout", out, got)
+		}
+		r.expectNothingReached(t, "tcp "+hijackTLS, "tcp "+hijackDNS, "udp "+hijackDNS)
+		cs := r.counters(t)
+		if cs["clauderon:drop-unowned-listener"] == 0 || cs["clauderon:drop-unowned-listener-udp"] == 0 {
+			t.Errorf("unowned-listener drops not counted: %v", cs)
+		}
+		// The same ports with the daemon's mark work.
+		const okTLS = 18445
+		s.TLSPort = okTLS
+		r.apply(t, s)
+		r.srv.tcpMarked(host, fmt.Sprintf("%s:%d", r.tp.Gateway, okTLS), DefaultListenerMark, func(c net.Conn) string { return "marked " + originalDst(c) })
+		c1.FlushNeighbors(t)
+		r.expectTCP(t, c1, "", out+":443", "marked "+out+":443")
+	})
+	t.Run("ListenersServeTheBridgeOnly", func(t *testing.T) {
+		// The gateway address answers on every interface (weak host
+		// model): a routed peer and a host process must not reach the
+		// listeners, though their sockets carry the daemon's mark.
+		outsider := nftest.Container{NS: r.tp.Outside, Addr: r.tp.OutsideAddr}
+		tlsAddr := fmt.Sprintf("%s:%d", r.tp.Gateway, rigTLSPort)
+		dnsAddr := fmt.Sprintf("%s:%d", r.tp.Gateway, rigDNSPort)
+		before := r.srv.rec.count("tcp "+tlsAddr) + r.srv.rec.count("tcp "+dnsAddr) + r.srv.rec.count("udp "+dnsAddr)
+		r.expectTCP(t, outsider, "", tlsAddr, "refused")
+		r.expectTCP(t, outsider, "", dnsAddr, "refused")
+		if got := exchangeUDP(r.tp.Outside, "", dnsAddr, "q"); got != "timeout" {
+			t.Errorf("udp %s from outside = %q, want timeout", dnsAddr, got)
+		}
+		hostProc := nftest.Container{NS: host, Addr: r.tp.Gateway}
+		r.expectTCP(t, hostProc, "", tlsAddr, "refused")
+		if got := exchangeUDP(host, "", dnsAddr, "q"); got != "timeout" {
+			t.Errorf("udp %s from a host process = %q, want timeout", dnsAddr, got)
+		}
+		after := r.srv.rec.count("tcp "+tlsAddr) + r.srv.rec.count("tcp "+dnsAddr) + r.srv.rec.count("udp "+dnsAddr)
+		if after != before {
+			t.Errorf("%d connection(s)/packet(s) from off the bridge reached the listeners, want none", after-before)
+		}
+		cs := r.counters(t)
+		if cs["clauderon:listener-off-bridge-tcp"] == 0 || cs["clauderon:listener-off-bridge-udp"] == 0 {
+			t.Errorf("off-bridge listener refusals not counted: %v", cs)
+		}
+		// From the bridge they still work.
+		r.expectTCP(t, c1, "", out+":443", "tls "+out+":443")
+	})
+	t.Run("UnregisteredPortCannotSpoofARegisteredAddress", func(t *testing.T) {
+		// c1's port is not (yet) registered; c1 forges c2's address, which
+		// the inet guard knows: the bridge never vouched for the pair, so
+		// nothing gets through, and its ARP does not reach the host's
+		// neighbour table.
+		s := r.spec
+		s.Ports = []Port{{IfName: c2.HostIf, Addr: c2.Addr}}
+		r.apply(t, s)
+		defer r.apply(t, r.spec)
+		c1.AddAddr(t, c2.Addr.String()+"/32")
+		defer c1.DelAddr(t, c2.Addr.String()+"/32")
+		defer c1.FlushNeighbors(t)
+		dnsKey := fmt.Sprintf("udp %s:%d", r.tp.Gateway, rigDNSPort)
+		tlsKey := fmt.Sprintf("tcp %s:%d", r.tp.Gateway, rigTLSPort)
+		// ARP first: asking for the gateway from the forged address would
+		// teach the host that c2's address lives behind c1's port.
+		r.tp.ForgetHostNeighbor(t, c2.Addr)
+		c1.FlushNeighbors(t)
+		_ = exchangeUDP(c1.NS, c2.Addr.String(), out+":53", "q")
+		if mac := r.tp.HostNeighbor(t, c2.Addr); mac != nil && mac.String() == c1.MAC(t).String() {
+			t.Errorf("host neighbour entry for %s points at the forging container (%s)", c2.Addr, mac)
+		}
+		// Then IP, with the gateway's MAC known without ARP.
+		defer r.tp.PinGateway(t, c1)()
+		beforeDNS, beforeTLS := r.srv.rec.count(dnsKey), r.srv.rec.count(tlsKey)
+		for range 3 {
+			_ = exchangeUDP(c1.NS, c2.Addr.String(), out+":53", "q")
+		}
+		_ = dialTCP(c1.NS, c2.Addr.String(), out+":443")
+		if got := r.srv.rec.count(dnsKey) - beforeDNS; got != 0 {
+			t.Errorf("%d forged DNS queries from an unregistered port reached the listener, want none", got)
+		}
+		if got := r.srv.rec.count(tlsKey) - beforeTLS; got != 0 {
+			t.Errorf("%d forged connections from an unregistered port reached the listener, want none", got)
+		}
+		cs := r.counters(t)
+		for _, rule := range []string{"clauderon:drop-unverified-port", "clauderon:drop-unverified-arp"} {
+			if cs[rule] == 0 {
+				t.Errorf("counter %s = 0, want > 0 (all: %v)", rule, cs)
+			}
+		}
+		// The registered port still works, with its own address.
+		want := fmt.Sprintf("udp %s:%d q", r.tp.Gateway, rigDNSPort)
+		if got := exchangeUDP(c2.NS, c2.Addr.String(), out+":53", "q"); got != want {
+			t.Errorf("from registered %s: %q, want %q", c2.Addr, got, want)
+		}
+	})
+	t.Run("HostOpensNothingIntoTheBridge", func(t *testing.T) {
+		// A host process (Docker's userland proxy for a published port,
+		// anything local) dialling a container directly or through an
+		// output DNAT gets nothing.
+		if o, err := nftest.Run(host, "nft", "add table ip proxylike; add chain ip proxylike out { type nat hook output priority -100; }; "+
+			"add rule ip proxylike out ip daddr "+r.tp.HostOutside.String()+" tcp dport 8082 dnat to "+c2.Addr.String()+":9000"); err != nil {
+			t.Fatalf("adding output DNAT: %v\n%s", err, o)
+		}
+		defer nftest.Run(host, "nft", "delete table ip proxylike")
+		before := r.srv.rec.count(fmt.Sprintf("tcp %s:9000", c2.Addr))
+		for _, dst := range []string{c2.Addr.String() + ":9000", r.tp.HostOutside.String() + ":8082"} {
+			if got := dialTCP(host, "", dst); strings.HasPrefix(got, "hello") {
+				t.Errorf("host dial %s = %q, want blocked", dst, got)
+			}
+		}
+		if got := r.srv.rec.count(fmt.Sprintf("tcp %s:9000", c2.Addr)) - before; got != 0 {
+			t.Errorf("%d host connection(s) reached the container, want none", got)
+		}
+		if r.counters(t)["clauderon:drop-host-to-bridge"] == 0 {
+			t.Errorf("drop-host-to-bridge counter = 0, want > 0")
+		}
+		// Replies from the host to the containers still flow.
+		c1.FlushNeighbors(t)
+		r.expectTCP(t, c1, "", out+":443", "tls "+out+":443")
+	})
 	t.Run("FailClosedWithoutDaemon", func(t *testing.T) {
 		_ = r.tls.Close()
 		r.expectTCP(t, c1, "", out+":443", "refused")
 		r.expectNothingReached(t, r.outside("tcp", 443))
-		t.Logf("counters: %v", r.counters(t))
 	})
 	t.Run("TeardownLeavesOtherTables", func(t *testing.T) {
 		if o, err := nftest.Run(host, "nft", "add table inet other; add chain inet other keep"); err != nil {

@@ -194,3 +194,95 @@ func (c Container) FlushNeighbors(t testing.TB) {
 		_ = h.NeighDel(&n) // a concurrent expiry is fine
 	}
 }
+
+// MAC returns the hardware address of the container's veth.
+func (c Container) MAC(t testing.TB) net.HardwareAddr {
+	t.Helper()
+	h := handle(t, c.NS)
+	links, err := h.LinkList()
+	must(t, "listing container links", err)
+	for _, l := range links {
+		if l.Type() == "veth" {
+			return l.Attrs().HardwareAddr
+		}
+	}
+	t.Fatalf("container has no veth")
+	return nil
+}
+
+// HostNeighbor returns the host's neighbour table entry for addr on the
+// bridge (nil hardware address when there is none or it is unresolved).
+func (tp *Topology) HostNeighbor(t testing.TB, addr netip.Addr) net.HardwareAddr {
+	t.Helper()
+	h := handle(t, tp.Host)
+	br, err := h.LinkByName(tp.Bridge)
+	must(t, "bridge", err)
+	neighs, err := h.NeighList(br.Attrs().Index, netlink.FAMILY_V4)
+	must(t, "listing host neighbors", err)
+	for _, n := range neighs {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == addr {
+			return n.HardwareAddr
+		}
+	}
+	return nil
+}
+
+// ForgetHostNeighbor deletes the host's neighbour entry for addr, if any.
+func (tp *Topology) ForgetHostNeighbor(t testing.TB, addr netip.Addr) {
+	t.Helper()
+	h := handle(t, tp.Host)
+	br, err := h.LinkByName(tp.Bridge)
+	must(t, "bridge", err)
+	_ = h.NeighDel(&netlink.Neigh{LinkIndex: br.Attrs().Index, Family: netlink.FAMILY_V4, IP: addr.AsSlice()})
+}
+
+// CutRouteBack removes the outside namespace's IPv4 default route, so it
+// can answer only on-link addresses (like a real next hop that knows
+// nothing of the bridge subnet), and returns the func that restores it.
+func (tp *Topology) CutRouteBack(t testing.TB) (restore func()) {
+	t.Helper()
+	oh := handle(t, tp.Outside)
+	r := &netlink.Route{Gw: tp.HostOutside.AsSlice()}
+	must(t, "deleting outside default route", oh.RouteDel(r))
+	return func() { must(t, "restoring outside default route", oh.RouteAdd(r)) }
+}
+
+// DelAddr removes an address AddAddr added.
+func (c Container) DelAddr(t testing.TB, cidr string) {
+	t.Helper()
+	h := handle(t, c.NS)
+	a, err := netlink.ParseAddr(cidr)
+	must(t, "parsing "+cidr, err)
+	links, err := h.LinkList()
+	must(t, "listing container links", err)
+	for _, l := range links {
+		if l.Type() == "veth" {
+			must(t, "deleting address "+cidr, h.AddrDel(l, a))
+			return
+		}
+	}
+	t.Fatalf("container has no veth")
+}
+
+// PinGateway gives the container a permanent neighbour entry for the
+// gateway (the bridge's MAC), so it sends IP without asking by ARP, and
+// returns the func that removes it.
+func (tp *Topology) PinGateway(t testing.TB, c Container) (unpin func()) {
+	t.Helper()
+	br, err := handle(t, tp.Host).LinkByName(tp.Bridge)
+	must(t, "bridge", err)
+	h := handle(t, c.NS)
+	links, err := h.LinkList()
+	must(t, "listing container links", err)
+	for _, l := range links {
+		if l.Type() != "veth" {
+			continue
+		}
+		n := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+			IP: tp.Gateway.AsSlice(), HardwareAddr: br.Attrs().HardwareAddr}
+		must(t, "pinning the gateway neighbour", h.NeighSet(n))
+		return func() { _ = h.NeighDel(n) }
+	}
+	t.Fatalf("container has no veth")
+	return nil
+}
