@@ -228,7 +228,7 @@ func (i *Injector) inject(hdr http.Header, cr *compiledRule, profile string, a A
 	}
 	if e.err != nil {
 		// Format-independent problems were logged once by Store.Reload.
-		return a, newMalformed(cr, profile, e, e.err.Error())
+		return a, newMalformed(cr, profile, e, problemKind(e.err), e.err.Error())
 	}
 	v := e.secret.Reveal()
 	key, val := cr.header, ""
@@ -248,11 +248,12 @@ func (i *Injector) inject(hdr http.Header, cr *compiledRule, profile string, a A
 		case strings.HasPrefix(v, anthropicAPIKeyPrefix):
 			key, val = hdrXAPIKey, v
 		default:
-			err := newMalformed(cr, profile, e, "is neither an Anthropic OAuth token (sk-ant-oat…) nor an API key (sk-ant-api…)")
+			const kind = "is neither an Anthropic OAuth token (sk-ant-oat…) nor an API key (sk-ant-api…)"
+			err := newMalformed(cr, profile, e, kind, kind)
 			if e.formatWarned.CompareAndSwap(false, true) { // fast path; warnOnce also dedupes across reloads
 				i.store.warnOnce("format|"+cr.name+"|"+err.Profile+"|"+e.source+"|"+e.secret.Fingerprint(),
 					"credential malformed; requests go out without it", "rule", cr.name, "credential", e.name,
-					"profile", err.Profile, "source", e.source, "problem", err.Problem)
+					"profile", err.Profile, "source", e.source, "problem", err.Detail)
 			}
 			return a, err
 		}
@@ -276,29 +277,42 @@ func (i *Injector) warnMissing(cr *compiledRule, profile string) {
 	}
 }
 
-func newMalformed(cr *compiledRule, profile string, e *entry, problem string) *CredentialError {
+func newMalformed(cr *compiledRule, profile string, e *entry, kind, detail string) *CredentialError {
 	return &CredentialError{Err: ErrMalformedCredential, Rule: cr.name, Credential: e.name,
-		Profile: profileDisplay(profile), Source: e.source, Problem: problem}
+		Profile: profileDisplay(profile), Source: e.source, Problem: kind, Detail: detail}
 }
 
 // CredentialError says why a matching rule injected nothing: Err is
-// ErrNoCredential or ErrMalformedCredential. It names the credential and
-// its source, never the value.
+// ErrNoCredential or ErrMalformedCredential. Its Error text reaches the
+// client (a 403 body): it names the rule, the credential, the profile and
+// the kind of problem only, never the value, where it came from (a host
+// path) or anything measured on it (its length). LogDetail adds the source
+// and the exact finding for the daemon's log.
 type CredentialError struct {
 	Err        error
 	Rule       string // Rule.Name
 	Credential string // credential name
 	Profile    string // "default" or the profile name
-	Source     string // "env X" or "file /path"; empty when not configured
-	Problem    string // what is wrong, e.g. "contains whitespace at byte 12 of 40"
+	Source     string // "env X" or "file /path"; empty when not configured. Log only.
+	Problem    string // the kind of problem, e.g. "contains whitespace"
+	Detail     string // Problem with its position and the value's length. Log only.
 }
 
 func (e *CredentialError) Error() string {
 	if errors.Is(e.Err, ErrNoCredential) {
-		return fmt.Sprintf("rule %s: %v: %q for profile %s (set %s or secrets/%s)", e.Rule, e.Err, e.Credential,
-			e.Profile, EnvNames(e.Credential)[0], e.Credential)
+		return fmt.Sprintf("rule %s: %v: %q for profile %s", e.Rule, e.Err, e.Credential, e.Profile)
 	}
-	return fmt.Sprintf("rule %s: %v: %q (profile %s) from %s %s", e.Rule, e.Err, e.Credential, e.Profile, e.Source, e.Problem)
+	return fmt.Sprintf("rule %s: %v: %q (profile %s) %s", e.Rule, e.Err, e.Credential, e.Profile, e.Problem)
+}
+
+// LogDetail is Error plus what only the operator may see: where the
+// credential comes from and exactly what is wrong with it, or where it is
+// looked for when missing. Still never the value.
+func (e *CredentialError) LogDetail() string {
+	if errors.Is(e.Err, ErrNoCredential) {
+		return fmt.Sprintf("%s (set %s or secrets/%s)", e.Error(), EnvNames(e.Credential)[0], e.Credential)
+	}
+	return fmt.Sprintf("rule %s: %v: %q (profile %s) from %s %s", e.Rule, e.Err, e.Credential, e.Profile, e.Source, e.Detail)
 }
 
 func (e *CredentialError) Unwrap() error { return e.Err }

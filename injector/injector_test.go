@@ -269,12 +269,12 @@ func TestApply_MissingCredentialStripsAndReports(t *testing.T) {
 		if !errors.Is(err, ErrNoCredential) || a.Injected {
 			t.Fatalf("Apply = %+v, %v; want ErrNoCredential", a, err)
 		}
-		if !strings.Contains(err.Error(), "OPENAI_API_KEY") {
-			t.Errorf("error %q does not say how to configure it", err)
-		}
 		var ce *CredentialError
 		if !errors.As(err, &ce) || ce.Credential != "openai" || ce.Profile != DefaultProfile || ce.Rule != "api.openai.com" {
-			t.Errorf("error %#v is not a CredentialError naming openai/default/api.openai.com", err)
+			t.Fatalf("error %#v is not a CredentialError naming openai/default/api.openai.com", err)
+		}
+		if !strings.Contains(ce.LogDetail(), "OPENAI_API_KEY") {
+			t.Errorf("log detail %q does not say how to configure it", ce.LogDetail())
 		}
 		if req.Header.Get("Authorization") != "" {
 			t.Errorf("placeholder left on the request")
@@ -304,10 +304,17 @@ func TestApply_MalformedCredentialIsClearErrorLoggedOnce(t *testing.T) {
 					t.Fatalf("Apply = %+v, %v; want ErrMalformedCredential", a, err)
 				}
 				msg := err.Error()
-				if !strings.Contains(msg, `"anthropic"`) || !strings.Contains(msg, "env CLAUDE_CODE_OAUTH_TOKEN") || !strings.Contains(msg, tt.wantProblem) {
-					t.Errorf("error %q should name the credential, its source and %q", msg, tt.wantProblem)
+				if !strings.Contains(msg, `"anthropic"`) || !strings.Contains(msg, tt.wantProblem) {
+					t.Errorf("error %q should name the credential and %q", msg, tt.wantProblem)
 				}
-				if strings.Contains(msg, "WRONG") {
+				if strings.Contains(msg, "CLAUDE_CODE_OAUTH_TOKEN") || strings.Contains(msg, "byte") {
+					t.Errorf("client-facing error names the source or measures the value: %q", msg)
+				}
+				var ce *CredentialError
+				if !errors.As(err, &ce) || !strings.Contains(ce.LogDetail(), "env CLAUDE_CODE_OAUTH_TOKEN") {
+					t.Errorf("log detail of %v should name the source", err)
+				}
+				if strings.Contains(msg, "WRONG") || strings.Contains(ce.LogDetail(), "WRONG") {
 					t.Errorf("error leaks the value: %q", msg)
 				}
 				if len(req.Header.Values("Authorization")) != 0 {
@@ -512,5 +519,49 @@ func TestSecrets_NeverInErrors(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), marker) {
 		t.Errorf("logs leak the credential:\n%s", logs)
+	}
+}
+
+// TestSecrets_ClientErrorHidesPathAndLength: the error a container sees in
+// its 403 names the credential and the kind of problem, never the host
+// path of the secrets file nor the value's length or a position in it;
+// the daemon log keeps both for the operator.
+func TestSecrets_ClientErrorHidesPathAndLength(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const value = "sk-ant-oat01-WRONG\tTAB-0123456789"
+	if err := os.WriteFile(filepath.Join(dir, "anthropic"), []byte(value), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, logs := newTestStore(t, dir)
+	inj, err := New(DefaultRules(), s, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = inj.Apply(request("api.anthropic.com"), "api.anthropic.com", "")
+	if !errors.Is(err, ErrMalformedCredential) {
+		t.Fatalf("Apply = %v, want ErrMalformedCredential", err)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, `"anthropic"`) || !strings.Contains(msg, "contains whitespace") {
+		t.Errorf("client error %q should name the credential and the kind of problem", msg)
+	}
+	for _, leak := range []string{dir, "secrets", "byte", fmt.Sprint(len(value)), "WRONG"} {
+		if strings.Contains(msg, leak) {
+			t.Errorf("client error %q reveals %q", msg, leak)
+		}
+	}
+	var ce *CredentialError
+	if !errors.As(err, &ce) || !strings.Contains(ce.LogDetail(), filepath.Join(dir, "anthropic")) ||
+		!strings.Contains(ce.LogDetail(), fmt.Sprintf("of %d", len(value))) {
+		t.Errorf("log detail %q should keep the path and the finding", ce.LogDetail())
+	}
+	if !strings.Contains(logs.String(), filepath.Join(dir, "anthropic")) || !strings.Contains(logs.String(), "at byte 18") {
+		t.Errorf("daemon log lacks the detail:\n%s", logs)
+	}
+	if strings.Contains(logs.String(), "WRONG") {
+		t.Error("daemon log carries the value")
 	}
 }

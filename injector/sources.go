@@ -138,14 +138,30 @@ func checkValue(v string) error {
 		c := v[i]
 		switch {
 		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
-			return fmt.Errorf("contains whitespace at byte %d of %d", i, len(v))
+			return &valueProblem{"contains whitespace", fmt.Sprintf(" at byte %d of %d", i, len(v))}
 		case c < 0x20 || c == 0x7f:
-			return fmt.Errorf("contains control character 0x%02x at byte %d of %d", c, i, len(v))
+			return &valueProblem{"contains a control character", fmt.Sprintf(" 0x%02x at byte %d of %d", c, i, len(v))}
 		case c > 0x7e:
-			return fmt.Errorf("contains a non-ASCII byte at byte %d of %d", i, len(v))
+			return &valueProblem{"contains a non-ASCII byte", fmt.Sprintf(" at byte %d of %d", i, len(v))}
 		}
 	}
 	return nil
+}
+
+// valueProblem is a checkValue finding: kind is what a client may be told;
+// where adds the position and the value's length, for the operator only
+// (the length narrows a brute force, the position hints at the value).
+type valueProblem struct{ kind, where string }
+
+func (p *valueProblem) Error() string { return p.kind + p.where }
+
+// problemKind is the client-safe part of a checkValue error.
+func problemKind(err error) string {
+	var p *valueProblem
+	if errors.As(err, &p) {
+		return p.kind
+	}
+	return err.Error()
 }
 
 // Anthropic credential prefixes.
