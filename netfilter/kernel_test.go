@@ -595,7 +595,7 @@ func TestKernel_SequencingAndProbe(t *testing.T) {
 	defer restore()
 	ctx := context.Background()
 	caps := Probe(ctx, WithNetNS(host))
-	if err := caps.Err(); err != nil || !caps.NFTables || !caps.InetNAT || !caps.Bridge {
+	if err := caps.Err(); err != nil || !caps.NFTables || !caps.InetNAT || !caps.Bridge || !caps.ARP {
 		t.Fatalf("Probe = %+v, %v; want inet nat and bridge support", caps, err)
 	}
 	t.Logf("probe: %+v", caps)

@@ -14,12 +14,16 @@ type Capabilities struct {
 	// NFTables: nf_tables answers over netlink.
 	NFTables bool
 	// InetNAT: an inet table with a nat prerouting chain, redirect, reject,
-	// conntrack state and NFLOG (nf_tables inet, nft_redir, nft_reject_inet,
-	// nft_ct, nfnetlink_log).
+	// conntrack state, NFLOG, socket mark lookup in input, an output chain
+	// and masquerade in nat postrouting (nf_tables inet, nft_redir,
+	// nft_reject_inet, nft_ct, nfnetlink_log, nft_socket, nft_masq).
 	InetNAT bool
 	// Bridge: a bridge-family table with a concatenated ifname . ipv4_addr
-	// set lookup (nf_tables_bridge).
+	// set lookup and meta mark set (nf_tables_bridge).
 	Bridge bool
+	// ARP: an arp-family table with an input chain matching the mark
+	// (nf_tables arp family, CONFIG_NF_TABLES_ARP).
+	ARP bool
 	// BridgeMeta: meta ibrname/obrname (nft_meta_bridge). Informational:
 	// the ruleset does not need it (it keys on port names instead).
 	BridgeMeta bool
@@ -30,7 +34,7 @@ type Capabilities struct {
 // Err returns nil when everything the ruleset needs is there, else an
 // error naming the missing kernel support and the modprobe that fixes it.
 func (c Capabilities) Err() error {
-	if c.NFTables && c.InetNAT && c.Bridge {
+	if c.NFTables && c.InetNAT && c.Bridge && c.ARP {
 		return nil
 	}
 	return fmt.Errorf("kernel lacks nftables support clauderond needs: %v", c.Problems)
@@ -63,8 +67,9 @@ func Probe(ctx context.Context, opts ...Option) Capabilities {
 		}
 		return err == nil
 	}
-	caps.InetNAT = check("inet nat/redirect/reject/ct/log", "run `modprobe nf_tables nft_redir nft_reject_inet nft_ct nfnetlink_log nft_log`", nftables.TableFamilyINet, queueInetProbe)
+	caps.InetNAT = check("inet nat/redirect/reject/ct/log/socket/masquerade", "run `modprobe nf_tables nft_redir nft_reject_inet nft_ct nfnetlink_log nft_log nft_socket nft_masq`", nftables.TableFamilyINet, queueInetProbe)
 	caps.Bridge = check("bridge family with concatenated sets", "run `modprobe nf_tables_bridge` (CONFIG_NF_TABLES_BRIDGE)", nftables.TableFamilyBridge, queueBridgeProbe)
+	caps.ARP = check("arp family", "use a kernel with CONFIG_NF_TABLES_ARP", nftables.TableFamilyARP, queueARPProbe)
 	caps.BridgeMeta = probeBatch(o, nftables.TableFamilyBridge, name, queueBridgeMetaProbe) == nil
 	return caps
 }
@@ -88,10 +93,22 @@ func queueInetProbe(c *nftables.Conn, t *nftables.Table) {
 	for _, r := range []Rule{
 		{Matches: []Match{CtEstablished{}}, Counter: true, Log: &Log{Prefix: "probe", Group: 1}, Verdict: Accept{}},
 		{Matches: []Match{L4Proto{Proto: "tcp"}}, Verdict: RejectTCPReset{}},
+		{Matches: []Match{SocketMark{Mark: DefaultListenerMark, Neg: true}}, Verdict: Drop{}},
 		{Verdict: RejectAdminProhibited{}},
 	} {
 		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: r.compile(&exprCtx{})})
 	}
+	out := c.AddChain(nfChain(t, Chain{Name: "probe_out", Type: "filter", Hook: "output", Priority: prioFilter}))
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: Rule{Matches: []Match{CtNew{}}, Counter: true}.compile(&exprCtx{})})
+	post := c.AddChain(nfChain(t, Chain{Name: "probe_post", Type: "nat", Hook: "postrouting", Priority: prioSrcNAT}))
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: Rule{Matches: []Match{IfName{Out: true, Name: "probe0", Neg: true}}, Verdict: Masquerade{}}.compile(&exprCtx{})})
+	pre := c.AddChain(nfChain(t, Chain{Name: "probe_pre", Type: "filter", Hook: "prerouting", Priority: prioGuard}))
+	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: Rule{Matches: []Match{MarkBits{Bits: PortVerifiedMark, Unset: true}}, Verdict: SetMarkBits{Bits: PortVerifiedMark, Clear: true}}.compile(&exprCtx{})})
+}
+
+func queueARPProbe(c *nftables.Conn, t *nftables.Table) {
+	ch := c.AddChain(nfChain(t, Chain{Name: "probe_arp", Type: "filter", Hook: "input", Priority: prioARP}))
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: Rule{Matches: []Match{IfName{Name: "probe0"}, MarkBits{Bits: PortVerifiedMark, Unset: true}}, Counter: true, Verdict: Drop{}}.compile(&exprCtx{})})
 }
 
 func queueBridgeProbe(c *nftables.Conn, t *nftables.Table) {
@@ -102,6 +119,8 @@ func queueBridgeProbe(c *nftables.Conn, t *nftables.Table) {
 	ch := c.AddChain(nfChain(t, Chain{Name: "probe_pre", Type: "filter", Hook: "prerouting", Priority: prioBridge}))
 	x := &exprCtx{table: t, sets: map[string]*nftables.Set{s.Name: s}}
 	r := Rule{Matches: []Match{EtherType{Types: []uint16{EtherIPv4}}, PortAddrNotIn{Set: s.Name}}, Counter: true, Verdict: Drop{}}
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.compile(x)})
+	r = Rule{Matches: []Match{EtherType{Types: []uint16{EtherARP}}, SrcAddrIn{ARP: true, Set: s.Name}}, Verdict: SetMarkBits{Bits: PortVerifiedMark}}
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.compile(x)})
 }
 
