@@ -98,3 +98,45 @@ func TestBuild_Golden(t *testing.T) {
 		})
 	}
 }
+
+func TestBuild_ListenerMark(t *testing.T) {
+	for _, tc := range []struct {
+		mark uint32
+		want string
+	}{{0, "socket mark != 0x636c6472"}, {0x42, "socket mark != 0x00000042"}} {
+		s := baseSpec()
+		s.ListenerMark = tc.mark
+		rs, err := Build(s)
+		if err != nil {
+			t.Fatalf("Build: %v", err)
+		}
+		if got := strings.Count(rs.String(), tc.want); got != 2 {
+			t.Errorf("ListenerMark %#x: %q appears %d times, want 2 (tcp and udp listener rules)", tc.mark, tc.want, got)
+		}
+	}
+}
+
+// TestBuild_EveryRuleCountedAndCommented keeps the contract for the new
+// chains and the arp table too.
+func TestBuild_EveryRuleCountedAndCommented(t *testing.T) {
+	for name, s := range allFlagSpecs() {
+		rs, err := Build(s)
+		if err != nil {
+			t.Fatalf("%s: Build: %v", name, err)
+		}
+		fams := map[Family]bool{}
+		for _, tb := range rs.Tables {
+			fams[tb.Family] = true
+			for _, c := range tb.Chains {
+				for _, r := range c.Rules {
+					if !r.Counter || !strings.HasPrefix(r.Comment, commentPrefix) {
+						t.Errorf("%s: %s/%s rule %q lacks a counter or our comment", name, tb.Family, c.Name, r)
+					}
+				}
+			}
+		}
+		if !fams[FamilyInet] || !fams[FamilyBridge] || !fams[FamilyARP] {
+			t.Errorf("%s: tables %v, want inet, bridge and arp", name, fams)
+		}
+	}
+}

@@ -367,6 +367,16 @@ func TestKernel_Confinement(t *testing.T) {
 			}
 		}
 		r.apply(t, r.spec)
+		// The arp table deleted behind our back (ARP poisoning possible again).
+		if o, err := nftest.Run(host, "nft", "delete table arp "+r.spec.Table); err != nil {
+			t.Fatalf("deleting the arp table: %v\n%s", err, o)
+		}
+		d, err = r.k.Verify(context.Background(), r.spec)
+		if err != nil || !slices.Contains(d.Missing, "table arp "+r.spec.Table) ||
+			!slices.Contains(d.Missing, ruleKey("arp "+r.spec.Table, chainARPIn, "clauderon:drop-unverified-arp")) {
+			t.Errorf("Verify without the arp table = %v, %v; want the table and its rule missing", d, err)
+		}
+		r.apply(t, r.spec)
 		if d, err := r.k.Verify(context.Background(), r.spec); err != nil || !d.Intact() {
 			t.Fatalf("Verify after re-Apply = %v, %v", d, err)
 		}
