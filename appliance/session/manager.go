@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -37,7 +36,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateRequest) (api.Sessio
 	if err := m.ensureUploads(req.Name); err != nil {
 		return api.Session{}, err
 	}
-	if _, err := m.writePrivateClaudeJSON(m.sessionDir(req.Name)); err != nil {
+	if _, err := m.writePrivateClaudeJSON(sessionDir(req.Name)); err != nil {
 		return api.Session{}, err
 	}
 	home, err := m.homeFor(ctx, req.Image)
@@ -284,13 +283,4 @@ func (m *Manager) Logs(ctx context.Context, name string, follow bool, w io.Write
 		return fmt.Errorf("copying logs of %s: %w", se.Container, err)
 	}
 	return ctx.Err()
-}
-
-// removeSessionDir deletes state_dir/sessions/<name> (the session's
-// claude.json); a failure is logged, the next Create of that name starts
-// from a fresh file anyway.
-func (m *Manager) removeSessionDir(name string) {
-	if err := os.RemoveAll(m.sessionDir(name)); err != nil {
-		m.log.Warn("removing session files", "session", name, "err", err)
-	}
 }

@@ -13,7 +13,9 @@
 // ClaudeJSONContent, because a container that can write the claude.json
 // another container reads can plant commands (mcpServers) that run with the
 // other container's profile. state_dir/claude.json stays as the template
-// of the layout and is never mounted.
+// of the layout and is never mounted. Every file it writes or removes in
+// the state dir goes through an os.Root opened once on it, so symlinks
+// planted there are never followed out of it.
 // It refuses, by construction and by test, to mount anything else from the
 // state dir: never secrets/, db.sqlite, audit.jsonl, sockets or the CA key.
 // It does not manage the network, the firewall or identity (appliance does),
@@ -104,6 +106,7 @@ func DefaultPlaceholders() map[string]string {
 type Manager struct {
 	opts  Options
 	st    *store
+	root  *os.Root // the state dir; see files.go
 	log   *slog.Logger
 	mu    sync.Mutex // serializes Create/Remove so names stay unique
 	close sync.Once
@@ -127,15 +130,20 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if err := os.MkdirAll(opts.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating state dir: %w", err)
 	}
+	root, err := os.OpenRoot(opts.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening state dir: %w", err)
+	}
 	st, err := openStore(ctx, opts.DBPath)
 	if err != nil {
+		root.Close()
 		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{opts: opts, st: st, log: log.With("component", "session")}
+	m := &Manager{opts: opts, st: st, root: root, log: log.With("component", "session")}
 	m.cleanRunFiles(time.Now(), runFileMaxAge)
 	if _, _, ok := numericIDs(opts.User); !ok {
 		m.log.Warn("sessions.user is a name: clauderond cannot hand claude.json, the uploads dir and $HOME to it; use uid:gid (e.g. 1000:1000) so claude can write them", "user", opts.User)
@@ -174,6 +182,6 @@ func withDefaults(o Options) Options {
 // Close closes the database. It is idempotent.
 func (m *Manager) Close() error {
 	var err error
-	m.close.Do(func() { err = m.st.close() })
+	m.close.Do(func() { err = errors.Join(m.st.close(), m.root.Close()) })
 	return err
 }

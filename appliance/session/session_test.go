@@ -623,3 +623,49 @@ func TestRunFiles_OldOnesRemovedAtStart(t *testing.T) {
 		t.Errorf("recent run dir: %v, want kept", err)
 	}
 }
+
+// TestStateDir_PlantedSymlinksNeverFollowed: the root daemon creates,
+// chowns and removes session files only inside the state dir: a symlink
+// planted at sessions/ or run/ (by a user who once owned the state dir)
+// makes the operation fail rather than touch what it points at.
+func TestStateDir_PlantedSymlinksNeverFollowed(t *testing.T) {
+	d := newFakeDocker()
+	dir := stateDir(t)
+	m := newManager(t, d, dir)
+	ctx := context.Background()
+	if _, err := m.Create(ctx, api.CreateRequest{Name: "v", Prompt: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	outside := t.TempDir()
+	keep := filepath.Join(outside, "v", "keep")
+	if err := os.MkdirAll(filepath.Dir(keep), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keep, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"sessions", "run"} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(outside, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Remove(ctx, "v"); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if _, err := m.Create(ctx, api.CreateRequest{Name: "w", Prompt: "p"}); err == nil {
+		t.Error("Create wrote its claude.json through a symlinked sessions/")
+	}
+	if _, err := m.RunArgs(ctx, api.RunRequest{}); err == nil {
+		t.Error("RunArgs wrote its claude.json through a symlinked run/")
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("file outside the state dir: %v, want it untouched", err)
+	}
+	ents, _ := os.ReadDir(outside)
+	if len(ents) != 1 {
+		t.Errorf("outside dir has %d entries, want only the original", len(ents))
+	}
+}

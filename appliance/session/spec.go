@@ -156,7 +156,7 @@ func (m *Manager) trustMounts(home, claudeJSON string) []mountSpec {
 // sessionMounts adds the uploads directory and, for Codex, its dummy config.
 // The session's claude.json is state_dir/sessions/<name>/claude.json.
 func (m *Manager) sessionMounts(req api.CreateRequest, home string) []mountSpec {
-	ms := m.trustMounts(home, filepath.Join(m.sessionDir(req.Name), "claude.json"))
+	ms := m.trustMounts(home, m.abs(filepath.Join(sessionDir(req.Name), claudeJSONName)))
 	ms = append(ms, mountSpec{Source: m.uploadsDir(req.Name), Target: ContainerUploads})
 	if req.Agent == "codex" {
 		ms = append(ms, mountSpec{Source: m.codexDir(), Target: filepath.Join(home, ".codex"), ReadOnly: true})
