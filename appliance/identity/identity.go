@@ -361,6 +361,12 @@ func (t *Table) replace(next map[string]Container) {
 	for _, c := range next {
 		t.add(c)
 	}
+	t.warned.Range(func(id, _ any) bool {
+		if _, ok := next[id.(string)]; !ok {
+			t.warned.Delete(id)
+		}
+		return true
+	})
 }
 
 // add inserts c; the caller holds t.mu. An address reused by a newer
