@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/clauderon/clauderond/appliance/api"
 )
@@ -129,7 +130,12 @@ func (d *daemon) status(ctx context.Context) api.Status {
 	}
 	if d.table != nil {
 		for _, c := range d.table.List() {
-			s.Containers = append(s.Containers, api.Container{ID: c.ID, Name: c.Name, IP: c.IP.String(), Profile: c.Profile})
+			s.Containers = append(s.Containers, api.Container{ID: c.ID, Name: c.Name, IP: c.IP.String(), Profile: c.Profile,
+				OtherNetworks: c.OtherNetworks})
+			if len(c.OtherNetworks) > 0 {
+				s.Problems = append(s.Problems, fmt.Sprintf("container %s is also attached to %s: it gets no credential "+
+					"(disconnect it from the other networks, or run it on %s alone)", c.Name, strings.Join(c.OtherNetworks, ", "), d.network.Name))
+			}
 		}
 	}
 	if d.ca != nil {

@@ -104,6 +104,10 @@ type Container struct {
 	Name    string `json:"name"`
 	IP      string `json:"ip"`
 	Profile string `json:"profile"`
+	// OtherNetworks lists the container's networks besides ours (or its
+	// host/container network mode): such a container has a way out that
+	// skips the rules, so it is never given a credential.
+	OtherNetworks []string `json:"other_networks,omitempty"`
 }
 
 // CA is the local certificate authority's public side. PEM is filled only by

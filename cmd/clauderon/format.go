@@ -94,7 +94,11 @@ func credentials(cs []api.Credential) []string {
 func containers(cs []api.Container) []string {
 	var out []string
 	for _, c := range cs {
-		out = append(out, fmt.Sprintf("%s %s profile %s", c.Name, c.IP, c.Profile))
+		line := fmt.Sprintf("%s %s profile %s", c.Name, c.IP, c.Profile)
+		if len(c.OtherNetworks) > 0 {
+			line += " REFUSED: also on " + strings.Join(c.OtherNetworks, ", ")
+		}
+		out = append(out, line)
 	}
 	return out
 }
