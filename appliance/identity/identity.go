@@ -206,7 +206,12 @@ func (t *Table) List() []Container {
 }
 
 // Sync replaces the table with Docker's current view of the network.
-func (t *Table) Sync(ctx context.Context) error {
+func (t *Table) Sync(ctx context.Context) error { return t.syncThen(ctx, nil) }
+
+// syncThen is Sync with a hook run after the table is replaced and before
+// subscribers are notified, so that what they observe (Lookup included) is
+// already in its final state.
+func (t *Table) syncThen(ctx context.Context, afterReplace func()) error {
 	t.syncMu.Lock()
 	defer t.syncMu.Unlock()
 	list, err := t.opts.Docker.ContainerList(ctx, container.ListOptions{
@@ -226,6 +231,9 @@ func (t *Table) Sync(ctx context.Context) error {
 		}
 	}
 	t.replace(next)
+	if afterReplace != nil {
+		afterReplace()
+	}
 	t.notify(ctx)
 	return nil
 }

@@ -53,11 +53,10 @@ func (t *Table) followEvents(ctx context.Context) error {
 		filters.Arg("type", string(events.NetworkEventType)),
 	)})
 	// Subscribe first, then list: nothing that happens in between is lost.
-	if err := t.Sync(ctx); err != nil {
+	// The stream counts as back once the resync is in the table, before
+	// anyone is told about it: Lookup must not fail closed after that.
+	if err := t.syncThen(ctx, t.streamBack); err != nil {
 		return err
-	}
-	if t.streamDown.Swap(false) {
-		t.log.Info("docker events stream back; table resynced")
 	}
 	for {
 		select {
@@ -127,4 +126,11 @@ func (t *Table) clear(ctx context.Context) {
 	defer t.syncMu.Unlock()
 	t.replace(nil)
 	t.notify(ctx)
+}
+
+// streamBack clears the fail-closed state after a successful resync.
+func (t *Table) streamBack() {
+	if t.streamDown.Swap(false) {
+		t.log.Info("docker events stream back; table resynced")
+	}
 }
