@@ -66,6 +66,7 @@ func mapInjectorError(err error) error {
 		return fmt.Errorf("%w: %v; put it in the daemon's environment or state_dir/secrets, then `clauderon reload`", tlsmitm.ErrForbidden, err)
 	case errors.Is(err, injector.ErrMalformedCredential),
 		errors.Is(err, injector.ErrClientCredentialRejected),
+		errors.Is(err, injector.ErrRequestDenied),
 		errors.Is(err, injector.ErrNoRule):
 		return fmt.Errorf("%w: %v", tlsmitm.ErrForbidden, err)
 	default:
@@ -104,7 +105,7 @@ func convertRules(cfg *config.Config) []injector.Rule {
 	var rules []injector.Rule
 	for _, r := range cfg.Rules {
 		rules = append(rules, injector.Rule{Host: r.Host, Credential: r.Credential, Header: r.Header,
-			Format: r.Format, Template: r.Template, Strip: r.Strip, OnClientCredential: r.OnClientCredential})
+			Format: r.Format, Template: r.Template, Strip: r.Strip, OnClientCredential: r.OnClientCredential, Deny: r.Deny})
 	}
 	if cfg.DefaultRules || len(rules) == 0 {
 		return injector.MergeRules(injector.DefaultRules(), rules)

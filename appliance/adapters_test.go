@@ -46,6 +46,7 @@ func TestInjectorAdapter_ErrorMapping(t *testing.T) {
 		name         string
 		env          []string
 		requireLabel bool
+		deny         []string // deny list of a config rule for api.anthropic.com
 		client       tlsmitm.Client
 		host         string // Host header; "" = api.anthropic.com
 		wantInjected bool
@@ -63,6 +64,8 @@ func TestInjectorAdapter_ErrorMapping(t *testing.T) {
 			wantErr: tlsmitm.ErrForbidden, wantMsg: "clauderon.profile"},
 		{name: "unknown_source_gets_nothing", env: []string{"CLAUDE_CODE_OAUTH_TOKEN=" + unitToken},
 			client: tlsmitm.Client{}, wantErr: tlsmitm.ErrForbidden, wantMsg: "not come from a running container"},
+		{name: "denied_path_is_403", env: []string{"CLAUDE_CODE_OAUTH_TOKEN=" + unitToken}, deny: []string{"POST /v1/messages"},
+			client: tlsmitm.Client{Name: "c", Known: true}, wantErr: tlsmitm.ErrForbidden, wantMsg: "deny list"},
 		{name: "container_with_another_network_gets_nothing", env: []string{"CLAUDE_CODE_OAUTH_TOKEN=" + unitToken},
 			client: tlsmitm.Client{ID: "abc", Name: "dual"}, wantErr: tlsmitm.ErrForbidden, wantMsg: "on the clauderon network alone"},
 	}
@@ -70,6 +73,10 @@ func TestInjectorAdapter_ErrorMapping(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := *cfg
 			c.Profiles.RequireLabel = tt.requireLabel
+			if tt.deny != nil {
+				c.Rules = []config.Rule{{Host: "api.anthropic.com", Credential: "anthropic", Format: "anthropic",
+					Strip: []string{"Authorization", "X-Api-Key"}, Deny: tt.deny}}
+			}
 			p, err := buildParts(&c, newStore(t, tt.env...), netip.MustParseAddr("10.213.0.1"), discard())
 			if err != nil {
 				t.Fatal(err)

@@ -64,6 +64,7 @@ type compiledRule struct {
 	onClient string
 	tmplPre  string
 	tmplPost string
+	deny     []denyEntry
 }
 
 const (
@@ -104,7 +105,7 @@ func New(rules []Rule, store *Store, logger *slog.Logger) (*Injector, error) {
 }
 
 func compile(r Rule) *compiledRule {
-	cr := &compiledRule{rule: r, name: r.Name(), format: r.Format, onClient: r.OnClientCredential}
+	cr := &compiledRule{rule: r, name: r.Name(), format: r.Format, onClient: r.OnClientCredential, deny: compileDeny(r.Deny)}
 	if cr.format == "" {
 		cr.format = FormatBearer
 	}
@@ -187,6 +188,9 @@ func (i *Injector) Apply(req *http.Request, host, profile string) (Applied, erro
 	}
 	if req.Header == nil {
 		req.Header = make(http.Header)
+	}
+	if entry, ok := denied(cr.deny, req); ok {
+		return a, fmt.Errorf("rule %s: %s matches %q: %w", cr.name, req.Method, entry, ErrRequestDenied)
 	}
 	if hasClientCredential(req.Header, cr.strip) {
 		switch cr.onClient {

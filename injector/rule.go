@@ -60,6 +60,11 @@ type Rule struct {
 	Strip []string `yaml:"strip" mapstructure:"strip" json:"strip,omitempty"`
 	// OnClientCredential is "replace" (default), "keep" or "reject".
 	OnClientCredential string `yaml:"on_client_credential" mapstructure:"on_client_credential" json:"on_client_credential,omitempty"`
+	// Deny lists requests the credential is never used for, as
+	// "[METHOD] /path/prefix" (e.g. "POST /api/oauth/claude_cli/create_api_key",
+	// "DELETE /repos"): they are refused with 403 and nothing is injected.
+	// A prefix matches whole path segments.
+	Deny []string `yaml:"deny" mapstructure:"deny" json:"deny,omitempty"`
 }
 
 // Name is how the rule appears in audit lines and status: its normalized
@@ -118,6 +123,9 @@ func ValidateRule(r Rule) error {
 		if err := validateHeaderName(h); err != nil {
 			return fmt.Errorf("strip[%d]: %w", i, err)
 		}
+	}
+	if err := validateDeny(r.Deny); err != nil {
+		return err
 	}
 	switch r.OnClientCredential {
 	case "", OnClientCredentialReplace, OnClientCredentialKeep, OnClientCredentialReject:

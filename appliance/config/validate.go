@@ -77,6 +77,7 @@ var (
 	ifnameRE    = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,14}$`)
 	credRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 	headerRE    = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+	denyRE      = regexp.MustCompile(`^(?:(?:[A-Za-z]+|\*) )?/[^\s]*$`)
 	hostLabelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 	userRE      = regexp.MustCompile(`^([0-9]+|[a-z_][a-z0-9_-]*)(:([0-9]+|[a-z_][a-z0-9_-]*))?$`)
 )
@@ -193,6 +194,11 @@ func validateRule(key string, r Rule) error {
 	for j, h := range r.Strip {
 		if !headerRE.MatchString(h) {
 			errs = append(errs, keyErr(fmt.Sprintf("%s.strip[%d]", key, j), "%q is not an HTTP header name; expected e.g. X-Api-Key", h))
+		}
+	}
+	for j, d := range r.Deny {
+		if !denyRE.MatchString(d) || strings.Contains(d, "/../") || strings.HasSuffix(d, "/..") || strings.Contains(d, "//") {
+			errs = append(errs, keyErr(fmt.Sprintf("%s.deny[%d]", key, j), "%q is not \"[METHOD] /path/prefix\"; expected e.g. \"POST /v1/keys\"", d))
 		}
 	}
 	if !oneOf(r.OnClientCredential, "", "replace", "keep", "reject") {
