@@ -72,6 +72,25 @@ func (f *fakeDocker) ImageImport(ctx context.Context, src image.ImportSource, re
 	return io.NopCloser(strings.NewReader(`{"status":"sha256:abc"}`)), nil
 }
 
+func (f *fakeDocker) ImageList(ctx context.Context, o image.ListOptions) ([]image.Summary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []image.Summary
+	for ref := range f.images {
+		if strings.HasPrefix(ref, probeRepo+":") {
+			out = append(out, image.Summary{ID: ref, RepoTags: []string{ref}})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeDocker) ImageRemove(ctx context.Context, ref string, o image.RemoveOptions) ([]image.DeleteResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.images, ref)
+	return []image.DeleteResponse{{Untagged: ref}}, nil
+}
+
 func (f *fakeDocker) ContainerCreate(ctx context.Context, cfg *container.Config, hc *container.HostConfig, nc *network.NetworkingConfig, p *ocispec.Platform, name string) (container.CreateResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -252,6 +271,31 @@ func TestRun_AllGood(t *testing.T) {
 	Run(context.Background(), e.deps)
 	if e.dock.imports != 1 {
 		t.Errorf("imports after second run = %d, want the image reused", e.dock.imports)
+	}
+}
+
+// TestProbeImage_OldBuildsAreRemoved: every daemon build imports its own
+// probe image; the doctor removes the others so they do not pile up.
+func TestProbeImage_OldBuildsAreRemoved(t *testing.T) {
+	e := setup(t)
+	e.dock.mu.Lock()
+	e.dock.images["clauderon-probe:v1.2.2-0123456789ab"] = true
+	e.dock.images["other:latest"] = true
+	e.dock.mu.Unlock()
+	ref, err := ensureProbeImage(context.Background(), e.deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.dock.mu.Lock()
+	defer e.dock.mu.Unlock()
+	if !e.dock.images[ref] {
+		t.Errorf("the new probe image %s was removed", ref)
+	}
+	if e.dock.images["clauderon-probe:v1.2.2-0123456789ab"] {
+		t.Error("an old probe image was kept")
+	}
+	if !e.dock.images["other:latest"] {
+		t.Error("an unrelated image was removed")
 	}
 }
 

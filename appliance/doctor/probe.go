@@ -22,6 +22,7 @@ import (
 
 	"github.com/clauderon/clauderond/appliance/api"
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/errdefs"
@@ -93,6 +94,9 @@ func trustStep(r probeResult) api.DoctorStep {
 	return s
 }
 
+// probeRepo is the repository of the doctor's probe images.
+const probeRepo = "clauderon-probe"
+
 // ensureProbeImage imports clauderon-probe:<version>-<hash> from the daemon's
 // own executable unless that exact image exists.
 func ensureProbeImage(ctx context.Context, d Deps) (string, error) {
@@ -104,7 +108,7 @@ func ensureProbeImage(ctx context.Context, d Deps) (string, error) {
 		return "", err
 	}
 	sum := sha256.Sum256(exe)
-	ref := "clauderon-probe:" + tagSafe(d.Version) + "-" + hex.EncodeToString(sum[:6])
+	ref := probeRepo + ":" + tagSafe(d.Version) + "-" + hex.EncodeToString(sum[:6])
 	if _, err := d.Docker.ImageInspect(ctx, ref); err == nil {
 		return ref, nil
 	} else if !errdefs.IsNotFound(err) {
@@ -122,7 +126,25 @@ func ensureProbeImage(ctx context.Context, d Deps) (string, error) {
 	if _, err := io.Copy(io.Discard, rc); err != nil {
 		return "", fmt.Errorf("importing %s: %w", ref, err)
 	}
+	removeOldProbeImages(ctx, d.Docker, ref)
 	return ref, nil
+}
+
+// removeOldProbeImages deletes the probe images of earlier daemon builds
+// (each build imports its own), keeping keep. Best effort: an image still in
+// use or already gone is left to the next run.
+func removeOldProbeImages(ctx context.Context, dc Docker, keep string) {
+	list, err := dc.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(filters.Arg("reference", probeRepo+":*"))})
+	if err != nil {
+		return
+	}
+	for _, im := range list {
+		for _, tag := range im.RepoTags {
+			if strings.HasPrefix(tag, probeRepo+":") && tag != keep {
+				_, _ = dc.ImageRemove(ctx, tag, image.RemoveOptions{PruneChildren: true})
+			}
+		}
+	}
 }
 
 // checkStatic refuses a dynamically linked executable: it cannot run in a
