@@ -44,8 +44,8 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if lc := l.admit(c); lc != nil {
 			return lc, nil
 		}
+		l.onReject(1) // before Close: a client that sees the close sees the count
 		_ = c.Close()
-		l.onReject(1)
 	}
 }
 
