@@ -68,7 +68,8 @@ func readSSE(t testing.TB, body io.Reader, n int) []time.Duration {
 // for the whole stream (about a second); scheduler noise on a loaded box
 // under -race delays a few by a few ms, so the same stream fetched
 // directly from the upstream calibrates the allowance: proxied may have at
-// most two more late (> 5 ms) events than direct, and none later than 50 ms.
+// most two more late (> 5 ms) events than direct, and none later than 50 ms,
+// in at least one of three rounds.
 func TestIntercept_SSEEventsStreamUnbuffered(t *testing.T) {
 	const n, interval = 50, 20 * time.Millisecond
 	h := newHarness(t, harnessOpts{handler: sseHandler(n, interval)})
@@ -92,12 +93,21 @@ func TestIntercept_SSEEventsStreamUnbuffered(t *testing.T) {
 				defer resp.Body.Close()
 				return readSSE(t, resp.Body, n)
 			}
+			// Up to three rounds: a buffering proxy fails every round, a
+			// burst of scheduler noise (the CI box runs other packages'
+			// tests beside this one) does not last through three.
 			direct := directClient(h, h2)
-			dLate, _, _ := late(fetch(direct))
-			pLate, pWorst, desc := late(fetch(h.client(h2)))
-			if pLate > dLate+2 || pWorst > 50*time.Millisecond {
-				t.Errorf("%d of %d proxied events later than 5ms (direct: %d), worst %v: %v", pLate, n, dLate, pWorst, desc)
+			var failures []string
+			for round := 0; round < 3; round++ {
+				dLate, _, _ := late(fetch(direct))
+				pLate, pWorst, desc := late(fetch(h.client(h2)))
+				if pLate <= dLate+2 && pWorst <= 50*time.Millisecond {
+					return
+				}
+				failures = append(failures, fmt.Sprintf("round %d: %d of %d proxied events later than 5ms (direct: %d), worst %v: %v",
+					round, pLate, n, dLate, pWorst, desc))
 			}
+			t.Errorf("SSE events were held back in every round:\n%s", strings.Join(failures, "\n"))
 		})
 	}
 }
