@@ -126,26 +126,8 @@ func TestServe_ListenerFailureIsAnError(t *testing.T) {
 
 func TestServe_MaxConnsClosesExtraConnections(t *testing.T) {
 	h := newHarness(t, harnessOpts{mutate: func(c *Config) { c.MaxConns = 2 }})
-	var held []net.Conn
-	for i := 0; i < 2; i++ { // two connections parked in the hello peek
-		c, err := net.Dial("tcp", h.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		held = append(held, c)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for h.srv.Stats().ActiveConns < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	extra, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer extra.Close()
-	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := extra.Read(make([]byte, 1)); err == nil {
+	holdPeekingConns(t, h, 2)
+	if err := readFromExtraConn(t, h); err == nil {
 		t.Error("third connection was served, want it closed")
 	}
 	if got := h.srv.Stats().RejectedConns; got != 1 {
@@ -158,26 +140,8 @@ func TestServe_MaxConnsClosesExtraConnections(t *testing.T) {
 // slot (whichever path closed it).
 func TestServe_PerSourceLimitKeepsSlotsForOthers(t *testing.T) {
 	h := newHarness(t, harnessOpts{mutate: func(c *Config) { c.MaxConnsPerSource = 2 }})
-	var held []net.Conn
-	for i := 0; i < 2; i++ {
-		c, err := net.Dial("tcp", h.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		held = append(held, c)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for h.srv.Stats().ActiveConns < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	extra, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer extra.Close()
-	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := extra.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+	held := holdPeekingConns(t, h, 2)
+	if err := readFromExtraConn(t, h); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("third connection from the same source: read err = %v, want it closed by the server", err)
 	}
 	if got := h.srv.Stats().RejectedConns; got != 1 {
@@ -187,7 +151,7 @@ func TestServe_PerSourceLimitKeepsSlotsForOthers(t *testing.T) {
 	held[0].Write([]byte("GET / HTTP/1.1\r\n\r\n"))
 	held[0].SetReadDeadline(time.Now().Add(5 * time.Second))
 	io.Copy(io.Discard, held[0])
-	deadline = time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for h.srv.Stats().ActiveConns > 1 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -200,4 +164,38 @@ func TestServe_PerSourceLimitKeepsSlotsForOthers(t *testing.T) {
 	if _, err := again.Read(make([]byte, 1)); err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("connection after a slot was freed: read err = %v, want it held open (deadline exceeded)", err)
 	}
+}
+
+// holdPeekingConns opens n connections that send nothing (parked in the
+// hello peek) and waits until the server counts them; closed at cleanup.
+func holdPeekingConns(t *testing.T, h *harness, n int) []net.Conn {
+	t.Helper()
+	var held []net.Conn
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		held = append(held, c)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h.srv.Stats().ActiveConns < int64(n) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return held
+}
+
+// readFromExtraConn dials one more connection and returns the error of a
+// one-byte read (nil if the server sent something within 5 s).
+func readFromExtraConn(t *testing.T, h *harness) error {
+	t.Helper()
+	extra, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = extra.Read(make([]byte, 1))
+	return err
 }
