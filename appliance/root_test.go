@@ -35,6 +35,7 @@ import (
 	"github.com/clauderon/clauderond/appliance/api"
 	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/netfilter"
+	"github.com/clauderon/clauderond/netfilter/nftest"
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -45,16 +46,8 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CLAUDERON_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal("test needs root and CLAUDERON_REQUIRE_ROOT_TESTS=1")
-	}
-	t.Skip("needs root (set CLAUDERON_REQUIRE_ROOT_TESTS=1 to make this a failure)")
-}
+// requireRoot is the project's root-or-skip rule (netfilter/nftest).
+var requireRoot = nftest.RequireRoot
 
 // The token the fake upstream expects; never a real credential.
 const testToken = "sk-ant-oat01-integration-test-token-0123456789abcdef"
