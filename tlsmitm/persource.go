@@ -40,12 +40,13 @@ func (l *sourceLimiter) release(a netip.Addr) {
 // path (deny, splice, the HTTP server) closes it.
 type sourceConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	once sync.Once
+	lim  *sourceLimiter
+	src  netip.Addr
 }
 
 func (c *sourceConn) Close() error {
-	c.once.Do(c.release)
+	c.once.Do(func() { c.lim.release(c.src) })
 	return c.Conn.Close()
 }
 
@@ -74,5 +75,5 @@ func (s *Server) admitSource(c net.Conn) net.Conn {
 		c.Close()
 		return nil
 	}
-	return &sourceConn{Conn: c, release: func() { s.perSource.release(src) }}
+	return &sourceConn{Conn: c, lim: &s.perSource, src: src}
 }
