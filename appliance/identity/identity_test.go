@@ -277,6 +277,20 @@ func (f *fakeDocker) detach(id, name string) {
 	delete(f.containers[id].NetworkSettings.Networks, name)
 }
 
+// waitLists waits until ContainerList has been called n times in all.
+func (f *fakeDocker) waitLists(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		f.mu.Lock()
+		lists := f.lists
+		f.mu.Unlock()
+		if lists >= n {
+			return
+		}
+	}
+	t.Fatalf("ContainerList not called %d times within 5s", n)
+}
+
 func (f *fakeDocker) setListErr(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -361,6 +375,7 @@ func TestCredentials_FailClosedWhileEventsStreamIsDown(t *testing.T) {
 	errs <- errors.New("unexpected EOF")
 	<-f.streams // resubscribed, but the resync fails
 	<-f.errStreams
+	f.waitLists(t, 2) // the failing resync has happened, not just the subscription
 	deadline := time.Now().Add(5 * time.Second)
 	for !tb.StreamDown() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
