@@ -3,6 +3,7 @@ package identity
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -49,7 +50,7 @@ func TestReal_HostVethFollowsThePeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
-	time.Sleep(100 * time.Millisecond) // let ip netns exec switch namespaces and exec sleep
+	waitInNetns(t, sleeper.Process.Pid, ns)
 
 	got, err := HostVeth(sleeper.Process.Pid, netip.MustParseAddr("10.213.250.2"))
 	if err != nil {
@@ -60,5 +61,23 @@ func TestReal_HostVethFollowsThePeer(t *testing.T) {
 	}
 	if _, err := HostVeth(sleeper.Process.Pid, netip.MustParseAddr("10.213.250.99")); err == nil {
 		t.Error("HostVeth found an interface for an address nobody holds")
+	}
+}
+
+// waitInNetns waits until pid has entered the named network namespace:
+// `ip netns exec` switches namespaces some time after it was started.
+func waitInNetns(t *testing.T, pid int, ns string) {
+	t.Helper()
+	want, err := os.Stat("/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if got, err := os.Stat(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && os.SameFile(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d not in network namespace %s within 10s", pid, ns)
+		}
 	}
 }
