@@ -473,11 +473,13 @@ func TestFollow(t *testing.T) {
 	defer cancel()
 	got := make(chan Record, 100)
 	done := make(chan error, 1)
-	go func() {
-		done <- Follow(ctx, path, Filter{Container: "c1"}, func(r Record) error { got <- r; return nil })
-	}()
-	time.Sleep(300 * time.Millisecond) // let Follow seek to the end
-	for i := 1; i <= 12; i++ {         // crosses three rotations
+	// Follow's first step (seeking to the end) done before anything else is written.
+	fl, err := startFollowing(path, Filter{Container: "c1"}, func(r Record) error { got <- r; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- fl.follow(ctx) }()
+	for i := 1; i <= 12; i++ { // crosses three rotations
 		r := sample(i)
 		if i%4 == 0 {
 			r.Container = "filtered-out"
@@ -510,10 +512,12 @@ func TestFollow_StopsOnCallbackErrorAndWaitsForFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	stop := errors.New("stop")
 	done := make(chan error, 1)
-	go func() {
-		done <- Follow(context.Background(), path, Filter{}, func(Record) error { return stop })
-	}()
-	time.Sleep(100 * time.Millisecond)
+	// Follow's first step done (it found no file) before the file exists.
+	fl, err := startFollowing(path, Filter{}, func(Record) error { return stop })
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- fl.follow(context.Background()) }()
 	w, err := Open(path, Options{FlushInterval: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -97,11 +97,26 @@ func scanBackward(name string, fn func(line []byte) bool) error {
 // does not exist yet, and follows rotation: the old file is read to its
 // end before the new one is opened from its start.
 func Follow(ctx context.Context, path string, f Filter, fn func(Record) error) error {
-	fl := &follower{path: path, filter: f, fn: fn}
-	defer fl.close()
-	if err := fl.open(true); err != nil {
+	fl, err := startFollowing(path, f, fn)
+	if err != nil {
 		return err
 	}
+	return fl.follow(ctx)
+}
+
+// startFollowing opens path at its current end (if it exists): records
+// appended after it returns are delivered by follow.
+func startFollowing(path string, f Filter, fn func(Record) error) (*follower, error) {
+	fl := &follower{path: path, filter: f, fn: fn}
+	if err := fl.open(true); err != nil {
+		return nil, err
+	}
+	return fl, nil
+}
+
+// follow polls until ctx is done or fn fails, and closes the file.
+func (fl *follower) follow(ctx context.Context) error {
+	defer fl.close()
 	t := time.NewTicker(followPoll)
 	defer t.Stop()
 	for {
