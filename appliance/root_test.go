@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -291,18 +292,30 @@ func (r *rig) start(opts ...Option) (stop func() error) {
 		t.Fatalf("Run returned before ready: %v", err)
 	case <-time.After(90 * time.Second):
 		cancel()
+		select { // do not leave it running past the test
+		case <-done:
+		case <-time.After(30 * time.Second):
+		}
 		t.Fatal("not ready within 90s")
 	}
-	return func() error {
+	stop = sync.OnceValue(func() error {
 		cancel()
 		select {
 		case err := <-done:
 			return err
 		case <-time.After(30 * time.Second):
-			t.Fatal("Run did not return within 30s of cancel")
-			return nil
+			return errors.New("Run did not return within 30s of cancel")
 		}
-	}
+	})
+	// A test that fails before calling stop must not leave the daemon
+	// running: it would log after the test ended (a panic that kills the
+	// package's other tests) and recreate the network r.cleanup removes.
+	t.Cleanup(func() {
+		if err := stop(); err != nil && !t.Failed() {
+			t.Errorf("Run after cancel = %v, want nil", err)
+		}
+	})
+	return stop
 }
 
 var counterRE = regexp.MustCompile(`counter packets \d+ bytes \d+`)
