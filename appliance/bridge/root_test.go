@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"github.com/vishvananda/netlink"
 )
 
 func requireRoot(t *testing.T) {
@@ -34,7 +37,7 @@ func TestReal_EnsureAdoptWatchRemove(t *testing.T) {
 	b := make([]byte, 3)
 	rand.Read(b)
 	s := Spec{Name: "clrt-" + hex.EncodeToString(b), Bridge: "clrt" + hex.EncodeToString(b),
-		Subnet: netip.MustParsePrefix(fmt.Sprintf("10.213.%d.0/24", 100+int(b[0])%150))}
+		Subnet: freeSubnet(t, d, 100, 150)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	t.Cleanup(func() { _ = Remove(context.Background(), d, s.Name) })
@@ -60,7 +63,28 @@ func TestReal_EnsureAdoptWatchRemove(t *testing.T) {
 	wctx, wcancel := context.WithCancel(ctx)
 	werr := make(chan error, 1)
 	go func() { werr <- WatchLink(wctx, s.Bridge, func(e LinkEvent) { events <- e }, nil) }()
-	time.Sleep(200 * time.Millisecond) // let the subscription start
+	// WatchLink gives no sign of having subscribed: change the link's alias
+	// until an event for it arrives, so the removal cannot happen before.
+	link, err := netlink.LinkByName(s.Bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, deadline := 0, time.Now().Add(10*time.Second); ; i++ {
+		if err := netlink.LinkSetAlias(link, fmt.Sprintf("clrt-watch-%d", i)); err != nil {
+			t.Fatalf("setting the bridge's alias: %v", err)
+		}
+		select {
+		case <-events:
+		case err := <-werr:
+			t.Fatalf("WatchLink = %v before any event", err)
+		case <-time.After(100 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("no link event within 10s of changing the bridge's alias")
+			}
+			continue
+		}
+		break
+	}
 	if err := Remove(ctx, d, s.Name); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
@@ -77,4 +101,34 @@ func TestReal_EnsureAdoptWatchRemove(t *testing.T) {
 	if err := <-werr; err != nil {
 		t.Errorf("WatchLink = %v, want nil on cancel", err)
 	}
+}
+
+// freeSubnet returns a 10.213.X.0/24, X in [lo, hi), that no docker network
+// overlaps (a network a crashed run left behind, say). The bridge and
+// appliance root tests, which go test may run at the same time, draw from
+// disjoint ranges so they cannot pick the same one.
+func freeSubnet(t *testing.T, d *client.Client, lo, hi int) netip.Prefix {
+	t.Helper()
+	nets, err := d.NetworkList(context.Background(), network.ListOptions{})
+	if err != nil {
+		t.Fatalf("listing docker networks: %v", err)
+	}
+	var used []netip.Prefix
+	for _, n := range nets {
+		for _, c := range n.IPAM.Config {
+			if p, err := netip.ParsePrefix(c.Subnet); err == nil {
+				used = append(used, p)
+			}
+		}
+	}
+	b := make([]byte, 1)
+	rand.Read(b)
+	for i := range hi - lo {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 213, byte(lo + (int(b[0])+i)%(hi-lo)), 0}), 24)
+		if !slices.ContainsFunc(used, p.Overlaps) {
+			return p
+		}
+	}
+	t.Fatalf("no free subnet in 10.213.%d-%d.0/24", lo, hi-1)
+	return netip.Prefix{}
 }
