@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,7 +93,7 @@ func newRig(t *testing.T) *rig {
 	cfg.StateDir = state
 	cfg.Log.Level = "debug"
 	cfg.Network = config.NetworkConfig{Name: "clrt-" + r.suffix, Bridge: "clrt" + r.suffix,
-		Subnet: fmt.Sprintf("10.213.%d.0/24", 100+int(b[0])%150)}
+		Subnet: freeSubnet(t, d, 150, 250).String()}
 	cfg.Metrics.Address = freeAddr(t)
 	cfg.Upstreams = []config.Upstream{{Host: "api.anthropic.com", Address: r.upstream.Listener.Addr().String(), CAFile: caFile}}
 	cfg.DrainTimeout = 2 * time.Second
@@ -526,3 +527,33 @@ func checkMetrics(t *testing.T, addr string) {
 }
 
 var networkInspectOpts = network.InspectOptions{}
+
+// freeSubnet returns a 10.213.X.0/24, X in [lo, hi), that no docker network
+// overlaps (a network a crashed run left behind, say). The bridge and
+// appliance root tests, which go test may run at the same time, draw from
+// disjoint ranges so they cannot pick the same one.
+func freeSubnet(t *testing.T, d *client.Client, lo, hi int) netip.Prefix {
+	t.Helper()
+	nets, err := d.NetworkList(context.Background(), network.ListOptions{})
+	if err != nil {
+		t.Fatalf("listing docker networks: %v", err)
+	}
+	var used []netip.Prefix
+	for _, n := range nets {
+		for _, c := range n.IPAM.Config {
+			if p, err := netip.ParsePrefix(c.Subnet); err == nil {
+				used = append(used, p)
+			}
+		}
+	}
+	b := make([]byte, 1)
+	rand.Read(b)
+	for i := range hi - lo {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 213, byte(lo + (int(b[0])+i)%(hi-lo)), 0}), 24)
+		if !slices.ContainsFunc(used, p.Overlaps) {
+			return p
+		}
+	}
+	t.Fatalf("no free subnet in 10.213.%d-%d.0/24", lo, hi-1)
+	return netip.Prefix{}
+}
