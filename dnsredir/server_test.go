@@ -369,8 +369,8 @@ func TestServer_TCPQueriesPerConnectionAreBounded(t *testing.T) {
 	}
 }
 
-// rawUDP sends b to addr and returns the reply, or nil after a short wait.
-func rawUDP(t *testing.T, addr string, b []byte) []byte {
+// rawUDP sends b to addr and returns the reply, or nil after waiting wait.
+func rawUDP(t *testing.T, addr string, b []byte, wait time.Duration) []byte {
 	t.Helper()
 	c, err := net.Dial("udp", addr)
 	if err != nil {
@@ -380,7 +380,7 @@ func rawUDP(t *testing.T, addr string, b []byte) []byte {
 	if _, err := c.Write(b); err != nil {
 		t.Fatal(err)
 	}
-	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	c.SetReadDeadline(time.Now().Add(wait))
 	buf := make([]byte, 4096)
 	n, err := c.Read(buf)
 	if err != nil {
@@ -415,7 +415,14 @@ func TestServer_GarbageIsCountedAndNeverAmplified(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			reply := rawUDP(t, s.udp, tt.pkt)
+			// A reply that is due may be slow under load; one that is not
+			// due is waited for briefly (if it came later, the check would
+			// miss it: a false pass at worst, never a false failure).
+			wait := 300 * time.Millisecond
+			if tt.wantReply {
+				wait = 5 * time.Second
+			}
+			reply := rawUDP(t, s.udp, tt.pkt, wait)
 			if (reply != nil) != tt.wantReply {
 				t.Fatalf("reply %x, want a reply: %v", reply, tt.wantReply)
 			}
@@ -434,7 +441,12 @@ func TestServer_GarbageIsCountedAndNeverAmplified(t *testing.T) {
 			}
 		})
 	}
+	// The packets without a reply are counted whenever the server gets to
+	// them: wait for the counts rather than assume it already has.
 	st := h.Stats()
+	for deadline := time.Now().Add(5 * time.Second); (st.Malformed < 6 || st.Dropped < 1) && time.Now().Before(deadline); st = h.Stats() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if st.Malformed != 6 || st.Dropped != 1 {
 		t.Errorf("Stats() = %+v, want Malformed 6 and Dropped 1", st)
 	}
