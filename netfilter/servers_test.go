@@ -218,8 +218,20 @@ func dialTCPTimeout(ns netns.NsHandle, local, addr string, timeout time.Duration
 }
 
 // exchangeUDP sends payload to addr from ns and returns the reply or a
-// classification of the failure.
+// classification of the failure, waiting blockWait: for probes expected
+// to be blocked.
 func exchangeUDP(ns netns.NsHandle, local, addr, payload string) string {
+	return exchangeUDPTimeout(ns, local, addr, payload, blockWait)
+}
+
+// exchangeUDPReply is exchangeUDP for a probe expected to be answered: it
+// waits as long as a TCP dial expected to succeed (after a blocked probe
+// the container's ARP entry can take a second to resolve).
+func exchangeUDPReply(ns netns.NsHandle, local, addr, payload string) string {
+	return exchangeUDPTimeout(ns, local, addr, payload, 3*time.Second)
+}
+
+func exchangeUDPTimeout(ns netns.NsHandle, local, addr, payload string, timeout time.Duration) string {
 	out, _ := nftest.InNS(ns, func() (string, error) {
 		var laddr *net.UDPAddr
 		if local != "" {
@@ -234,7 +246,7 @@ func exchangeUDP(ns netns.NsHandle, local, addr, payload string) string {
 			return classify(err), nil
 		}
 		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(blockWait))
+		_ = c.SetDeadline(time.Now().Add(timeout))
 		if _, err := c.Write([]byte(payload)); err != nil {
 			return classify(err), nil
 		}
