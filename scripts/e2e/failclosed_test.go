@@ -27,6 +27,30 @@ func nftTableText(t testing.TB) string {
 	return nftVolatile.ReplaceAllString(string(out), "")
 }
 
+// waitInRuleset waits until the daemon has put the container's address in
+// its container_addrs set: from then on the rules know the container (a
+// fixed sleep could end before the daemon handled the start event).
+func waitInRuleset(t testing.TB, name string) {
+	t.Helper()
+	out, err := docker(t, time.Minute, "inspect", "-f", `{{(index .NetworkSettings.Networks "`+networkName+`").IPAddress}}`, name)
+	if err != nil {
+		t.Fatalf("docker inspect %s: %v %s", name, err, out)
+	}
+	ip := strings.TrimSpace(out)
+	re := regexp.MustCompile(`(^|[^0-9.])` + regexp.QuoteMeta(ip) + `([^0-9.]|$)`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		set, err := exec.Command("nft", "list", "set", "inet", nftTable, "container_addrs").CombinedOutput()
+		if err == nil && ip != "" && re.Match(set) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s (%q) not in the ruleset's container_addrs 30s after it started: %v\n%s", name, ip, err, set)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // restartBudget is how fast the daemon must be back after a restart.
 func restartBudget() time.Duration {
 	if v, err := time.ParseDuration(os.Getenv("CLAUDERON_E2E_RESTART_BUDGET")); err == nil {
@@ -53,7 +77,7 @@ func TestFailClosed_KillNineKeepsEverythingBlocked(t *testing.T) {
 	if out, err := docker(t, time.Minute, "run", "-d", "--name", old, "--network", networkName, s.scratchImage, "sleep", "600"); err != nil {
 		t.Fatalf("starting the long-lived container: %v %s", err, out)
 	}
-	time.Sleep(time.Second) // let the daemon see it
+	waitInRuleset(t, old)
 	before := nftTableText(t)
 	s.daemon.kill9()
 	t.Logf("clauderond killed with SIGKILL")
