@@ -78,7 +78,13 @@ func ensureControlNetwork(t testing.TB) {
 func TestBypass_ControlOutsideIsReachableWithoutClauderon(t *testing.T) {
 	s := env(t)
 	ensureControlNetwork(t)
+	t0 := time.Now()
 	as, hits := s.bypassRun(t, "control", controlNetwork, nil, bypassCmd("-only", "tcp,udp,icmp", "-tcp", "80,8080", "-udp", "123"))
+	// bypassRun waits 700ms for the recorder; here hits are expected, so
+	// give a recorder slowed by load until they are all in.
+	for deadline := time.Now().Add(10 * time.Second); len(hits) < 3 && time.Now().Before(deadline); hits = s.outside.hitsSince(t0) {
+		time.Sleep(100 * time.Millisecond)
+	}
 	reached := map[string]bool{}
 	for _, a := range as {
 		reached[a.Name] = a.Reached
