@@ -85,7 +85,9 @@ func classifyHTTP(err error) httpError {
 		return httpError{http.StatusForbidden, "clauderon_forbidden", "", err.Error()}
 	case errors.Is(err, errInjector):
 		return httpError{http.StatusInternalServerError, "clauderon_injector_error", "", err.Error()}
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, errExpectation):
+		return httpError{http.StatusExpectationFailed, "clauderon_expectation_failed", "", err.Error()}
+	case errors.Is(err, context.Canceled), errors.Is(err, errClientClosed):
 		// The client went away; nobody reads this, but the audit gets 499.
 		return httpError{statusClientClosed, "clauderon_client_closed", "", "client closed the request"}
 	}

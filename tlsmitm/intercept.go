@@ -20,9 +20,10 @@ import (
 	"time"
 )
 
-// intercept terminates TLS on c (replaying the recorded hello) and hands the
-// connection to the shared HTTP server. It reports whether ownership passed
-// to the HTTP server.
+// intercept terminates TLS on c (replaying the recorded hello), then serves
+// an HTTP/1.x connection itself (serveH1) or hands an h2 one to the shared
+// HTTP server. It reports whether it (or the HTTP server) took care of
+// closing c.
 func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
 	s.stats.intercepted.Add(1)
 	rc := &replayConn{Conn: c, pending: hello, info: info}
@@ -39,9 +40,13 @@ func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
 		})
 		return false
 	}
+	s.trackRaw(c, false)
+	if tc.ConnectionState().NegotiatedProtocol != "h2" {
+		s.serveH1(tc, info) // here, in the accepting goroutine; it closes tc
+		return true
+	}
 	s.conns.Add(1) // released by ConnState (closed/hijacked) via info.httpDone
 	s.stats.activeHTTP.Add(1)
-	s.trackRaw(c, false)
 	if !s.hl.deliver(tc) {
 		info.httpDone.Do(s.releaseHTTPConn)
 		tc.Close()
@@ -199,6 +204,14 @@ func (s *Server) finishRequest(rs *reqState, r *http.Request, start time.Time) {
 			rs.err = fmt.Errorf("internal error: %v", v)
 		}
 	}
+	s.recordRequest(rs, r, start)
+	if v != nil {
+		panic(http.ErrAbortHandler) // close the connection; net/http does not log this
+	}
+}
+
+// recordRequest counts a finished intercepted request and audits it.
+func (s *Server) recordRequest(rs *reqState, r *http.Request, start time.Time) {
 	s.stats.requests.Add(1)
 	status := rs.sw.status
 	if status == 0 && rs.err != nil {
@@ -222,9 +235,6 @@ func (s *Server) finishRequest(rs *reqState, r *http.Request, start time.Time) {
 		ev.Err = rs.err.Error()
 	}
 	s.audit(rs.st, ev)
-	if v != nil {
-		panic(http.ErrAbortHandler) // close the connection; net/http does not log this
-	}
 }
 
 func (s *Server) newReverseProxy() *httputil.ReverseProxy {
@@ -247,9 +257,16 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 // Injector apply its rule. Errors are parked in the request state; the
 // transport guard returns them so ErrorHandler answers.
 func (s *Server) rewrite(pr *httputil.ProxyRequest) {
-	rs := reqStateOf(pr.In)
+	s.prepareUpstream(reqStateOf(pr.In), pr.In.Host, pr.Out)
+}
+
+// prepareUpstream checks the request's Host (inHost) against the SNI name,
+// addresses out to the SNI host and lets the Injector apply its rule; both
+// intercept paths (ReverseProxy's Rewrite, the HTTP/1.1 relay) use it.
+// Errors are parked in rs.err.
+func (s *Server) prepareUpstream(rs *reqState, inHost string, out *http.Request) {
 	sni := rs.info.sni
-	host, ok := hostMatches(pr.In.Host, sni)
+	host, ok := hostMatches(inHost, sni)
 	rs.host = host
 	if !ok {
 		rs.err = fmt.Errorf("%w: Host %q, server name %q", ErrSNIMismatch, host, sni)
@@ -261,10 +278,10 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 		rs.err = fmt.Errorf("%w: %s is no longer intercepted (configuration reloaded)", ErrNoRoute, sni)
 		return
 	}
-	pr.Out.URL.Scheme = "https"
-	pr.Out.URL.Host = sni
-	pr.Out.Host = ""
-	rule, injected, err := rs.st.injector.Apply(pr.Out, sni, rs.info.client)
+	out.URL.Scheme = "https"
+	out.URL.Host = sni
+	out.Host = ""
+	rule, injected, err := rs.st.injector.Apply(out, sni, rs.info.client)
 	rs.rule, rs.injected = rule, injected
 	if err != nil {
 		if !errors.Is(err, ErrForbidden) {
@@ -340,10 +357,10 @@ type errorDetail struct {
 	Message string `json:"message"`
 }
 
-// guardTransport returns a parked Rewrite error instead of dialling. The
-// upstream protocol follows the client's: HTTP/1.x requests (including
-// Upgrade, which h2 cannot carry) go over the pooled HTTP/1.1 transport, h2
-// requests over the pooled h2 transport.
+// guardTransport returns a parked Rewrite error instead of dialling, and
+// otherwise sends the request over the pooled h2 transport (h2 upstream,
+// or HTTP/1.1 when the upstream does not offer h2). Only h2 clients come
+// this way; HTTP/1.x clients are relayed by h1relay.go.
 type guardTransport struct{}
 
 func (guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -357,22 +374,17 @@ func (guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, rs.err
 	}
-	if req.ProtoMajor < 2 || req.Header.Get("Upgrade") != "" {
-		return rs.st.h1.RoundTrip(req)
-	}
 	return rs.st.h2.RoundTrip(req)
 }
 
-func (s *Server) newTransport(st *state, h2 bool) *http.Transport {
-	protos := []string{"http/1.1"}
-	if h2 {
-		protos = []string{"h2", "http/1.1"}
-	}
-	t := &http.Transport{
+// newH2Transport is the upstream transport of h2 clients: h2 when the
+// upstream offers it, HTTP/1.1 otherwise; pooled.
+func (s *Server) newH2Transport(st *state) *http.Transport {
+	return &http.Transport{
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return s.dialUpstreamTLS(ctx, st, addr, protos)
+			return s.dialUpstreamTLS(ctx, st, addr, []string{"h2", "http/1.1"})
 		},
-		ForceAttemptHTTP2:     h2,
+		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,
@@ -381,19 +393,14 @@ func (s *Server) newTransport(st *state, h2 bool) *http.Transport {
 		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
 		ReadBufferSize:        32 << 10,
 		WriteBufferSize:       32 << 10,
-	}
-	if !h2 {
-		t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
-	} else {
 		// Bigger frames and windows: with the default 16 KiB frames a
 		// large download through two h2 hops stalls on window updates.
-		t.HTTP2 = &http.HTTP2Config{
+		HTTP2: &http.HTTP2Config{
 			MaxReadFrameSize:              1 << 20,
 			MaxReceiveBufferPerStream:     4 << 20,
 			MaxReceiveBufferPerConnection: 16 << 20,
-		}
+		},
 	}
-	return t
 }
 
 // statusWriter records the status and bytes written, and pushes the write

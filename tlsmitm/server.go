@@ -44,7 +44,8 @@ type Server struct {
 
 	conns sync.WaitGroup // every goroutine Serve must outlive
 	mu    sync.Mutex
-	raw   map[net.Conn]bool // connections not owned by http.Server → still peeking the hello
+	raw   map[net.Conn]bool    // connections not owned by http.Server → still peeking the hello
+	h1    map[*h1Conn]struct{} // HTTP/1.x connections served by the relay
 	// baseCtx is the parent of every request; cancelled at the drain deadline.
 	baseCtx    context.Context
 	baseCancel context.CancelFunc
@@ -64,8 +65,8 @@ type state struct {
 	rootCAs   *x509.CertPool
 	sessions  tls.ClientSessionCache
 
-	h2 *http.Transport // for h2 clients: h2 (or HTTP/1.1) upstream, pooled
-	h1 *http.Transport // for HTTP/1.1 clients and upgrades: HTTP/1.1 only, pooled
+	h2     *http.Transport // for h2 clients: h2 (or HTTP/1.1) upstream, pooled
+	h1pool *h1Pool         // for HTTP/1.x clients (the relay): HTTP/1.1 upstream
 }
 
 // New loads or creates the CA under cfg.StateDir, issues leaves for the
@@ -80,6 +81,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger.With("component", "tlsmitm"),
 		own:      &ownAddrs{list: cfg.InterfaceAddrs},
 		raw:      make(map[net.Conn]bool),
+		h1:       make(map[*h1Conn]struct{}),
 		logLimit: newLogLimiter(20, time.Second),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
@@ -128,7 +130,7 @@ func (s *Server) Update(cfg Config) error {
 	}
 	old := s.state.Swap(s.newState(cfg))
 	old.h2.CloseIdleConnections()
-	old.h1.CloseIdleConnections()
+	old.h1pool.closeIdle()
 	return nil
 }
 
@@ -144,8 +146,10 @@ func (s *Server) newState(cfg Config) *state {
 	for _, u := range cfg.Upstreams {
 		st.overrides[normalizeName(u.Host)] = u
 	}
-	st.h2 = s.newTransport(st, true)
-	st.h1 = s.newTransport(st, false)
+	st.h2 = s.newH2Transport(st)
+	st.h1pool = newH1Pool(func(ctx context.Context, host string) (net.Conn, error) {
+		return s.dialUpstreamTLS(ctx, st, net.JoinHostPort(host, "443"), []string{"http/1.1"})
+	})
 	return st
 }
 
@@ -159,7 +163,7 @@ func (s *Server) Close() error {
 		s.certs.stop()
 		st := s.state.Load()
 		st.h2.CloseIdleConnections()
-		st.h1.CloseIdleConnections()
+		st.h1pool.closeIdle()
 	})
 	return nil
 }
@@ -250,6 +254,7 @@ func (s *Server) drain() {
 	defer cancel()
 	s.draining.Store(true)
 	s.closeRaw(true)
+	s.closeH1(true)
 	if err := s.http.Shutdown(dctx); err != nil {
 		s.log.Warn("drain deadline reached; closing remaining intercepted connections", "error", err)
 	}
@@ -263,6 +268,7 @@ func (s *Server) drain() {
 	s.baseCancel()
 	s.http.Close()
 	s.closeRaw(false)
+	s.closeH1(false)
 	<-done
 }
 

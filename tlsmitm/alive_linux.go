@@ -1,0 +1,36 @@
+package tlsmitm
+
+import (
+	"crypto/tls"
+	"net"
+	"syscall"
+)
+
+// connAlive reports whether an idle pooled connection can still carry a
+// request. It peeks at the socket without blocking or consuming (one
+// recv(2)): an idle HTTP/1.1 connection has nothing to read (the session
+// tickets that follow the handshake were consumed with the first
+// response), so any pending byte (a close_notify alert, most likely), a FIN
+// or an error means the peer is done with it.
+func connAlive(c net.Conn) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := true
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		// Anything but "nothing to read": pending bytes, a FIN, a reset.
+		alive = err == syscall.EAGAIN
+		return true // never wait for readiness
+	})
+	return err == nil && alive
+}

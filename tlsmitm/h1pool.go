@@ -1,0 +1,159 @@
+package tlsmitm
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"sync"
+	"time"
+)
+
+// Limits of the HTTP/1.1 upstream pool, per state (a reload starts a new
+// pool and closes the old one's idle connections).
+const (
+	h1MaxIdlePerHost = 64
+	h1IdleTimeout    = 90 * time.Second
+	h1BufSize        = 16 << 10
+)
+
+// upstreamConn is a verified TLS connection to an upstream host with its
+// buffers, owned by one request at a time.
+type upstreamConn struct {
+	conn   net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	host   string
+	reused bool      // it served an earlier request (a stale one may fail)
+	idleAt time.Time // when it went back to the pool
+}
+
+func (uc *upstreamConn) Close() error { return uc.conn.Close() }
+
+// h1Pool keeps idle HTTP/1.1 upstream connections by host. Unlike
+// http.Transport it has no goroutine per connection: a connection is
+// checked for a peer close (connAlive) when taken, not watched while idle.
+type h1Pool struct {
+	mu     sync.Mutex
+	idle   map[string][]*upstreamConn
+	count  int // idle connections in all hosts
+	closed bool
+	sweep  *time.Timer // closes connections idle past h1IdleTimeout
+	dial   func(ctx context.Context, host string) (net.Conn, error)
+}
+
+func newH1Pool(dial func(ctx context.Context, host string) (net.Conn, error)) *h1Pool {
+	return &h1Pool{idle: make(map[string][]*upstreamConn), dial: dial}
+}
+
+// get returns an idle connection to host that is still open, or dials one
+// (always, with fresh).
+func (p *h1Pool) get(ctx context.Context, host string, fresh bool) (*upstreamConn, error) {
+	for !fresh {
+		uc := p.take(host)
+		if uc == nil {
+			break
+		}
+		if time.Since(uc.idleAt) < h1IdleTimeout && connAlive(uc.conn) {
+			return uc, nil
+		}
+		uc.Close()
+	}
+	c, err := p.dial(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	return &upstreamConn{conn: c, host: host,
+		br: bufio.NewReaderSize(c, h1BufSize), bw: bufio.NewWriterSize(c, h1BufSize)}, nil
+}
+
+// take pops the most recently used idle connection to host.
+func (p *h1Pool) take(host string) *upstreamConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[host]
+	if len(list) == 0 {
+		return nil
+	}
+	uc := list[len(list)-1]
+	list[len(list)-1] = nil
+	p.idle[host] = list[:len(list)-1]
+	p.count--
+	return uc
+}
+
+// put returns uc to the pool, or closes it when the pool is closed or full.
+func (p *h1Pool) put(uc *upstreamConn) {
+	uc.reused = true
+	uc.idleAt = time.Now()
+	p.mu.Lock()
+	if p.closed || len(p.idle[uc.host]) >= h1MaxIdlePerHost {
+		p.mu.Unlock()
+		uc.Close()
+		return
+	}
+	p.idle[uc.host] = append(p.idle[uc.host], uc)
+	p.count++
+	if p.sweep == nil {
+		p.sweep = time.AfterFunc(h1IdleTimeout, p.closeExpired)
+	}
+	p.mu.Unlock()
+}
+
+// closeExpired closes connections idle for h1IdleTimeout, and runs again
+// while any connection is idle.
+func (p *h1Pool) closeExpired() {
+	var expired []*upstreamConn
+	p.mu.Lock()
+	now := time.Now()
+	for host, list := range p.idle {
+		keep := list[:0]
+		for _, uc := range list {
+			if now.Sub(uc.idleAt) >= h1IdleTimeout {
+				expired = append(expired, uc)
+			} else {
+				keep = append(keep, uc)
+			}
+		}
+		clear(list[len(keep):])
+		if len(keep) == 0 {
+			delete(p.idle, host)
+		} else {
+			p.idle[host] = keep
+		}
+	}
+	p.count -= len(expired)
+	p.sweep = nil
+	if p.count > 0 && !p.closed {
+		p.sweep = time.AfterFunc(h1IdleTimeout/2, p.closeExpired)
+	}
+	p.mu.Unlock()
+	for _, uc := range expired {
+		uc.Close()
+	}
+}
+
+// closeIdle closes every idle connection and makes put close from now on.
+func (p *h1Pool) closeIdle() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = make(map[string][]*upstreamConn)
+	p.count = 0
+	if p.sweep != nil {
+		p.sweep.Stop()
+		p.sweep = nil
+	}
+	p.mu.Unlock()
+	for _, list := range idle {
+		for _, uc := range list {
+			uc.Close()
+		}
+	}
+}
+
+// idleCount reports the idle connections (tests).
+func (p *h1Pool) idleCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.count
+}
