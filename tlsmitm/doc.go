@@ -6,9 +6,12 @@
 //   - intercepts: terminates TLS with a leaf certificate from the local CA
 //     (tlsmitm/localca, managed by certmagic with no network access), serves
 //     HTTP/1.1 and h2, asks an Injector to rewrite each request, and forwards
-//     it with httputil.ReverseProxy over verified TLS to the real address of
-//     the SNI host (pooled; HTTP/1.1 clients go upstream over HTTP/1.1, h2
-//     clients over h2), streaming responses back unbuffered;
+//     it over verified TLS to the real address of the SNI host, streaming
+//     responses back unbuffered. HTTP/1.x connections are relayed by the
+//     terminator itself, one goroutine per connection over a pool of
+//     HTTP/1.1 upstream connections (h1relay.go: half the CPU of net/http's
+//     server and transport); h2 connections go through net/http's server
+//     and httputil.ReverseProxy to a pooled h2 transport;
 //   - passes through: splices the bytes, untouched, to the SNI host's real
 //     address on port 443;
 //   - denies: sends a TLS alert and closes.
