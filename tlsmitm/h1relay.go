@@ -166,6 +166,24 @@ func validateRequest(r *http.Request) error {
 
 var errUnsupportedVersion = errors.New("unsupported HTTP version")
 
+// checkInjectedHeaders re-checks the request headers after the Injector
+// (the client's were checked by validateRequest): the relay writes them
+// verbatim, so a credential holding a line break must fail the request,
+// not split the head (http.Transport refuses such values the same way).
+func checkInjectedHeaders(h http.Header) error {
+	for k, vv := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("%w: the rule set an invalid header name", errInjector)
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("%w: the rule set an invalid value for header %s", errInjector, k)
+			}
+		}
+	}
+	return nil
+}
+
 // rejectRequest answers a request head that could not be read, as
 // net/http's server does, and the connection is closed after it.
 func (s *Server) rejectRequest(tc *tls.Conn, bw *bufio.Writer, err error) {
@@ -249,8 +267,10 @@ func (x *h1Exchange) relay() bool {
 	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 		delete(r.Header, h)
 	}
-	inHost := r.Host
-	x.s.prepareUpstream(rs, inHost, r)
+	x.s.prepareUpstream(rs, r.Host, r)
+	if rs.err == nil {
+		rs.err = checkInjectedHeaders(r.Header)
+	}
 	if rs.err != nil {
 		return x.respondError(rs.err)
 	}

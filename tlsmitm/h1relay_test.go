@@ -269,3 +269,34 @@ func TestRelay_IdleConnectionClosedOnDrain(t *testing.T) {
 		t.Error("idle connection still open after the drain")
 	}
 }
+
+// newlineInjector sets a credential holding a line break.
+type newlineInjector struct{ fakeInjector }
+
+func (newlineInjector) Apply(req *http.Request, host string, c Client) (string, bool, error) {
+	req.Header.Set("Authorization", "Bearer x\r\nX-Smuggled: 1")
+	return "anthropic", true, nil
+}
+
+// TestRelay_InjectedLineBreakFailsTheRequest: the relay writes headers
+// verbatim, so a credential value with CR/LF must not split the head.
+func TestRelay_InjectedLineBreakFailsTheRequest(t *testing.T) {
+	seen := make(chan string, 1)
+	h := newHarness(t, harnessOpts{
+		handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Get("X-Smuggled") }),
+		mutate:  func(c *Config) { c.Injector = newlineInjector{} },
+	})
+	resp, err := h.client(false).Get("https://" + apiHost + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("status %d, want 500", resp.StatusCode)
+	}
+	select {
+	case v := <-seen:
+		t.Fatalf("the request reached the upstream (X-Smuggled %q)", v)
+	default:
+	}
+}

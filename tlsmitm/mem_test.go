@@ -31,7 +31,7 @@ func TestIdleConnMemory(t *testing.T) {
 	}
 	const n = 1000
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
-		mutate: func(c *Config) { c.Logger = nil }})
+		mutate: func(c *Config) { c.Logger, c.MaxConnsPerSource = nil, 2*n }}) // every client is 127.0.0.1
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(caFile, h.srv.CA().CertPEM(), 0o644)
 	// Warm up: the leaf, the upstream connection, the HTTP server.
