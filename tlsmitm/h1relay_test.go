@@ -300,3 +300,48 @@ func TestRelay_InjectedLineBreakFailsTheRequest(t *testing.T) {
 	default:
 	}
 }
+
+// FuzzRelayRequest writes arbitrary bytes as the plaintext of an
+// intercepted HTTP/1.1 connection: whatever they are, the relay answers or
+// closes, never panics, and keeps serving the next connection.
+//
+//	go test -run '^$' -fuzz FuzzRelayRequest -fuzztime 1m ./tlsmitm/
+func FuzzRelayRequest(f *testing.F) {
+	for _, seed := range []string{
+		"GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n",
+		"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 2\r\n\r\n{}",
+		"POST / HTTP/1.1\r\nHost: api.anthropic.com\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-T: 1\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: api.anthropic.com\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx",
+		"GET / HTTP/1.1\r\nHost: api.anthropic.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"GET / HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n",
+		"GET http://api.anthropic.com/abs HTTP/1.1\r\nHost: other\r\n\r\n",
+		"HEAD / HTTP/1.1\r\nHost: api.anthropic.com:443\r\nConnection: close, X-Foo\r\nX-Foo: 1\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: api.anthropic.com\r\n Folded: x\r\n\r\n",
+		"\r\n\r\n\x00\xff",
+	} {
+		f.Add([]byte(seed))
+	}
+	h := newHarness(f, harnessOpts{mutate: func(c *Config) {
+		c.Logger = nil
+		c.ReadHeaderTimeout = 200 * time.Millisecond
+		c.MaxConnsPerSource = 1 << 20
+	}})
+	cfg := &tls.Config{ServerName: apiHost, RootCAs: h.pool, NextProtos: []string{"http/1.1"}, ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := tls.Dial("tcp", h.addr, cfg)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write(in)
+		c.CloseWrite()
+		if _, err := io.Copy(io.Discard, c); err != nil && !strings.Contains(err.Error(), "reset") {
+			t.Fatalf("the relay neither answered nor closed within 5s: %v", err)
+		}
+		if p := h.srv.Stats().Panics; p != 0 {
+			t.Fatalf("%d panics serving %q", p, in)
+		}
+	})
+}
