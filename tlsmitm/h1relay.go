@@ -42,7 +42,7 @@ import (
 // h1Conn is a relay connection, registered so that drain can close it
 // while it waits for its next request.
 type h1Conn struct {
-	conn net.Conn    // the client's TLS connection
+	conn *tls.Conn   // the client's connection
 	idle atomic.Bool // waiting for the next request
 }
 
@@ -129,11 +129,7 @@ func (s *Server) closeH1(onlyIdle bool) {
 	defer s.mu.Unlock()
 	for hc := range s.h1 {
 		if !onlyIdle || hc.idle.Load() {
-			if tc, ok := hc.conn.(*tls.Conn); ok {
-				tc.NetConn().Close() // no close_notify: it could block on a stuck client
-			} else {
-				hc.conn.Close()
-			}
+			hc.conn.NetConn().Close() // no close_notify: it could block on a stuck client
 		}
 	}
 }
