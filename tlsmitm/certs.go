@@ -25,6 +25,30 @@ type certManager struct {
 	// DecisionFunc agrees. manage has no OnDemand so ManageSync issues now.
 	handshake *certmagic.Config
 	manage    *certmagic.Config
+	// issueLimit caps on-demand issuance: a wildcard rule would otherwise
+	// let a container mint a leaf (a key, a signature, a file under
+	// StateDir/certs) for every random name under the suffix.
+	issueLimit *windowLimiter
+}
+
+// Bounds of on-demand issuance (names under wildcard intercept rules; exact
+// names are issued at start-up and on reload, outside these bounds).
+const (
+	onDemandPerMinute = 60
+	leafCacheCapacity = 4096 // leaves in memory; certmagic evicts beyond
+)
+
+// admitOnDemand applies issueLimit to a name about to be issued or loaded
+// on demand.
+func (m *certManager) admitOnDemand(name string, logger *slog.Logger) error {
+	ok, suppressed := m.issueLimit.allow(time.Now())
+	if !ok {
+		return fmt.Errorf("%w: %s: more than %d on-demand certificates in a minute", ErrCertificate, name, onDemandPerMinute)
+	}
+	if suppressed > 0 {
+		logger.Warn("on-demand certificate issuance was rate-limited", "refused", suppressed, "limit_per_minute", onDemandPerMinute)
+	}
+	return nil
 }
 
 // newCertManager loads or creates the CA in stateDir and builds certmagic
@@ -36,9 +60,10 @@ func newCertManager(stateDir string, lifetime time.Duration, logger *slog.Logger
 	}
 	issuer := localca.NewIssuer(ca, lifetime)
 	zl := newZapToSlog(logger.With("subcomponent", "certmagic"))
-	m := &certManager{ca: ca}
+	m := &certManager{ca: ca, issueLimit: newWindowLimiter(onDemandPerMinute, time.Minute)}
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return m.manage, nil },
+		Capacity:         leafCacheCapacity,
 		Logger:           zl,
 	})
 	base := certmagic.Config{
@@ -52,7 +77,12 @@ func newCertManager(stateDir string, lifetime time.Duration, logger *slog.Logger
 	m.manage = certmagic.New(m.cache, base)
 	onDemand := base
 	onDemand.OnDemand = &certmagic.OnDemandConfig{
-		DecisionFunc: func(_ context.Context, name string) error { return allow(name) },
+		DecisionFunc: func(_ context.Context, name string) error {
+			if err := allow(name); err != nil {
+				return err
+			}
+			return m.admitOnDemand(name, logger)
+		},
 	}
 	m.handshake = certmagic.New(m.cache, onDemand)
 	return m, nil

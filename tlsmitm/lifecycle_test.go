@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -297,4 +298,21 @@ func TestIntercept_TLSSessionResumption(t *testing.T) {
 		}
 		c.Close()
 	}
+}
+
+// TestCerts_OnDemandIssuanceIsRateLimited: a container cycling random names
+// under a wildcard rule gets onDemandPerMinute leaves a minute, not one per
+// name; names already issued keep working.
+func TestCerts_OnDemandIssuanceIsRateLimited(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	for i := 0; i < onDemandPerMinute; i++ {
+		leafOf(t, h, fmt.Sprintf("n%d.intercept.test", i))
+	}
+	c, err := dialTLS(t, h.addr, &tls.Config{ServerName: "one-too-many.intercept.test", RootCAs: h.pool})
+	if err == nil {
+		c.Close()
+		t.Fatalf("leaf %d within a minute was issued", onDemandPerMinute+1)
+	}
+	leafOf(t, h, "n0.intercept.test") // cached: no issuance needed
+	leafOf(t, h, apiHost)             // exact names are issued up front
 }

@@ -5,11 +5,12 @@ import (
 	"time"
 )
 
-// logLimiter lets at most max lines per window through, so a failing
-// upstream or a scanning container cannot flood the daemon's log; the next
-// line that gets through reports how many were suppressed. The audit log is
-// never rate-limited.
-type logLimiter struct {
+// windowLimiter lets at most max events per window through. For log lines
+// (Server.logLimit) it keeps a failing upstream or a scanning container from
+// flooding the daemon's log, and the next line that gets through reports how
+// many were suppressed; the audit log is never rate-limited. It also caps
+// on-demand leaf issuance (certManager).
+type windowLimiter struct {
 	mu         sync.Mutex
 	max        int
 	window     time.Duration
@@ -18,13 +19,13 @@ type logLimiter struct {
 	suppressed int
 }
 
-func newLogLimiter(max int, window time.Duration) *logLimiter {
-	return &logLimiter{max: max, window: window}
+func newWindowLimiter(max int, window time.Duration) *windowLimiter {
+	return &windowLimiter{max: max, window: window}
 }
 
-// allow reports whether a line may be logged now, and how many lines were
-// suppressed since the last one that was.
-func (l *logLimiter) allow(now time.Time) (ok bool, suppressed int) {
+// allow reports whether an event may go through now, and how many were
+// suppressed since the last one that did.
+func (l *windowLimiter) allow(now time.Time) (ok bool, suppressed int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.start) >= l.window {

@@ -36,7 +36,7 @@ type Server struct {
 	// perSource applies Config.MaxConnsPerSource.
 	perSource sourceLimiter
 	// logLimit rate-limits per-request and per-connection log lines.
-	logLimit *logLimiter
+	logLimit *windowLimiter
 	served   atomic.Bool
 	// draining is set when Serve starts draining; handleConn checks it
 	// after its peek so a hello that raced the drain is not routed.
@@ -82,7 +82,7 @@ func New(cfg Config) (*Server, error) {
 		own:      &ownAddrs{list: cfg.InterfaceAddrs},
 		raw:      make(map[net.Conn]bool),
 		h1:       make(map[*h1Conn]struct{}),
-		logLimit: newLogLimiter(20, time.Second),
+		logLimit: newWindowLimiter(20, time.Second),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
 	s.state.Store(s.newState(cfg))
