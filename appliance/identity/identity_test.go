@@ -86,8 +86,18 @@ func (f *fakeDocker) Events(ctx context.Context, _ events.ListOptions) (<-chan e
 	f.mu.Unlock()
 	msgs := make(chan events.Message)
 	errs := make(chan error, 1)
-	f.streams <- msgs
-	f.errStreams <- errs
+	// The test takes each new stream from f.streams. Once the subscriber is
+	// cancelled the sends give up: a test that stopped reading them (a
+	// failure, or more reconnects than the buffer holds) must not leave Run
+	// stuck here and the Cleanup waiting for Run forever.
+	select {
+	case f.streams <- msgs:
+	case <-ctx.Done():
+	}
+	select {
+	case f.errStreams <- errs:
+	case <-ctx.Done():
+	}
 	return msgs, errs
 }
 
