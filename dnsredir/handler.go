@@ -82,8 +82,8 @@ type Auditor interface {
 const (
 	DefaultTTL                  = 30 * time.Second
 	DefaultMaxAnswers           = 32
-	DefaultRatePerSecond        = 50
-	DefaultBurst                = 100
+	DefaultRatePerSecond        = 500
+	DefaultBurst                = 1000
 	DefaultMaxClients           = 4096
 	DefaultLookupTimeout        = 2 * time.Second
 	DefaultMaxConcurrentLookups = 256
@@ -117,7 +117,11 @@ type Config struct {
 	// RatePerSecond and Burst size each source address's token bucket.
 	// Over the limit a query gets REFUSED; those refusals are counted, and
 	// at most a few per second are audited (each carrying how many were
-	// suppressed). A negative RatePerSecond disables rate limiting.
+	// suppressed). A negative RatePerSecond disables rate limiting. The
+	// limit protects the daemon, not the network (answers come from policy
+	// and no query leaves the host), so the default is generous: a build
+	// that opens a connection per fetch (npm, pip, Go's resolver without a
+	// cache) asks two questions per connection, hundreds a second.
 	RatePerSecond float64
 	Burst         int
 	// MaxClients bounds the rate limiter's table of source addresses.

@@ -146,7 +146,7 @@ func Default() *Config {
 		DefaultRules: true,
 		Egress:       EgressConfig{Mode: "enforce", Allow: []string{}, AllowCIDRs: []AllowCIDR{}},
 		Upstreams:    []Upstream{},
-		DNS:          DNSConfig{DenyRcode: "nxdomain", RatePerSecond: 50, Burst: 100, Servers: []string{}},
+		DNS:          DNSConfig{DenyRcode: "nxdomain", RatePerSecond: 500, Burst: 1000, Servers: []string{}},
 		Sessions:     SessionsConfig{Image: "clauderon-agent:latest", User: "1000:1000", Workdir: "/workspace"},
 		Audit:        AuditConfig{MaxBytes: 100 << 20, MaxBackups: 5},
 		DrainTimeout: 10 * time.Second,

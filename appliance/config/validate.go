@@ -278,10 +278,10 @@ func (c *Config) validateDNS() error {
 		errs = append(errs, keyErr("dns.deny_rcode", "%q is not one of nxdomain, refused; expected e.g. nxdomain", c.DNS.DenyRcode))
 	}
 	if c.DNS.RatePerSecond < 0 {
-		errs = append(errs, keyErr("dns.rate_per_second", "%g is negative; expected e.g. 50 (0 disables the limit)", c.DNS.RatePerSecond))
+		errs = append(errs, keyErr("dns.rate_per_second", "%g is negative; expected e.g. 500 (0 disables the limit)", c.DNS.RatePerSecond))
 	}
 	if c.DNS.Burst < 0 || (c.DNS.RatePerSecond > 0 && c.DNS.Burst < 1) {
-		errs = append(errs, keyErr("dns.burst", "%d must be at least 1 when rate_per_second is set; expected e.g. 100", c.DNS.Burst))
+		errs = append(errs, keyErr("dns.burst", "%d must be at least 1 when rate_per_second is set; expected e.g. 1000", c.DNS.Burst))
 	}
 	for i, s := range c.DNS.Servers {
 		if _, err := netip.ParseAddrPort(s); err == nil {
