@@ -1,7 +1,6 @@
 package tlsmitm
 
 import (
-	"crypto/tls"
 	"net"
 	"syscall"
 )
@@ -13,8 +12,12 @@ import (
 // response), so any pending byte (a close_notify alert, most likely), a FIN
 // or an error means the peer is done with it.
 func connAlive(c net.Conn) bool {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+	for {
+		w, ok := c.(interface{ NetConn() net.Conn }) // tls.Conn
+		if !ok {
+			break
+		}
+		c = w.NetConn()
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {

@@ -3,6 +3,7 @@ package tlsmitm
 import (
 	"bufio"
 	"context"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -12,14 +13,19 @@ import (
 // pool and closes the old one's idle connections).
 const (
 	h1MaxIdlePerHost = 64
+	h1MaxIdle        = 256 // in all hosts (wildcard rules multiply hosts)
 	h1IdleTimeout    = 90 * time.Second
 	h1BufSize        = 16 << 10
+	// maxResponseHeadBytes bounds an upstream response head (each 1xx
+	// included); http.Transport's default is 10 MiB, API heads are < 8 KiB.
+	maxResponseHeadBytes = 1 << 20
 )
 
 // upstreamConn is a verified TLS connection to an upstream host with its
 // buffers, owned by one request at a time.
 type upstreamConn struct {
 	conn   net.Conn
+	lr     *headerLimitReader // under br: bounds response heads
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	host   string
@@ -28,6 +34,31 @@ type upstreamConn struct {
 }
 
 func (uc *upstreamConn) Close() error { return uc.conn.Close() }
+
+// limitHead bounds what the next response head may read; unlimit lifts it
+// for the body.
+func (uc *upstreamConn) limitHead() { uc.lr.n = maxResponseHeadBytes + int64(uc.br.Buffered()) }
+func (uc *upstreamConn) unlimit()   { uc.lr.n = math.MaxInt64 }
+
+// clean reports whether an idle connection may carry a new request: nothing
+// unread in its buffers or the TLS layer (an upstream that sent more than
+// the response it was asked for would otherwise answer the next client
+// with it), and the peer has not closed it.
+func (uc *upstreamConn) clean() bool {
+	if uc.br.Buffered() > 0 {
+		return false
+	}
+	// A read with a deadline in the past returns what the TLS layer holds
+	// already (decrypting a buffered record) without a system call; a
+	// timeout means nothing is there, and is not sticky in crypto/tls.
+	uc.conn.SetReadDeadline(time.Unix(1, 0))
+	_, err := uc.br.Peek(1)
+	uc.conn.SetReadDeadline(time.Time{})
+	if !isTimeout(err) {
+		return false
+	}
+	return connAlive(uc.conn)
+}
 
 // h1Pool keeps idle HTTP/1.1 upstream connections by host. Unlike
 // http.Transport it has no goroutine per connection: a connection is
@@ -53,7 +84,7 @@ func (p *h1Pool) get(ctx context.Context, host string, fresh bool) (*upstreamCon
 		if uc == nil {
 			break
 		}
-		if time.Since(uc.idleAt) < h1IdleTimeout && connAlive(uc.conn) {
+		if time.Since(uc.idleAt) < h1IdleTimeout && uc.clean() {
 			return uc, nil
 		}
 		uc.Close()
@@ -62,8 +93,9 @@ func (p *h1Pool) get(ctx context.Context, host string, fresh bool) (*upstreamCon
 	if err != nil {
 		return nil, err
 	}
-	return &upstreamConn{conn: c, host: host,
-		br: bufio.NewReaderSize(c, h1BufSize), bw: bufio.NewWriterSize(c, h1BufSize)}, nil
+	lr := &headerLimitReader{r: c, n: math.MaxInt64}
+	return &upstreamConn{conn: c, host: host, lr: lr,
+		br: bufio.NewReaderSize(lr, h1BufSize), bw: bufio.NewWriterSize(c, h1BufSize)}, nil
 }
 
 // take pops the most recently used idle connection to host.
@@ -81,12 +113,13 @@ func (p *h1Pool) take(host string) *upstreamConn {
 	return uc
 }
 
-// put returns uc to the pool, or closes it when the pool is closed or full.
+// put returns uc to the pool, or closes it when the pool is closed or full
+// or uc holds unread bytes (see clean).
 func (p *h1Pool) put(uc *upstreamConn) {
 	uc.reused = true
 	uc.idleAt = time.Now()
 	p.mu.Lock()
-	if p.closed || len(p.idle[uc.host]) >= h1MaxIdlePerHost {
+	if p.closed || len(p.idle[uc.host]) >= h1MaxIdlePerHost || p.count >= h1MaxIdle || uc.br.Buffered() > 0 {
 		p.mu.Unlock()
 		uc.Close()
 		return

@@ -42,8 +42,9 @@ import (
 // h1Conn is a relay connection, registered so that drain can close it
 // while it waits for its next request.
 type h1Conn struct {
-	conn *tls.Conn   // the client's connection
-	idle atomic.Bool // waiting for the next request
+	conn *tls.Conn                    // the client's connection
+	idle atomic.Bool                  // waiting for the next request
+	up   atomic.Pointer[upstreamConn] // the upstream connection in use
 }
 
 // headerLimitReader fails reads once n bytes have been read (request heads
@@ -104,7 +105,7 @@ func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 			return
 		}
 		tc.SetReadDeadline(time.Time{})
-		x := &h1Exchange{s: s, st: s.state.Load(), tc: tc, br: br, bw: bw}
+		x := &h1Exchange{s: s, st: s.state.Load(), hc: hc, tc: tc, br: br, bw: bw}
 		if !x.run(req, info) {
 			return
 		}
@@ -130,6 +131,9 @@ func (s *Server) closeH1(onlyIdle bool) {
 	for hc := range s.h1 {
 		if !onlyIdle || hc.idle.Load() {
 			hc.conn.NetConn().Close() // no close_notify: it could block on a stuck client
+		}
+		if uc := hc.up.Load(); uc != nil && !onlyIdle {
+			uc.Close() // the exchange may be blocked reading the upstream
 		}
 	}
 }
@@ -208,6 +212,7 @@ func (s *Server) rejectRequest(tc *tls.Conn, bw *bufio.Writer, err error) {
 type h1Exchange struct {
 	s  *Server
 	st *state
+	hc *h1Conn
 	rs *reqState
 	r  *http.Request
 	tc *tls.Conn
@@ -279,17 +284,19 @@ func (x *h1Exchange) relay() bool {
 
 	var resp *http.Response
 	for attempt := 0; ; attempt++ {
-		var err error
-		if x.uc, err = x.st.h1pool.get(rs, rs.host, attempt > 0); err != nil {
+		uc, err := x.st.h1pool.get(rs, rs.host, attempt > 0)
+		if err != nil {
 			return x.respondError(err)
 		}
+		x.setUpstream(uc)
 		resp, err = x.roundTrip(upgrade, teTrailers)
 		if err == nil {
 			break
 		}
-		// A pooled connection the upstream closed meanwhile: a request
-		// without a body is sent again once, on a new connection.
-		stale := x.uc.reused && !x.hasBody() && attempt == 0 && isStaleConnError(err)
+		// A pooled connection the upstream closed meanwhile: a replayable
+		// request is sent again once, on a new connection (http.Transport's
+		// rule: the upstream may have acted on anything else).
+		stale := uc.reused && attempt == 0 && x.replayable() && isStaleConnError(err) && !errors.Is(err, errClientClosed)
 		x.abortUpstream()
 		if !stale {
 			return x.respondError(err)
@@ -303,6 +310,27 @@ func (x *h1Exchange) relay() bool {
 
 func (x *h1Exchange) hasBody() bool {
 	return x.r.ContentLength != 0 && x.r.Body != nil && x.r.Body != http.NoBody
+}
+
+// replayable is http.Transport's rule for sending a request again after a
+// failure: no body, and a method (or an Idempotency-Key) that makes a
+// second copy harmless.
+func (x *h1Exchange) replayable() bool {
+	if x.hasBody() {
+		return false
+	}
+	switch x.r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return x.r.Header.Get("Idempotency-Key") != "" || x.r.Header.Get("X-Idempotency-Key") != ""
+}
+
+// setUpstream makes uc the exchange's upstream connection (nil: none), where
+// the drain deadline can reach it.
+func (x *h1Exchange) setUpstream(uc *upstreamConn) {
+	x.uc = uc
+	x.hc.up.Store(uc)
 }
 
 var errExpectation = errors.New("unsupported Expect header (only 100-continue is)")
@@ -323,8 +351,21 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 		uc.conn.SetReadDeadline(time.Now().Add(d))
 		defer uc.conn.SetReadDeadline(time.Time{})
 	}
-	for {
+	watch := x.watchClient()
+	defer watch.stop()
+	for interim := 0; ; interim++ {
+		if interim > maxInterimResponses {
+			return nil, fmt.Errorf("reading response from upstream: more than %d interim (1xx) responses", maxInterimResponses)
+		}
+		uc.limitHead()
 		resp, err := http.ReadResponse(uc.br, r)
+		uc.unlimit()
+		if errors.Is(err, errHeaderTooLarge) {
+			err = fmt.Errorf("upstream response head exceeds %d bytes", maxResponseHeadBytes)
+		}
+		if err != nil && watch.stop() {
+			err = fmt.Errorf("%w while waiting for the upstream: %w", errClientClosed, err)
+		}
 		if err != nil {
 			if x.bodyDone != nil {
 				// A failed request body (the client went away) is the cause.
@@ -342,6 +383,7 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 			return resp, nil
 		}
 		if resp.StatusCode == http.StatusEarlyHints {
+			x.st.injector.RedactResponse(x.rs.info.sni, resp.Header)
 			x.writeHead(resp, "")
 			if err := x.flushClient(); err != nil {
 				return nil, err
@@ -349,6 +391,10 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 		}
 	}
 }
+
+// maxInterimResponses caps 1xx responses before the final one (as
+// http.Transport does).
+const maxInterimResponses = 5
 
 // errClientClosed: the client went away mid-request (audited as 499).
 var errClientClosed = errors.New("client closed the connection")
@@ -395,8 +441,9 @@ func sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, done c
 		}
 	}
 	if cw != nil {
-		cw.Close() // "0\r\n"
-		writeHeaderLines(uc.bw, r.Trailer)
+		// "0\r\n\r\n": request trailers are not forwarded (they would
+		// bypass the Injector's header rules, and APIs do not use them).
+		cw.Close()
 		uc.bw.WriteString("\r\n")
 	}
 	if err := uc.bw.Flush(); err != nil {
@@ -430,6 +477,7 @@ func (x *h1Exchange) waitBody() error {
 			grace.Stop()
 		case <-grace.C:
 			x.uc.Close()
+			x.tc.SetReadDeadline(time.Unix(1, 0)) // a sender waiting on the client
 			err = <-x.bodyDone
 			if err == nil {
 				err = errors.New("upstream answered before reading the whole request body")
@@ -440,7 +488,7 @@ func (x *h1Exchange) waitBody() error {
 	if err != nil {
 		x.closeAfter = true
 		x.uc.Close()
-		x.uc = nil
+		x.setUpstream(nil)
 	}
 	return err
 }
@@ -453,11 +501,12 @@ func (x *h1Exchange) abortUpstream() {
 	}
 	x.uc.Close()
 	if x.bodyDone != nil {
+		x.tc.SetReadDeadline(time.Unix(1, 0)) // a sender waiting on the client
 		<-x.bodyDone
 		x.bodyDone = nil
 		x.closeAfter = true
 	}
-	x.uc = nil
+	x.setUpstream(nil)
 }
 
 // respond relays a final response and its body.
@@ -490,7 +539,17 @@ func (x *h1Exchange) respond(resp *http.Response) bool {
 	}
 	x.extend()
 	x.writeHead(resp, framing)
-	n, err := x.copyBody(resp, chunked)
+	// A response of unknown length (chunked, close-delimited) or an event
+	// stream is flushed at every write, as ReverseProxy does; one of known
+	// length whenever the upstream has nothing more buffered.
+	streaming := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	if x.uc.br.Buffered() == 0 { // the body is not here yet: send the head now
+		if err := x.flushClient(); err != nil {
+			x.rs.err = err
+			return false
+		}
+	}
+	n, err := x.copyBody(resp, chunked, streaming)
 	x.rs.sw.n = n
 	if err != nil {
 		x.rs.err = err
@@ -501,7 +560,7 @@ func (x *h1Exchange) respond(resp *http.Response) bool {
 	}
 	if x.uc != nil && !resp.Close {
 		x.st.h1pool.put(x.uc)
-		x.uc = nil
+		x.setUpstream(nil)
 	}
 	x.abortUpstream()
 	return !x.closeAfter
@@ -523,22 +582,24 @@ func (x *h1Exchange) writeHead(resp *http.Response, framing string) {
 	bw.WriteString("\r\n")
 }
 
+// statusLine is "code reason" with our own reason phrase, as net/http's
+// server writes it: the upstream's could carry bytes a client would take
+// for a header, or an echoed credential.
 func statusLine(resp *http.Response) string {
 	code := strconv.Itoa(resp.StatusCode)
-	reason, ok := strings.CutPrefix(resp.Status, code+" ")
-	if !ok || reason == "" {
-		reason = http.StatusText(resp.StatusCode)
+	if text := http.StatusText(resp.StatusCode); text != "" {
+		return code + " " + text
 	}
-	return code + " " + reason
+	return code + " status code " + code
 }
 
-// copyBody relays the response body, flushing to the client whenever the
-// upstream has nothing more buffered (so each SSE event goes out as it
-// arrives, and a small response goes out with its head in one record).
+// copyBody relays the response body, flushing to the client after every
+// write when streaming, otherwise whenever the upstream has nothing more
+// buffered (a small response goes out with its head in one record).
 //
 // The body is not Closed on failure: that would drain it from the
 // upstream; the caller closes the upstream connection instead.
-func (x *h1Exchange) copyBody(resp *http.Response, chunked bool) (int64, error) {
+func (x *h1Exchange) copyBody(resp *http.Response, chunked, streaming bool) (int64, error) {
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	buf := *bufp
@@ -564,7 +625,7 @@ func (x *h1Exchange) copyBody(resp *http.Response, chunked bool) (int64, error) 
 		if rerr != nil {
 			return total, fmt.Errorf("reading response body from upstream: %w", rerr)
 		}
-		if x.uc.br.Buffered() == 0 {
+		if streaming || x.uc.br.Buffered() == 0 {
 			if err := x.flushClient(); err != nil {
 				return total, err
 			}
@@ -572,6 +633,7 @@ func (x *h1Exchange) copyBody(resp *http.Response, chunked bool) (int64, error) 
 	}
 	if cw != nil {
 		cw.Close()
+		x.st.injector.RedactResponse(x.rs.info.sni, resp.Trailer)
 		writeHeaderLines(x.bw, resp.Trailer)
 		x.bw.WriteString("\r\n")
 	}
@@ -657,6 +719,7 @@ func (x *h1Exchange) switchProtocols(resp *http.Response, want string) bool {
 		return x.respondError(err)
 	}
 	x.rs.sw.status = resp.StatusCode
+	x.st.injector.RedactResponse(x.rs.info.sni, resp.Header)
 	x.writeHead(resp, "Connection: Upgrade\r\nUpgrade: "+got+"\r\n")
 	if x.flushClient() != nil {
 		return false

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"testing"
 	"time"
@@ -344,4 +346,40 @@ func FuzzRelayRequest(f *testing.F) {
 			t.Fatalf("%d panics serving %q", p, in)
 		}
 	})
+}
+
+// TestIntercept_H2InterimAndTrailersRedacted: on the h2 path too, a
+// credential the upstream echoes in a 103 or in a trailer is redacted.
+func TestIntercept_H2InterimAndTrailersRedacted(t *testing.T) {
+	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("X-Echo")
+		w.Header().Set("Trailer", "X-Echo-Trailer")
+		io.WriteString(w, "body")
+		w.(http.Flusher).Flush()
+		w.Header().Set("X-Echo-Trailer", r.Header.Get("Authorization"))
+	})})
+	var interim []string
+	req, _ := http.NewRequest("GET", "https://"+apiHost+"/", nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		Got1xxResponse: func(code int, hdr textproto.MIMEHeader) error {
+			interim = append(interim, fmt.Sprint(code, hdr))
+			return nil
+		}}))
+	resp, err := h.client(true).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || string(body) != "body" {
+		t.Fatalf("%s %q, want h2 and the body", resp.Proto, body)
+	}
+	if len(interim) == 0 {
+		t.Fatal("no 103 reached the client; the test proves nothing")
+	}
+	if got := fmt.Sprint(interim, resp.Trailer); strings.Contains(got, realToken) {
+		t.Fatalf("the real credential reached the client in a 1xx or a trailer: %s", got)
+	}
 }

@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
+	"net/textproto"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -309,12 +311,32 @@ func hostOnly(hostHeader string) string {
 	return h
 }
 
+// modifyResponse redacts the response headers, and the trailers once the
+// body has been read (ReverseProxy copies them after that).
 func modifyResponse(resp *http.Response) error {
 	rs := reqStateOf(resp.Request)
 	if rs != nil {
 		rs.st.injector.RedactResponse(rs.info.sni, resp.Header)
+		if len(resp.Trailer) > 0 {
+			resp.Body = &trailerRedactingBody{ReadCloser: resp.Body, resp: resp, rs: rs}
+		}
 	}
 	return nil
+}
+
+// trailerRedactingBody redacts resp.Trailer when the body reaches EOF.
+type trailerRedactingBody struct {
+	io.ReadCloser
+	resp *http.Response
+	rs   *reqState
+}
+
+func (b *trailerRedactingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.rs.st.injector.RedactResponse(b.rs.info.sni, b.resp.Trailer)
+	}
+	return n, err
 }
 
 // errorResponse is the one place request errors become responses: 421 for
@@ -374,7 +396,13 @@ func (guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, rs.err
 	}
-	return rs.st.h2.RoundTrip(req)
+	// Redact interim (1xx) headers before ReverseProxy's own hook copies
+	// them to the client: a trace added later runs first.
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(_ int, h textproto.MIMEHeader) error {
+		rs.st.injector.RedactResponse(rs.info.sni, http.Header(h))
+		return nil
+	}}
+	return rs.st.h2.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 }
 
 // newH2Transport is the upstream transport of h2 clients: h2 when the
