@@ -2,28 +2,21 @@ package appliance
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/clauderon/clauderond/netfilter/nftest"
 )
 
 // TestReal_NFLOGWouldDenyReachesAudit logs a packet with our prefix in a
 // throwaway network namespace and checks the listener turns it into a
 // would-deny record.
 func TestReal_NFLOGWouldDenyReachesAudit(t *testing.T) {
-	requireRoot(t)
-	b := make([]byte, 3)
-	rand.Read(b)
-	ns := "clrtnflog" + hex.EncodeToString(b)
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, out)
-		}
-	}
+	nftest.RequireRoot(t)
+	ns := "clrtnflog" + nftest.Suffix()
+	run := func(args ...string) { t.Helper(); nftest.MustRun(t, args...) }
 	run("ip", "netns", "add", ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	run("ip", "-n", ns, "link", "set", "lo", "up")

@@ -26,7 +26,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +34,7 @@ import (
 	"time"
 
 	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/clauderon/clauderond/appliance/bridge/bridgetest"
 	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/netfilter"
 	"github.com/clauderon/clauderond/netfilter/nftest"
@@ -47,9 +47,6 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 )
-
-// requireRoot is the project's root-or-skip rule (netfilter/nftest).
-var requireRoot = nftest.RequireRoot
 
 // The token the fake upstream expects; never a real credential.
 const testToken = "sk-ant-oat01-integration-test-token-0123456789abcdef"
@@ -70,7 +67,7 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	requireRoot(t)
+	nftest.RequireRoot(t)
 	d, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +90,7 @@ func newRig(t *testing.T) *rig {
 	cfg.StateDir = state
 	cfg.Log.Level = "debug"
 	cfg.Network = config.NetworkConfig{Name: "clrt-" + r.suffix, Bridge: "clrt" + r.suffix,
-		Subnet: freeSubnet(t, d, 150, 250).String()}
+		Subnet: bridgetest.FreeSubnet(t, d, 150, 250).String()}
 	cfg.Metrics.Address = freeAddr(t)
 	cfg.Upstreams = []config.Upstream{{Host: "api.anthropic.com", Address: r.upstream.Listener.Addr().String(), CAFile: caFile}}
 	cfg.DrainTimeout = 2 * time.Second
@@ -527,33 +524,3 @@ func checkMetrics(t *testing.T, addr string) {
 }
 
 var networkInspectOpts = network.InspectOptions{}
-
-// freeSubnet returns a 10.213.X.0/24, X in [lo, hi), that no docker network
-// overlaps (a network a crashed run left behind, say). The bridge and
-// appliance root tests, which go test may run at the same time, draw from
-// disjoint ranges so they cannot pick the same one.
-func freeSubnet(t *testing.T, d *client.Client, lo, hi int) netip.Prefix {
-	t.Helper()
-	nets, err := d.NetworkList(context.Background(), network.ListOptions{})
-	if err != nil {
-		t.Fatalf("listing docker networks: %v", err)
-	}
-	var used []netip.Prefix
-	for _, n := range nets {
-		for _, c := range n.IPAM.Config {
-			if p, err := netip.ParsePrefix(c.Subnet); err == nil {
-				used = append(used, p)
-			}
-		}
-	}
-	b := make([]byte, 1)
-	rand.Read(b)
-	for i := range hi - lo {
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 213, byte(lo + (int(b[0])+i)%(hi-lo)), 0}), 24)
-		if !slices.ContainsFunc(used, p.Overlaps) {
-			return p
-		}
-	}
-	t.Fatalf("no free subnet in 10.213.%d-%d.0/24", lo, hi-1)
-	return netip.Prefix{}
-}

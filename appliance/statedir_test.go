@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/clauderon/clauderond/netfilter/nftest"
 )
 
 // TestStateDir_RefusesDirOthersCanSteer: a state dir someone else owns or
@@ -50,7 +52,7 @@ func TestStateDir_RefusesDirOthersCanSteer(t *testing.T) {
 // TestStateDir_UserOwnedDirRefusedUnderRoot is the real case: the sudo
 // user's ~/.clauderon, owned by that user, refused by the root daemon.
 func TestStateDir_UserOwnedDirRefusedUnderRoot(t *testing.T) {
-	requireRoot(t)
+	nftest.RequireRoot(t)
 	dir := filepath.Join(t.TempDir(), ".clauderon")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)

@@ -9,27 +9,16 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-// requireRoot skips without root, unless CLAUDERON_REQUIRE_ROOT_TESTS=1
-// makes the skip a failure.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CLAUDERON_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal("root required (CLAUDERON_REQUIRE_ROOT_TESTS=1)")
-	}
-	t.Skip("needs root (network namespace + nftables)")
-}
+	"github.com/clauderon/clauderond/netfilter/nftest"
+)
 
 // TestOriginalDst_AfterNftRedirect redirects 127.0.0.2:443 to a listener in
 // a throwaway network namespace and checks that SO_ORIGINAL_DST reports the
 // address the client dialled, and that a direct connection falls back to
 // the local address.
 func TestOriginalDst_AfterNftRedirect(t *testing.T) {
-	requireRoot(t)
+	nftest.RequireRoot(t)
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("nft not installed")
 	}

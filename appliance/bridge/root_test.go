@@ -5,30 +5,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
-	"os"
-	"slices"
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/vishvananda/netlink"
+
+	"github.com/clauderon/clauderond/appliance/bridge/bridgetest"
+	"github.com/clauderon/clauderond/netfilter/nftest"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CLAUDERON_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal("test needs root and CLAUDERON_REQUIRE_ROOT_TESTS=1")
-	}
-	t.Skip("needs root (set CLAUDERON_REQUIRE_ROOT_TESTS=1 to make this a failure)")
-}
-
 func TestReal_EnsureAdoptWatchRemove(t *testing.T) {
-	requireRoot(t)
+	nftest.RequireRoot(t)
 	d, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +25,7 @@ func TestReal_EnsureAdoptWatchRemove(t *testing.T) {
 	b := make([]byte, 3)
 	rand.Read(b)
 	s := Spec{Name: "clrt-" + hex.EncodeToString(b), Bridge: "clrt" + hex.EncodeToString(b),
-		Subnet: freeSubnet(t, d, 100, 150)}
+		Subnet: bridgetest.FreeSubnet(t, d, 100, 150)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	t.Cleanup(func() { _ = Remove(context.Background(), d, s.Name) })
@@ -101,34 +89,4 @@ func TestReal_EnsureAdoptWatchRemove(t *testing.T) {
 	if err := <-werr; err != nil {
 		t.Errorf("WatchLink = %v, want nil on cancel", err)
 	}
-}
-
-// freeSubnet returns a 10.213.X.0/24, X in [lo, hi), that no docker network
-// overlaps (a network a crashed run left behind, say). The bridge and
-// appliance root tests, which go test may run at the same time, draw from
-// disjoint ranges so they cannot pick the same one.
-func freeSubnet(t *testing.T, d *client.Client, lo, hi int) netip.Prefix {
-	t.Helper()
-	nets, err := d.NetworkList(context.Background(), network.ListOptions{})
-	if err != nil {
-		t.Fatalf("listing docker networks: %v", err)
-	}
-	var used []netip.Prefix
-	for _, n := range nets {
-		for _, c := range n.IPAM.Config {
-			if p, err := netip.ParsePrefix(c.Subnet); err == nil {
-				used = append(used, p)
-			}
-		}
-	}
-	b := make([]byte, 1)
-	rand.Read(b)
-	for i := range hi - lo {
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 213, byte(lo + (int(b[0])+i)%(hi-lo)), 0}), 24)
-		if !slices.ContainsFunc(used, p.Overlaps) {
-			return p
-		}
-	}
-	t.Fatalf("no free subnet in 10.213.%d-%d.0/24", lo, hi-1)
-	return netip.Prefix{}
 }

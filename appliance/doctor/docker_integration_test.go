@@ -24,23 +24,13 @@ import (
 	"time"
 
 	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/clauderon/clauderond/netfilter/nftest"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CLAUDERON_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal("root required (CLAUDERON_REQUIRE_ROOT_TESTS=1)")
-	}
-	t.Skip("needs root and Docker")
-}
 
 // testPKI is a CA and a leaf for one IP, as PEM files plus a tls config.
 type testPKI struct {
@@ -92,7 +82,7 @@ func buildDaemon(t *testing.T) string {
 // TLS to a server on the bridge gateway trusting only the mounted CA. The
 // server plays the daemon's part and writes the audit line.
 func TestDocker_ProbeImageRunsAndProvesInjection(t *testing.T) {
-	requireRoot(t)
+	nftest.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dc, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())

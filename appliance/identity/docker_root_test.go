@@ -17,6 +17,8 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+
+	"github.com/clauderon/clauderond/netfilter/nftest"
 )
 
 // sleeperImage imports a FROM-scratch image holding the host's static
@@ -60,7 +62,7 @@ func sleeperImage(t *testing.T, dc *client.Client, ref string) {
 // and `docker kill` forgets it. Names are unique per run so a daemon using
 // the real clauderon network is not disturbed.
 func TestReal_SecondNetworkRevokesTrust(t *testing.T) {
-	requireRoot(t)
+	nftest.RequireRoot(t)
 	dc, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)

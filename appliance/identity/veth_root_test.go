@@ -1,42 +1,24 @@
 package identity
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"testing"
 	"time"
-)
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CLAUDERON_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal("test needs root and CLAUDERON_REQUIRE_ROOT_TESTS=1")
-	}
-	t.Skip("needs root (set CLAUDERON_REQUIRE_ROOT_TESTS=1 to make this a failure)")
-}
+	"github.com/clauderon/clauderond/netfilter/nftest"
+)
 
 // TestReal_HostVethFollowsThePeer builds what Docker builds — a veth pair
 // with one end, carrying the container address, inside a process's network
 // namespace — and checks HostVeth finds the host end from the pid.
 func TestReal_HostVethFollowsThePeer(t *testing.T) {
-	requireRoot(t)
-	b := make([]byte, 3)
-	rand.Read(b)
-	sfx := hex.EncodeToString(b)
+	nftest.RequireRoot(t)
+	sfx := nftest.Suffix()
 	ns, host, peer := "clrtid"+sfx, "clrth"+sfx, "clrtp"+sfx
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, out)
-		}
-	}
+	run := func(args ...string) { t.Helper(); nftest.MustRun(t, args...) }
 	run("ip", "netns", "add", ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	run("ip", "link", "add", host, "type", "veth", "peer", "name", peer)

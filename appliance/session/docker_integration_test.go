@@ -15,22 +15,12 @@ import (
 	"time"
 
 	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/clauderon/clauderond/netfilter/nftest"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CLAUDERON_REQUIRE_ROOT_TESTS") == "1" {
-		t.Fatal("root required (CLAUDERON_REQUIRE_ROOT_TESTS=1)")
-	}
-	t.Skip("needs root and Docker")
-}
 
 const testImage = "clauderon-test-busybox:latest"
 
@@ -89,7 +79,7 @@ func buildBusyboxImage(t *testing.T, dc *client.Client) {
 }
 
 func TestDocker_PrintSessionSeesOnlyPlaceholdersAndTrust(t *testing.T) {
-	requireRoot(t)
+	nftest.RequireRoot(t)
 	t.Setenv("CLAUDE_CODE_OAUTH_TOKEN", "sk-ant-oat01-REAL-SECRET-in-daemon-env")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -238,7 +228,7 @@ func TestDocker_PrintSessionSeesOnlyPlaceholdersAndTrust(t *testing.T) {
 // TestDocker_InteractiveSessionTakesInput: an interactive session keeps a TTY
 // with stdin open, which is what `clauderon attach` (docker attach) needs.
 func TestDocker_InteractiveSessionTakesInput(t *testing.T) {
-	requireRoot(t)
+	nftest.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dc, err := NewDockerClient()

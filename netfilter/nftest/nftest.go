@@ -142,3 +142,12 @@ func Run(ns netns.NsHandle, name string, args ...string) (string, error) {
 	})
 	return string(out), err
 }
+
+// MustRun runs a command on the host and fails the test with its output if
+// it fails.
+func MustRun(t testing.TB, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+}
