@@ -151,13 +151,18 @@ func validateRequest(r *http.Request) error {
 	case r.Method == http.MethodConnect:
 		return errors.New("CONNECT is not supported on an intercepted connection")
 	}
-	for k, vv := range r.Header {
+	return checkHeaderFields(r.Header)
+}
+
+// checkHeaderFields is net/http's check of header names and values.
+func checkHeaderFields(h http.Header) error {
+	for k, vv := range h {
 		if !httpguts.ValidHeaderFieldName(k) {
 			return errors.New("invalid header name")
 		}
 		for _, v := range vv {
 			if !httpguts.ValidHeaderFieldValue(v) {
-				return errors.New("invalid header value")
+				return fmt.Errorf("invalid value for header %s", k)
 			}
 		}
 	}
@@ -171,15 +176,8 @@ var errUnsupportedVersion = errors.New("unsupported HTTP version")
 // verbatim, so a credential holding a line break must fail the request,
 // not split the head (http.Transport refuses such values the same way).
 func checkInjectedHeaders(h http.Header) error {
-	for k, vv := range h {
-		if !httpguts.ValidHeaderFieldName(k) {
-			return fmt.Errorf("%w: the rule set an invalid header name", errInjector)
-		}
-		for _, v := range vv {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return fmt.Errorf("%w: the rule set an invalid value for header %s", errInjector, k)
-			}
-		}
+	if err := checkHeaderFields(h); err != nil {
+		return fmt.Errorf("%w: the rule set a header the relay cannot send: %w", errInjector, err)
 	}
 	return nil
 }

@@ -326,11 +326,7 @@ func TestRelayReview_DrainDeadlineCutsSilentH1Stream(t *testing.T) {
 	if _, err := io.ReadFull(resp.Body, ev); err != nil {
 		t.Fatalf("first event: %v", err)
 	}
-	h.cancel()
-	select {
-	case err := <-h.done:
-		h.done <- err
-	case <-time.After(5 * time.Second):
+	if !h.cancelReturnsWithin(5 * time.Second) {
 		once.Do(func() { close(release) })
 		t.Fatal("Serve had not returned 5s after cancel with a 300ms drain deadline: the relay waits on a silent upstream")
 	}
@@ -354,11 +350,7 @@ func TestRelayReview_DrainDeadlineCutsPendingUpstream(t *testing.T) {
 	c, _ := h.rawH1(t)
 	io.WriteString(c, "GET /think HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n")
 	<-started
-	h.cancel()
-	select {
-	case err := <-h.done:
-		h.done <- err
-	case <-time.After(5 * time.Second):
+	if !h.cancelReturnsWithin(5 * time.Second) {
 		once.Do(func() { close(release) })
 		t.Fatal("Serve had not returned 5s after cancel with a 300ms drain deadline: the relay waits for an upstream head")
 	}
@@ -502,5 +494,18 @@ func TestRelayReview_StreamHeadFlushedBeforeFirstByte(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := http.ReadResponse(br, &http.Request{Method: "GET"}); err != nil {
 		t.Fatalf("the upstream's response head (sent and flushed) did not reach the client within 2s: %v", err)
+	}
+}
+
+// cancelReturnsWithin cancels Serve and reports whether it returned within
+// d (its result stays available to stop).
+func (h *harness) cancelReturnsWithin(d time.Duration) bool {
+	h.cancel()
+	select {
+	case err := <-h.done:
+		h.done <- err
+		return true
+	case <-time.After(d):
+		return false
 	}
 }
