@@ -668,3 +668,21 @@ func TestWriteError_CountedAndAudited(t *testing.T) {
 		t.Errorf("audit = %+v, want one event naming the write error", evs)
 	}
 }
+
+// TestRateLimit_DefaultLetsABuildThrough: with the default limit, a build
+// that opens 500 connections in a burst (an npm install resolving A and AAAA
+// for each) is not refused; the limit is for floods, not for builds.
+func TestRateLimit_DefaultLetsABuildThrough(t *testing.T) {
+	h := newHandler(t, dnsredir.Config{
+		Policy:   policy(map[string]dnsredir.Decision{"registry.npmjs.org": dnsredir.Allow}),
+		Resolver: &recordingResolver{addrs: map[string][]netip.Addr{"registry.npmjs.org": addrs("104.16.0.35")}},
+	})
+	build := dnstest.NewRecorderFrom(netip.MustParseAddrPort("10.213.0.5:40000"), false)
+	for i := range 500 {
+		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			if m := ask(t, h, build, question("registry.npmjs.org.", qt)); m.Rcode == dns.RcodeRefused {
+				t.Fatalf("connection %d's %s lookup refused under the default rate limit", i, dns.TypeToString[qt])
+			}
+		}
+	}
+}
