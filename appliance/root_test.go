@@ -481,31 +481,44 @@ func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.
 	}
 }
 
+// checkAudit waits (bounded) for the intercept line of the request the
+// client just made: the terminator records an exchange when it ends, which
+// can be just after the client has read the last byte of the answer.
 func checkAudit(t *testing.T, state string) {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(state, "audit.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(data, []byte(testToken)) {
-		t.Fatal("audit.jsonl holds the token")
-	}
-	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
-		var rec struct {
-			Decision     string `json:"decision"`
-			Host         string `json:"host"`
-			AuthInjected bool   `json:"auth_injected"`
-			Status       int    `json:"status"`
-			Container    string `json:"container"`
+	var data []byte
+	found := func() bool {
+		var err error
+		if data, err = os.ReadFile(filepath.Join(state, "audit.jsonl")); err != nil {
+			t.Fatal(err)
 		}
-		if json.Unmarshal(line, &rec) == nil && rec.Decision == "intercept" && rec.AuthInjected && rec.Status == 200 {
-			if rec.Container == "" {
-				t.Errorf("audit line %s has no container name", line)
+		if bytes.Contains(data, []byte(testToken)) {
+			t.Fatal("audit.jsonl holds the token")
+		}
+		for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+			var rec struct {
+				Decision     string `json:"decision"`
+				Host         string `json:"host"`
+				AuthInjected bool   `json:"auth_injected"`
+				Status       int    `json:"status"`
+				Container    string `json:"container"`
 			}
-			return
+			if json.Unmarshal(line, &rec) == nil && rec.Decision == "intercept" && rec.AuthInjected && rec.Status == 200 {
+				if rec.Container == "" {
+					t.Errorf("audit line %s has no container name", line)
+				}
+				return true
+			}
 		}
+		return false
 	}
-	t.Errorf("no intercept line with auth_injected in audit.jsonl:\n%s", data)
+	deadline := time.Now().Add(15 * time.Second)
+	for !found() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no intercept line with auth_injected in audit.jsonl within 15s:\n%s", data)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func checkMetrics(t *testing.T, addr string) {

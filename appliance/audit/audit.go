@@ -3,17 +3,27 @@
 // DNS decision.
 //
 // It owns the file format (Record), the writer (append-only, 0600,
-// size-based rotation to audit.jsonl.1 … .N by atomic rename, periodic
-// flush, flush and fsync on Close) and the readers behind `clauderon audit`
-// (Tail, Follow).
+// size-based rotation to audit.jsonl.1 … .N by atomic rename, fsync on
+// rotation and Close) and the readers behind `clauderon audit` (Tail,
+// Follow).
 //
 // What it promises and refuses:
 //
 //   - It never drops a record it was handed before Close: Write blocks its
-//     caller for the length of a buffered append (a disk write only when
-//     the buffer fills or a rotation is due) rather than shedding load. A
+//     caller for one write(2) of the line rather than shedding load. A
 //     record that cannot be written even after reopening the file is
-//     counted in Stats.Failed and logged.
+//     retried from memory and, past a bound, counted in Stats.Failed and
+//     logged.
+//   - A record is in the kernel when Write returns, so a daemon killed with
+//     SIGKILL a moment after it recorded a request loses no line (only a
+//     power cut can, before the next fsync). Why write-through rather than
+//     a buffer flushed on a timer: the audit is the evidence of what a
+//     container did, and the moment a daemon is most likely to be killed
+//     is right after it answered something; a write(2) per request costs
+//     about 2 µs. The terminator records an exchange when it ends, which is
+//     just after the client read the last byte of the answer: a reader that
+//     has just received a response waits (bounded) for its line rather than
+//     reading the file once.
 //   - It never writes a credential on purpose, and defends against writing
 //     one by accident: Options.Scrub (the appliance passes the credential
 //     store's redactor) runs over every string field, and query strings are

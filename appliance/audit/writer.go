@@ -20,7 +20,6 @@ const (
 	DefaultMaxBytes      = 100 << 20
 	DefaultMaxBackups    = 5
 	DefaultFlushInterval = 200 * time.Millisecond
-	bufferSize           = 64 << 10 // pending bytes that trigger a write
 	defaultMaxPending    = 16 << 20 // pending bytes kept across I/O errors before lines are given up
 )
 
@@ -32,8 +31,9 @@ type Options struct {
 	// MaxBackups is how many rotated files (path.1 newest … path.N) are
 	// kept; 0 means DefaultMaxBackups, negative keeps none.
 	MaxBackups int
-	// FlushInterval bounds how long a record stays in memory; 0 means
-	// DefaultFlushInterval.
+	// FlushInterval is how often the writer retries records a failed
+	// write kept in memory, and checks whether the file was moved away;
+	// 0 means DefaultFlushInterval.
 	FlushInterval time.Duration
 	// Scrub, if set, is applied to every string field before writing; the
 	// appliance passes the credential store's redactor.
@@ -205,10 +205,11 @@ func (w *Writer) Write(r Record) {
 	w.written.Add(1)
 }
 
-// appendLocked queues line and writes the queue once it reaches
-// bufferSize. A write error keeps the queue (the next flush reopens the
-// file and retries); only past maxPending are queued lines given up,
-// counted in Stats.Failed.
+// appendLocked queues line and writes the queue at once, so that a record
+// is in the kernel (and survives the daemon being killed) when Write
+// returns. A write error keeps the queue (the flusher reopens the file and
+// retries); only past maxPending are queued lines given up, counted in
+// Stats.Failed.
 func (w *Writer) appendLocked(line []byte) {
 	if len(w.buf)+len(line) > w.maxPending {
 		lost := bytes.Count(w.buf, []byte{'\n'})
@@ -219,10 +220,8 @@ func (w *Writer) appendLocked(line []byte) {
 	}
 	w.buf = append(w.buf, line...)
 	w.size += int64(len(line))
-	if len(w.buf) >= bufferSize {
-		if err := w.flushLocked(); err != nil {
-			w.logIOError("writing audit log; keeping records in memory and retrying", err)
-		}
+	if err := w.flushLocked(); err != nil {
+		w.logIOError("writing audit log; keeping records in memory and retrying", err)
 	}
 }
 
