@@ -247,7 +247,7 @@ func TestServer_CancelReturnsNilAndLeaksNoGoroutines(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Serve took %v to stop with an idle TCP client", d)
 	}
-	idle.SetReadDeadline(time.Now().Add(2 * time.Second))
+	idle.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := idle.ReadMsg(); err == nil || os.IsTimeout(err) {
 		t.Errorf("idle TCP connection still open after shutdown: read error %v", err)
 	}
@@ -280,7 +280,7 @@ func TestServer_TCPConnectionsArePerClientBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer extra.Close()
-	extra.SetDeadline(time.Now().Add(2 * time.Second))
+	extra.SetDeadline(time.Now().Add(10 * time.Second))
 	_ = extra.WriteMsg(question("a.example.", dns.TypeA))
 	if _, err := extra.ReadMsg(); err == nil || os.IsTimeout(err) {
 		t.Errorf("third connection from one client was served (read error %v), want it closed", err)
@@ -290,7 +290,7 @@ func TestServer_TCPConnectionsArePerClientBounded(t *testing.T) {
 	}
 	// Closing one frees its slot.
 	conns[0].Close()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := dns.Dial("tcp", s.tcp)
 		if err != nil {

@@ -85,6 +85,11 @@ func TestUpstream_CacheHonoursTTL(t *testing.T) {
 	up.SetA("zero.example", 0, "192.0.2.2")
 	up.SetA("long.example", 3600, "192.0.2.3")
 	r := newUpstream(t, up.Addr)
+	// The clock moves only when the test says so: a loaded machine cannot
+	// make the lookups below outlast the 1 s TTL.
+	var clockMu sync.Mutex
+	now := time.Now()
+	dnsredir.SetClock(r, func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now })
 	count := func(name string) int {
 		n := 0
 		for _, q := range up.Queries() {
@@ -108,7 +113,9 @@ func TestUpstream_CacheHonoursTTL(t *testing.T) {
 	if c := count("zero.example."); c != 3 {
 		t.Errorf("TTL 0 name asked %d times, want 3 (never cached)", c)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	clockMu.Lock()
+	now = now.Add(1100 * time.Millisecond)
+	clockMu.Unlock()
 	r.LookupNetIP(ctx, "ip4", "short.example")
 	r.LookupNetIP(ctx, "ip4", "long.example")
 	if c := count("short.example."); c != 2 {

@@ -401,7 +401,7 @@ func TestWriter_FollowsMovedFile(t *testing.T) {
 			} else if err := os.Rename(path, path+".moved"); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(3 * time.Second)
+			deadline := time.Now().Add(10 * time.Second)
 			for _, err := os.Stat(path); err != nil; _, err = os.Stat(path) {
 				if time.Now().After(deadline) {
 					t.Fatal("writer did not recreate the file")
@@ -575,7 +575,7 @@ func TestWriter_NoGoroutineLeak(t *testing.T) {
 		w.Write(sample(1))
 		w.Close()
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for runtime.NumGoroutine() > before {
 		if time.Now().After(deadline) {
 			t.Fatalf("goroutines: %d before, %d after closing 20 writers", before, runtime.NumGoroutine())

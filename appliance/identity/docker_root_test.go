@@ -94,7 +94,8 @@ func TestReal_SecondNetworkRevokesTrust(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- tb.Run(rctx) }()
 	defer func() { cancel(); <-done }()
-	time.Sleep(300 * time.Millisecond) // subscribed before the start event
+	// No wait for the subscription: Run subscribes, then lists, so a start
+	// before either is found by the list and one after by the event.
 
 	if err := dc.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		t.Fatal(err)
