@@ -113,7 +113,7 @@ func newDaemon(cfg *config.Config, logger *slog.Logger, opts []Option) (*daemon,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	o := options{table: netfilter.DefaultTable, verifyInterval: 10 * time.Second, veth: identity.HostVeth}
+	o := options{table: netfilter.DefaultTable, verifyInterval: 10 * time.Second, }
 	for _, f := range opts {
 		f(&o)
 	}
@@ -235,8 +235,12 @@ func (d *daemon) waitGateway(ctx context.Context, n bridge.Network) error {
 // stepIdentity builds the container table and reads the running containers
 // once, so the first ruleset already carries their anti-spoofing ports.
 func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
+	veth := d.opts.veth
+	if veth == nil {
+		veth = identity.BridgeVeth(d.network.Bridge)
+	}
 	d.table = identity.New(identity.Options{
-		Docker: d.docker, Network: d.network.Name, Subnet: d.network.Subnet, Veth: d.opts.veth, Logger: d.base,
+		Docker: d.docker, Network: d.network.Name, Subnet: d.network.Subnet, Veth: veth, Logger: d.base,
 		OnChange: func(ctx context.Context, cs []identity.Container) {
 			if d.enforcer != nil {
 				d.enforcer.setContainers(ctx, cs)
