@@ -113,7 +113,7 @@ func newDaemon(cfg *config.Config, logger *slog.Logger, opts []Option) (*daemon,
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	o := options{table: netfilter.DefaultTable, verifyInterval: 10 * time.Second, }
+	o := options{table: netfilter.DefaultTable, verifyInterval: 10 * time.Second}
 	for _, f := range opts {
 		f(&o)
 	}
