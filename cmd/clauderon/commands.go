@@ -53,8 +53,8 @@ func (a *app) completeSessions(cmd *cobra.Command, argv []string, _ string) ([]s
 	if len(argv) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	if a.socket == "" {
-		a.socket = defaultSocket(a.env)
+	if a.resolveSocket() != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
 	defer cancel()
@@ -221,7 +221,7 @@ func (a *app) splitRunArgs(argv []string) (profile string, rest []string, err er
 			if name == "--profile" {
 				profile = value
 			} else {
-				a.socket = value
+				a.socket, a.socketFrom = value, "--socket"
 			}
 		default:
 			rest = append(rest, argv[i:]...)

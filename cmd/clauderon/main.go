@@ -1,6 +1,7 @@
 // Command clauderon is the operator CLI of clauderond. It talks only to the
-// daemon's Unix socket through appliance/api: it never reads the config file,
-// never touches Docker's API, nftables or credentials itself. The two
+// daemon's Unix socket through appliance/api: it reads the daemon's config
+// file only to find that socket (socket.path, state_dir), and never touches
+// Docker's API, nftables or credentials itself. The two
 // commands that need the docker CLI (attach, run) ask the daemon for what to
 // do and then exec `docker`.
 //
@@ -17,8 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"os/user"
-	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -62,7 +61,10 @@ type app struct {
 	env         map[string]string
 	environ     []string
 	exec        execFunc
-	socket      string
+	socket      string // --socket, then what resolveSocket found
+	socketFrom  string // where socket came from, for error messages
+	config      string // --config: the daemon's config file
+	sysConfig   string // systemConfig outside tests
 	json        bool
 }
 
@@ -78,7 +80,7 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer, environ []string, ex execFunc) int {
-	a := &app{in: in, out: out, errOut: errOut, env: envMap(environ), environ: environ, exec: ex}
+	a := &app{in: in, out: out, errOut: errOut, env: envMap(environ), environ: environ, exec: ex, sysConfig: systemConfig}
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(in)
@@ -104,7 +106,7 @@ func (a *app) report(err error) int {
 		msg += "\nrun 'clauderon --help' for usage"
 	case errors.Is(err, api.ErrUnreachable):
 		code = exitUnreachable
-		msg = unreachableMessage(err, a.socket)
+		msg = unreachableMessage(err, a.socket, a.socketFrom)
 	case errors.Is(err, context.Canceled):
 		return exitFailure
 	}
@@ -117,12 +119,15 @@ func (a *app) report(err error) int {
 	return code
 }
 
-func unreachableMessage(err error, socket string) string {
+func unreachableMessage(err error, socket, from string) string {
 	msg := fmt.Sprintf("cannot reach clauderond at %s: %v", socket, err)
-	if errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "permission denied") {
-		return msg + "\nthe socket is not yours: run with sudo, or set socket.group in the daemon config and join that group"
+	if from != "" {
+		msg = fmt.Sprintf("cannot reach clauderond at %s (from %s): %v", socket, from, err)
 	}
-	return msg + "\nis clauderond running? try: sudo systemctl start clauderond"
+	if errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "permission denied") {
+		return msg + "\nthe socket is not yours: run with sudo, or join the daemon's socket.group (installed: `sudo usermod -aG clauderon $USER`, then log in again)"
+	}
+	return msg + "\nis clauderond running? try: sudo systemctl start clauderond (or pass --socket PATH / --config FILE)"
 }
 
 // isCobraUsage recognizes cobra's own argument and flag errors.
@@ -146,37 +151,18 @@ func envMap(environ []string) map[string]string {
 	return m
 }
 
-// defaultSocket mirrors the daemon's default: <state_dir>/clauderond.sock,
-// state_dir being ~/.clauderon of the invoking user (SUDO_USER's under sudo).
-// When that socket does not exist but root's does (a systemd daemon), that one.
-func defaultSocket(env map[string]string) string {
-	for _, k := range []string{"CLAUDERON_SOCKET", "CLAUDERON_SOCKET_PATH"} {
-		if v := env[k]; v != "" {
-			return v
-		}
+// resolveSocket fills a.socket (once) from the flags, the environment and
+// the daemon's config file.
+func (a *app) resolveSocket() error {
+	if a.socketFrom != "" {
+		return nil
 	}
-	if d := env["CLAUDERON_STATE_DIR"]; d != "" {
-		return filepath.Join(d, "clauderond.sock")
+	c, err := findSocket(a.socket, a.config, a.sysConfig, a.env)
+	if err != nil {
+		return err
 	}
-	home := env["HOME"]
-	if su := env["SUDO_USER"]; su != "" && su != "root" {
-		if u, err := user.Lookup(su); err == nil {
-			home = u.HomeDir
-		}
-	}
-	if home == "" {
-		if u, err := user.Current(); err == nil {
-			home = u.HomeDir
-		}
-	}
-	mine := filepath.Join(home, ".clauderon", "clauderond.sock")
-	const rootSock = "/root/.clauderon/clauderond.sock"
-	if _, err := os.Stat(mine); err != nil {
-		if _, err := os.Stat(rootSock); err == nil {
-			return rootSock
-		}
-	}
-	return mine
+	a.socket, a.socketFrom = c.path, c.from
+	return nil
 }
 
 func (a *app) client() *api.Client { return api.NewClient(a.socket) }
@@ -193,13 +179,12 @@ credentials; the daemon injects the real ones on the way to the real API.
 Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon unreachable.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
-			if a.socket == "" {
-				a.socket = defaultSocket(a.env)
-			}
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.resolveSocket()
 		},
 	}
-	root.PersistentFlags().StringVar(&a.socket, "socket", "", "daemon socket (default $CLAUDERON_SOCKET, else ~/.clauderon/clauderond.sock of the invoking user)")
+	root.PersistentFlags().StringVar(&a.socket, "socket", "", "daemon socket (default $CLAUDERON_SOCKET, else socket.path or state_dir of the daemon's config file, else ~/.clauderon/clauderond.sock)")
+	root.PersistentFlags().StringVar(&a.config, "config", "", "the daemon's config file, read for its socket (default $CLAUDERON_CONFIG, else "+systemConfig+" when it exists)")
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "machine-readable JSON output")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.createCmd(), a.attachCmd(), a.listCmd(), a.logsCmd(), a.rmCmd(), a.runCmd(),

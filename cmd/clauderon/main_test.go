@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -343,21 +344,56 @@ func TestExitCodes_UsageAndUnreachable(t *testing.T) {
 	}
 }
 
-func TestDefaultSocket(t *testing.T) {
+func TestFindSocket(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	installed := write("installed.yaml", "state_dir: /var/lib/clauderon\nsocket: {path: /run/clauderon/clauderond.sock, group: clauderon}\n")
+	stateOnly := write("state.yaml", "state_dir: /srv/c\n")
+	broken := write("broken.yaml", "socket: [\n")
+	none := filepath.Join(dir, "absent.yaml")
 	tests := []struct {
-		name string
-		env  map[string]string
-		want string
+		name            string
+		flag, config    string
+		sys             string
+		env             map[string]string
+		want, wantFrom  string
+		wantErrContains string
 	}{
-		{"env_socket", map[string]string{"CLAUDERON_SOCKET": "/run/x.sock", "HOME": "/h"}, "/run/x.sock"},
-		{"env_state_dir", map[string]string{"CLAUDERON_STATE_DIR": "/srv/c", "HOME": "/h"}, "/srv/c/clauderond.sock"},
-		{"sudo_root_uses_home", map[string]string{"SUDO_USER": "root", "HOME": "/nonexistent-home"}, "/nonexistent-home/.clauderon/clauderond.sock"},
+		{"flag wins", "/x.sock", installed, installed, map[string]string{"CLAUDERON_SOCKET": "/y.sock"}, "/x.sock", "--socket", ""},
+		{"env socket", "", "", installed, map[string]string{"CLAUDERON_SOCKET": "/run/x.sock", "HOME": "/h"}, "/run/x.sock", "$CLAUDERON_SOCKET", ""},
+		{"installed config, no flags or env", "", "", installed, map[string]string{"HOME": "/h"}, "/run/clauderon/clauderond.sock", installed, ""},
+		{"config names only state_dir", "", "", stateOnly, map[string]string{"HOME": "/h"}, "/srv/c/clauderond.sock", stateOnly, ""},
+		{"--config", "", stateOnly, installed, map[string]string{"HOME": "/h"}, "/srv/c/clauderond.sock", stateOnly, ""},
+		{"$CLAUDERON_CONFIG", "", "", installed, map[string]string{"HOME": "/h", "CLAUDERON_CONFIG": stateOnly}, "/srv/c/clauderond.sock", stateOnly, ""},
+		{"env state dir overrides the file's", "", "", stateOnly, map[string]string{"CLAUDERON_STATE_DIR": "/o"}, "/o/clauderond.sock", stateOnly, ""},
+		{"no config file: env state dir", "", "", none, map[string]string{"CLAUDERON_STATE_DIR": "/srv/c", "HOME": "/h"}, "/srv/c/clauderond.sock", "$CLAUDERON_STATE_DIR", ""},
+		{"no config file: home", "", "", none, map[string]string{"HOME": "/nonexistent-home"}, "/nonexistent-home/.clauderon/clauderond.sock", "", ""},
+		{"missing --config is an error", "", none, installed, nil, "", "", "absent.yaml"},
+		{"broken config names the file", "", "", broken, nil, "", "", "broken.yaml"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := defaultSocket(tt.env)
-			if got != tt.want && !(tt.name == "sudo_root_uses_home" && got == "/root/.clauderon/clauderond.sock") {
-				t.Errorf("defaultSocket = %q, want %q", got, tt.want)
+			got, err := findSocket(tt.flag, tt.config, tt.sys, tt.env)
+			if tt.wantErrContains != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErrContains) {
+					t.Fatalf("findSocket = %+v, %v; want an error naming %q", got, err, tt.wantErrContains)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.path != tt.want && !(tt.name == "no config file: home" && got.path == "/root/.clauderon/clauderond.sock") {
+				t.Errorf("socket = %q, want %q", got.path, tt.want)
+			}
+			if tt.wantFrom != "" && got.from != tt.wantFrom {
+				t.Errorf("from = %q, want %q", got.from, tt.wantFrom)
 			}
 		})
 	}
