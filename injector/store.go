@@ -27,13 +27,19 @@ type StoreOptions struct {
 	// missing directory is not an error; one readable by group or others
 	// is.
 	SecretsDir string
+	// CredentialsFile is a KEY=value file (e.g.
+	// /etc/clauderon/credentials.env) read on every reload, after the
+	// environment and before SecretsDir. Empty means none; a missing file
+	// is empty. It must be a regular file of the daemon's user, mode 0600
+	// or stricter, not a symbolic link.
+	CredentialsFile string
 	// Environ returns the environment to read; nil means os.Environ.
 	Environ func() []string
 	// Names are credential names to resolve besides BuiltinCredentials,
 	// the files present, and the names of the rules given to New.
 	Names []string
-	// PollInterval is how often Watch looks at the secrets directory;
-	// zero means one second.
+	// PollInterval is how often Watch looks at the secrets directory and
+	// the credentials file; zero means one second.
 	PollInterval time.Duration
 	// Logger receives reload results and malformed-credential warnings
 	// (never values); nil discards.
@@ -83,7 +89,7 @@ type snapshot struct {
 	byName   map[string]*profileSet // display name → set, so the common lookup does not allocate
 	redact   []string               // every known value and derived header forms, longest first
 	replacer *strings.Replacer
-	treeSig  string // treeSignature of the secrets dir taken just before it was read
+	treeSig  string // Store.signature of the sources taken just before they were read
 }
 
 // NewStore reads the environment and the secrets directory once.
@@ -174,8 +180,12 @@ func (s *Store) warnOnceLocked(key, msg string, args ...any) {
 
 // load builds a snapshot; s.mu is held.
 func (s *Store) load() (*snapshot, error) {
-	env := parseEnviron(s.opts.Environ())
-	sig := treeSignature(s.opts.SecretsDir)
+	sig := s.signature()
+	src := sources{env: parseEnviron(s.opts.Environ()), filePath: s.opts.CredentialsFile}
+	var err error
+	if src.file, err = readCredentialsFile(s.opts.CredentialsFile); err != nil {
+		return nil, err
+	}
 	files, err := readSecretsDir(s.opts.SecretsDir)
 	if err != nil {
 		return nil, err
@@ -186,9 +196,13 @@ func (s *Store) load() (*snapshot, error) {
 			names[credentialForFile(n)] = true
 		}
 	}
-	profiles := map[string]*profileSet{"": resolveProfile("", DefaultProfile, names, env, files[""])}
-	for key, display := range discoverProfiles(env, names, files) {
-		profiles[key] = resolveProfile(key, display, names, env, files[key])
+	profiles := map[string]*profileSet{"": resolveProfile("", DefaultProfile, names, src, files[""])}
+	for key, display := range discoverProfiles(src, names, files) {
+		profiles[key] = resolveProfile(key, display, names, src, files[key])
+	}
+	for _, v := range src.shadowed() {
+		s.warnOnceLocked("shadowed|"+v, "a credential in the credentials file is shadowed by the daemon's environment, which wins; remove it from the environment (or the unit's Environment=) for the file to take effect",
+			"variable", v, "file", s.opts.CredentialsFile)
 	}
 	snap := newSnapshot(profiles)
 	snap.treeSig = sig
@@ -214,16 +228,52 @@ func parseEnviron(environ []string) map[string]string {
 	return env
 }
 
+// sources are the variables a credential can come from besides the
+// secrets directory: the daemon's environment, then the credentials file.
+type sources struct {
+	env, file map[string]string
+	filePath  string
+}
+
+// lookup returns the value of variable ev and where it came from.
+func (src sources) lookup(ev string) (value, source string) {
+	if v := src.env[ev]; v != "" {
+		return v, "env " + ev
+	}
+	if v := src.file[ev]; v != "" {
+		return v, "file " + src.filePath + " " + ev
+	}
+	return "", ""
+}
+
+// shadowed lists variables set, differently, in both the environment and
+// the file (sorted).
+func (src sources) shadowed() []string {
+	var out []string
+	for k, v := range src.file {
+		if e := src.env[k]; e != "" && v != "" && e != v {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // discoverProfiles finds named profiles in directories and in
 // CLAUDERON_PROFILE_<P>_<ENV> variables for the wanted names.
-func discoverProfiles(env map[string]string, names map[string]bool, files map[string]*profileFiles) map[string]string {
+func discoverProfiles(src sources, names map[string]bool, files map[string]*profileFiles) map[string]string {
 	out := map[string]string{}
 	for key, pf := range files {
 		if key != "" {
 			out[key] = pf.display
 		}
 	}
-	for k, v := range env {
+	vars := maps.Clone(src.file)
+	if vars == nil {
+		vars = map[string]string{}
+	}
+	maps.Copy(vars, src.env)
+	for k, v := range vars {
 		rest, ok := strings.CutPrefix(k, ProfileEnvPrefix)
 		if !ok || v == "" {
 			continue
@@ -245,23 +295,23 @@ func discoverProfiles(env map[string]string, names map[string]bool, files map[st
 // resolveProfile resolves every wanted name for one profile: environment
 // first (in EnvNames order), then files (in FileNames order). A named
 // profile never falls back to the default profile.
-func resolveProfile(key, display string, names map[string]bool, env map[string]string, pf *profileFiles) *profileSet {
+func resolveProfile(key, display string, names map[string]bool, src sources, pf *profileFiles) *profileSet {
 	ps := &profileSet{display: display, entries: map[string]*entry{}}
 	for n := range names {
-		if e := resolveOne(key, n, env, pf); e != nil {
+		if e := resolveOne(key, n, src, pf); e != nil {
 			ps.entries[n] = e
 		}
 	}
 	return ps
 }
 
-func resolveOne(key, name string, env map[string]string, pf *profileFiles) *entry {
+func resolveOne(key, name string, src sources, pf *profileFiles) *entry {
 	for _, ev := range EnvNames(name) {
 		if key != "" {
 			ev = ProfileEnvPrefix + key + "_" + ev
 		}
-		if v := env[ev]; v != "" {
-			return &entry{name: name, source: "env " + ev, secret: NewSecret(v), err: checkValue(v)}
+		if v, from := src.lookup(ev); v != "" {
+			return &entry{name: name, source: from, secret: NewSecret(v), err: checkValue(v)}
 		}
 	}
 	if pf == nil {
@@ -392,12 +442,12 @@ func (s *Store) Profiles() []string {
 	return out
 }
 
-// Watch reloads the store whenever a file under the secrets directory
-// changes (polled every PollInterval: names, sizes, modes, mtimes) until
-// ctx is done, then returns nil. A failed reload is logged and the previous
-// credentials stay in force.
+// Watch reloads the store whenever a file under the secrets directory or
+// the credentials file changes (polled every PollInterval: names, sizes,
+// modes, mtimes, inodes) until ctx is done, then returns nil. A failed
+// reload is logged and the previous credentials stay in force.
 func (s *Store) Watch(ctx context.Context) error {
-	if s.opts.SecretsDir == "" {
+	if s.opts.SecretsDir == "" && s.opts.CredentialsFile == "" {
 		<-ctx.Done()
 		return nil
 	}
@@ -410,7 +460,7 @@ func (s *Store) Watch(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		sig := treeSignature(s.opts.SecretsDir)
+		sig := s.signature()
 		if sig == s.snap.Load().treeSig || sig == failed {
 			continue
 		}
@@ -419,8 +469,13 @@ func (s *Store) Watch(ctx context.Context) error {
 			s.logger.Error("reloading credentials; keeping the previous ones", "err", err)
 			continue
 		}
-		s.logger.Info("credentials reloaded", "dir", s.opts.SecretsDir)
+		s.logger.Info("credentials reloaded", "dir", s.opts.SecretsDir, "file", s.opts.CredentialsFile)
 	}
+}
+
+// signature summarizes every credential source on disk.
+func (s *Store) signature() string {
+	return treeSignature(s.opts.SecretsDir) + "\n" + fileSignature(s.opts.CredentialsFile)
 }
 
 // treeSignature summarizes the secrets tree (two levels of profiles) so a
