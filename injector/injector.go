@@ -64,7 +64,8 @@ type compiledRule struct {
 	onClient string
 	tmplPre  string
 	tmplPost string
-	deny     []denyEntry
+	deny     []pathEntry
+	allow    []pathEntry
 }
 
 const (
@@ -105,7 +106,7 @@ func New(rules []Rule, store *Store, logger *slog.Logger) (*Injector, error) {
 }
 
 func compile(r Rule) *compiledRule {
-	cr := &compiledRule{rule: r, name: r.Name(), format: r.Format, onClient: r.OnClientCredential, deny: compileDeny(r.Deny)}
+	cr := &compiledRule{rule: r, name: r.Name(), format: r.Format, onClient: r.OnClientCredential, deny: compilePathList(r.Deny), allow: compilePathList(r.Allow)}
 	if cr.format == "" {
 		cr.format = FormatBearer
 	}
@@ -169,11 +170,14 @@ func (i *Injector) match(h string) *compiledRule {
 //     req.URL.Host when req.Host is empty, must name the same host
 //     (ErrHostMismatch) — call Apply before rewriting the URL to an
 //     upstream override;
-//  2. a client credential (a non-placeholder value in a header the rule
+//  2. the request must pass the rule's request policy (ErrRequestDenied:
+//     TRACE, TRACK or CONNECT; a deny entry matched, no allow entry
+//     matched, a method or path override on a rule with a list);
+//  3. a client credential (a non-placeholder value in a header the rule
 //     writes or strips) is handled per OnClientCredential: reject →
 //     ErrClientCredentialRejected; keep → placeholders removed, the
 //     client's header left alone, Kept;
-//  3. otherwise every header the rule writes or strips is removed, and the
+//  4. otherwise every header the rule writes or strips is removed, and the
 //     real credential is written (ErrNoCredential or ErrMalformedCredential
 //     leave the request stripped and uncredentialed).
 func (i *Injector) Apply(req *http.Request, host, profile string) (Applied, error) {
@@ -189,8 +193,8 @@ func (i *Injector) Apply(req *http.Request, host, profile string) (Applied, erro
 	if req.Header == nil {
 		req.Header = make(http.Header)
 	}
-	if entry, ok := denied(cr.deny, req); ok {
-		return a, fmt.Errorf("rule %s: %s matches %q: %w", cr.name, req.Method, entry, ErrRequestDenied)
+	if err := checkRequestPolicy(cr, req); err != nil {
+		return a, err
 	}
 	if hasClientCredential(req.Header, cr.strip) {
 		switch cr.onClient {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // Formats a Rule can write its credential in.
@@ -63,8 +65,31 @@ type Rule struct {
 	// Deny lists requests the credential is never used for, as
 	// "[METHOD] /path/prefix" (e.g. "POST /api/oauth/claude_cli/create_api_key",
 	// "DELETE /repos"): they are refused with 403 and nothing is injected.
-	// A prefix matches whole path segments.
+	// METHOD is any HTTP method or "*" (any), compared in upper case. The
+	// path is written decoded and clean; "*" as a whole segment matches any
+	// one segment ("/repos/*/*/keys"). An entry matches whole segments,
+	// ignoring case, and its last segment also matches that segment
+	// followed by '.' ("/v1/keys" covers "/v1/keys.json" and "/v1/keys/x",
+	// not "/v1/keyring"). The request path is matched in every form an
+	// upstream might read it: as sent, percent-decoded (once, and until
+	// nothing decodes, so "%2F" is a slash), with '\' as '/', ";params"
+	// cut from each segment (and everything after the first ';'), duplicate
+	// slashes collapsed and dot segments resolved; any form that matches
+	// denies. At most 64 entries.
 	Deny []string `yaml:"deny" mapstructure:"deny" json:"deny,omitempty"`
+	// Allow, when not empty, lists the only requests the credential is
+	// used for, in Deny's syntax: anything else is refused with 403 and
+	// nothing is injected. Every form of the request path (see Deny) must
+	// match an entry, and entries match whole segments only (no '.'
+	// extension). Deny wins over Allow. At most 64 entries.
+	//
+	// A rule with a Deny or Allow list also refuses requests that could
+	// make the upstream act on another method or path than the one checked:
+	// the headers X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override,
+	// X-Original-Method, X-Original-URL and X-Rewrite-URL (any case, '_'
+	// for '-'), and a `_method` (or override-header-named) query parameter.
+	// Every rule refuses TRACE, TRACK and CONNECT.
+	Allow []string `yaml:"allow" mapstructure:"allow" json:"allow,omitempty"`
 }
 
 // Name is how the rule appears in audit lines and status: its normalized
@@ -72,14 +97,47 @@ type Rule struct {
 func (r Rule) Name() string { return normalizeHost(r.Host) }
 
 // DefaultRules are the built-in rules. Config rules for the same host
-// replace them (see MergeRules).
+// replace them (see MergeRules), deny lists included: a configured rule
+// for one of these hosts starts from an empty deny list.
+//
+// Their deny lists keep the injected credential off the endpoints that
+// mint or manage credentials, so a container cannot turn the proxy's
+// credential into one of its own that outlives the session:
+//
+//   - api.anthropic.com: /api/oauth/claude_cli/create_api_key (an API key
+//     minted from the OAuth token), /v1/oauth/token (token exchange and
+//     refresh), /v1/organizations (the Admin API: API keys, users,
+//     invites, workspaces).
+//   - api.openai.com: /v1/organization/admin_api_keys,
+//     /v1/organization/projects/*/api_keys and
+//     /v1/organization/projects/*/service_accounts (creating a service
+//     account returns an API key).
+//   - api.github.com: /authorizations and /applications (OAuth tokens),
+//     POST and DELETE /user/keys (account SSH keys), /user/gpg_keys,
+//     POST /user/ssh_signing_keys, POST /repos/*/*/keys (deploy keys),
+//     /repos/*/*/actions/runners/{registration-token,remove-token,
+//     generate-jitconfig} and the same under /orgs/*/actions/runners
+//     (self-hosted runner tokens), /app/installations/*/access_tokens.
+//   - registry.npmjs.org: /-/npm/v1/tokens (npm token create, list,
+//     revoke).
+//   - github.com: none (git over HTTPS mints nothing).
 func DefaultRules() []Rule {
 	return []Rule{
-		{Host: "api.anthropic.com", Credential: "anthropic", Format: FormatAnthropic, Strip: []string{"Authorization", "X-Api-Key"}},
-		{Host: "api.openai.com", Credential: "openai", Format: FormatBearer, Strip: []string{"Authorization"}},
-		{Host: "api.github.com", Credential: "github", Format: FormatBearer, Strip: []string{"Authorization"}},
+		{Host: "api.anthropic.com", Credential: "anthropic", Format: FormatAnthropic, Strip: []string{"Authorization", "X-Api-Key"},
+			Deny: []string{"/api/oauth/claude_cli/create_api_key", "/v1/oauth/token", "/v1/organizations"}},
+		{Host: "api.openai.com", Credential: "openai", Format: FormatBearer, Strip: []string{"Authorization"},
+			Deny: []string{"/v1/organization/admin_api_keys", "/v1/organization/projects/*/api_keys",
+				"/v1/organization/projects/*/service_accounts"}},
+		{Host: "api.github.com", Credential: "github", Format: FormatBearer, Strip: []string{"Authorization"},
+			Deny: []string{"/authorizations", "/applications", "POST /user/keys", "DELETE /user/keys", "/user/gpg_keys",
+				"POST /user/ssh_signing_keys", "POST /repos/*/*/keys",
+				"/repos/*/*/actions/runners/registration-token", "/repos/*/*/actions/runners/remove-token",
+				"/repos/*/*/actions/runners/generate-jitconfig",
+				"/orgs/*/actions/runners/registration-token", "/orgs/*/actions/runners/remove-token",
+				"/orgs/*/actions/runners/generate-jitconfig", "/app/installations/*/access_tokens"}},
 		{Host: "github.com", Credential: "github", Format: FormatBasicXAccessToken, Strip: []string{"Authorization"}},
-		{Host: "registry.npmjs.org", Credential: "npm", Format: FormatBearer, Strip: []string{"Authorization"}},
+		{Host: "registry.npmjs.org", Credential: "npm", Format: FormatBearer, Strip: []string{"Authorization"},
+			Deny: []string{"/-/npm/v1/tokens"}},
 	}
 }
 
@@ -124,7 +182,10 @@ func ValidateRule(r Rule) error {
 			return fmt.Errorf("strip[%d]: %w", i, err)
 		}
 	}
-	if err := validateDeny(r.Deny); err != nil {
+	if err := validatePathList("deny", r.Deny); err != nil {
+		return err
+	}
+	if err := validatePathList("allow", r.Allow); err != nil {
 		return err
 	}
 	switch r.OnClientCredential {
@@ -206,7 +267,8 @@ func validateTemplate(t string) error {
 }
 
 // validateHostPattern accepts a DNS name or "*." followed by a DNS name of
-// at least two labels. IP literals are refused: credentials are bound to
+// at least two labels that is not a public suffix (*.github.io would send
+// the credential to anyone's site). IP literals are refused: credentials are bound to
 // names, and a client never sends an IP as SNI.
 func validateHostPattern(h string) error {
 	if h == "" {
@@ -223,7 +285,18 @@ func validateHostPattern(h string) error {
 	if wild && !strings.Contains(name, ".") {
 		return fmt.Errorf("%q: a wildcard needs a suffix of at least two labels", h)
 	}
+	if wild && isPublicSuffix(name) {
+		return fmt.Errorf("%q: %s is a public suffix (anyone can register a name under it); name the hosts instead", h, name)
+	}
 	return nil
+}
+
+// isPublicSuffix reports whether name is on the public suffix list (ICANN
+// or private section, e.g. "co.uk", "github.io"), or under one of its
+// wildcard entries.
+func isPublicSuffix(name string) bool {
+	ps, _ := publicsuffix.PublicSuffix(name)
+	return ps == name
 }
 
 func validateDNSName(name string) error {
