@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -21,6 +22,9 @@ import (
 // means another daemon runs, and start-up stops.
 func (d *daemon) stepAPI(ctx context.Context, g *errgroup.Group) error {
 	path := d.cfg.SocketPath()
+	if err := ensureSocketDir(filepath.Dir(path), d.cfg.Socket.Group != ""); err != nil {
+		return err
+	}
 	ln, err := listenUnix(ctx, path)
 	if err != nil {
 		return err
@@ -40,6 +44,27 @@ func (d *daemon) stepAPI(ctx context.Context, g *errgroup.Group) error {
 		}
 		return nil
 	})
+	return nil
+}
+
+// ensureSocketDir creates the socket's directory when it is missing (e.g.
+// /run/clauderon on a host where systemd's RuntimeDirectory= did not make
+// it): 0755 when a group is to reach the socket through it, else 0700. An
+// existing directory is left as it is.
+func ensureSocketDir(dir string, forGroup bool) error {
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	mode := os.FileMode(0o700)
+	if forGroup {
+		mode = 0o755
+	}
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return fmt.Errorf("creating the socket directory %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, mode); err != nil { // the umask may have narrowed it
+		return fmt.Errorf("chmod %o %s: %w", mode, dir, err)
+	}
 	return nil
 }
 

@@ -105,6 +105,7 @@ func restartOnly(cur, next *config.Config) []string {
 		}
 	}
 	check("state_dir", cur.StateDir == next.StateDir)
+	check("credentials_file", cur.CredentialsFile == next.CredentialsFile)
 	check("network.name", cur.Network.Name == next.Network.Name)
 	check("network.bridge", cur.Network.Bridge == next.Network.Bridge)
 	check("network.subnet", cur.Network.Subnet == next.Network.Subnet)
@@ -124,6 +125,7 @@ func restartOnly(cur, next *config.Config) []string {
 func keepRestartOnly(cur, next *config.Config) *config.Config {
 	c := *next
 	c.StateDir, c.Network, c.Listen, c.Socket = cur.StateDir, cur.Network, cur.Listen, cur.Socket
+	c.CredentialsFile = cur.CredentialsFile
 	c.Metrics, c.Audit, c.Log, c.DrainTimeout = cur.Metrics, cur.Audit, cur.Log, cur.DrainTimeout
 	c.DNS.Servers = cur.DNS.Servers
 	return &c

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -175,13 +176,15 @@ func (d *daemon) stepCA(context.Context, *errgroup.Group) error {
 
 func (d *daemon) stepCredentials(ctx context.Context, g *errgroup.Group) error {
 	st, err := injector.NewStore(injector.StoreOptions{
-		SecretsDir: filepath.Join(d.cfg.StateDir, "secrets"),
-		Logger:     d.base,
+		SecretsDir:      filepath.Join(d.cfg.StateDir, "secrets"),
+		CredentialsFile: d.cfg.CredentialsFile,
+		Logger:          d.base,
 	})
 	if err != nil {
 		return fmt.Errorf("reading credentials: %w", err)
 	}
 	d.store = st
+	warnMissingCredentials(d.log, st.Summary(), d.cfg.CredentialsFile, os.Getenv("SUDO_USER") != "")
 	g.Go(func() error { return st.Watch(ctx) })
 	return nil
 }

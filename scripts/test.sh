@@ -75,6 +75,8 @@ if [ "$what" = all ] || [ "$what" = e2e ]; then
 	run_step "build e2e images (offline; cached)" build_images
 	if [ -n "${CLAUDERON_E2E_SCRATCH_IMAGE:-}" ]; then
 		run_step "e2e (real Docker, real kernel, real clients)" e2e
+		run_step "e2e: the operator's day (install.sh --no-start, the unit's capabilities, group member, credential rotation)" \
+			go test -tags e2e -count=1 -timeout 20m -v ./scripts/e2e/install/
 	else
 		summary+=("FAIL  e2e (not run: the test images could not be built)")
 		rc=1

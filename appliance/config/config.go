@@ -23,21 +23,25 @@ import (
 // Config is the whole daemon configuration. Every field has a mapstructure tag
 // (the viper key) and a yaml tag (used by Redacted).
 type Config struct {
-	StateDir     string         `mapstructure:"state_dir" yaml:"state_dir"`
-	Log          LogConfig      `mapstructure:"log" yaml:"log"`
-	Listen       ListenConfig   `mapstructure:"listen" yaml:"listen"`
-	Socket       SocketConfig   `mapstructure:"socket" yaml:"socket"`
-	Metrics      MetricsConfig  `mapstructure:"metrics" yaml:"metrics"`
-	Network      NetworkConfig  `mapstructure:"network" yaml:"network"`
-	Rules        []Rule         `mapstructure:"rules" yaml:"rules"`
-	DefaultRules bool           `mapstructure:"default_rules" yaml:"default_rules"`
-	Egress       EgressConfig   `mapstructure:"egress" yaml:"egress"`
-	Upstreams    []Upstream     `mapstructure:"upstreams" yaml:"upstreams"`
-	DNS          DNSConfig      `mapstructure:"dns" yaml:"dns"`
-	Profiles     ProfilesConfig `mapstructure:"profiles" yaml:"profiles"`
-	Sessions     SessionsConfig `mapstructure:"sessions" yaml:"sessions"`
-	Audit        AuditConfig    `mapstructure:"audit" yaml:"audit"`
-	DrainTimeout time.Duration  `mapstructure:"drain_timeout" yaml:"drain_timeout"`
+	StateDir string `mapstructure:"state_dir" yaml:"state_dir"`
+	// CredentialsFile is a KEY=value file the daemon reads itself (after
+	// its environment, before state_dir/secrets) on start, on SIGHUP and
+	// whenever it changes. "" means none; a missing file holds nothing.
+	CredentialsFile string         `mapstructure:"credentials_file" yaml:"credentials_file"`
+	Log             LogConfig      `mapstructure:"log" yaml:"log"`
+	Listen          ListenConfig   `mapstructure:"listen" yaml:"listen"`
+	Socket          SocketConfig   `mapstructure:"socket" yaml:"socket"`
+	Metrics         MetricsConfig  `mapstructure:"metrics" yaml:"metrics"`
+	Network         NetworkConfig  `mapstructure:"network" yaml:"network"`
+	Rules           []Rule         `mapstructure:"rules" yaml:"rules"`
+	DefaultRules    bool           `mapstructure:"default_rules" yaml:"default_rules"`
+	Egress          EgressConfig   `mapstructure:"egress" yaml:"egress"`
+	Upstreams       []Upstream     `mapstructure:"upstreams" yaml:"upstreams"`
+	DNS             DNSConfig      `mapstructure:"dns" yaml:"dns"`
+	Profiles        ProfilesConfig `mapstructure:"profiles" yaml:"profiles"`
+	Sessions        SessionsConfig `mapstructure:"sessions" yaml:"sessions"`
+	Audit           AuditConfig    `mapstructure:"audit" yaml:"audit"`
+	DrainTimeout    time.Duration  `mapstructure:"drain_timeout" yaml:"drain_timeout"`
 }
 
 // LogConfig selects the daemon's slog handler.
@@ -134,22 +138,26 @@ type AuditConfig struct {
 	MaxBackups int   `mapstructure:"max_backups" yaml:"max_backups"`
 }
 
+// DefaultCredentialsFile is where the installed daemon's credentials live.
+const DefaultCredentialsFile = "/etc/clauderon/credentials.env"
+
 // Default returns the built-in configuration. StateDir is left empty; Load
 // fills it from the invoking user's home (see DefaultStateDir).
 func Default() *Config {
 	return &Config{
-		Log:          LogConfig{Level: "info", Format: "text"},
-		Listen:       ListenConfig{TLSPort: 8443, DNSPort: 8053},
-		Metrics:      MetricsConfig{Address: "127.0.0.1:9464"},
-		Network:      NetworkConfig{Name: "clauderon", Bridge: "clauderon0", Subnet: "10.213.0.0/24"},
-		Rules:        []Rule{},
-		DefaultRules: true,
-		Egress:       EgressConfig{Mode: "enforce", Allow: []string{}, AllowCIDRs: []AllowCIDR{}},
-		Upstreams:    []Upstream{},
-		DNS:          DNSConfig{DenyRcode: "nxdomain", RatePerSecond: 500, Burst: 1000, Servers: []string{}},
-		Sessions:     SessionsConfig{Image: "clauderon-agent:latest", User: "1000:1000", Workdir: "/workspace"},
-		Audit:        AuditConfig{MaxBytes: 100 << 20, MaxBackups: 5},
-		DrainTimeout: 10 * time.Second,
+		CredentialsFile: DefaultCredentialsFile,
+		Log:             LogConfig{Level: "info", Format: "text"},
+		Listen:          ListenConfig{TLSPort: 8443, DNSPort: 8053},
+		Metrics:         MetricsConfig{Address: "127.0.0.1:9464"},
+		Network:         NetworkConfig{Name: "clauderon", Bridge: "clauderon0", Subnet: "10.213.0.0/24"},
+		Rules:           []Rule{},
+		DefaultRules:    true,
+		Egress:          EgressConfig{Mode: "enforce", Allow: []string{}, AllowCIDRs: []AllowCIDR{}},
+		Upstreams:       []Upstream{},
+		DNS:             DNSConfig{DenyRcode: "nxdomain", RatePerSecond: 500, Burst: 1000, Servers: []string{}},
+		Sessions:        SessionsConfig{Image: "clauderon-agent:latest", User: "1000:1000", Workdir: "/workspace"},
+		Audit:           AuditConfig{MaxBytes: 100 << 20, MaxBackups: 5},
+		DrainTimeout:    10 * time.Second,
 	}
 }
 

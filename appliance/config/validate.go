@@ -54,6 +54,9 @@ func (c *Config) validateBasics() error {
 	if !oneOf(c.Log.Format, "text", "json") {
 		errs = append(errs, keyErr("log.format", "%q is not one of text, json; expected e.g. text", c.Log.Format))
 	}
+	if c.CredentialsFile != "" && !filepath.IsAbs(c.CredentialsFile) {
+		errs = append(errs, keyErr("credentials_file", "%q is not an absolute path; expected e.g. %s (\"\" for none)", c.CredentialsFile, DefaultCredentialsFile))
+	}
 	if c.Socket.Path != "" && !filepath.IsAbs(c.Socket.Path) {
 		errs = append(errs, keyErr("socket.path", "%q is not an absolute path; expected e.g. /run/clauderon/clauderond.sock", c.Socket.Path))
 	}

@@ -96,7 +96,7 @@ func credentialSteps(st api.Status) []api.DoctorStep {
 		if len(present) > 0 {
 			s.Detail += "; present: " + strings.Join(present, ", ")
 		}
-		s.Fix = "give the daemon CLAUDE_CODE_OAUTH_TOKEN (sudo systemctl edit clauderond → Environment=…, or `claude setup-token` output) or write it to <state_dir>/secrets/anthropic (mode 0600), then sudo systemctl reload clauderond"
+		s.Fix = "put CLAUDE_CODE_OAUTH_TOKEN=… (`claude setup-token` output) in /etc/clauderon/credentials.env (mode 0600, read by the daemon itself: it takes effect within a second, or at once with sudo systemctl reload clauderond) or in <state_dir>/secrets/anthropic (mode 0600); a daemon started by hand with sudo needs sudo --preserve-env=CLAUDE_CODE_OAUTH_TOKEN"
 	default:
 		s.OK = true
 		s.Detail = strings.Join(present, ", ")

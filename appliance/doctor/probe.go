@@ -307,7 +307,7 @@ func injectedStep(ctx context.Context, d Deps, r probeResult) api.DoctorStep {
 		s.Fix = "the probe's request never reached the interceptor for " + host + ": check that a rule covers it (default_rules: true) and clauderon audit --container " + r.container
 	case !rec.AuthInjected:
 		s.Detail = fmt.Sprintf("%s %s: decision %s, rule %q, no credential injected (status %d, error %q)", host, rec.Path, rec.Decision, rec.Rule, rec.Status, rec.Error)
-		s.Fix = "give the default profile an anthropic credential (CLAUDE_CODE_OAUTH_TOKEN or <state_dir>/secrets/anthropic), then sudo systemctl reload clauderond"
+		s.Fix = "give the default profile an anthropic credential: CLAUDE_CODE_OAUTH_TOKEN=… in /etc/clauderon/credentials.env (0600, re-read on change) or <state_dir>/secrets/anthropic, then sudo systemctl reload clauderond"
 	case rec.Status == 401 || rec.Status == 403:
 		s.Detail = fmt.Sprintf("credential injected but %s answered %d", host, rec.Status)
 		s.Fix = "the credential is expired or revoked: create a new one (claude setup-token), update it, then sudo systemctl reload clauderond"
