@@ -39,7 +39,10 @@ type Injector interface {
 }
 
 // Event is one audit record: one per intercepted request, one per passthrough
-// or refused connection. It never holds a header value.
+// or refused connection. It never holds a header value. The fields a client
+// controls (SNI, Host, Method, Path) reach the Auditor as at most 512 bytes
+// of printable ASCII (other bytes as \xNN, a cut marked "…[truncated]"),
+// and Err as at most 2048.
 type Event struct {
 	Time         time.Time // start of the request or connection
 	Client       Client
@@ -47,7 +50,7 @@ type Event struct {
 	OrigDst      netip.AddrPort // the address the container dialled
 	SNI          string
 	Host         string // HTTP Host (intercept only)
-	Method, Path string // Path without the query string (it may hold secrets)
+	Method, Path string // Path as the client sent it (not percent-decoded), without the query string (it may hold secrets)
 	Status       int    // HTTP status (intercept); 0 for connections
 	Decision     Decision
 	Rule         string

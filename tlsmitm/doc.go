@@ -17,13 +17,20 @@
 //   - denies: sends a TLS alert and closes.
 //
 // Every decision is reported to an Auditor as one Event per request
-// (intercept) or per connection (passthrough, deny). Errors are sentinel
-// values (errors.go) mapped in one place to an HTTP status (421 SNI/Host
-// mismatch, 403 forbidden, 502 upstream failure with a JSON body and
-// X-Clauderon-Error), a TLS alert, or an audit decision.
+// (intercept) or per connection (passthrough, deny); the fields a client
+// controls (SNI, Host, Method, and Path as sent on the wire, not decoded)
+// are cut to 512 bytes of printable ASCII before the Auditor sees them.
+// Errors are sentinel values (errors.go) mapped in one place to an HTTP
+// status (421 SNI/Host mismatch, 403 forbidden, 405 for TRACE, TRACK and
+// h2 CONNECT, 502 upstream failure with a JSON body and X-Clauderon-Error),
+// a TLS alert, or an audit decision. After its own 421, 403 or 405 the
+// terminator ends the client connection (HTTP/1.1 Connection: close, h2
+// GOAWAY).
 //
 // What it refuses to do: it never decides which credential to inject or
-// whether a client may use one (it asks an Injector); it never decides which
+// whether a client may use one (it asks an Injector), and never lets a
+// TRACE, TRACK or CONNECT reach the Injector or an intercepted upstream;
+// it never accepts a wildcard route on a public suffix ("*.github.io"); it never decides which
 // hosts are intercepted or allowed (it asks a Router); it never forwards to
 // the address the container dialled (upstream addresses come from its own
 // Resolver or an explicit Upstream override), never dials loopback,

@@ -37,6 +37,11 @@ var (
 	ErrUpstreamDNS = errors.New("upstream name did not resolve")
 	// ErrCertificate: no leaf certificate could be obtained for the name.
 	ErrCertificate = errors.New("no certificate for server name")
+	// ErrMethodNotAllowed: TRACE, TRACK or (h2) CONNECT on an intercepted
+	// connection. It is refused with 405 before the Injector runs: an
+	// upstream that echoes TRACE would hand the credential back, and
+	// CONNECT would tunnel past it. Audited as a deny.
+	ErrMethodNotAllowed = errors.New("method not allowed on an intercepted connection")
 )
 
 // TLS alert descriptions (RFC 8446 section 6.2).
@@ -79,6 +84,8 @@ type httpError struct {
 // transport, dialer) to the response the client gets.
 func classifyHTTP(err error) httpError {
 	switch {
+	case errors.Is(err, ErrMethodNotAllowed):
+		return httpError{http.StatusMethodNotAllowed, "clauderon_method_not_allowed", "", err.Error()}
 	case errors.Is(err, ErrSNIMismatch):
 		return httpError{http.StatusMisdirectedRequest, "clauderon_misdirected_request", "", err.Error()}
 	case errors.Is(err, ErrForbidden), errors.Is(err, ErrNoRoute):
@@ -92,6 +99,27 @@ func classifyHTTP(err error) httpError {
 		return httpError{statusClientClosed, "clauderon_client_closed", "", "client closed the request"}
 	}
 	return httpError{http.StatusBadGateway, "clauderon_upstream_error", upstreamKind(err), err.Error()}
+}
+
+// auditDecision is the audit decision of an intercepted request that
+// failed with err: a method the terminator itself refuses is a deny.
+func auditDecision(err error) Decision {
+	if errors.Is(err, ErrMethodNotAllowed) {
+		return Deny
+	}
+	return Intercept
+}
+
+// closesConnection reports whether the daemon's own answer with status
+// ends the client connection: after a 421 the client must open a new
+// connection for the other name (it may have coalesced them), and after a
+// 403 or 405 there is nothing more this connection should be used for.
+func closesConnection(status int) bool {
+	switch status {
+	case http.StatusMisdirectedRequest, http.StatusForbidden, http.StatusMethodNotAllowed:
+		return true
+	}
+	return false
 }
 
 // statusClientClosed is nginx's 499, used only in audit records.

@@ -318,7 +318,7 @@ func (x *h1Exchange) replayable() bool {
 		return false
 	}
 	switch x.r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+	case http.MethodGet, http.MethodHead, http.MethodOptions: // TRACE never gets here (refusedMethod)
 		return true
 	}
 	return x.r.Header.Get("Idempotency-Key") != "" || x.r.Header.Get("X-Idempotency-Key") != ""
@@ -671,6 +671,9 @@ func (x *h1Exchange) respondError(err error) bool {
 	x.s.errorResponse(br, x.r, err)
 	if br.status == 0 { // the client is gone: nothing to send
 		return false
+	}
+	if closesConnection(br.status) {
+		x.closeAfter = true
 	}
 	x.rs.sw.status, x.rs.sw.n = br.status, int64(len(br.body))
 	resp := &http.Response{StatusCode: br.status, Status: strconv.Itoa(br.status) + " " + http.StatusText(br.status), Header: br.header}

@@ -223,8 +223,8 @@ func (s *Server) recordRequest(rs *reqState, r *http.Request, start time.Time) {
 	}
 	ev := Event{
 		Time: start, Client: rs.info.client, SrcIP: rs.info.src, OrigDst: rs.info.origDst,
-		SNI: rs.info.sni, Host: rs.host, Method: r.Method, Path: r.URL.Path,
-		Status: status, Decision: Intercept, Rule: rs.rule, AuthInjected: rs.injected,
+		SNI: rs.info.sni, Host: rs.host, Method: r.Method, Path: wirePath(r),
+		Status: status, Decision: auditDecision(rs.err), Rule: rs.rule, AuthInjected: rs.injected,
 		Duration: time.Since(start), BytesIn: rs.body.n.Load(), BytesOut: rs.sw.n,
 	}
 	if ev.Host == "" { // rewrite did not run
@@ -262,12 +262,17 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	s.prepareUpstream(reqStateOf(pr.In), pr.In.Host, pr.Out)
 }
 
-// prepareUpstream checks the request's Host (inHost) against the SNI name,
+// prepareUpstream refuses TRACE, TRACK and CONNECT, checks the request's
+// Host (inHost) against the SNI name,
 // addresses out to the SNI host and lets the Injector apply its rule; both
 // intercept paths (ReverseProxy's Rewrite, the HTTP/1.1 relay) use it.
 // Errors are parked in rs.err.
 func (s *Server) prepareUpstream(rs *reqState, inHost string, out *http.Request) {
 	sni := rs.info.sni
+	if refusedMethod(out.Method) {
+		rs.err = fmt.Errorf("%w: %s", ErrMethodNotAllowed, out.Method)
+		return
+	}
 	host, ok := hostMatches(inHost, sni)
 	rs.host = host
 	if !ok {
@@ -291,6 +296,14 @@ func (s *Server) prepareUpstream(rs *reqState, inHost string, out *http.Request)
 		}
 		rs.err = err
 	}
+}
+
+// refusedMethod reports the methods never relayed to an intercepted host:
+// TRACE and TRACK (an upstream echoing the request returns the injected
+// credential) and CONNECT (a tunnel past the Injector; h2 lets one through
+// to the handler). Compared ignoring case: some servers do.
+func refusedMethod(m string) bool {
+	return strings.EqualFold(m, "TRACE") || strings.EqualFold(m, "TRACK") || strings.EqualFold(m, http.MethodConnect)
 }
 
 // hostMatches compares the request's Host name (any port: the upstream is
@@ -360,11 +373,19 @@ func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error
 		sni = rs.info.sni
 	}
 	if ok, suppressed := s.logLimit.allow(time.Now()); ok {
-		s.log.Warn("intercepted request failed", "sni", sni, "method", r.Method, "path", r.URL.Path,
+		s.log.Warn("intercepted request failed", "sni", sni, "method", auditField(r.Method, maxAuditField), "path", auditField(wirePath(r), maxAuditField),
 			"status", he.status, "kind", he.kind, "error", err.Error(), "suppressed_since_last", suppressed)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	if he.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+	}
+	if closesConnection(he.status) {
+		// net/http's h2 server answers this with GOAWAY; the HTTP/1.1
+		// relay closes the connection after the response (respondError).
+		w.Header().Set("Connection", "close")
+	}
 	w.WriteHeader(he.status)
 	json.NewEncoder(w).Encode(errorBody{Error: errorDetail{Type: he.typ, Kind: he.kind, Message: he.message}})
 }

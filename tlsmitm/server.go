@@ -388,8 +388,11 @@ func (s *Server) recoverConn(what string, remote net.Addr) {
 	s.log.Error("panic serving "+what, "remote", remote.String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 }
 
+// audit hands ev to the Auditor, with the fields a client controls bounded
+// and made printable (boundEvent).
 func (s *Server) audit(st *state, ev Event) {
 	if st.auditor != nil {
+		boundEvent(&ev)
 		st.auditor.Record(ev)
 	}
 }
