@@ -17,7 +17,7 @@ import (
 )
 
 func TestStaticRouter(t *testing.T) {
-	r, err := NewStaticRouter([]string{"API.Anthropic.com.", "*.githubusercontent.com"}, []string{"registry.npmjs.org", "*.pkg.dev", "api.anthropic.com"})
+	r, err := NewStaticRouter([]string{"API.Anthropic.com.", "*.usercontent.example"}, []string{"registry.npmjs.org", "*.pkg.dev", "api.anthropic.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,10 +27,10 @@ func TestStaticRouter(t *testing.T) {
 		wantRule string
 	}{
 		{"api.anthropic.com", Intercept, "api.anthropic.com"},
-		{"raw.githubusercontent.com", Intercept, "*.githubusercontent.com"},
-		{"a.b.githubusercontent.com", Intercept, "*.githubusercontent.com"},
-		{"githubusercontent.com", Deny, PolicyDefaultDeny},
-		{"evilgithubusercontent.com", Deny, PolicyDefaultDeny},
+		{"raw.usercontent.example", Intercept, "*.usercontent.example"},
+		{"a.b.usercontent.example", Intercept, "*.usercontent.example"},
+		{"usercontent.example", Deny, PolicyDefaultDeny},
+		{"evilusercontent.example", Deny, PolicyDefaultDeny},
 		{"registry.npmjs.org", Passthrough, "registry.npmjs.org"},
 		{"europe-docker.pkg.dev", Passthrough, "*.pkg.dev"},
 		{"anthropic.com", Deny, PolicyDefaultDeny},
@@ -50,6 +50,16 @@ func TestStaticRouter(t *testing.T) {
 	for _, bad := range []string{"", "*", "a.*.com", "10.0.0.1", "bad name", "*.-x.com"} {
 		if _, err := NewStaticRouter([]string{bad}, nil); err == nil {
 			t.Errorf("NewStaticRouter(%q) accepted an invalid pattern", bad)
+		}
+	}
+	// TestStaticRouter_WildcardOnPublicSuffixRefused: *.github.io would
+	// intercept (or let through) anyone's GitHub Pages site.
+	for _, ps := range []string{"*.github.io", "*.co.uk", "*.githubusercontent.com", "*.COM."} {
+		if _, err := NewStaticRouter([]string{ps}, nil); err == nil || !strings.Contains(err.Error(), "public suffix") {
+			t.Errorf("NewStaticRouter(intercept %q) = %v, want a public suffix error", ps, err)
+		}
+		if _, err := NewStaticRouter(nil, []string{ps}); err == nil || !strings.Contains(err.Error(), "public suffix") {
+			t.Errorf("NewStaticRouter(passthrough %q) = %v, want a public suffix error", ps, err)
 		}
 	}
 	var zero StaticRouter

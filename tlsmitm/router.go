@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // Decision is what happens to a connection (and the audit "decision").
@@ -42,6 +44,8 @@ const (
 // StaticRouter routes by two fixed lists of patterns. A pattern is an exact
 // name ("api.anthropic.com") or "*.suffix" ("*.example.com"), which matches
 // any name with at least one more label under suffix but not suffix itself.
+// A wildcard whose suffix is a public suffix ("*.github.io") is refused in
+// either list: it would intercept, or let through, anyone's site.
 // Intercept wins over Passthrough; everything else is denied. The rule name
 // reported is the pattern that matched. Build it with NewStaticRouter, which
 // validates and normalises the patterns; the zero value denies everything.
@@ -78,6 +82,9 @@ func normalizePatterns(in []string) ([]string, error) {
 		}
 		if _, err := netip.ParseAddr(name); err == nil {
 			return nil, fmt.Errorf("%q is an IP address; SNI routing needs host names", p)
+		}
+		if strings.HasPrefix(n, "*.") && isPublicSuffix(name) {
+			return nil, fmt.Errorf("%q: %s is a public suffix (anyone can register a name under it); list the hosts instead", p, name)
 		}
 		out = append(out, n)
 	}
@@ -125,6 +132,13 @@ func matchPattern(pattern, name string) bool {
 // normalizeName lowercases name and strips one trailing dot.
 func normalizeName(name string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(name)), ".")
+}
+
+// isPublicSuffix reports whether name is on the public suffix list (ICANN
+// or private section: "co.uk", "github.io", "githubusercontent.com").
+func isPublicSuffix(name string) bool {
+	ps, _ := publicsuffix.PublicSuffix(name)
+	return ps == name
 }
 
 // validHostname accepts LDH labels (plus '_', seen in the wild) of 1..63
