@@ -52,7 +52,7 @@ func (d *daemon) wireDoctor(b *backend) {
 			Status: b.Status, Docker: dc, Network: d.network.Name,
 			CAPath: d.ca.CertPath(), CAKeyPath: d.ca.KeyPath(), AuditPath: d.auditPath(),
 			ClaudeJSON: filepath.Join(cfg.StateDir, "claude.json"), SessionUser: cfg.Sessions.User,
-			Version: d.opts.version, SelfExe: d.opts.doctorExe,
+			Version: d.opts.version, SelfExe: d.opts.doctorExe, CredentialsFile: cfg.CredentialsFile,
 		}), nil
 	}
 }

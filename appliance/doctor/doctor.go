@@ -72,6 +72,11 @@ type Deps struct {
 	AuditWait time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// CredentialsFile is credentials_file ("" when none).
+	CredentialsFile string
+	// ProcStatus is read for the daemon's capabilities (default
+	// /proc/self/status).
+	ProcStatus string
 }
 
 // DefaultProbeURL is the request the probe makes: the same call claude makes
@@ -91,6 +96,7 @@ func Run(ctx context.Context, deps Deps) api.DoctorReport {
 		add(rulesStep(st), listenersStep(st))
 		add(credentialSteps(st)...)
 	}
+	add(capabilitiesStep(deps.ProcStatus), credentialsFileStep(deps.CredentialsFile))
 	add(caSteps(deps)...)
 	add(claudeJSONStep(deps))
 	add(probeSteps(ctx, deps, stErr == nil && st.Ready)...)
@@ -105,6 +111,9 @@ func withDefaults(d Deps) Deps {
 	}
 	if d.SelfExe == "" {
 		d.SelfExe = "/proc/self/exe"
+	}
+	if d.ProcStatus == "" {
+		d.ProcStatus = "/proc/self/status"
 	}
 	if d.ProbeURL == "" {
 		d.ProbeURL = DefaultProbeURL

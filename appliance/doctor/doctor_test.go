@@ -235,6 +235,7 @@ func TestRun_AllGood(t *testing.T) {
 		t.Fatal("report not OK")
 	}
 	wantNames := []string{"daemon ready", "firewall rules intact", "listeners up", "credentials present", "credential formats",
+		"daemon capabilities", "credentials file",
 		"CA certificate valid", "CA key private", "claude.json writable", "probe image", "probe container trusts the CA", "credential injected"}
 	var got []string
 	for _, s := range rep.Steps {
