@@ -143,6 +143,12 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 	if got := curl(t, image); !strings.Contains(got, "token=first") {
 		t.Fatalf("container got %q, want the fake's answer to the injected token (daemon log:\n%s)", got, d.tail())
 	}
+	for _, args := range [][]string{{"list"}, {"audit", "-n", "5", "--host", "api.anthropic.com"}, {"doctor", "--help"}} {
+		got := asOperator(t, append([]string{"/usr/local/bin/clauderon"}, args...)...)
+		if args[0] == "audit" && !strings.Contains(got, "api.anthropic.com") {
+			t.Errorf("clauderon audit as %s shows no request to api.anthropic.com:\n%s", opUser, got)
+		}
+	}
 	fpBefore := fingerprint(t)
 	t.Logf("the container got the fake's answer to the first token; fingerprint %s", fpBefore)
 
