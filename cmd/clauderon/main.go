@@ -188,7 +188,7 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon unreachable.`,
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "machine-readable JSON output")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.createCmd(), a.attachCmd(), a.listCmd(), a.logsCmd(), a.rmCmd(), a.runCmd(),
-		a.statusCmd(), a.auditCmd(), a.doctorCmd(), a.caCmd(), a.reloadCmd(), a.versionCmd())
+		a.statusCmd(), a.auditCmd(), a.doctorCmd(), a.caCmd(), a.reloadCmd(), a.versionCmd(), a.imageCmd())
 	return root
 }
 
