@@ -66,7 +66,7 @@ logged() {
 cleanup() {
 	local rc=$?
 	if [ -n "$EXPORT_CTR" ]; then docker rm -f "$EXPORT_CTR" >/dev/null 2>&1 || true; fi
-	if [ -n "$STAGE" ] && [ -d "$STAGE" ]; then rm -rf "$STAGE"; fi
+	if [ -n "$STAGE" ] && [ -d "$STAGE" ]; then rm -rf --one-file-system "$STAGE"; fi
 	rm -f "$CACHE/export-$$.tar"
 	if [ "$rc" -ne 0 ] && [ -z "$ERRORED" ]; then
 		printf 'error=%s\n' "step \"$STEP\" failed (exit $rc); see ${LOG:-the output above}"
@@ -165,6 +165,17 @@ debian_mirror() {
 	echo "${m:-http://deb.debian.org/debian}"
 }
 
+# rm_rootfs DIR: removes a (possibly half-built) rootfs, first unmounting what
+# debootstrap may have left mounted in it (proc, sys, devpts).
+rm_rootfs() {
+	[ -e "$1" ] || return 0
+	local m
+	for m in $(awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r); do
+		umount -l "$m" 2>/dev/null || true
+	done
+	rm -rf --one-file-system "$1"
+}
+
 # base_debian: the cached debootstrap tarball in BASE_TAR.
 base_debian() {
 	local key wip mirror
@@ -177,14 +188,14 @@ base_debian() {
 	command -v debootstrap >/dev/null || die "debootstrap is missing: apt-get install debootstrap"
 	mirror=${MIRROR:-$(debian_mirror)}
 	wip=$CACHE/rootfs-$key.wip
-	rm -rf "$wip"
+	rm_rootfs "$wip"
 	note "debootstrap --variant=minbase $SUITE from $mirror (once; cached in $BASE_TAR)"
 	logged debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$wip" "$mirror" ||
 		die "debootstrap from $mirror failed; see $LOG (and $wip/debootstrap/debootstrap.log if present; --mirror URL picks another mirror)"
 	rm -rf "$wip"/var/cache/apt/archives/*.deb "$wip"/var/lib/apt/lists/* "$wip"/var/log/*.log
 	tar --numeric-owner --xattrs --xattrs-include='security.capability' -C "$wip" -cf "$BASE_TAR.tmp" . &&
 		mv "$BASE_TAR.tmp" "$BASE_TAR" || die "writing $BASE_TAR failed"
-	rm -rf "$wip"
+	rm_rootfs "$wip"
 }
 
 # base_from: the --from image's filesystem exported (no registry) into BASE_TAR.
@@ -207,6 +218,7 @@ npm_install() {
 		return 0
 	fi
 	command -v npm >/dev/null || die "npm is missing (apt-get install npm): it fetches $pkg once"
+	note "npm install -g $pkg@$ver (once; cached in $prefix)"
 	rm -rf "$prefix.wip"
 	logged npm install -g --no-fund --no-audit --prefix "$prefix.wip" "$pkg@$ver" ||
 		die "npm install $pkg@$ver failed; see $LOG"
