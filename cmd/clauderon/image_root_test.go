@@ -37,7 +37,7 @@ func requireImageBuilder(t *testing.T) {
 	}
 }
 
-func randomSuffix(t *testing.T) string {
+func imageTestSuffix(t *testing.T) string {
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func randomSuffix(t *testing.T) string {
 }
 
 // realRun runs the CLI with the real tools.
-func realRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
+func imageRealRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	ex := func([]string, []string) error { t.Fatal("unexpected exec"); return nil }
@@ -54,7 +54,7 @@ func realRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errOut.String()
 }
 
-func docker(t *testing.T, args ...string) string {
+func imageTestDocker(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := exec.Command("docker", args...).CombinedOutput()
 	if err != nil {
@@ -64,7 +64,7 @@ func docker(t *testing.T, args ...string) string {
 }
 
 // removeImage removes an image this test created, by name.
-func removeImage(t *testing.T, ref string) {
+func removeTestImage(t *testing.T, ref string) {
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", ref).Run() })
 }
 
@@ -75,12 +75,12 @@ func removeImage(t *testing.T, ref string) {
 // an image of its own that lacks a uid 1000 user (--from).
 func TestImageBuild_Root(t *testing.T) {
 	requireImageBuilder(t)
-	suffix := randomSuffix(t)
+	suffix := imageTestSuffix(t)
 	tag := "clauderon-agent-test:" + suffix
-	removeImage(t, tag)
+	removeTestImage(t, tag)
 
 	start := time.Now()
-	code, out, errOut := realRun(t, "image", "build", "--tag", tag)
+	code, out, errOut := imageRealRun(t, "image", "build", "--tag", tag)
 	if code != 0 {
 		t.Fatalf("image build = %d\nstdout %s\nstderr %s", code, out, errOut)
 	}
@@ -94,7 +94,7 @@ func TestImageBuild_Root(t *testing.T) {
 		}
 	}
 
-	got := docker(t, "run", "--rm", "--network", "none", tag, "sh", "-c",
+	got := imageTestDocker(t, "run", "--rm", "--network", "none", tag, "sh", "-c",
 		`id; claude --version; codex --version; git --version; echo "home=$HOME pwd=$(pwd) autoupdater=$DISABLE_AUTOUPDATER path=$PATH"; `+
 			`stat -c '%n %u:%g %a' "$HOME" /workspace /etc/clauderon; echo "etc-clauderon-entries=$(ls -A /etc/clauderon | wc -l)"; for c in curl less ps; do command -v $c; done`)
 	for _, want := range []string{
@@ -119,7 +119,7 @@ func TestImageBuild_Root(t *testing.T) {
 
 	// Same inputs: a no-op, well under a second.
 	start = time.Now()
-	code, out, errOut = realRun(t, "image", "build", "--tag", tag)
+	code, out, errOut = imageRealRun(t, "image", "build", "--tag", tag)
 	took := time.Since(start)
 	if code != 0 || out != tag+" is up to date (claude-code "+defaultClaudeVersion+", codex "+defaultCodexVersion+")\n" {
 		t.Errorf("second build = %d %q %q", code, out, errOut)
@@ -128,7 +128,7 @@ func TestImageBuild_Root(t *testing.T) {
 		t.Errorf("up-to-date check took %v", took)
 	}
 
-	code, out, _ = realRun(t, "--json", "image", "ls")
+	code, out, _ = imageRealRun(t, "--json", "image", "ls")
 	var imgs []agentImage
 	if err := json.Unmarshal([]byte(out), &imgs); err != nil || code != 0 {
 		t.Fatalf("image ls --json = %d %v\n%s", code, err, out)
@@ -148,18 +148,18 @@ func TestImageBuild_Root(t *testing.T) {
 		// commit: no registry).
 		base := "clauderon-agent-test-base:" + suffix
 		ctr := "clauderon-agent-test-base-" + suffix
-		removeImage(t, base)
+		removeTestImage(t, base)
 		t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", ctr).Run() })
-		docker(t, "run", "--name", ctr, "--network", "none", "--user", "0", tag, "sh", "-c",
+		imageTestDocker(t, "run", "--name", ctr, "--network", "none", "--user", "0", tag, "sh", "-c",
 			`sed -i '/^agent:/d' /etc/passwd /etc/group /etc/shadow /etc/gshadow && rm -rf /home/agent /usr/local/bin/claude`)
-		docker(t, "commit", "--change", `ENV FOO="bar baz"`, "--change", "USER root", ctr, base)
+		imageTestDocker(t, "commit", "--change", `ENV FOO="bar baz"`, "--change", "USER root", ctr, base)
 		fromTag := "clauderon-agent-test-from:" + suffix
-		removeImage(t, fromTag)
-		code, out, errOut := realRun(t, "image", "build", "--from", base, "--tag", fromTag)
+		removeTestImage(t, fromTag)
+		code, out, errOut := imageRealRun(t, "image", "build", "--from", base, "--tag", fromTag)
 		if code != 0 || !strings.HasPrefix(out, "built "+fromTag) {
 			t.Fatalf("build --from = %d %q\n%s", code, out, errOut)
 		}
-		got := docker(t, "run", "--rm", "--network", "none", fromTag, "sh", "-c", `id; echo "foo=$FOO home=$HOME"; claude --version; codex --version`)
+		got := imageTestDocker(t, "run", "--rm", "--network", "none", fromTag, "sh", "-c", `id; echo "foo=$FOO home=$HOME"; claude --version; codex --version`)
 		for _, want := range []string{"uid=1000(agent) gid=1000(agent)", "foo=bar baz home=/home/agent", defaultClaudeVersion + " (Claude Code)", "codex-cli " + defaultCodexVersion} {
 			if !strings.Contains(got, want) {
 				t.Errorf("--from image output lacks %q:\n%s", want, got)

@@ -70,13 +70,6 @@ func TestImageBuild_NonRootRefused(t *testing.T) {
 		t.Errorf("ran %v as non-root", *calls)
 	}
 	// The hint repeats the flags that were set.
-	_, _, errOut = runImage(t, "image", "build", "--tag", "my agent:1", "--from", "debian:12")
-	if !strings.Contains(errOut, "run: sudo clauderon image build --tag 'my agent:1' --from debian:12") {
-		// a tag with a space is refused first
-		if !strings.Contains(errOut, "is not an image name") {
-			t.Errorf("stderr = %q", errOut)
-		}
-	}
 	_, _, errOut = runImage(t, "image", "build", "--tag", "a/b:1", "--from", "debian:12")
 	if !strings.Contains(errOut, "run: sudo clauderon image build --tag a/b:1 --from debian:12\n") {
 		t.Errorf("hint without the flags: %q", errOut)
@@ -165,6 +158,7 @@ func TestImageBuild_UsageErrors(t *testing.T) {
 		{"image", "build", "--codex-version", "1.0.0 || curl evil"},
 		{"image", "build", "--tag", ""},
 		{"image", "build", "--tag", "-x"},
+		{"image", "build", "--tag", "my agent:1"},
 		{"image", "build", "--from", "--evil"},
 		{"image", "build", "extra"},
 		{"image", "build", "--bogus"},
