@@ -15,6 +15,7 @@ import (
 
 	"github.com/clauderon/clauderond/appliance/api"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 )
 
 // stepAPI serves the daemon API on the Unix socket (mode 0660, group
@@ -36,7 +37,7 @@ func (d *daemon) stepAPI(ctx context.Context, g *errgroup.Group) error {
 	d.listeners = append(d.listeners, listenerStatus{"api", path, true})
 	b := &backend{d: d}
 	d.wireSessions(ctx, b)
-	srv := &http.Server{Handler: api.NewHandler(b, d.base), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: api.NewHandler(b, d.base), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
 	g.Go(func() error {
 		defer os.Remove(path)
 		if err := serveHTTP(ctx, srv, ln); err != nil {
@@ -110,4 +111,24 @@ func chownSocket(path, group string) error {
 		return fmt.Errorf("chown socket %s to group %s: %w", path, group, err)
 	}
 	return nil
+}
+
+// withPeerCred records the kernel's credentials of the process on the other
+// end of a socket connection (SO_PEERCRED) in the request context, so the
+// backend knows who asks (api.PeerFrom) without trusting the client.
+func withPeerCred(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil || credErr != nil {
+		return ctx
+	}
+	return api.WithPeer(ctx, api.Peer{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid})
 }

@@ -16,6 +16,8 @@ type sessions interface {
 	Create(ctx context.Context, req api.CreateRequest) (api.Session, error)
 	List(ctx context.Context) ([]api.Session, error)
 	Remove(ctx context.Context, name string) error
+	Control(ctx context.Context, name, action string) (api.Session, error)
+	PrepareWorkspace(ctx context.Context, name string) (api.Workspace, error)
 	Logs(ctx context.Context, name string, follow bool, w io.Writer) error
 	RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs, error)
 }
@@ -49,6 +51,20 @@ func (b *backend) ListSessions(ctx context.Context) ([]api.Session, error) {
 		return nil, b.noSessions()
 	}
 	return b.sessions.List(ctx)
+}
+
+func (b *backend) ControlSession(ctx context.Context, name, action string) (api.Session, error) {
+	if b.sessions == nil {
+		return api.Session{}, b.noSessions()
+	}
+	return b.sessions.Control(ctx, name, action)
+}
+
+func (b *backend) PrepareWorkspace(ctx context.Context, name string) (api.Workspace, error) {
+	if b.sessions == nil {
+		return api.Workspace{}, b.noSessions()
+	}
+	return b.sessions.PrepareWorkspace(ctx, name)
 }
 
 func (b *backend) RemoveSession(ctx context.Context, name string) error {

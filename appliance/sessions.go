@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 
 	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/appliance/doctor"
 
 	"github.com/clauderon/clauderond/appliance/session"
@@ -22,9 +23,13 @@ func (d *daemon) wireSessions(ctx context.Context, b *backend) {
 		return
 	}
 	cfg := d.config()
+	workspaces := cfg.Sessions.WorkspacesDir
+	if workspaces == "" {
+		workspaces = config.DefaultWorkspacesDir
+	}
 	m, err := session.New(ctx, session.Options{
 		Docker: dc, Network: d.network.Name, StateDir: cfg.StateDir, CAPath: d.ca.CertPath(),
-		Image: cfg.Sessions.Image, User: cfg.Sessions.User, Workdir: cfg.Sessions.Workdir,
+		Image: cfg.Sessions.Image, User: cfg.Sessions.User, Workdir: cfg.Sessions.Workdir, WorkspacesDir: workspaces,
 		DNS:          d.network.Gateway.String(),
 		Placeholders: injector.Placeholders(), Logger: d.base,
 	})

@@ -69,6 +69,14 @@ func (f *fakeBackend) ListSessions(ctx context.Context) ([]Session, error) {
 	return out, nil
 }
 
+func (f *fakeBackend) ControlSession(ctx context.Context, name, action string) (Session, error) {
+	return Session{Name: name, State: action + "ped"}, nil
+}
+
+func (f *fakeBackend) PrepareWorkspace(ctx context.Context, name string) (Workspace, error) {
+	return Workspace{Path: "/var/lib/clauderon-workspaces/" + name, UID: 1000, GID: 1000}, nil
+}
+
 func (f *fakeBackend) RemoveSession(ctx context.Context, name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

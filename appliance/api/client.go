@@ -153,6 +153,18 @@ func (c *Client) RemoveSession(ctx context.Context, name string) error {
 	return c.call(ctx, http.MethodDelete, PathSessions+"/"+url.PathEscape(name), nil, nil)
 }
 
+func (c *Client) ControlSession(ctx context.Context, name, action string) (Session, error) {
+	var s Session
+	err := c.call(ctx, http.MethodPost, PathSessions+"/"+url.PathEscape(name)+"/"+url.PathEscape(action), nil, &s)
+	return s, err
+}
+
+func (c *Client) PrepareWorkspace(ctx context.Context, name string) (Workspace, error) {
+	var ws Workspace
+	err := c.call(ctx, http.MethodPost, PathSessions+"/"+url.PathEscape(name)+"/workspace", nil, &ws)
+	return ws, err
+}
+
 func (c *Client) SessionLogs(ctx context.Context, name string, follow bool, w io.Writer) error {
 	q := url.Values{}
 	if follow {

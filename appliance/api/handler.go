@@ -48,6 +48,8 @@ func NewHandler(b Backend, logger *slog.Logger) http.Handler {
 	mux.HandleFunc("GET "+PathSessions, h.listSessions)
 	mux.HandleFunc("DELETE "+PathSessions+"/{name}", h.removeSession)
 	mux.HandleFunc("GET "+PathSessions+"/{name}/logs", h.sessionLogs)
+	mux.HandleFunc("POST "+PathSessions+"/{name}/{action}", h.controlSession)
+	mux.HandleFunc("POST "+PathSessions+"/{name}/workspace", h.prepareWorkspace)
 	mux.HandleFunc("POST "+PathRunArgs, h.runArgs)
 	mux.HandleFunc("GET "+PathDoctor, h.doctor)
 	mux.HandleFunc("GET "+PathCA, h.ca)
@@ -125,6 +127,23 @@ func (h *handler) reply(w http.ResponseWriter, r *http.Request, v any, err error
 		return
 	}
 	h.writeJSON(w, http.StatusOK, v)
+}
+
+func (h *handler) controlSession(w http.ResponseWriter, r *http.Request) {
+	action := r.PathValue("action")
+	switch action {
+	case ActionStop, ActionStart, ActionRestart:
+	default:
+		h.writeError(w, r, &Error{Status: http.StatusNotFound, Message: fmt.Sprintf("no session action %q (stop, start, restart)", action)})
+		return
+	}
+	s, err := h.b.ControlSession(r.Context(), r.PathValue("name"), action)
+	h.reply(w, r, s, err)
+}
+
+func (h *handler) prepareWorkspace(w http.ResponseWriter, r *http.Request) {
+	ws, err := h.b.PrepareWorkspace(r.Context(), r.PathValue("name"))
+	h.reply(w, r, ws, err)
 }
 
 func (h *handler) createSession(w http.ResponseWriter, r *http.Request) {

@@ -21,6 +21,12 @@ type Backend interface {
 	CreateSession(ctx context.Context, req CreateRequest) (Session, error)
 	ListSessions(ctx context.Context) ([]Session, error)
 	RemoveSession(ctx context.Context, name string) error
+	// ControlSession stops, starts or restarts a session's container
+	// (ActionStop, ActionStart, ActionRestart) and returns its new state.
+	ControlSession(ctx context.Context, name, action string) (Session, error)
+	// PrepareWorkspace makes the directory a repository session's clone
+	// goes in, owned by the caller.
+	PrepareWorkspace(ctx context.Context, name string) (Workspace, error)
 	// SessionLogs copies the session container's output to w; with follow it
 	// streams until the container stops or ctx is done.
 	SessionLogs(ctx context.Context, name string, follow bool, w io.Writer) error
@@ -130,6 +136,13 @@ type Session struct {
 	Print     bool      `json:"print"`
 	ExitCode  int       `json:"exit_code"`
 	CreatedAt time.Time `json:"created_at"`
+	// Workspace is the host directory mounted at the session's workdir (a
+	// git worktree of Repo on Branch); "" for a session without one.
+	Workspace string `json:"workspace,omitempty"`
+	Repo      string `json:"repo,omitempty"`
+	Branch    string `json:"branch,omitempty"`
+	// User is the uid:gid the agent runs as.
+	User string `json:"user,omitempty"`
 }
 
 // CreateRequest asks for a new session. Empty Image, Agent, Profile take the
@@ -141,11 +154,37 @@ type CreateRequest struct {
 	Agent   string `json:"agent,omitempty"`
 	Profile string `json:"profile,omitempty"`
 	Print   bool   `json:"print,omitempty"`
+	// Workspace is a git worktree the caller prepared (absolute host
+	// path, owned by the caller), mounted read-write at the workdir; the
+	// agent then runs as its owner. Repo and Branch are recorded for
+	// `list` and `rm` and must match the worktree.
+	Workspace string `json:"workspace,omitempty"`
+	Repo      string `json:"repo,omitempty"`
+	Branch    string `json:"branch,omitempty"`
 }
+
+// Workspace is the directory the daemon prepared for a repository
+// session (POST /v1/sessions/{name}/workspace): the caller clones its
+// repository into Path, which belongs to UID:GID.
+type Workspace struct {
+	Path string `json:"path"`
+	UID  int    `json:"uid"`
+	GID  int    `json:"gid"`
+}
+
+// Session lifecycle actions (POST /v1/sessions/{name}/{action}).
+const (
+	ActionStop    = "stop"
+	ActionStart   = "start"
+	ActionRestart = "restart"
+)
 
 // RunRequest asks for the docker-run flags of `clauderon run`.
 type RunRequest struct {
 	Profile string `json:"profile,omitempty"`
+	// User is the uid[:gid] the container will run as ("" → sessions.user);
+	// its claude.json is given to that user.
+	User string `json:"user,omitempty"`
 }
 
 // RunArgs are docker-run flags, to be placed before the user's own flags.

@@ -130,6 +130,11 @@ type SessionsConfig struct {
 	Image   string `mapstructure:"image" yaml:"image"`
 	User    string `mapstructure:"user" yaml:"user"` // uid[:gid] or name; never root
 	Workdir string `mapstructure:"workdir" yaml:"workdir"`
+	// WorkspacesDir holds each `create --repo` session's clone of the
+	// caller's repository (<dir>/<name>). It and its parents must belong
+	// to root and be writable by nobody else, so no user can swap a
+	// session's mount source for another directory.
+	WorkspacesDir string `mapstructure:"workspaces_dir" yaml:"workspaces_dir"`
 }
 
 // AuditConfig configures audit.jsonl rotation.
@@ -137,6 +142,9 @@ type AuditConfig struct {
 	MaxBytes   int64 `mapstructure:"max_bytes" yaml:"max_bytes"`
 	MaxBackups int   `mapstructure:"max_backups" yaml:"max_backups"`
 }
+
+// DefaultWorkspacesDir is sessions.workspaces_dir's default.
+const DefaultWorkspacesDir = "/var/lib/clauderon-workspaces"
 
 // DefaultCredentialsFile is where the installed daemon's credentials live.
 const DefaultCredentialsFile = "/etc/clauderon/credentials.env"

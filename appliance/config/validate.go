@@ -311,6 +311,9 @@ func (c *Config) validateSessions() error {
 	if !filepath.IsAbs(c.Sessions.Workdir) {
 		errs = append(errs, keyErr("sessions.workdir", "%q is not an absolute path; expected e.g. /workspace", c.Sessions.Workdir))
 	}
+	if ws := c.Sessions.WorkspacesDir; ws != "" && (!filepath.IsAbs(ws) || filepath.Clean(ws) == "/") {
+		errs = append(errs, keyErr("sessions.workspaces_dir", "%q is not an absolute path below /; expected e.g. %s", c.Sessions.WorkspacesDir, DefaultWorkspacesDir))
+	}
 	return errors.Join(errs...)
 }
 

@@ -333,6 +333,10 @@ func checkMountinfo(t *testing.T, mountinfo string) {
 		"/usr/local/share/ca-certificates/clauderon.crt": "ro",
 		"/home/clauderon/.claude.json":                   "rw",
 		"/uploads":                                       "rw",
+		"/etc/clauderon/proxy-ca.pem":                    "ro",
+		"/workspace/.clauderon/uploads":                  "rw",
+		"/etc/clauderon/codex":                           "ro",
+		"/home/clauderon/.codex":                         "rw",
 	}
 	docker := map[string]bool{"/etc/hosts": true, "/etc/resolv.conf": true, "/etc/hostname": true}
 	seen := map[string]bool{}

@@ -83,10 +83,34 @@ func (f *fakeDocker) ContainerStart(ctx context.Context, id string, o container.
 	if f.failStart != nil {
 		return f.failStart
 	}
-	if c.started {
-		return fmt.Errorf("fake: container %s started twice", id)
+	if c.status == "running" {
+		return fmt.Errorf("fake: container %s started while running", id)
 	}
 	c.started, c.status = true, "running"
+	return nil
+}
+
+func (f *fakeDocker) ContainerStop(ctx context.Context, id string, o container.StopOptions) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.find(id)
+	if err != nil {
+		return err
+	}
+	if c.status == "running" {
+		c.status, c.exit = "exited", 143
+	}
+	return nil
+}
+
+func (f *fakeDocker) ContainerRestart(ctx context.Context, id string, o container.StopOptions) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.find(id)
+	if err != nil {
+		return err
+	}
+	c.started, c.status, c.exit = true, "running", 0
 	return nil
 }
 

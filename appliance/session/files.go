@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -37,9 +38,53 @@ func sessionDir(name string) string              { return filepath.Join(sessions
 func uploadsDir(name string) string              { return filepath.Join(uploadsName, name) }
 func (m *Manager) uploadsDir(name string) string { return m.abs(uploadsDir(name)) }
 
-// ClaudeJSONContent is written when claude.json is missing: it skips the
-// onboarding screen that would otherwise ask for a login.
+// ClaudeJSONContent is the template state_dir/claude.json written when it
+// is missing: it skips the onboarding screen that would otherwise ask for a
+// login. Each container's own claude.json is made from the template (see
+// claudeJSONFor), with what keeps an interactive
+// --dangerously-skip-permissions session out of confirmation dialogs.
 const ClaudeJSONContent = `{"hasCompletedOnboarding": true}` + "\n"
+
+// claudeJSONFor builds a container's claude.json from the operator's
+// template: the template's keys are kept, and onboarding, the
+// bypass-permissions confirmation and the trust dialog for workdir (the key
+// under "projects" is the working directory) are marked done unless the
+// template says otherwise. A template that is not a JSON object is ignored
+// (and reported).
+func claudeJSONFor(template []byte, workdir string) ([]byte, error) {
+	doc := map[string]any{}
+	var tplErr error
+	if len(bytes.TrimSpace(template)) > 0 {
+		if err := json.Unmarshal(template, &doc); err != nil {
+			doc, tplErr = map[string]any{}, fmt.Errorf("claude.json template is not a JSON object (%v); using the defaults", err)
+		}
+	}
+	setDefault(doc, "hasCompletedOnboarding", true)
+	setDefault(doc, "bypassPermissionsModeAccepted", true)
+	projects, ok := doc["projects"].(map[string]any)
+	if !ok {
+		projects = map[string]any{}
+		doc["projects"] = projects
+	}
+	project, ok := projects[workdir].(map[string]any)
+	if !ok {
+		project = map[string]any{}
+		projects[workdir] = project
+	}
+	setDefault(project, "hasTrustDialogAccepted", true)
+	setDefault(project, "hasCompletedProjectOnboarding", true)
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding claude.json: %w", err)
+	}
+	return append(out, '\n'), tplErr
+}
+
+func setDefault(m map[string]any, k string, v any) {
+	if _, ok := m[k]; !ok {
+		m[k] = v
+	}
+}
 
 // codexConfig makes Codex use the (placeholder) API key from the environment;
 // the proxy replaces it on the way to api.openai.com.
@@ -149,10 +194,10 @@ func (m *Manager) ensureClaudeJSON() error {
 }
 
 // writePrivateClaudeJSON replaces dir (a state dir name for a directory only
-// this container's claude.json lives in) with a fresh one holding
-// ClaudeJSONContent, owned by the numeric session user, and returns the
+// this container's claude.json lives in) with a fresh one holding the
+// claude.json made from the template, owned by user, and returns the
 // file's host path. Whatever a previous container left in dir is discarded.
-func (m *Manager) writePrivateClaudeJSON(dir string) (string, error) {
+func (m *Manager) writePrivateClaudeJSON(dir, user string) (string, error) {
 	if err := m.root.RemoveAll(dir); err != nil {
 		return "", fmt.Errorf("clearing %s: %w", m.abs(dir), err)
 	}
@@ -162,23 +207,34 @@ func (m *Manager) writePrivateClaudeJSON(dir string) (string, error) {
 	if err := m.root.Mkdir(dir, 0o700); err != nil {
 		return "", fmt.Errorf("creating %s: %w", m.abs(dir), err)
 	}
+	tpl, err := m.root.ReadFile(claudeJSONName)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("reading the claude.json template %s: %w", m.abs(claudeJSONName), err)
+	}
+	content, err := claudeJSONFor(tpl, m.opts.Workdir)
+	if err != nil {
+		m.log.Warn("claude.json template unusable", "path", m.abs(claudeJSONName), "err", err)
+	}
 	p := filepath.Join(dir, claudeJSONName)
-	if err := m.createExclusive(p, ClaudeJSONContent); err != nil {
+	if err := m.createExclusive(p, string(content)); err != nil {
 		return "", fmt.Errorf("creating %s: %w", m.abs(p), err)
 	}
-	return m.abs(p), m.chownToUser(p)
+	if err := m.chownTo(dir, user); err != nil {
+		return "", err
+	}
+	return m.abs(p), m.chownTo(p, user)
 }
 
 // newRunClaudeJSON writes a fresh claude.json for one `clauderon run` in
 // state_dir/run/<random>/. The daemon never learns when that container
 // ends; cleanRunFiles removes such files once they are older than
 // runFileMaxAge (a running container keeps its bind-mounted inode).
-func (m *Manager) newRunClaudeJSON() (string, error) {
+func (m *Manager) newRunClaudeJSON(user string) (string, error) {
 	var b [12]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("naming a run directory: %w", err)
 	}
-	return m.writePrivateClaudeJSON(filepath.Join(runName, hex.EncodeToString(b[:])))
+	return m.writePrivateClaudeJSON(filepath.Join(runName, hex.EncodeToString(b[:])), user)
 }
 
 // runFileMaxAge is how long a `clauderon run` claude.json is kept.
@@ -215,14 +271,18 @@ func (m *Manager) removeSessionDir(name string) {
 }
 
 // chownToUser gives name (in the state dir) to the numeric session user
-// when running as root.
-func (m *Manager) chownToUser(name string) error {
-	uid, gid, ok := numericIDs(m.opts.User)
+// (sessions.user) when running as root.
+func (m *Manager) chownToUser(name string) error { return m.chownTo(name, m.opts.User) }
+
+// chownTo gives name (in the state dir) to user ("uid[:gid]") when running
+// as root; a user name is left alone.
+func (m *Manager) chownTo(name, user string) error {
+	uid, gid, ok := numericIDs(user)
 	if !ok || os.Geteuid() != 0 {
 		return nil
 	}
 	if err := m.root.Lchown(name, uid, gid); err != nil {
-		return fmt.Errorf("giving %s to session user %s: %w", m.abs(name), m.opts.User, err)
+		return fmt.Errorf("giving %s to session user %s: %w", m.abs(name), user, err)
 	}
 	return nil
 }
@@ -238,11 +298,36 @@ func (m *Manager) ensureCodex() error {
 	return m.writeAtomic(p, []byte(codexConfig), 0o644)
 }
 
-// ensureUploads creates the session's uploads directory for the session user.
-func (m *Manager) ensureUploads(name string) error {
+// ensureUploads creates the session's uploads directory for its user.
+func (m *Manager) ensureUploads(name, user string) error {
 	dir := uploadsDir(name)
 	if err := m.root.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating uploads dir: %w", err)
 	}
-	return m.chownToUser(dir)
+	return m.chownTo(dir, user)
+}
+
+// sessionCodexDir is the session's own, writable ~/.codex, seeded from the
+// shared dummy config: Codex writes its sessions and history there.
+func sessionCodexDir(name string) string { return filepath.Join(sessionDir(name), codexName) }
+
+// seedCodex creates sessionCodexDir with a copy of the shared config.toml,
+// owned by user. sessionDir(name) must exist.
+func (m *Manager) seedCodex(name, user string) error {
+	dir := sessionCodexDir(name)
+	if err := m.root.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating %s: %w", m.abs(dir), err)
+	}
+	cfg, err := m.root.ReadFile(filepath.Join(codexName, "config.toml"))
+	if err != nil {
+		return fmt.Errorf("reading the Codex config: %w", err)
+	}
+	p := filepath.Join(dir, "config.toml")
+	if err := m.createExclusive(p, string(cfg)); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("creating %s: %w", m.abs(p), err)
+	}
+	if err := m.chownTo(dir, user); err != nil {
+		return err
+	}
+	return m.chownTo(p, user)
 }

@@ -19,7 +19,9 @@ import (
 // StateGone is a session whose container was removed behind our back.
 const StateGone = "gone"
 
-// Create starts a new session container and records it.
+// Create starts a new session container and records it. A request with a
+// Workspace (a repository session) mounts that clone at the workdir and
+// runs the agent as the clone's owner; others run as sessions.user.
 func (m *Manager) Create(ctx context.Context, req api.CreateRequest) (api.Session, error) {
 	req, err := m.normalize(req)
 	if err != nil {
@@ -30,40 +32,61 @@ func (m *Manager) Create(ctx context.Context, req api.CreateRequest) (api.Sessio
 	if _, err := m.st.get(ctx, req.Name); err == nil {
 		return api.Session{}, fmt.Errorf("session %q: %w (remove it with: clauderon rm %s)", req.Name, api.ErrConflict, req.Name)
 	}
-	if err := m.ensureSharedFiles(); err != nil {
-		return api.Session{}, err
-	}
-	if err := m.ensureUploads(req.Name); err != nil {
-		return api.Session{}, err
-	}
-	if _, err := m.writePrivateClaudeJSON(sessionDir(req.Name)); err != nil {
-		return api.Session{}, err
+	user := m.opts.User
+	if req.Workspace != "" {
+		if user, err = m.workspaceFor(req); err != nil {
+			return api.Session{}, err
+		}
 	}
 	home, err := m.homeFor(ctx, req.Image)
 	if err != nil {
+		return api.Session{}, err
+	}
+	if err := m.prepareSessionFiles(req, user); err != nil {
 		m.removeSessionDir(req.Name)
 		return api.Session{}, err
 	}
-	se, err := m.createContainer(ctx, req, home)
+	se, err := m.createContainer(ctx, req, home, user)
 	if err != nil {
 		m.removeSessionDir(req.Name)
 		return api.Session{}, err
 	}
-	m.log.Info("session created", "session", se.Name, "container", se.Container, "image", se.Image, "agent", se.Agent, "profile", se.Profile, "print", se.Print)
+	m.log.Info("session created", "session", se.Name, "container", se.Container, "image", se.Image, "agent", se.Agent,
+		"profile", se.Profile, "print", se.Print, "repo", se.Repo, "user", se.User)
 	return se, nil
+}
+
+// prepareSessionFiles writes what the session's mounts need: the shared
+// trust bundle and Codex config, its uploads dir, its claude.json and its
+// ~/.codex, all for user.
+func (m *Manager) prepareSessionFiles(req api.CreateRequest, user string) error {
+	if err := m.ensureSharedFiles(); err != nil {
+		return err
+	}
+	if err := m.ensureUploads(req.Name, user); err != nil {
+		return err
+	}
+	if _, err := m.writePrivateClaudeJSON(sessionDir(req.Name), user); err != nil {
+		return err
+	}
+	return m.seedCodex(req.Name, user)
 }
 
 // createContainer creates, records and starts the container; on failure it
 // removes what it made.
-func (m *Manager) createContainer(ctx context.Context, req api.CreateRequest, home string) (api.Session, error) {
-	cfg, hc := m.containerSpec(req, home)
+func (m *Manager) createContainer(ctx context.Context, req api.CreateRequest, home, user string) (api.Session, error) {
+	cfg, hc := m.containerSpec(req, home, user)
 	name := ContainerName(req.Name)
 	resp, err := m.opts.Docker.ContainerCreate(ctx, cfg, hc, nil, nil, name)
 	if err != nil {
 		return api.Session{}, translateCreateErr(err, name, req.Image)
 	}
 	se := api.Session{Name: req.Name, Container: name, Image: req.Image, Agent: req.Agent, Profile: req.Profile,
-		Prompt: req.Prompt, Print: req.Print, State: "created", CreatedAt: time.Now().UTC()}
+		Prompt: req.Prompt, Print: req.Print, State: "created", CreatedAt: time.Now().UTC(),
+		Workspace: req.Workspace, Repo: req.Repo, User: user}
+	if req.Workspace != "" {
+		se.Branch = BranchName(req.Name)
+	}
 	undo := func(cause error) (api.Session, error) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
@@ -74,13 +97,13 @@ func (m *Manager) createContainer(ctx context.Context, req api.CreateRequest, ho
 	if err := m.st.insert(ctx, se); err != nil {
 		return undo(err)
 	}
-	if err := m.prepareHome(ctx, resp.ID, home); err != nil {
+	if err := m.prepareHome(ctx, resp.ID, home, user); err != nil {
 		return undo(err)
 	}
 	if err := m.opts.Docker.ContainerStart(ctx, resp.ID, container.StartOptions{}); err != nil {
 		return undo(fmt.Errorf("starting container %s: %w", name, err))
 	}
-	if err := m.makeHooksDir(ctx, resp.ID); err != nil {
+	if err := m.makeHooksDir(ctx, resp.ID, user); err != nil {
 		m.log.Warn("creating hooks dir failed; the session runs without it", "session", req.Name, "err", err)
 	}
 	se.State = "running"
@@ -95,10 +118,18 @@ func translateCreateErr(err error, name, image string) error {
 	case errdefs.IsConflict(err):
 		return fmt.Errorf("container %s already exists (not a recorded session); remove it with: docker rm -f %s: %w", name, name, api.ErrConflict)
 	case errdefs.IsNotFound(err):
-		return fmt.Errorf("image %s not found locally (sessions never pull): %v: %w", image, err, api.ErrInvalid)
+		return fmt.Errorf("image %s not found locally (sessions never pull): %v; %s: %w", image, err, buildHint(image), api.ErrInvalid)
 	default:
 		return fmt.Errorf("creating container %s: %w", name, err)
 	}
+}
+
+// buildHint says how to get a missing image.
+func buildHint(img string) string {
+	if img == "clauderon-agent:latest" || img == "clauderon-agent" {
+		return "build it with: sudo clauderon image build"
+	}
+	return "build or load it first, or layer the agents onto it with: sudo clauderon image build --from " + img + " --tag " + img
 }
 
 // homeFor is the image's HOME if it sets one, else Options.Home.
@@ -106,7 +137,7 @@ func (m *Manager) homeFor(ctx context.Context, img string) (string, error) {
 	ii, err := m.opts.Docker.ImageInspect(ctx, img)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
-			return "", fmt.Errorf("image %s not found locally (sessions never pull; build or load it first): %w", img, api.ErrInvalid)
+			return "", fmt.Errorf("image %s not found locally (sessions never pull); %s: %w", img, buildHint(img), api.ErrInvalid)
 		}
 		return "", fmt.Errorf("inspecting image %s: %w", img, err)
 	}
@@ -123,8 +154,8 @@ func (m *Manager) homeFor(ctx context.Context, img string) (string, error) {
 // prepareHome creates $HOME owned by the numeric session user before the
 // container starts, so claude can write ~/.claude next to the mounted
 // ~/.claude.json (Docker would otherwise create the mount's parent as root).
-func (m *Manager) prepareHome(ctx context.Context, id, home string) error {
-	uid, gid, ok := numericIDs(m.opts.User)
+func (m *Manager) prepareHome(ctx context.Context, id, home, user string) error {
+	uid, gid, ok := numericIDs(user)
 	if !ok {
 		return nil
 	}
@@ -143,13 +174,13 @@ func (m *Manager) prepareHome(ctx context.Context, id, home string) error {
 }
 
 // makeHooksDir creates <workdir>/.clauderon/hooks in the running container
-// (as root, then handed to the session user).
-func (m *Manager) makeHooksDir(ctx context.Context, id string) error {
+// (as root, then handed to the session's user).
+func (m *Manager) makeHooksDir(ctx context.Context, id, user string) error {
 	dir := strings.TrimSuffix(m.opts.Workdir, "/") + "/.clauderon/hooks"
 	if err := m.exec(ctx, id, []string{"mkdir", "-p", dir}); err != nil {
 		return err
 	}
-	return m.exec(ctx, id, []string{"chown", m.opts.User, m.opts.Workdir + "/.clauderon", dir})
+	return m.exec(ctx, id, []string{"chown", user, m.opts.Workdir + "/.clauderon", dir})
 }
 
 func (m *Manager) exec(ctx context.Context, id string, cmd []string) error {
@@ -251,8 +282,40 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 		return err
 	}
 	m.removeSessionDir(name)
+	if se.Workspace != "" {
+		m.removeWorkspace(name)
+	}
 	m.log.Info("session removed", "session", name, "container", se.Container)
 	return nil
+}
+
+// Control stops, starts or restarts the session's container and returns
+// the session's new state. Stopping gives the agent 10 s to exit on
+// SIGTERM.
+func (m *Manager) Control(ctx context.Context, name, action string) (api.Session, error) {
+	se, err := m.st.get(ctx, name)
+	if err != nil {
+		return se, err
+	}
+	timeout := 10
+	switch action {
+	case api.ActionStop:
+		err = m.opts.Docker.ContainerStop(ctx, se.Container, container.StopOptions{Timeout: &timeout})
+	case api.ActionStart:
+		err = m.opts.Docker.ContainerStart(ctx, se.Container, container.StartOptions{})
+	case api.ActionRestart:
+		err = m.opts.Docker.ContainerRestart(ctx, se.Container, container.StopOptions{Timeout: &timeout})
+	default:
+		return se, fmt.Errorf("session action %q is not stop, start or restart: %w", action, api.ErrInvalid)
+	}
+	if errdefs.IsNotFound(err) {
+		return se, fmt.Errorf("session %q: container %s is gone; remove the session with: clauderon rm %s: %w", name, se.Container, name, api.ErrNotFound)
+	}
+	if err != nil {
+		return se, fmt.Errorf("%s container %s: %w", action, se.Container, err)
+	}
+	m.log.Info("session "+action, "session", name, "container", se.Container)
+	return m.refresh(ctx, se)
 }
 
 // Logs copies the session container's output to w (both streams); with

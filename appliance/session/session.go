@@ -44,6 +44,8 @@ import (
 type DockerAPI interface {
 	ContainerCreate(ctx context.Context, config *container.Config, hostConfig *container.HostConfig, networkingConfig *network.NetworkingConfig, platform *ocispec.Platform, containerName string) (container.CreateResponse, error)
 	ContainerStart(ctx context.Context, containerID string, options container.StartOptions) error
+	ContainerStop(ctx context.Context, containerID string, options container.StopOptions) error
+	ContainerRestart(ctx context.Context, containerID string, options container.StopOptions) error
 	ContainerInspect(ctx context.Context, containerID string) (container.InspectResponse, error)
 	ContainerRemove(ctx context.Context, containerID string, options container.RemoveOptions) error
 	ContainerLogs(ctx context.Context, containerID string, options container.LogsOptions) (io.ReadCloser, error)
@@ -76,6 +78,8 @@ type Options struct {
 	Image    string // default image (sessions.image)
 	User     string // sessions.user, uid[:gid] or name; never root
 	Workdir  string // sessions.workdir
+	// WorkspacesDir holds repository sessions' clones (sessions.workspaces_dir).
+	WorkspacesDir string
 	// DNS is the resolver containers are given (--dns): the bridge gateway,
 	// where dnsredir answers. Docker's embedded resolver then forwards to it
 	// from the container's namespace, so the DNS policy applies even when

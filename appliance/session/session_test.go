@@ -83,6 +83,7 @@ func TestCreate_ContainerGetsOnlyPlaceholdersAndTrust(t *testing.T) {
 		"OPENAI_API_KEY=sk-openai-clauderon-proxy-placeholder",
 		"REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
 		"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
+		"DISABLE_AUTOUPDATER=1",
 	}
 	if diff := cmp.Diff(wantEnv, c.cfg.Env); diff != "" {
 		t.Errorf("env (-want +got):\n%s", diff)
@@ -90,8 +91,12 @@ func TestCreate_ContainerGetsOnlyPlaceholdersAndTrust(t *testing.T) {
 	wantMounts := []mount.Mount{
 		{Type: mount.TypeBind, Source: filepath.Join(dir, "ca-bundle.pem"), Target: "/etc/ssl/certs/ca-certificates.crt", ReadOnly: true},
 		{Type: mount.TypeBind, Source: filepath.Join(dir, "proxy-ca.pem"), Target: "/usr/local/share/ca-certificates/clauderon.crt", ReadOnly: true},
+		{Type: mount.TypeBind, Source: filepath.Join(dir, "proxy-ca.pem"), Target: "/etc/clauderon/proxy-ca.pem", ReadOnly: true},
 		{Type: mount.TypeBind, Source: filepath.Join(dir, "sessions", "fix-tests", "claude.json"), Target: "/home/clauderon/.claude.json"},
+		{Type: mount.TypeBind, Source: filepath.Join(dir, "uploads", "fix-tests"), Target: "/workspace/.clauderon/uploads"},
 		{Type: mount.TypeBind, Source: filepath.Join(dir, "uploads", "fix-tests"), Target: "/uploads"},
+		{Type: mount.TypeBind, Source: filepath.Join(dir, "codex"), Target: "/etc/clauderon/codex", ReadOnly: true},
+		{Type: mount.TypeBind, Source: filepath.Join(dir, "sessions", "fix-tests", "codex"), Target: "/home/clauderon/.codex"},
 	}
 	if diff := cmp.Diff(wantMounts, c.hc.Mounts); diff != "" {
 		t.Errorf("mounts (-want +got):\n%s", diff)
@@ -142,6 +147,7 @@ func TestSecrets_NeverMountedIntoSessions(t *testing.T) {
 	allowed := map[string]bool{"ca-bundle.pem": true, "proxy-ca.pem": true, "codex": true}
 	for _, r := range reqs {
 		allowed[filepath.Join("sessions", r.Name, "claude.json")] = true
+		allowed[filepath.Join("sessions", r.Name, "codex")] = true
 	}
 	for _, c := range d.containers {
 		for _, mnt := range c.hc.Mounts {
@@ -216,8 +222,11 @@ func TestCreate_ModesAndAgents(t *testing.T) {
 			var targets []string
 			for _, mnt := range c.hc.Mounts {
 				targets = append(targets, mnt.Target)
-				if mnt.Target == tt.wantHome+"/.codex" && !mnt.ReadOnly {
-					t.Errorf("codex config mounted read-write")
+				if mnt.Target == "/etc/clauderon/codex" && !mnt.ReadOnly {
+					t.Errorf("the shared Codex config mounted read-write")
+				}
+				if mnt.Target == tt.wantHome+"/.codex" && (mnt.ReadOnly || !strings.Contains(mnt.Source, filepath.Join("sessions", tt.req.Name, "codex"))) {
+					t.Errorf("~/.codex = %+v, want the session's own, writable", mnt)
 				}
 				if strings.HasSuffix(mnt.Target, ".claude.json") && mnt.ReadOnly {
 					t.Errorf("claude.json mounted read-only; claude rewrites it")
@@ -227,8 +236,10 @@ func TestCreate_ModesAndAgents(t *testing.T) {
 			if !strings.Contains(joined, tt.wantHome+"/.claude.json") {
 				t.Errorf("claude.json not at %s/.claude.json: %v", tt.wantHome, targets)
 			}
-			if got := strings.Contains(joined, tt.wantHome+"/.codex"); got != tt.wantCodex {
-				t.Errorf("codex mount present = %v, want %v (%v)", got, tt.wantCodex, targets)
+			for _, want := range []string{tt.wantHome + "/.codex", "/etc/clauderon/codex", "/etc/clauderon/proxy-ca.pem", "/workspace/.clauderon/uploads"} {
+				if !strings.Contains(joined, want) {
+					t.Errorf("no mount at %s (%v)", want, targets)
+				}
 			}
 			if tt.req.Profile != "" && c.cfg.Labels[LabelProfile] != tt.req.Profile {
 				t.Errorf("profile label = %q", c.cfg.Labels[LabelProfile])
@@ -275,8 +286,8 @@ func TestCreate_WritesSharedFiles(t *testing.T) {
 		t.Errorf("new claude.json template = %q, want %q", cj, ClaudeJSONContent)
 	}
 	cj, _ = os.ReadFile(filepath.Join(dir2, "sessions", "s", "claude.json"))
-	if string(cj) != ClaudeJSONContent {
-		t.Errorf("session claude.json = %q, want %q", cj, ClaudeJSONContent)
+	if want := freshClaudeJSON(t); string(cj) != want {
+		t.Errorf("session claude.json = %q, want %q", cj, want)
 	}
 	if os.Geteuid() == 0 {
 		st, _ := os.Stat(filepath.Join(dir2, "sessions", "s", "claude.json"))
@@ -431,7 +442,7 @@ func TestRunArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"--network", "clauderon", "--label", "clauderon.profile=work"}
+	want := []string{"--network", "clauderon", "--label", "clauderon.profile=work", "--user", "1000:1000"}
 	env := []string{
 		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder",
 		"CURL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
@@ -450,6 +461,7 @@ func TestRunArgs(t *testing.T) {
 	want = append(want,
 		"--mount", "type=bind,source="+dir+"/ca-bundle.pem,target=/etc/ssl/certs/ca-certificates.crt,readonly",
 		"--mount", "type=bind,source="+dir+"/proxy-ca.pem,target=/usr/local/share/ca-certificates/clauderon.crt,readonly",
+		"--mount", "type=bind,source="+dir+"/proxy-ca.pem,target=/etc/clauderon/proxy-ca.pem,readonly",
 	)
 	last := got.Args[len(got.Args)-1]
 	runJSON := strings.TrimSuffix(strings.TrimPrefix(last, "type=bind,source="), ",target=/home/clauderon/.claude.json")
@@ -489,7 +501,7 @@ func TestDNS_ContainersResolveThroughTheGateway(t *testing.T) {
 	if !strings.Contains(strings.Join(ra.Args, " "), "--dns 10.213.0.1") {
 		t.Errorf("RunArgs = %v, want --dns 10.213.0.1", ra.Args)
 	}
-	_, hc := m.containerSpec(api.CreateRequest{Name: "dns", Prompt: "p", Image: "img", Agent: "claude"}, "/home/clauderon")
+	_, hc := m.containerSpec(api.CreateRequest{Name: "dns", Prompt: "p", Image: "img", Agent: "claude"}, "/home/clauderon", "1000:1000")
 	if len(hc.DNS) != 1 || hc.DNS[0] != "10.213.0.1" {
 		t.Errorf("session HostConfig.DNS = %v, want [10.213.0.1]", hc.DNS)
 	}
@@ -570,8 +582,8 @@ func TestClaudeJSON_NeverSharedBetweenContainers(t *testing.T) {
 		seen[p] = who
 	}
 	for who, p := range map[string]string{"session prod": prod, "run 2": run2} {
-		if got, _ := os.ReadFile(p); string(got) != ClaudeJSONContent {
-			t.Errorf("%s claude.json = %q, want fresh %q", who, got, ClaudeJSONContent)
+		if got, _ := os.ReadFile(p); string(got) != freshClaudeJSON(t) {
+			t.Errorf("%s claude.json = %q, want fresh %q", who, got, freshClaudeJSON(t))
 		}
 	}
 
@@ -591,9 +603,20 @@ func TestClaudeJSON_NeverSharedBetweenContainers(t *testing.T) {
 	if _, err := m.Create(ctx, api.CreateRequest{Name: "low", Prompt: "p"}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(low); string(got) != ClaudeJSONContent {
+	if got, _ := os.ReadFile(low); string(got) != freshClaudeJSON(t) {
 		t.Errorf("re-created session claude.json = %q, want fresh", got)
 	}
+}
+
+// freshClaudeJSON is what a container's claude.json holds when the template
+// is the default one.
+func freshClaudeJSON(t *testing.T) string {
+	t.Helper()
+	b, err := claudeJSONFor([]byte(ClaudeJSONContent), "/workspace")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // TestRunFiles_OldOnesRemovedAtStart: `clauderon run` files older than a

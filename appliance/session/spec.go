@@ -20,12 +20,21 @@ const (
 	LabelProfile = "clauderon.profile"
 )
 
-// Trust paths inside containers.
+// Paths inside containers. The reference tool's paths
+// (ReferenceCAPath, <workdir>/.clauderon/uploads, ReferenceCodexDir) exist
+// beside ours, so its users' scripts keep working.
 const (
 	ContainerBundlePath = "/etc/ssl/certs/ca-certificates.crt"
 	ContainerCAPath     = "/usr/local/share/ca-certificates/clauderon.crt"
 	ContainerUploads    = "/uploads"
+	ReferenceCAPath     = "/etc/clauderon/proxy-ca.pem"
+	ReferenceCodexDir   = "/etc/clauderon/codex"
 )
+
+// uploadsIn is the reference's uploads path under workdir.
+func uploadsIn(workdir string) string {
+	return strings.TrimSuffix(workdir, "/") + "/.clauderon/uploads"
+}
 
 // CAEnvVars all point at the combined bundle.
 var CAEnvVars = []string{"NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO"}
@@ -142,25 +151,35 @@ func (m *Manager) baseEnv(home string) []string {
 	return env
 }
 
-// trustMounts are the CA certificate and the combined bundle, read-only, and
-// the container's own claude.json (claudeJSON) read-write: claude rewrites
-// it. claudeJSON is never shared between containers.
+// trustMounts are the CA certificate (at our path and the reference's) and
+// the combined bundle, read-only, and the container's own claude.json
+// (claudeJSON) read-write: claude rewrites it. claudeJSON is never shared
+// between containers.
 func (m *Manager) trustMounts(home, claudeJSON string) []mountSpec {
 	return []mountSpec{
 		{Source: m.bundlePath(), Target: ContainerBundlePath, ReadOnly: true},
 		{Source: m.opts.CAPath, Target: ContainerCAPath, ReadOnly: true},
+		{Source: m.opts.CAPath, Target: ReferenceCAPath, ReadOnly: true},
 		{Source: claudeJSON, Target: filepath.Join(home, ".claude.json")},
 	}
 }
 
-// sessionMounts adds the uploads directory and, for Codex, its dummy config.
-// The session's claude.json is state_dir/sessions/<name>/claude.json.
+// sessionMounts adds the workspace (a repository session's clone) at the
+// workdir, the uploads directory (at the reference's path and at /uploads),
+// and the Codex dummy config read-only at the reference's path with a
+// writable ~/.codex of the session's own seeded from it. The session's
+// claude.json is state_dir/sessions/<name>/claude.json.
 func (m *Manager) sessionMounts(req api.CreateRequest, home string) []mountSpec {
 	ms := m.trustMounts(home, m.abs(filepath.Join(sessionDir(req.Name), claudeJSONName)))
-	ms = append(ms, mountSpec{Source: m.uploadsDir(req.Name), Target: ContainerUploads})
-	if req.Agent == "codex" {
-		ms = append(ms, mountSpec{Source: m.codexDir(), Target: filepath.Join(home, ".codex"), ReadOnly: true})
+	if req.Workspace != "" {
+		ms = append(ms, mountSpec{Source: req.Workspace, Target: m.opts.Workdir})
 	}
+	ms = append(ms,
+		mountSpec{Source: m.uploadsDir(req.Name), Target: uploadsIn(m.opts.Workdir)},
+		mountSpec{Source: m.uploadsDir(req.Name), Target: ContainerUploads},
+		mountSpec{Source: m.codexDir(), Target: ReferenceCodexDir, ReadOnly: true},
+		mountSpec{Source: m.abs(sessionCodexDir(req.Name)), Target: filepath.Join(home, ".codex")},
+	)
 	return ms
 }
 
@@ -172,14 +191,15 @@ func dockerMounts(ms []mountSpec) []mount.Mount {
 	return out
 }
 
-// containerSpec builds the container for a normalized request.
-func (m *Manager) containerSpec(req api.CreateRequest, home string) (*container.Config, *container.HostConfig) {
+// containerSpec builds the container for a normalized request; the agent
+// runs as user.
+func (m *Manager) containerSpec(req api.CreateRequest, home, user string) (*container.Config, *container.HostConfig) {
 	interactive := !req.Print
 	cfg := &container.Config{
 		Image:        req.Image,
 		Cmd:          agentCmd(req),
-		Env:          m.baseEnv(home),
-		User:         m.opts.User,
+		Env:          append(m.baseEnv(home), "DISABLE_AUTOUPDATER=1"),
+		User:         user,
 		WorkingDir:   m.opts.Workdir,
 		Labels:       map[string]string{LabelSession: req.Name, LabelProfile: req.Profile},
 		Tty:          interactive,
@@ -201,8 +221,11 @@ func (m *Manager) containerSpec(req api.CreateRequest, home string) (*container.
 // RunArgs returns the docker-run flags for `clauderon run`: network,
 // placeholders and CA variables, CA/bundle/claude.json mounts, the profile
 // label. Every call gets a claude.json of its own, written fresh in
-// state_dir/run/<random>/ (removed after a day, see cleanRunFiles). HOME is set to Options.Home so claude.json is found; user flags
-// placed after these override them.
+// state_dir/run/<random>/ (removed after a day, see cleanRunFiles), owned
+// by the user the container runs as (req.User, else sessions.user; never
+// root, which claude --dangerously-skip-permissions refuses). HOME is set
+// to Options.Home so claude.json is found; user flags placed after these
+// override them.
 func (m *Manager) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs, error) {
 	if err := ctx.Err(); err != nil {
 		return api.RunArgs{}, err
@@ -214,14 +237,21 @@ func (m *Manager) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs,
 	if !profileRE.MatchString(profile) {
 		return api.RunArgs{}, fmt.Errorf("profile %q must be a-z 0-9 _ -, e.g. work: %w", profile, api.ErrInvalid)
 	}
+	user := req.User
+	if user == "" {
+		user = m.opts.User
+	}
+	if err := checkUser(user); err != nil {
+		return api.RunArgs{}, err
+	}
 	if err := m.ensureSharedFiles(); err != nil {
 		return api.RunArgs{}, err
 	}
-	claudeJSON, err := m.newRunClaudeJSON()
+	claudeJSON, err := m.newRunClaudeJSON(user)
 	if err != nil {
 		return api.RunArgs{}, err
 	}
-	args := []string{"--network", m.opts.Network, "--label", LabelProfile + "=" + profile}
+	args := []string{"--network", m.opts.Network, "--label", LabelProfile + "=" + profile, "--user", user}
 	if m.opts.DNS != "" {
 		args = append(args, "--dns", m.opts.DNS)
 	}

@@ -30,6 +30,10 @@ CREATE TABLE IF NOT EXISTS sessions (
 	created_at TEXT NOT NULL
 );`
 
+// addedColumns came after the first schema; openStore adds those an older
+// database lacks.
+var addedColumns = []string{"workspace", "repo", "branch", "user"}
+
 func openStore(ctx context.Context, path string) (*store, error) {
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)")
 	if err != nil {
@@ -40,15 +44,45 @@ func openStore(ctx context.Context, path string) (*store, error) {
 		db.Close()
 		return nil, fmt.Errorf("creating session schema in %s: %w", path, err)
 	}
+	if err := addColumns(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("upgrading session schema in %s: %w", path, err)
+	}
 	return &store{db: db}, nil
+}
+
+func addColumns(ctx context.Context, db *sql.DB) error {
+	rows, err := db.QueryContext(ctx, `SELECT name FROM pragma_table_info('sessions')`)
+	if err != nil {
+		return err
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return err
+		}
+		have[n] = true
+	}
+	rows.Close()
+	for _, c := range addedColumns {
+		if !have[c] {
+			if _, err := db.ExecContext(ctx, `ALTER TABLE sessions ADD COLUMN `+c+` TEXT NOT NULL DEFAULT ''`); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (s *store) close() error { return s.db.Close() }
 
 func (s *store) insert(ctx context.Context, se api.Session) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (name, container, image, agent, profile, prompt, print, state, exit_code, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		se.Name, se.Container, se.Image, se.Agent, se.Profile, se.Prompt, se.Print, se.State, se.ExitCode, se.CreatedAt.UTC().Format(time.RFC3339Nano))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (name, container, image, agent, profile, prompt, print, state, exit_code, created_at, workspace, repo, branch, user)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		se.Name, se.Container, se.Image, se.Agent, se.Profile, se.Prompt, se.Print, se.State, se.ExitCode, se.CreatedAt.UTC().Format(time.RFC3339Nano),
+		se.Workspace, se.Repo, se.Branch, se.User)
 	if err != nil {
 		return fmt.Errorf("recording session %q: %w", se.Name, err)
 	}
@@ -86,7 +120,7 @@ func (s *store) list(ctx context.Context) ([]api.Session, error) {
 }
 
 func (s *store) query(ctx context.Context, where string, args ...any) ([]api.Session, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, container, image, agent, profile, prompt, print, state, exit_code, created_at FROM sessions `+where, args...)
+	rows, err := s.db.QueryContext(ctx, `SELECT name, container, image, agent, profile, prompt, print, state, exit_code, created_at, workspace, repo, branch, user FROM sessions `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading sessions: %w", err)
 	}
@@ -95,7 +129,8 @@ func (s *store) query(ctx context.Context, where string, args ...any) ([]api.Ses
 	for rows.Next() {
 		var se api.Session
 		var created string
-		if err := rows.Scan(&se.Name, &se.Container, &se.Image, &se.Agent, &se.Profile, &se.Prompt, &se.Print, &se.State, &se.ExitCode, &created); err != nil {
+		if err := rows.Scan(&se.Name, &se.Container, &se.Image, &se.Agent, &se.Profile, &se.Prompt, &se.Print, &se.State, &se.ExitCode, &created,
+			&se.Workspace, &se.Repo, &se.Branch, &se.User); err != nil {
 			return nil, fmt.Errorf("reading session row: %w", err)
 		}
 		if se.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {

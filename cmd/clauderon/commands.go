@@ -12,42 +12,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func (a *app) createCmd() *cobra.Command {
-	var req api.CreateRequest
-	cmd := &cobra.Command{
-		Use:   "create --name NAME --prompt PROMPT",
-		Short: "Start an agent session in a container on the clauderon network",
-		Example: `  clauderon create --name fix-tests --prompt 'make the tests pass'
-  clauderon create --name q --prompt 'summarize README.md' --print && clauderon logs q -f`,
-		Args: args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			se, err := a.client().CreateSession(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			if a.json {
-				return a.printJSON(se)
-			}
-			fmt.Fprintf(a.out, "created session %s (container %s, image %s, agent %s, profile %s)\n", se.Name, se.Container, se.Image, se.Agent, se.Profile)
-			if se.Print {
-				fmt.Fprintf(a.out, "output: clauderon logs %s -f\n", se.Name)
-			} else {
-				fmt.Fprintf(a.out, "attach: clauderon attach %s   (detach: Ctrl-P Ctrl-Q)\n", se.Name)
-			}
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&req.Name, "name", "", "session name (container clauderon-NAME)")
-	f.StringVar(&req.Prompt, "prompt", "", "the task for the agent")
-	f.StringVar(&req.Image, "image", "", "agent image (default sessions.image)")
-	f.BoolVar(&req.Print, "print", false, "non-interactive: run once, output in clauderon logs")
-	f.StringVar(&req.Agent, "agent", "claude", "agent: claude or codex")
-	f.StringVar(&req.Profile, "profile", "", "credential profile (default \"default\")")
-	_ = cmd.MarkFlagRequired("name")
-	return cmd
-}
-
 // completeSessions offers session names from the daemon for shell completion.
 func (a *app) completeSessions(cmd *cobra.Command, argv []string, _ string) ([]string, cobra.ShellCompDirective) {
 	if len(argv) > 0 {
@@ -149,12 +113,20 @@ func (a *app) logsCmd() *cobra.Command {
 }
 
 func (a *app) rmCmd() *cobra.Command {
-	return &cobra.Command{
+	var force, deleteBranch bool
+	cmd := &cobra.Command{
 		Use:               "rm NAME",
 		ValidArgsFunction: a.completeSessions,
-		Short:             "Remove a session and its container",
+		Short:             "Remove a session, its container and its workspace (its branch stays in your repository)",
 		Args:              args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
+			se, err := a.findSession(cmd.Context(), argv[0])
+			if err != nil {
+				return err
+			}
+			if err := a.keepOrDropBranch(cmd.Context(), se, deleteBranch); err != nil && !force {
+				return fmt.Errorf("%w\nnothing removed; rm -f removes the session anyway (its work in %s is lost)", err, se.Workspace)
+			}
 			if err := a.client().RemoveSession(cmd.Context(), argv[0]); err != nil {
 				return err
 			}
@@ -165,6 +137,28 @@ func (a *app) rmCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove even when the session's branch cannot be brought back")
+	cmd.Flags().BoolVar(&deleteBranch, "delete-branch", false, "also delete branch clauderon/NAME from your repository")
+	return cmd
+}
+
+// keepOrDropBranch fetches a repository session's branch back into the
+// repository before its workspace goes, or deletes it with --delete-branch.
+func (a *app) keepOrDropBranch(ctx context.Context, se api.Session, deleteBranch bool) error {
+	if se.Repo == "" || se.Branch == "" {
+		return nil
+	}
+	if deleteBranch {
+		if _, err := git(ctx, "-C", se.Repo, "branch", "-D", se.Branch); err != nil && !strings.Contains(err.Error(), "not found") {
+			return err
+		}
+		return nil
+	}
+	if err := fetchBack(ctx, se); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.errOut, "branch %s is in %s\n", se.Branch, se.Repo)
+	return nil
 }
 
 func (a *app) runCmd() *cobra.Command {
@@ -172,8 +166,10 @@ func (a *app) runCmd() *cobra.Command {
 		Use:   "run [--profile P] [docker run flags] IMAGE [COMMAND [ARG...]]",
 		Short: "docker run with the clauderon network, CA trust and placeholder credentials",
 		Long: `run execs 'docker run' with the flags the daemon supplies (--network, placeholder
-credentials, CA bundle and variables, claude.json, the profile label) placed
-before your own flags, which can override them.`,
+credentials, CA bundle and variables, claude.json, the profile label, and
+--user sessions.user, since claude --dangerously-skip-permissions refuses root)
+placed before your own flags, which can override them. With your own --user
+the claude.json is given to that user.`,
 		Example:            `  clauderon run --rm -it -v "$PWD:/workspace" -w /workspace node:22 npm test`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, argv []string) error {
@@ -184,7 +180,7 @@ before your own flags, which can override them.`,
 			if rest == nil {
 				return cmd.Help()
 			}
-			ra, err := a.client().RunArgs(cmd.Context(), api.RunRequest{Profile: profile})
+			ra, err := a.client().RunArgs(cmd.Context(), api.RunRequest{Profile: profile, User: runUser(rest)})
 			if err != nil {
 				return err
 			}

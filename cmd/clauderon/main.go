@@ -188,6 +188,10 @@ Exit codes: 0 ok, 1 failure, 2 usage error, 3 daemon unreachable.`,
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "machine-readable JSON output")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.createCmd(), a.attachCmd(), a.listCmd(), a.logsCmd(), a.rmCmd(), a.runCmd(),
+		a.controlCmd(api.ActionStop, "Stop a session's container (the session and its files stay)"),
+		a.controlCmd(api.ActionStart, "Start a stopped session again"),
+		a.controlCmd(api.ActionRestart, "Restart a session's container"),
+		a.execCmd(), a.cpCmd(),
 		a.statusCmd(), a.auditCmd(), a.doctorCmd(), a.caCmd(), a.reloadCmd(), a.versionCmd(), a.imageCmd())
 	return root
 }

@@ -27,6 +27,12 @@ type fakeBackend struct {
 	gotQuery api.AuditQuery
 	gotRun   api.RunRequest
 	created  []api.CreateRequest
+	wsRoot   string // PrepareWorkspace makes directories here
+	// printExit is the exit code print sessions end with (they are
+	// "exited" right after CreateSession).
+	printExit int
+	// afterCreate, if set, runs when a session is created (the "agent").
+	afterCreate func(api.CreateRequest)
 }
 
 func (f *fakeBackend) Status(ctx context.Context) (api.Status, error) { return f.status, nil }
@@ -40,9 +46,17 @@ func (f *fakeBackend) CreateSession(ctx context.Context, req api.CreateRequest) 
 	}
 	f.created = append(f.created, req)
 	s := api.Session{Name: req.Name, Container: "clauderon-" + req.Name, Image: "clauderon-agent:latest", Agent: req.Agent, Profile: "default",
-		Prompt: req.Prompt, Print: req.Print, State: "running", CreatedAt: time.Date(2026, 11, 28, 21, 0, 0, 0, time.UTC)}
+		Prompt: req.Prompt, Print: req.Print, State: "running", CreatedAt: time.Date(2026, 11, 28, 21, 0, 0, 0, time.UTC),
+		Workspace: req.Workspace, Repo: req.Repo, Branch: req.Branch}
+	created := s
+	if f.afterCreate != nil {
+		f.afterCreate(req)
+	}
+	if req.Print {
+		s.State, s.ExitCode = "exited", f.printExit
+	}
 	f.sessions = append(f.sessions, s)
-	return s, nil
+	return created, nil
 }
 func (f *fakeBackend) ListSessions(ctx context.Context) ([]api.Session, error) {
 	f.mu.Lock()
@@ -63,6 +77,24 @@ func (f *fakeBackend) RemoveSession(ctx context.Context, name string) error {
 func (f *fakeBackend) SessionLogs(ctx context.Context, name string, follow bool, w io.Writer) error {
 	_, err := fmt.Fprintf(w, "log of %s follow=%v\n", name, follow)
 	return err
+}
+func (f *fakeBackend) ControlSession(ctx context.Context, name, action string) (api.Session, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, s := range f.sessions {
+		if s.Name == name {
+			f.sessions[i].State = map[string]string{api.ActionStop: "exited", api.ActionStart: "running", api.ActionRestart: "running"}[action]
+			return f.sessions[i], nil
+		}
+	}
+	return api.Session{}, fmt.Errorf("session %q: %w", name, api.ErrNotFound)
+}
+func (f *fakeBackend) PrepareWorkspace(ctx context.Context, name string) (api.Workspace, error) {
+	p := filepath.Join(f.wsRoot, name)
+	if err := os.Mkdir(p, 0o700); err != nil {
+		return api.Workspace{}, err
+	}
+	return api.Workspace{Path: p, UID: os.Getuid(), GID: os.Getgid()}, nil
 }
 func (f *fakeBackend) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs, error) {
 	f.mu.Lock()
@@ -105,7 +137,8 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	fb := &fakeBackend{status: readyStatus, doctor: api.DoctorReport{Steps: []api.DoctorStep{{Name: "daemon ready", OK: true, Detail: "v0.1.0"}}}}
+	fb := &fakeBackend{status: readyStatus, doctor: api.DoctorReport{Steps: []api.DoctorStep{{Name: "daemon ready", OK: true, Detail: "v0.1.0"}}},
+		wsRoot: t.TempDir()}
 	sock := filepath.Join(t.TempDir(), "d.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -178,14 +211,17 @@ func TestStatus_HumanOutputAndExitCodes(t *testing.T) {
 
 func TestSessions_CreateListLogsRm(t *testing.T) {
 	h := newHarness(t)
-	code, out, errOut := h.run("create", "--name", "fix", "--prompt", "fix the tests", "--agent", "codex")
+	code, out, errOut := h.run("create", "--no-repo", "--name", "fix", "--prompt", "fix the tests", "--agent", "codex")
 	if code != 0 {
 		t.Fatalf("create = %d %s", code, errOut)
 	}
-	if want := "created session fix (container clauderon-fix, image clauderon-agent:latest, agent codex, profile default)\nattach: clauderon attach fix   (detach: Ctrl-P Ctrl-Q)\n"; out != want {
+	if want := "attach: clauderon attach fix   (detach: Ctrl-P Ctrl-Q)\n"; out != want {
 		t.Errorf("create output:\n%q\nwant\n%q", out, want)
 	}
-	code, out, _ = h.run("create", "--json", "--name", "q", "--prompt", "hi", "--print")
+	if want := "created session fix (container clauderon-fix, image clauderon-agent:latest, agent codex, profile default)\n"; errOut != want {
+		t.Errorf("create stderr:\n%q\nwant\n%q", errOut, want)
+	}
+	code, out, _ = h.run("create", "--no-repo", "--json", "--name", "q", "--prompt", "hi", "--print", "--detach")
 	var se api.Session
 	if err := json.Unmarshal([]byte(out), &se); err != nil || code != 0 || !se.Print || se.Name != "q" {
 		t.Errorf("create --json = %d %v %+v", code, err, se)
@@ -193,7 +229,7 @@ func TestSessions_CreateListLogsRm(t *testing.T) {
 	if diff := cmp.Diff(api.CreateRequest{Name: "q", Prompt: "hi", Print: true, Agent: "claude"}, h.fb.created[1]); diff != "" {
 		t.Errorf("request (-want +got):\n%s", diff)
 	}
-	code, _, errOut = h.run("create", "--name", "fix", "--prompt", "again")
+	code, _, errOut = h.run("create", "--no-repo", "--name", "fix", "--prompt", "again")
 	if code != 1 || !strings.Contains(errOut, `session "fix": already exists (remove it with: clauderon rm fix)`) {
 		t.Errorf("duplicate create = %d %q", code, errOut)
 	}
@@ -219,7 +255,7 @@ func TestSessions_CreateListLogsRm(t *testing.T) {
 		t.Errorf("rm = %d %q", code, out)
 	}
 	code, _, errOut = h.run("rm", "fix")
-	if code != 1 || !strings.Contains(errOut, `session "fix": not found`) {
+	if code != 1 || !strings.Contains(errOut, `no session "fix"`) {
 		t.Errorf("rm missing = %d %q", code, errOut)
 	}
 	code, out, _ = h.run("--json", "rm", "nope")
