@@ -85,7 +85,8 @@ type Rule struct {
 	Template           string   `mapstructure:"template" yaml:"template,omitempty"`
 	Strip              []string `mapstructure:"strip" yaml:"strip,omitempty"`
 	OnClientCredential string   `mapstructure:"on_client_credential" yaml:"on_client_credential,omitempty"`
-	Deny               []string `mapstructure:"deny" yaml:"deny,omitempty"` // "[METHOD] /path/prefix" never given the credential
+	Deny               []string `mapstructure:"deny" yaml:"deny,omitempty"`   // "[METHOD] /path/prefix" never given the credential
+	Allow              []string `mapstructure:"allow" yaml:"allow,omitempty"` // when set, only these "[METHOD] /path/prefix" get it
 }
 
 // EgressConfig is the policy for traffic that no rule intercepts.

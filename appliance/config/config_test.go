@@ -110,7 +110,7 @@ rules:
 default_rules: false
 egress:
   mode: audit
-  allow: [pypi.org, "*.githubusercontent.com"]
+  allow: [pypi.org, "*.pythonhosted.org"]
   allow_cidrs: [{cidr: 192.0.2.0/24, proto: udp, ports: [53, 123]}]
 upstreams: [{host: api.anthropic.com, address: "127.0.0.1:9443", ca_file: ` + caFile + `}]
 dns: {deny_rcode: refused, rate_per_second: 0, burst: 0, servers: [192.0.2.53, "192.0.2.54:5353"]}

@@ -22,3 +22,32 @@ func TestRules_DenyEntries(t *testing.T) {
 		}
 	}
 }
+
+func TestRules_AllowEntriesAndPublicSuffixes(t *testing.T) {
+	ok := "rules:\n  - host: api.example.com\n    credential: example\n    allow: [\"POST /v1/messages\", \"GET /repos/*/*/pulls\"]\n"
+	cfg, err := load(t, ok, nil)
+	if err != nil {
+		t.Fatalf("valid allow list: %v", err)
+	}
+	if got := cfg.Rules[0].Allow; len(got) != 2 || got[1] != "GET /repos/*/*/pulls" {
+		t.Errorf("Allow = %q", got)
+	}
+	for _, bad := range []string{"/v1/%6beys", "/v1/keys;x", `/v1\keys`} {
+		text := "rules:\n  - host: api.example.com\n    credential: example\n    allow: [\"" + strings.ReplaceAll(bad, `\`, `\\`) + "\"]\n"
+		if _, err := load(t, text, nil); err == nil || !strings.Contains(err.Error(), "rules[0].allow[0]") {
+			t.Errorf("allow %q: err = %v, want one naming rules[0].allow[0]", bad, err)
+		}
+	}
+	for _, tc := range []struct{ text, key string }{
+		{"rules:\n  - host: \"*.github.io\"\n    credential: example\n", "rules[0].host"},
+		{"rules:\n  - host: \"*.co.uk\"\n    credential: example\n", "rules[0].host"},
+		{"egress:\n  allow: [\"*.githubusercontent.com\"]\n", "egress.allow[0]"},
+	} {
+		if _, err := load(t, tc.text, nil); err == nil || !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), "public suffix") {
+			t.Errorf("%q: err = %v, want a public-suffix refusal naming %s", tc.text, err, tc.key)
+		}
+	}
+	if _, err := load(t, "egress:\n  allow: [\"*.pythonhosted.org\"]\nrules:\n  - host: \"*.example.com\"\n    credential: example\n", nil); err != nil {
+		t.Errorf("wildcards under ordinary domains: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"golang.org/x/net/publicsuffix"
 	"net"
 	"net/netip"
 	"os"
@@ -152,6 +153,24 @@ func (c *Config) validateMetrics() error {
 
 // validHost accepts a lower-case DNS name, optionally with a leading "*."
 // wildcard, and rejects IP literals (rules route by SNI).
+// validPathRule checks a deny/allow entry: "[METHOD] /path/prefix", written
+// decoded (the injector matches every decoded form of a request's path).
+func validPathRule(d string) bool {
+	return denyRE.MatchString(d) && !strings.Contains(d, "/../") && !strings.HasSuffix(d, "/..") &&
+		!strings.Contains(d, "//") && !strings.ContainsAny(d, "%;\\")
+}
+
+// publicSuffixWildcard reports a "*.suffix" whose suffix is a public suffix
+// (github.io, co.uk): anyone can own a name under it.
+func publicSuffixWildcard(h string) bool {
+	rest, ok := strings.CutPrefix(h, "*.")
+	if !ok {
+		return false
+	}
+	ps, icann := publicsuffix.PublicSuffix(rest)
+	return ps == rest && (icann || strings.Contains(rest, "."))
+}
+
 func validHost(h string, wildcard bool) bool {
 	if wildcard {
 		h = strings.TrimPrefix(h, "*.")
@@ -199,10 +218,18 @@ func validateRule(key string, r Rule) error {
 			errs = append(errs, keyErr(fmt.Sprintf("%s.strip[%d]", key, j), "%q is not an HTTP header name; expected e.g. X-Api-Key", h))
 		}
 	}
-	for j, d := range r.Deny {
-		if !denyRE.MatchString(d) || strings.Contains(d, "/../") || strings.HasSuffix(d, "/..") || strings.Contains(d, "//") {
-			errs = append(errs, keyErr(fmt.Sprintf("%s.deny[%d]", key, j), "%q is not \"[METHOD] /path/prefix\"; expected e.g. \"POST /v1/keys\"", d))
+	for _, list := range []struct {
+		name    string
+		entries []string
+	}{{"deny", r.Deny}, {"allow", r.Allow}} {
+		for j, d := range list.entries {
+			if !validPathRule(d) {
+				errs = append(errs, keyErr(fmt.Sprintf("%s.%s[%d]", key, list.name, j), "%q is not \"[METHOD] /path/prefix\" (decoded: no %%, ; or \\; \"*\" for one segment); expected e.g. \"POST /v1/keys\"", d))
+			}
 		}
+	}
+	if publicSuffixWildcard(r.Host) {
+		errs = append(errs, keyErr(key+".host", "%q would send the credential to every site under the public suffix %s; name the hosts instead", r.Host, strings.TrimPrefix(r.Host, "*.")))
 	}
 	if !oneOf(r.OnClientCredential, "", "replace", "keep", "reject") {
 		errs = append(errs, keyErr(key+".on_client_credential", "%q is not one of replace, keep, reject; expected e.g. replace", r.OnClientCredential))
@@ -230,8 +257,11 @@ func (c *Config) validateEgress() error {
 		errs = append(errs, keyErr("egress.mode", "%q is not one of enforce, audit; expected e.g. enforce", c.Egress.Mode))
 	}
 	for i, h := range c.Egress.Allow {
-		if !validHost(h, true) {
-			errs = append(errs, keyErr(fmt.Sprintf("egress.allow[%d]", i), "%q is not a lower-case host name; expected e.g. pypi.org or *.githubusercontent.com", h))
+		switch {
+		case !validHost(h, true):
+			errs = append(errs, keyErr(fmt.Sprintf("egress.allow[%d]", i), "%q is not a lower-case host name; expected e.g. pypi.org or *.pythonhosted.org", h))
+		case publicSuffixWildcard(h):
+			errs = append(errs, keyErr(fmt.Sprintf("egress.allow[%d]", i), "%q would pass through every site under the public suffix %s; name the hosts instead, e.g. raw.githubusercontent.com", h, strings.TrimPrefix(h, "*.")))
 		}
 	}
 	for i, a := range c.Egress.AllowCIDRs {
