@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_root
-ensure_packages debootstrap curl git npm
+ensure_packages debootstrap curl git npm tmux
 ensure_dockerd
 
 what="${1:-all}"

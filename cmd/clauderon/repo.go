@@ -77,7 +77,13 @@ func cloneInto(ctx context.Context, r repoInfo, ws api.Workspace, branch string)
 	if _, err := git(ctx, "clone", "--quiet", "--local", "--no-checkout", r.top, ws.Path); err != nil {
 		return err
 	}
-	if _, err := git(ctx, "-C", ws.Path, "checkout", "--quiet", "-b", branch, r.head); err != nil {
+	// As root the clone sits in a directory that already belongs to the
+	// session's user, which git calls dubious ownership; it is ours.
+	inWS := []string{"-C", ws.Path}
+	if os.Geteuid() == 0 {
+		inWS = append(inWS, "-c", "safe.directory="+ws.Path)
+	}
+	if _, err := git(ctx, append(inWS, "checkout", "--quiet", "-b", branch, r.head)...); err != nil {
 		return err
 	}
 	for _, k := range []string{"user.name", "user.email"} {
@@ -85,7 +91,7 @@ func cloneInto(ctx context.Context, r repoInfo, ws api.Workspace, branch string)
 		if v == "" {
 			v = map[string]string{"user.name": "clauderon agent", "user.email": "agent@clauderon.invalid"}[k]
 		}
-		if _, err := git(ctx, "-C", ws.Path, "config", k, v); err != nil {
+		if _, err := git(ctx, append(inWS, "config", k, v)...); err != nil {
 			return err
 		}
 	}
@@ -121,11 +127,13 @@ func fetchBack(ctx context.Context, se api.Session) error {
 	if _, err := os.Stat(filepath.Join(se.Workspace, ".git")); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("the workspace %s is gone", se.Workspace)
 	}
-	args := []string{"-C", se.Repo}
+	args := []string{"-C", se.Repo, "fetch", "--quiet"}
 	if os.Geteuid() == 0 {
-		args = append(args, "-c", "safe.directory=*")
+		// git drops -c settings for the local upload-pack it spawns, so
+		// the exception goes on that command itself.
+		args = append(args, "--upload-pack", "git -c safe.directory='*' upload-pack")
 	}
-	args = append(args, "fetch", "--quiet", se.Workspace, "+"+se.Branch+":"+se.Branch)
+	args = append(args, se.Workspace, "+"+se.Branch+":"+se.Branch)
 	if _, err := git(ctx, args...); err != nil {
 		return fmt.Errorf("bringing branch %s back into %s: %w", se.Branch, se.Repo, err)
 	}

@@ -45,8 +45,9 @@ egress:
   mode: enforce
   allow: [%s]
 upstreams:
-%sdrain_timeout: 2s
-`, s.state, tlsPort, dnsPort, s.socket(), networkName, bridgeName, subnet, passHost, ups.String())
+%ssessions: {workspaces_dir: %q}
+drain_timeout: 2s
+`, s.state, tlsPort, dnsPort, s.socket(), networkName, bridgeName, subnet, passHost, ups.String(), filepath.Join(s.tmp, "workspaces"))
 	s.config = filepath.Join(s.tmp, "config.yaml")
 	return os.WriteFile(s.config, []byte(cfg), 0o600)
 }

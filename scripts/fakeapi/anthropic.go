@@ -116,8 +116,12 @@ func (a *Anthropic) messages(w http.ResponseWriter, r *http.Request, auth string
 			"error": map[string]string{"type": "authentication_error", "message": "invalid credential (auth=" + auth + ")"}}), false
 	}
 	var body struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
+		Model    string            `json:"model"`
+		Stream   bool              `json:"stream"`
+		Messages []json.RawMessage `json:"messages"`
+		Tools    []struct {
+			Name string `json:"name"`
+		} `json:"tools"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 16<<20)).Decode(&body); err != nil {
 		return writeJSON(w, http.StatusBadRequest, map[string]any{"type": "error",
@@ -129,10 +133,25 @@ func (a *Anthropic) messages(w http.ResponseWriter, r *http.Request, auth string
 	if strings.HasSuffix(r.URL.Path, "/count_tokens") {
 		return writeJSON(w, http.StatusOK, map[string]int{"input_tokens": 12}), false
 	}
-	if !body.Stream {
-		return writeJSON(w, http.StatusOK, message(body.Model, Reply)), false
+	if wantsFailure(body.Messages) {
+		return writeJSON(w, http.StatusBadRequest, map[string]any{"type": "error",
+			"error": map[string]string{"type": "invalid_request_error", "message": "the e2e script refuses this prompt"}}), false
 	}
-	streamSSE(w, body.Model)
+	if call, ok := scriptedToolCall(body.Messages, body.Tools); ok {
+		if !body.Stream {
+			return writeJSON(w, http.StatusOK, toolUseMessage(body.Model, call)), false
+		}
+		streamToolUse(w, body.Model, call)
+		return http.StatusOK, true
+	}
+	reply := Reply
+	if n := countToolResults(body.Messages); n > 0 {
+		reply = Reply + " " + ScriptDone
+	}
+	if !body.Stream {
+		return writeJSON(w, http.StatusOK, message(body.Model, reply)), false
+	}
+	streamSSE(w, body.Model, reply)
 	return http.StatusOK, true
 }
 
@@ -147,7 +166,7 @@ func message(model, text string) map[string]any {
 
 // streamSSE writes the event sequence of a real streamed Messages answer,
 // flushing each event, with a short pause so buffering proxies are visible.
-func streamSSE(w http.ResponseWriter, model string) {
+func streamSSE(w http.ResponseWriter, model, reply string) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
@@ -164,7 +183,7 @@ func streamSSE(w http.ResponseWriter, model string) {
 			"content_block": map[string]string{"type": "text", "text": ""}}},
 		{"ping", map[string]string{"type": "ping"}},
 	}
-	for _, word := range strings.SplitAfter(Reply, " ") {
+	for _, word := range strings.SplitAfter(reply, " ") {
 		events = append(events, struct {
 			name string
 			data any
