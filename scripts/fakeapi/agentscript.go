@@ -141,4 +141,3 @@ func chunks(s string, n int) []string {
 	}
 	return append(out, s)
 }
-
