@@ -109,9 +109,15 @@ type Config struct {
 	IdleTimeout       time.Duration // client keep-alive; default 120s
 	MaxHeaderBytes    int           // request headers; default 64 KiB (431 beyond)
 	// WriteIdleTimeout cuts a response the client has not accepted a byte
-	// of for this long, to within 1/64 of it (slow or stuck readers);
-	// default 5m.
-	WriteIdleTimeout   time.Duration
+	// of for this long, to within 1/64 of it (a client that stops reading,
+	// or never opens its h2 flow-control window): the upstream response
+	// is abandoned and its buffers freed. Default 60s.
+	WriteIdleTimeout time.Duration
+	// BodyIdleTimeout fails a request whose body makes no progress for this
+	// long, to within 1/64 of it (a stalled upload holds buffers on both
+	// legs): 408 to the client if no response has started, and the
+	// upstream request is cancelled. Default 30s.
+	BodyIdleTimeout    time.Duration
 	DialTimeout        time.Duration // upstream TCP connect; default 10s
 	UpstreamTLSTimeout time.Duration // upstream TLS handshake; default 10s
 	// ResponseHeaderTimeout bounds the wait for upstream response headers.
@@ -122,11 +128,20 @@ type Config struct {
 	// MaxConns caps open client connections (peeking, spliced or held by
 	// the HTTP server); beyond it new connections are closed. Default 4096.
 	MaxConns int
-	// MaxConnsPerSource caps open connections from one client address, so
-	// one container cannot take every slot of MaxConns from the others.
-	// Default 512.
+	// MaxConnsPerSource caps open connections from one client address.
+	// Default 256. The last quarter of MaxConns is kept for sources
+	// holding fewer than MaxConns/64 (the fair-share rule in doc.go), so
+	// a few containers cannot take every slot from the others.
 	MaxConnsPerSource int
-	LeafLifetime      time.Duration // default localca.DefaultLeafLifetime
+	// MaxRequests caps intercepted requests in flight (HTTP/1.1 and h2
+	// alike), MaxRequestsPerSource those of one client address; the same
+	// fair-share rule applies. A request beyond them is answered 503 with
+	// Retry-After, audited and counted (Stats.RefusedRequests). They bound
+	// the memory requests hold (h2 buffers on both legs, up to about
+	// 1 MiB each). Defaults 512 and 48.
+	MaxRequests          int
+	MaxRequestsPerSource int
+	LeafLifetime         time.Duration // default localca.DefaultLeafLifetime
 
 	// DialContext dials upstream TCP; nil: a net.Dialer. It must hand
 	// control to net.Dialer.ControlContext (the address policy); the peer
@@ -136,6 +151,13 @@ type Config struct {
 	// InterfaceAddrs lists the host's own addresses; nil: net.InterfaceAddrs.
 	InterfaceAddrs func() ([]net.Addr, error)
 }
+
+// Defaults of the fair-share limits (see Config and the package doc).
+const (
+	DefaultMaxConnsPerSource    = 256
+	DefaultMaxRequests          = 512
+	DefaultMaxRequestsPerSource = 48
+)
 
 // ControlFunc is net.Dialer.ControlContext's signature.
 type ControlFunc = func(ctx context.Context, network, address string, c syscall.RawConn) error
@@ -171,7 +193,8 @@ func (c *Config) setDefaults() {
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.ReadHeaderTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 120*time.Second)
-	def(&c.WriteIdleTimeout, 5*time.Minute)
+	def(&c.WriteIdleTimeout, 60*time.Second)
+	def(&c.BodyIdleTimeout, 30*time.Second)
 	def(&c.DialTimeout, 10*time.Second)
 	def(&c.UpstreamTLSTimeout, 10*time.Second)
 	def(&c.PassthroughIdleTimeout, 10*time.Minute)
@@ -183,7 +206,13 @@ func (c *Config) setDefaults() {
 		c.MaxConns = 4096
 	}
 	if c.MaxConnsPerSource <= 0 {
-		c.MaxConnsPerSource = 512
+		c.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
+	if c.MaxRequests <= 0 {
+		c.MaxRequests = DefaultMaxRequests
+	}
+	if c.MaxRequestsPerSource <= 0 {
+		c.MaxRequestsPerSource = DefaultMaxRequestsPerSource
 	}
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 64 << 10

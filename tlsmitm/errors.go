@@ -92,6 +92,10 @@ func classifyHTTP(err error) httpError {
 		return httpError{http.StatusForbidden, "clauderon_forbidden", "", err.Error()}
 	case errors.Is(err, errInjector):
 		return httpError{http.StatusInternalServerError, "clauderon_injector_error", "", err.Error()}
+	case errors.Is(err, errTooMany):
+		return httpError{http.StatusServiceUnavailable, "clauderon_overloaded", "", err.Error()}
+	case errors.Is(err, errBodyIdle):
+		return httpError{http.StatusRequestTimeout, "clauderon_request_timeout", "", err.Error()}
 	case errors.Is(err, errExpectation):
 		return httpError{http.StatusExpectationFailed, "clauderon_expectation_failed", "", err.Error()}
 	case errors.Is(err, context.Canceled), errors.Is(err, errClientClosed):
@@ -152,6 +156,14 @@ func upstreamKind(err error) string {
 	}
 	return KindConnect
 }
+
+// errBodyIdle: the request body made no progress for BodyIdleTimeout; 408
+// when no response has started, and the upstream request is cancelled.
+var errBodyIdle = errors.New("request body idle")
+
+// retryAfterSeconds is the Retry-After of a 503 for a fair-share limit: the
+// requests holding the slots are usually API calls of seconds.
+const retryAfterSeconds = "1"
 
 // errTLSHandshake marks failures of the upstream TLS handshake.
 var errTLSHandshake = errors.New("upstream TLS handshake failed")

@@ -35,6 +35,15 @@ type upstreamConn struct {
 
 func (uc *upstreamConn) Close() error { return uc.conn.Close() }
 
+// abort closes the TCP connection under TLS at once: a read blocked on
+// it fails even if the peer answers the close.
+func (uc *upstreamConn) abort() {
+	if nc, ok := uc.conn.(interface{ NetConn() net.Conn }); ok {
+		nc.NetConn().Close()
+	}
+	uc.conn.Close()
+}
+
 // limitHead bounds what the next response head may read; unlimit lifts it
 // for the body.
 func (uc *upstreamConn) limitHead() { uc.lr.n = maxResponseHeadBytes + int64(uc.br.Buffered()) }

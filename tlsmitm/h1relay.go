@@ -221,6 +221,53 @@ type h1Exchange struct {
 	closeAfter bool       // the client connection ends after this exchange
 	bodyDone   chan error // the request body sender's result; nil without a body
 	armed      time.Time  // when the client write deadline was last pushed
+	bd         bodyDeadline
+}
+
+// bodyDeadline keeps the client connection's read deadline BodyIdleTimeout
+// ahead of the request body sender's last read (re-armed at most every
+// idle/64, like the write deadline), and lets the exchange cut the sender
+// with a deadline in the past that a re-arm cannot overwrite.
+type bodyDeadline struct {
+	conn  net.Conn
+	idle  time.Duration
+	armed time.Time // the sender's alone
+	mu    sync.Mutex
+	cut   bool
+}
+
+// extend runs on the sender before each read.
+func (d *bodyDeadline) extend() {
+	now := time.Now()
+	if !d.armed.IsZero() && now.Sub(d.armed) < d.idle/64 {
+		return
+	}
+	d.armed = now
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.cut {
+		d.conn.SetReadDeadline(now.Add(d.idle))
+	}
+}
+
+// stop makes the sender's read fail now; the exchange calls it.
+func (d *bodyDeadline) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cut = true
+	d.conn.SetReadDeadline(time.Unix(1, 0))
+}
+
+// readErr names a failed body read: the idle deadline (errBodyIdle), or
+// the client gone or cut by the exchange (errClientClosed).
+func (d *bodyDeadline) readErr(err error) error {
+	d.mu.Lock()
+	cut := d.cut
+	d.mu.Unlock()
+	if !cut && errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w for %s: %w", errBodyIdle, d.idle, err)
+	}
+	return fmt.Errorf("%w: reading request body: %w", errClientClosed, err)
 }
 
 // run relays one request. It reports whether the connection may carry
@@ -247,6 +294,10 @@ func (x *h1Exchange) run(req *http.Request, info *connInfo) (keep bool) {
 		x.abortUpstream()
 		s.recordRequest(x.rs, x.r, start)
 	}()
+	if err := s.admitRequest(info); err != nil {
+		return x.respondError(err)
+	}
+	defer s.releaseRequest(info)
 	return x.relay()
 }
 
@@ -341,7 +392,8 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 	x.bodyDone = nil
 	if x.hasBody() {
 		x.bodyDone = make(chan error, 1)
-		go sendBody(uc, r, x.br, x.bodyDone)
+		x.bd = bodyDeadline{conn: x.tc, idle: x.s.cfg.BodyIdleTimeout}
+		go sendBody(uc, r, x.br, &x.bd, x.bodyDone)
 	} else if err := uc.bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing request to upstream: %w", err)
 	}
@@ -371,7 +423,7 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 				berr := <-x.bodyDone
 				x.bodyDone = nil
 				x.closeAfter = true // the request body may be partly read
-				if errors.Is(berr, errClientClosed) {
+				if errors.Is(berr, errClientClosed) || errors.Is(berr, errBodyIdle) {
 					return nil, berr
 				}
 			}
@@ -398,8 +450,9 @@ const maxInterimResponses = 5
 var errClientClosed = errors.New("client closed the connection")
 
 // sendBody streams the request body upstream (re-chunked when its length is
-// unknown), flushing whenever the client has sent nothing more yet.
-func sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, done chan<- error) {
+// unknown), flushing whenever the client has sent nothing more yet. A read
+// that makes no progress for BodyIdleTimeout fails it (bd).
+func sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, bd *bodyDeadline, done chan<- error) {
 	defer func() {
 		if v := recover(); v != nil { // every send below is followed by return
 			uc.Close()
@@ -416,6 +469,7 @@ func sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, done c
 		w = cw
 	}
 	for {
+		bd.extend()
 		n, rerr := r.Body.Read(buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
@@ -433,8 +487,11 @@ func sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, done c
 			break
 		}
 		if rerr != nil {
-			uc.Close() // the upstream must not take a truncated body for a whole one
-			done <- fmt.Errorf("%w: reading request body: %w", errClientClosed, rerr)
+			// The upstream must not take a truncated body for a whole one,
+			// nor answer it before the exchange stops reading: close the
+			// socket under TLS, with no close_notify to answer.
+			uc.abort()
+			done <- bd.readErr(rerr)
 			return
 		}
 	}
@@ -475,7 +532,7 @@ func (x *h1Exchange) waitBody() error {
 			grace.Stop()
 		case <-grace.C:
 			x.uc.Close()
-			x.tc.SetReadDeadline(time.Unix(1, 0)) // a sender waiting on the client
+			x.bd.stop() // a sender waiting on the client
 			err = <-x.bodyDone
 			if err == nil {
 				err = errors.New("upstream answered before reading the whole request body")
@@ -499,7 +556,7 @@ func (x *h1Exchange) abortUpstream() {
 	}
 	x.uc.Close()
 	if x.bodyDone != nil {
-		x.tc.SetReadDeadline(time.Unix(1, 0)) // a sender waiting on the client
+		x.bd.stop() // a sender waiting on the client
 		<-x.bodyDone
 		x.bodyDone = nil
 		x.closeAfter = true
@@ -553,7 +610,7 @@ func (x *h1Exchange) respond(resp *http.Response) bool {
 		x.rs.err = err
 		return false
 	}
-	if err := x.waitBody(); err != nil && errors.Is(err, errClientClosed) {
+	if err := x.waitBody(); err != nil && (errors.Is(err, errClientClosed) || errors.Is(err, errBodyIdle)) {
 		x.rs.err = err
 	}
 	if x.uc != nil && !resp.Close {
@@ -726,6 +783,7 @@ func (x *h1Exchange) switchProtocols(resp *http.Response, want string) bool {
 		return false
 	}
 	x.tc.SetWriteDeadline(time.Time{}) // an upgraded stream has no idle limit here
+	x.tc.SetReadDeadline(time.Time{})  // nor the body's
 	uc := x.uc
 	var wg sync.WaitGroup
 	var out int64

@@ -43,6 +43,10 @@ func TestMain(m *testing.M) {
 		idleClientMain() // child process of TestIdleConnMemory
 		os.Exit(0)
 	}
+	if os.Getenv("CLAUDERON_FLOOD_ADDR") != "" {
+		floodMain() // child process of TestAttack_OneSourceCannotExhaustMemory
+		os.Exit(0)
+	}
 	code := m.Run()
 	if code == 0 {
 		if err := checkSecretsNeverLogged(); err != nil {

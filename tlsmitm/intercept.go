@@ -15,6 +15,7 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
+	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -89,13 +90,41 @@ func (s *Server) newHTTPServer() *http.Server {
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		HTTP2:             &http.HTTP2Config{MaxReadFrameSize: 1 << 20, MaxConcurrentStreams: 250},
-		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
-		ConnContext:       connContext,
-		ConnState:         s.connState,
-		ErrorLog:          slogErrorLog(s.log),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          h2MaxStreams,
+			MaxReadFrameSize:              h2ClientFrameSize,
+			MaxReceiveBufferPerStream:     h2UploadWindow,
+			MaxReceiveBufferPerConnection: h2UploadConnWindow,
+		},
+		BaseContext: func(net.Listener) context.Context { return s.baseCtx },
+		ConnContext: connContext,
+		ConnState:   s.connState,
+		ErrorLog:    slogErrorLog(s.log),
 	}
 }
+
+// Memory bounds of the h2 legs. What an admitted request can hold is
+// bounded by these and the in-flight caps (MaxRequestsPerSource); see the
+// package doc for the sums.
+const (
+	// h2MaxStreams is SETTINGS_MAX_CONCURRENT_STREAMS toward clients
+	// (net/http's default is 250).
+	h2MaxStreams = 32
+	// h2ClientFrameSize is the largest frame a client may send: the h2
+	// server's read buffer per connection grows to it. 16 KiB is the
+	// protocol's default and minimum.
+	h2ClientFrameSize = 16 << 10
+	// h2UploadWindow and h2UploadConnWindow bound request body bytes a
+	// client may send ahead of what the upstream leg has taken.
+	h2UploadWindow     = 128 << 10
+	h2UploadConnWindow = 1 << 20
+	// h2DownloadWindow bounds response bytes an upstream may send ahead
+	// of what the client has taken, per stream. The connection window is
+	// left at the transport's 1 GiB: a smaller one shared by every
+	// source's streams would let one client that never reads stall all
+	// the others on the same upstream connection.
+	h2DownloadWindow = 512 << 10
+)
 
 type connInfoKey struct{}
 
@@ -184,16 +213,27 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	rs.sw.init(w, s.cfg.WriteIdleTimeout)
 	if r.Body != nil && r.Body != http.NoBody {
 		rs.body.ReadCloser = r.Body
+		rs.body.watchIdle(w, s.cfg.BodyIdleTimeout)
 		r.Body = &rs.body
 	}
 	start := time.Now()
 	defer s.finishRequest(rs, r, start)
+	if err := s.admitRequest(info); err != nil {
+		s.errorResponse(&rs.sw, r.WithContext(rs), err)
+		return
+	}
+	defer s.releaseRequest(info)
 	s.proxy.ServeHTTP(&rs.sw, r.WithContext(rs))
+	// Flush while the slot is held: net/http would flush what is left
+	// after the handler returns, and a client that never opens its h2
+	// window would then pin the stream outside the request limits.
+	rs.sw.Flush()
 }
 
 // finishRequest recovers a handler panic (the request fails closed) and
 // writes the one audit Event for the request.
 func (s *Server) finishRequest(rs *reqState, r *http.Request, start time.Time) {
+	rs.body.handlerDone()
 	v := recover()
 	if v != nil {
 		if v == http.ErrAbortHandler {
@@ -215,6 +255,9 @@ func (s *Server) finishRequest(rs *reqState, r *http.Request, start time.Time) {
 // recordRequest counts a finished intercepted request and audits it.
 func (s *Server) recordRequest(rs *reqState, r *http.Request, start time.Time) {
 	s.stats.requests.Add(1)
+	if rs.err != nil && errors.Is(rs.err, errBodyIdle) {
+		s.stats.bodyTimeouts.Add(1)
+	}
 	status := rs.sw.status
 	if status == 0 && rs.err != nil {
 		status = classifyHTTP(rs.err).status
@@ -357,6 +400,10 @@ func (b *trailerRedactingBody) Read(p []byte) (int, error) {
 // a JSON body and X-Clauderon-Error for upstream failures.
 func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error) {
 	rs := reqStateOf(r)
+	if rs != nil && rs.body.idleOut.Load() && !errors.Is(err, errBodyIdle) {
+		// The transport reports the body's deadline its own way.
+		err = fmt.Errorf("%w for %s: %w", errBodyIdle, s.cfg.BodyIdleTimeout, err)
+	}
 	if rs != nil && rs.err == nil {
 		rs.err = err
 	}
@@ -378,6 +425,9 @@ func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	if he.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfterSeconds)
+	}
 	if he.status == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 	}
@@ -385,6 +435,15 @@ func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error
 		// net/http's h2 server answers this with GOAWAY; the HTTP/1.1
 		// relay closes the connection after the response (respondError).
 		w.Header().Set("Connection", "close")
+	}
+	if he.status == http.StatusServiceUnavailable && r.ProtoMajor == 2 {
+		// A stream refused for the request limits gets no body: a body
+		// needs flow-control window, and a client that never opens it
+		// would hold the refused stream (outside every limit) until the
+		// write deadline. HEADERS with END_STREAM needs none.
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(he.status)
+		return
 	}
 	w.WriteHeader(he.status)
 	json.NewEncoder(w).Encode(errorBody{Error: errorDetail{Type: he.typ, Kind: he.kind, Message: he.message}})
@@ -442,12 +501,13 @@ func (s *Server) newH2Transport(st *state) *http.Transport {
 		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
 		ReadBufferSize:        32 << 10,
 		WriteBufferSize:       32 << 10,
-		// Bigger frames and windows: with the default 16 KiB frames a
-		// large download through two h2 hops stalls on window updates.
+		// Bigger frames and windows than the defaults of 16 KiB and 64 KiB:
+		// with those a large download through two h2 hops stalls on window
+		// updates. The window stays small enough that a client that never
+		// reads holds little (h2DownloadWindow).
 		HTTP2: &http.HTTP2Config{
-			MaxReadFrameSize:              1 << 20,
-			MaxReceiveBufferPerStream:     4 << 20,
-			MaxReceiveBufferPerConnection: 16 << 20,
+			MaxReadFrameSize:          1 << 20,
+			MaxReceiveBufferPerStream: h2DownloadWindow,
 		},
 	}
 }
@@ -532,15 +592,70 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // countingBody counts request body bytes (read by the transport goroutine).
+// On the h2 path it also keeps the stream's read deadline BodyIdleTimeout
+// ahead of the last read (watchIdle), so a stalled upload fails.
 type countingBody struct {
 	io.ReadCloser
 	n atomic.Int64
+
+	rd      readDeadlineSetter // nil: no idle watch (the HTTP/1.1 relay has its own)
+	idle    time.Duration
+	armed   atomic.Int64 // UnixNano of the last re-arm
+	idleOut atomic.Bool  // a read failed on the idle deadline
+	mu      sync.Mutex   // orders re-arms against handlerDone
+	done    bool         // the handler returned: rd must not be used
+}
+
+// readDeadlineSetter is net/http's response writers' SetReadDeadline (for
+// h2 a per-stream timer that fails the body's reads).
+type readDeadlineSetter interface {
+	SetReadDeadline(time.Time) error
+}
+
+// watchIdle arms the idle deadline at every read that comes idle/64 after
+// the last arming; it is first armed by the first read, so time spent
+// reaching the upstream does not count.
+func (b *countingBody) watchIdle(w http.ResponseWriter, idle time.Duration) {
+	if rd, ok := w.(readDeadlineSetter); ok && idle > 0 {
+		b.rd, b.idle = rd, idle
+	}
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	if b.rd != nil {
+		b.extend()
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
+	if err != nil && b.rd != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		b.idleOut.Store(true)
+		err = fmt.Errorf("%w for %s: %w", errBodyIdle, b.idle, err)
+	}
 	return n, err
+}
+
+func (b *countingBody) extend() {
+	now := time.Now()
+	if last := b.armed.Load(); last != 0 && now.UnixNano()-last < int64(b.idle/64) {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.done {
+		b.armed.Store(now.UnixNano())
+		b.rd.SetReadDeadline(now.Add(b.idle))
+	}
+}
+
+// handlerDone stops re-arming: net/http's writer must not be used once the
+// handler has returned, and the transport may still be reading the body.
+func (b *countingBody) handlerDone() {
+	if b.rd == nil {
+		return
+	}
+	b.mu.Lock()
+	b.done = true
+	b.mu.Unlock()
 }
 
 // bufferPool recycles ReverseProxy's 32 KiB copy buffers.

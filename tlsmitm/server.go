@@ -33,8 +33,9 @@ type Server struct {
 	http   *http.Server
 	hl     *chanListener
 	stats  counters
-	// perSource applies Config.MaxConnsPerSource.
-	perSource sourceLimiter
+	// limits applies the fair shares of connections and requests
+	// (persource.go).
+	limits *sourceLimiter
 	// logLimit rate-limits per-request and per-connection log lines.
 	logLimit *windowLimiter
 	served   atomic.Bool
@@ -83,6 +84,7 @@ func New(cfg Config) (*Server, error) {
 		raw:      make(map[net.Conn]bool),
 		h1:       make(map[*h1Conn]struct{}),
 		logLimit: newWindowLimiter(20, time.Second),
+		limits:   newSourceLimiter(&cfg),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
 	s.state.Store(s.newState(cfg))
@@ -220,10 +222,6 @@ func (s *Server) acceptLoop(ln net.Listener, errc chan<- error) {
 			return
 		}
 		backoff = 0
-		if s.overLimit() {
-			c.Close()
-			continue
-		}
 		if c = s.admitSource(c); c == nil {
 			continue
 		}
@@ -231,19 +229,6 @@ func (s *Server) acceptLoop(ln net.Listener, errc chan<- error) {
 		s.conns.Add(1)
 		go s.handleConn(c)
 	}
-}
-
-// overLimit reports whether MaxConns connections are already open; the new
-// one is then closed unread (and counted) rather than queued.
-func (s *Server) overLimit() bool {
-	if s.stats.active.Load()+s.stats.activeHTTP.Load() < int64(s.cfg.MaxConns) {
-		return false
-	}
-	s.stats.rejected.Add(1)
-	if ok, suppressed := s.logLimit.allow(time.Now()); ok {
-		s.log.Warn("connection limit reached; closing new connection", "max_conns", s.cfg.MaxConns, "suppressed_since_last", suppressed)
-	}
-	return true
 }
 
 // drain implements graceful stop: http.Server.Shutdown (GOAWAY for h2,
@@ -322,6 +307,7 @@ type connInfo struct {
 	client  Client
 	rule    string
 	st      *state
+	source  *source // the fair-share record of the client address
 	// httpDone releases the connection's slot in Server.conns once
 	// http.Server reports it closed or hijacked.
 	httpDone sync.Once
@@ -341,7 +327,7 @@ func (s *Server) handleConn(c net.Conn) {
 	defer s.recoverConn("connection", c.RemoteAddr())
 
 	st := s.state.Load()
-	info := &connInfo{start: time.Now(), src: addrPortOf(c.RemoteAddr()), origDst: originalDst(c), st: st}
+	info := &connInfo{start: time.Now(), src: addrPortOf(c.RemoteAddr()), origDst: originalDst(c), st: st, source: sourceOf(c)}
 	if st.identity != nil {
 		info.client, _ = st.identity.Lookup(info.src.Addr().Unmap())
 	}

@@ -12,7 +12,9 @@ type Stats struct {
 	HandshakeErrors int64 // client TLS handshakes that failed
 	UpstreamErrors  int64 // requests or splices whose upstream failed
 	Panics          int64 // recovered panics (clauderon_panics_total)
-	RejectedConns   int64 // connections closed because MaxConns were open
+	RejectedConns   int64 // connections closed by the connection shares (MaxConns, MaxConnsPerSource, reserve)
+	RefusedRequests int64 // requests answered 503 by the request shares (MaxRequests, MaxRequestsPerSource, reserve)
+	BodyTimeouts    int64 // requests failed because their body made no progress for BodyIdleTimeout
 	ActiveConns     int64 // connections being peeked, handshaked or spliced
 	ActiveHTTPConns int64 // terminated connections held by the HTTP server
 	ActiveRequests  int64 // intercepted requests in flight
@@ -22,7 +24,7 @@ type counters struct {
 	intercepted, requests, passthrough, denied   atomic.Int64
 	helloErrors, handshakeErrors, upstreamErrors atomic.Int64
 	panics, active, activeRequests, activeHTTP   atomic.Int64
-	rejected                                     atomic.Int64
+	rejected, refusedRequests, bodyTimeouts      atomic.Int64
 }
 
 // Stats returns the current counters.
@@ -35,5 +37,6 @@ func (s *Server) Stats() Stats {
 		UpstreamErrors: c.upstreamErrors.Load(), Panics: c.panics.Load(),
 		ActiveConns: c.active.Load(), ActiveRequests: c.activeRequests.Load(),
 		ActiveHTTPConns: c.activeHTTP.Load(), RejectedConns: c.rejected.Load(),
+		RefusedRequests: c.refusedRequests.Load(), BodyTimeouts: c.bodyTimeouts.Load(),
 	}
 }

@@ -1,0 +1,5 @@
+//go:build !race
+
+package tlsmitm
+
+const raceEnabled = false
