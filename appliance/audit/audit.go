@@ -9,8 +9,9 @@
 //
 // What it promises and refuses:
 //
-//   - It never drops a record it was handed before Close: Write blocks its
-//     caller for one write(2) of the line rather than shedding load. A
+//   - It never drops a record it was handed before Close (unless its
+//     source is over budget, below): Write blocks its caller for one
+//     write(2) of the line rather than shedding load. A
 //     record that cannot be written even after reopening the file is
 //     retried from memory and, past a bound, counted in Stats.Failed and
 //     logged.
@@ -33,6 +34,28 @@
 //     files are opened with O_NOFOLLOW, the writer refuses anything but a
 //     regular, singly linked file of the daemon's own user, and rotation
 //     only renames and removes names, never following them.
+//   - No tenant can fill the disk and rotate older evidence away: every
+//     string field is cut to MaxFieldBytes (Error to MaxErrorBytes) after
+//     scrubbing, marked "…[truncated]", and each source (container ID,
+//     else source IP) has a line budget (Options.RatePerSecond, Burst).
+//     Lines past it are not written; the source gets one
+//     DecisionAuditDropped line per second with their count, and
+//     Stats.RateLimited counts them, so nothing disappears silently. The
+//     writer's own lines and lines without a source are never limited.
+//   - It is tamper-evident when given a Key (LoadOrCreateKey; the
+//     appliance always does): each line ends in
+//     "chain": hex HMAC-SHA256(key, previous MAC || the line without its
+//     chain member). The chain runs across rotated files; a
+//     DecisionChainStart line opens every file and every start, naming
+//     what it continues from, so a chain that restarts (a file removed or
+//     moved) is visible. Writer.Verify reports the first line altered,
+//     removed, inserted or reordered, and a tail cut after the writer's
+//     last line. It is evidence against whoever can write the files but
+//     not read the key; root can read the key (forward the lines off the
+//     host for that).
+//   - No line can steer a terminal: besides encoding/json's escapes, DEL
+//     and every non-printable non-ASCII rune (C1, bidi and other format
+//     characters, U+2028/2029) are written as \uXXXX (SafeJSON).
 //   - It does not decide what is audited or convert other packages' event
 //     types: the appliance's adapters fill Records; this package imports
 //     only the standard library.
@@ -41,6 +64,7 @@ package audit
 import (
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Decisions written in Record.Decision.
@@ -51,13 +75,30 @@ const (
 	DecisionWouldDeny   = "would-deny"
 	DecisionDNSAllow    = "dns-allow"
 	DecisionDNSDeny     = "dns-deny"
+	// DecisionChainStart marks a line the writer adds itself where a chain
+	// (re)starts: at Open, at the top of each rotated file, and after the
+	// file was moved or removed. PrevFile and PrevChain say what it
+	// continues from; Rule says why (ChainStart* constants).
+	DecisionChainStart = "audit-chain-start"
+	// DecisionAuditDropped is the summary line written in place of the
+	// lines one source had over its rate budget; Dropped is their count.
+	DecisionAuditDropped = "audit-dropped"
+)
+
+// Reasons written in Rule of a DecisionChainStart line.
+const (
+	ChainStartOpen     = "daemon-start" // the writer opened; continues from the last line on disk
+	ChainStartRotation = "rotation"     // first line of a fresh file after rotation
+	ChainStartMoved    = "file-moved"   // the file was moved or removed behind the writer
+	ChainStartNew      = "new-chain"    // nothing to continue from (first start, or an unchained last line)
 )
 
 // Kinds written in Record.Kind.
 const (
-	KindHTTP = "http" // one intercepted HTTP request
-	KindConn = "conn" // one connection (passthrough splice, or refused before HTTP)
-	KindDNS  = "dns"  // one DNS query
+	KindHTTP = "http"  // one intercepted HTTP request
+	KindConn = "conn"  // one connection (passthrough splice, or refused before HTTP)
+	KindDNS  = "dns"   // one DNS query
+	KindLog  = "audit" // a line of the audit log's own (chain start, drop summary)
 )
 
 // Record is one audit line. Fields without omitempty are always present
@@ -84,10 +125,32 @@ type Record struct {
 	QType        string    `json:"qtype,omitempty"`        // DNS query type ("A", "AAAA")
 	RCode        string    `json:"rcode,omitempty"`        // DNS response code ("NOERROR", "NXDOMAIN")
 	Error        string    `json:"error"`                  // what went wrong; "" when nothing did
+	Dropped      uint64    `json:"dropped,omitempty"`      // DecisionAuditDropped: lines not written
+	PrevFile     string    `json:"prev_file,omitempty"`    // DecisionChainStart: file the chain continues from
+	PrevChain    string    `json:"prev_chain,omitempty"`   // DecisionChainStart: the MAC it continues from ("" for a new chain)
+	// Chain is the line's chain MAC, hex HMAC-SHA256(key, previous line's
+	// MAC || this line without its chain member); always the line's last
+	// member, set by the writer (ignored in Records handed to Write).
+	Chain string `json:"chain,omitempty"`
 }
 
-// scrubbed returns r with scrub applied to every string field, the time in
-// UTC and, unless keepQuery, the query string cut from Path.
+// Bounds on what one line may hold, whatever the producer sent: a tenant
+// must not be able to fill the disk (and rotate older evidence away) with
+// a few huge requests.
+const (
+	MaxFieldBytes = 1 << 10 // every string field but Error
+	MaxErrorBytes = 2 << 10 // Error
+	// maxScrubInput bounds the text the scrubber runs over; the final cut
+	// to MaxFieldBytes happens after scrubbing, so a secret straddling a
+	// cut is never written half-redacted.
+	maxScrubInput = 64 << 10
+	truncMark     = "…[truncated]"
+)
+
+// scrubbed returns r with scrub applied to every string field, each field
+// cut to its bound (after scrubbing), the time in UTC and, unless
+// keepQuery, the query string cut from Path. Chain is cleared: only the
+// writer sets it.
 func (r Record) scrubbed(scrub func(string) string, keepQuery bool) Record {
 	if !keepQuery {
 		if i := strings.IndexByte(r.Path, '?'); i >= 0 {
@@ -95,16 +158,35 @@ func (r Record) scrubbed(scrub func(string) string, keepQuery bool) Record {
 		}
 	}
 	r.TS = r.TS.UTC()
-	if scrub == nil {
-		return r
-	}
+	r.Chain = ""
 	for _, p := range []*string{&r.Container, &r.ContainerID, &r.Profile, &r.Kind, &r.SrcIP, &r.OrigDst, &r.SNI,
-		&r.Host, &r.Method, &r.Path, &r.Decision, &r.Rule, &r.QType, &r.RCode, &r.Error} {
-		if *p != "" {
-			*p = scrub(*p)
+		&r.Host, &r.Method, &r.Path, &r.Decision, &r.Rule, &r.QType, &r.RCode, &r.PrevFile, &r.PrevChain, &r.Error} {
+		if *p == "" {
+			continue
 		}
+		limit := MaxFieldBytes
+		if p == &r.Error {
+			limit = MaxErrorBytes
+		}
+		if scrub != nil {
+			*p = scrub(truncate(*p, maxScrubInput))
+		}
+		*p = truncate(*p, limit)
 	}
 	return r
+}
+
+// truncate cuts s to at most limit bytes on a rune boundary, ending in
+// truncMark when it cut.
+func truncate(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit - len(truncMark)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + truncMark
 }
 
 // Filter selects records for Tail and Follow. Empty fields match anything.

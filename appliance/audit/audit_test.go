@@ -124,7 +124,7 @@ func TestRecord_RoundTrip(t *testing.T) {
 // every line is a whole JSON object and the count is exact.
 func TestWriter_ConcurrentWritersNoLossNoTear(t *testing.T) {
 	const writers, each = 50, 200
-	w, path := openTest(t, Options{FlushInterval: 5 * time.Millisecond})
+	w, path := openTest(t, Options{FlushInterval: 5 * time.Millisecond, RatePerSecond: -1})
 	var wg sync.WaitGroup
 	for g := range writers {
 		wg.Add(1)
@@ -459,7 +459,7 @@ func TestFilter(t *testing.T) {
 }
 
 func TestTail(t *testing.T) {
-	w, path := openTest(t, Options{})
+	w, path := openTest(t, Options{RatePerSecond: -1})
 	for i := range 3000 { // > one 64 KiB read block
 		r := sample(i)
 		if i%3 == 0 {

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,22 @@ type Options struct {
 	KeepQuery bool
 	// Logger receives write errors and rotations; nil discards.
 	Logger *slog.Logger
+	// Key, if set, chains the lines: each carries
+	// chain = hex HMAC-SHA256(Key, previous line's MAC || the line without
+	// its chain member), across rotated files, so Verify finds a line
+	// altered, removed, inserted or reordered. The appliance always sets
+	// it (LoadOrCreateKey of state_dir/audit.key).
+	Key *Key
+	// RatePerSecond and Burst are each source's line budget (a source is
+	// a container ID, else a source IP without port): lines past it are
+	// not written, and one DecisionAuditDropped line per source and second
+	// says how many were not. 0 means DefaultRatePerSecond and
+	// DefaultBurst; a negative rate means no limit. Lines without a source
+	// and the writer's own lines are never limited.
+	RatePerSecond float64
+	Burst         int
+
+	now func() time.Time // the clock; time.Now outside tests
 }
 
 // Stats counts what a Writer did.
@@ -51,6 +68,9 @@ type Stats struct {
 	AfterClose uint64 // records handed to Write after Close (not written)
 	Failed     uint64 // of Written, records given up after the file refused writes past the queue bound
 	Rotations  uint64 // completed rotations
+	// RateLimited counts records not written because their source was
+	// over its budget (each is in some DecisionAuditDropped line's count).
+	RateLimited uint64
 }
 
 // Writer appends Records to an audit file. Safe for concurrent use.
@@ -67,8 +87,14 @@ type Writer struct {
 
 	maxPending int // defaultMaxPending; smaller in tests
 
-	written, afterClose, failed, rotations atomic.Uint64
-	lastErrLog                             atomic.Int64 // unix nanos of the last logged I/O error
+	chain   *chainer // nil: lines are not chained
+	sealed  []byte   // scratch for the chained line
+	lim     *limiter // nil: no budget
+	now     func() time.Time
+	started bool // the chain-start line of Open was written
+
+	written, afterClose, failed, rotations, rateLimited atomic.Uint64
+	lastErrLog                                          atomic.Int64 // unix nanos of the last logged I/O error
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -89,14 +115,31 @@ func Open(path string, opts Options) (*Writer, error) {
 	if opts.FlushInterval <= 0 {
 		opts.FlushInterval = DefaultFlushInterval
 	}
+	if opts.RatePerSecond == 0 {
+		opts.RatePerSecond = DefaultRatePerSecond
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = DefaultBurst
+	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	w := &Writer{path: path, opts: opts, logger: logger.With("component", "audit"),
-		stop: make(chan struct{}), done: make(chan struct{}), maxPending: defaultMaxPending}
+		stop: make(chan struct{}), done: make(chan struct{}), maxPending: defaultMaxPending,
+		lim: newLimiter(opts.RatePerSecond, opts.Burst), now: opts.now}
+	if w.now == nil {
+		w.now = time.Now
+	}
+	if opts.Key != nil {
+		w.chain = newChainer(opts.Key)
+	}
 	if err := w.openLocked(); err != nil {
 		return nil, err
+	}
+	w.endPartialLineLocked()
+	if w.chain != nil {
+		w.resumeChainLocked()
 	}
 	go w.flushLoop()
 	return w, nil
@@ -172,12 +215,26 @@ type encoder struct {
 	enc *json.Encoder
 }
 
-// Write appends r as one line. A zero TS is set to now. It never drops r
-// while the writer is open; after Close it returns at once and counts r in
-// Stats.AfterClose.
+// Write appends r as one line. A zero TS is set to now. Unless r's source
+// is over its budget (Options.RatePerSecond; then r is counted in
+// Stats.RateLimited and in the source's next DecisionAuditDropped line)
+// it never drops r while the writer is open; after Close it returns at
+// once and counts r in Stats.AfterClose.
 func (w *Writer) Write(r Record) {
+	now := w.now()
+	if w.lim != nil && !w.lim.allow(&r, now) {
+		w.rateLimited.Add(1)
+		return
+	}
+	if w.write(r, now) {
+		w.written.Add(1)
+	}
+}
+
+// write encodes and appends r, unlimited; false after Close.
+func (w *Writer) write(r Record, now time.Time) bool {
 	if r.TS.IsZero() {
-		r.TS = time.Now()
+		r.TS = now
 	}
 	r = r.scrubbed(w.opts.Scrub, w.opts.KeepQuery)
 	e := encoders.Get().(*encoder)
@@ -186,23 +243,37 @@ func (w *Writer) Write(r Record) {
 	if err := e.enc.Encode(r); err != nil { // cannot happen for Record's field types
 		w.logger.Error("encoding audit record", "err", err)
 		w.failed.Add(1)
-		return
+		return true
 	}
-	line := e.buf.Bytes() // ends in '\n'; json escapes every newline inside strings
+	line := SafeJSON(e.buf.Bytes()) // ends in '\n'; json escapes every newline inside strings
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		w.afterClose.Add(1)
-		return
+		return false
 	}
-	if w.opts.MaxBytes > 0 && w.size > 0 && w.size+int64(len(line)) > w.opts.MaxBytes {
+	n := int64(len(line))
+	if w.chain != nil {
+		n += int64(chainSuffix - 1)
+	}
+	if w.opts.MaxBytes > 0 && w.size > 0 && w.size+n > w.opts.MaxBytes {
 		if err := w.rotateLocked(); err != nil {
 			w.logIOError("rotating audit log; appending to the current file", err)
 		}
 	}
-	w.appendLocked(line)
-	w.written.Add(1)
+	w.sealLocked(line)
+	return true
+}
+
+// sealLocked appends line, chained when the writer has a key.
+func (w *Writer) sealLocked(line []byte) {
+	if w.chain == nil {
+		w.appendLocked(line)
+		return
+	}
+	w.sealed = w.chain.seal(w.sealed[:0], line)
+	w.appendLocked(w.sealed)
 }
 
 // appendLocked queues line and writes the queue at once, so that a record
@@ -250,6 +321,11 @@ func (w *Writer) rotateLocked() error {
 		return errors.Join(shiftErr, err)
 	}
 	if shiftErr == nil {
+		prev := ""
+		if w.opts.MaxBackups >= 0 {
+			prev = filepath.Base(backupName(w.path, 1))
+		}
+		w.chainStartLocked(ChainStartRotation, prev, "")
 		w.rotations.Add(1)
 		w.logger.Info("audit log rotated", "path", w.path, "backups", max(w.opts.MaxBackups, 0))
 	}
@@ -341,6 +417,7 @@ func (w *Writer) flushLoop() {
 		case <-w.stop:
 			return
 		case <-t.C:
+			w.writeDropSummaries(false)
 			w.mu.Lock()
 			if !w.closed {
 				if err := w.flushLocked(); err != nil {
@@ -374,6 +451,7 @@ func (w *Writer) reopenIfMovedLocked() {
 		return
 	}
 	old.Close()
+	w.chainStartLocked(ChainStartMoved, "", filepath.Base(w.path)+" was moved or removed while the daemon ran; the lines before this one are not in this file")
 	w.logger.Info("audit log was moved or removed; writing a new one", "path", w.path)
 }
 
@@ -384,6 +462,7 @@ func (w *Writer) Close() error {
 	w.closeOnce.Do(func() {
 		close(w.stop)
 		<-w.done
+		w.writeDropSummaries(true)
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		w.closed = true
@@ -399,5 +478,83 @@ func (w *Writer) Close() error {
 // Stats returns the writer's counters.
 func (w *Writer) Stats() Stats {
 	return Stats{Written: w.written.Load(), AfterClose: w.afterClose.Load(), Failed: w.failed.Load(),
-		Rotations: w.rotations.Load()}
+		Rotations: w.rotations.Load(), RateLimited: w.rateLimited.Load()}
+}
+
+// writeDropSummaries writes the DecisionAuditDropped lines that are due
+// (all pending ones when all).
+func (w *Writer) writeDropSummaries(all bool) {
+	if w.lim == nil {
+		return
+	}
+	now := w.now()
+	for _, r := range w.lim.summaries(now, all) {
+		w.write(r, now)
+	}
+}
+
+// endPartialLineLocked ends a file whose last line was cut short (a full
+// disk, a crash mid-write) with a newline, so the next line is whole.
+func (w *Writer) endPartialLineLocked() {
+	if w.size == 0 {
+		return
+	}
+	f, err := openNoFollow(w.path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	last := make([]byte, 1)
+	if n, _ := f.ReadAt(last, w.size-1); n == 1 && last[0] != '\n' {
+		w.appendLocked([]byte{'\n'})
+	}
+}
+
+// resumeChainLocked continues the chain from the last line on disk (of
+// path, else of path.1) with a chain-start line, or starts a new chain
+// when there is none or it carries no MAC.
+func (w *Writer) resumeChainLocked() {
+	for _, name := range []string{w.path, backupName(w.path, 1)} {
+		line, err := lastLine(name)
+		if err != nil || line == nil {
+			continue
+		}
+		if _, mac, ok := splitChain(line); ok {
+			w.chain.prev = mac
+			w.chainStartLocked(ChainStartOpen, filepath.Base(name), "")
+			return
+		}
+		w.chain.prev = nil
+		w.chainStartLocked(ChainStartNew, filepath.Base(name), "the last line of "+filepath.Base(name)+
+			" carries no chain MAC (written before chaining was on, or cut short); a new chain starts here")
+		return
+	}
+	w.chain.prev = nil
+	w.chainStartLocked(ChainStartNew, "", "")
+}
+
+// lastLine returns the last non-empty line of the file (nil if none).
+func lastLine(name string) ([]byte, error) {
+	var last []byte
+	err := scanBackward(name, func(line []byte) bool {
+		last = bytes.Clone(line)
+		return false
+	})
+	return last, err
+}
+
+// chainStartLocked writes a DecisionChainStart line continuing from the
+// chain's current MAC (none for a new chain). It is never rate-limited and
+// not counted in Stats.Written.
+func (w *Writer) chainStartLocked(reason, prevFile, msg string) {
+	if w.chain == nil {
+		return
+	}
+	r := Record{TS: w.now().UTC(), Kind: KindLog, Decision: DecisionChainStart, Rule: reason, PrevFile: prevFile,
+		PrevChain: hex.EncodeToString(w.chain.prev), Error: msg}
+	line, err := json.Marshal(r)
+	if err != nil {
+		return
+	}
+	w.sealLocked(append(line, '\n'))
 }
