@@ -32,7 +32,6 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
 )
 
 // DefaultProfileLabel is the container label naming a credential profile.
@@ -61,11 +60,19 @@ type Container struct {
 	// network mode ("network mode host") when that bypasses the bridge.
 	// Lookup refuses a container with any: see Refusal.
 	OtherNetworks []string
+	// SharedWith names the containers that run in this container's network
+	// namespace (`--network container:<this>`): they hold its address, so
+	// Lookup refuses it.
+	SharedWith []string
 }
 
 // Refusal says why Lookup refuses c although c holds the address on our
 // network, in words fit for the client and the log; "" when it does not.
 func (c Container) Refusal(network string) string {
+	if len(c.SharedWith) > 0 {
+		return fmt.Sprintf("container %s shares its network namespace with %s (--network container:%s), which then speak with its address; credentials are only given to a container that is alone in its namespace",
+			c.Name, strings.Join(c.SharedWith, ", "), c.Name)
+	}
 	if len(c.OtherNetworks) == 0 {
 		return ""
 	}
@@ -214,14 +221,22 @@ func (t *Table) Sync(ctx context.Context) error { return t.syncThen(ctx, nil) }
 func (t *Table) syncThen(ctx context.Context, afterReplace func()) error {
 	t.syncMu.Lock()
 	defer t.syncMu.Unlock()
-	list, err := t.opts.Docker.ContainerList(ctx, container.ListOptions{
-		Filters: filters.NewArgs(filters.Arg("network", t.opts.Network)),
-	})
+	// Every running container, not only ours: a container in another's
+	// network namespace (--network container:X) is on no network itself.
+	list, err := t.opts.Docker.ContainerList(ctx, container.ListOptions{})
 	if err != nil {
-		return fmt.Errorf("listing containers on network %q: %w", t.opts.Network, err)
+		return fmt.Errorf("listing running containers: %w", err)
 	}
 	next := map[string]Container{}
+	joiners := map[string][]string{} // X of container:X → names of the containers in X's namespace
 	for _, s := range list {
+		if m := container.NetworkMode(s.HostConfig.NetworkMode); m.IsContainer() {
+			joiners[m.ConnectedContainer()] = append(joiners[m.ConnectedContainer()], summaryName(s))
+			continue
+		}
+		if s.NetworkSettings != nil && s.NetworkSettings.Networks[t.opts.Network] == nil {
+			continue // inspect decides when the list says nothing
+		}
 		c, ok, err := t.inspect(ctx, s.ID)
 		if err != nil {
 			return err
@@ -230,6 +245,7 @@ func (t *Table) syncThen(ctx context.Context, afterReplace func()) error {
 			next[c.ID] = c
 		}
 	}
+	markShared(next, joiners)
 	t.replace(next)
 	if afterReplace != nil {
 		afterReplace()
@@ -238,13 +254,45 @@ func (t *Table) syncThen(ctx context.Context, afterReplace func()) error {
 	return nil
 }
 
-// refresh re-reads one container after an event and updates the table.
+// summaryName is a listed container's name without the leading slash.
+func summaryName(s container.Summary) string {
+	if len(s.Names) > 0 {
+		return strings.TrimPrefix(s.Names[0], "/")
+	}
+	return shortID(s.ID)
+}
+
+// markShared sets SharedWith on the containers others joined; X may be a
+// name, an ID or an ID prefix.
+func markShared(cs map[string]Container, joiners map[string][]string) {
+	for ref, names := range joiners {
+		for id, c := range cs {
+			if ref == c.Name || ref == id || (len(ref) >= 12 && strings.HasPrefix(id, ref)) {
+				slices.Sort(names)
+				c.SharedWith = names
+				cs[id] = c
+			}
+		}
+	}
+}
+
+// refresh re-reads one container after an event and updates the table. A
+// container that starts in or leaves another's network namespace changes
+// that other container's standing: that takes a full resync.
 func (t *Table) refresh(ctx context.Context, id string) error {
 	t.syncMu.Lock()
-	defer t.syncMu.Unlock()
-	c, ok, err := t.inspect(ctx, id)
+	c, ok, joins, err := t.inspectJoin(ctx, id)
 	if err != nil {
+		t.syncMu.Unlock()
 		return err
+	}
+	if joins || (!ok && t.sharedBy(id, c.Name)) {
+		t.syncMu.Unlock()
+		return t.Sync(ctx)
+	}
+	defer t.syncMu.Unlock()
+	if had, ok := t.get(id); ok && len(had.SharedWith) > 0 {
+		c.SharedWith = had.SharedWith // only a resync clears it
 	}
 	t.mu.Lock()
 	old, had := t.byID[id]
@@ -263,6 +311,28 @@ func (t *Table) refresh(ctx context.Context, id string) error {
 		t.notify(ctx)
 	}
 	return nil
+}
+
+// sharedBy reports whether a container of ours lists name (or id) in
+// SharedWith.
+func (t *Table) sharedBy(id, name string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, c := range t.byID {
+		for _, n := range c.SharedWith {
+			if n == name || n == shortID(id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (t *Table) get(id string) (Container, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	c, ok := t.byID[id]
+	return c, ok
 }
 
 // remove drops the container without asking Docker: after die, destroy or
@@ -296,23 +366,37 @@ func (t *Table) known(id string) bool {
 // inspect returns the container as a table entry, ok=false when it is gone,
 // not running, or not attached to the network.
 func (t *Table) inspect(ctx context.Context, id string) (Container, bool, error) {
+	c, ok, _, err := t.inspectJoin(ctx, id)
+	return c, ok, err
+}
+
+// inspectJoin is inspect that also reports a running container in another
+// container's network namespace (joins; its Name is filled).
+func (t *Table) inspectJoin(ctx context.Context, id string) (_ Container, ok, joins bool, _ error) {
 	ins, err := t.opts.Docker.ContainerInspect(ctx, id)
 	if cerrdefs.IsNotFound(err) {
-		return Container{}, false, nil
+		return Container{}, false, false, nil
 	}
 	if err != nil {
-		return Container{}, false, fmt.Errorf("inspecting container %s: %w", shortID(id), err)
+		return Container{}, false, false, fmt.Errorf("inspecting container %s: %w", shortID(id), err)
 	}
-	if ins.ContainerJSONBase == nil || ins.State == nil || !ins.State.Running || ins.NetworkSettings == nil {
-		return Container{}, false, nil
+	if ins.ContainerJSONBase == nil {
+		return Container{}, false, false, nil
+	}
+	name := strings.TrimPrefix(ins.Name, "/")
+	if ins.State == nil || !ins.State.Running || ins.NetworkSettings == nil {
+		return Container{Name: name}, false, false, nil
+	}
+	if ins.HostConfig != nil && ins.HostConfig.NetworkMode.IsContainer() {
+		return Container{Name: name}, false, true, nil
 	}
 	ep, ok := ins.NetworkSettings.Networks[t.opts.Network]
 	if !ok || ep == nil {
-		return Container{}, false, nil
+		return Container{Name: name}, false, false, nil
 	}
 	ip, err := netip.ParseAddr(ep.IPAddress)
 	if err != nil {
-		return Container{}, false, nil // attached but no address yet: the connect event follows
+		return Container{Name: name}, false, false, nil // attached but no address yet: the connect event follows
 	}
 	c := Container{ID: ins.ID, Name: strings.TrimPrefix(ins.Name, "/"), IP: ip, MAC: ep.MacAddress, Pid: ins.State.Pid,
 		OtherNetworks: otherNetworks(ins, t.opts.Network)}
@@ -321,7 +405,7 @@ func (t *Table) inspect(ctx context.Context, id string) (Container, bool, error)
 	}
 	c.Profile, c.Labelled = c.Labels[t.opts.ProfileLabel]
 	c.HostVeth = t.resolveVeth(c)
-	return c, true, nil
+	return c, true, false, nil
 }
 
 // otherNetworks lists the ways out of the container besides our network:

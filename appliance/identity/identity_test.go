@@ -62,11 +62,33 @@ func (f *fakeDocker) ContainerList(_ context.Context, _ container.ListOptions) (
 	}
 	var out []container.Summary
 	for id, c := range f.containers {
-		if c.State.Running {
-			out = append(out, container.Summary{ID: id})
+		if !c.State.Running {
+			continue
 		}
+		s := container.Summary{ID: id, Names: []string{c.Name}}
+		if c.HostConfig != nil {
+			s.HostConfig.NetworkMode = string(c.HostConfig.NetworkMode)
+		}
+		if c.NetworkSettings != nil {
+			s.NetworkSettings = &container.NetworkSettingsSummary{Networks: c.NetworkSettings.Networks}
+		}
+		out = append(out, s)
 	}
 	return out, nil
+}
+
+// putJoiner adds a running container in target's network namespace
+// (--network container:<target>): on no network of its own.
+func (f *fakeDocker) putJoiner(id, name, target string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.containers[id] = container.InspectResponse{
+		ContainerJSONBase: &container.ContainerJSONBase{ID: id, Name: "/" + name,
+			State:      &container.State{Running: true, Pid: 4343},
+			HostConfig: &container.HostConfig{NetworkMode: container.NetworkMode("container:" + target)}},
+		Config:          &container.Config{},
+		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{}},
+	}
 }
 
 func (f *fakeDocker) ContainerInspect(_ context.Context, id string) (container.InspectResponse, error) {

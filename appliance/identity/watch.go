@@ -87,6 +87,12 @@ func (t *Table) handle(ctx context.Context, m events.Message) {
 	case events.ContainerEventType:
 		switch m.Action {
 		case events.ActionDie, events.ActionDestroy:
+			if t.sharedBy(m.Actor.ID, m.Actor.Attributes["name"]) {
+				if err := t.Sync(ctx); err != nil {
+					t.log.Warn("resync after a namespace sharer left", "container", shortID(m.Actor.ID), "err", err)
+				}
+				return
+			}
 			t.remove(ctx, m.Actor.ID)
 			return
 		case events.ActionStart, events.ActionRename,
