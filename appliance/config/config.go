@@ -138,10 +138,16 @@ type SessionsConfig struct {
 	WorkspacesDir string `mapstructure:"workspaces_dir" yaml:"workspaces_dir"`
 }
 
-// AuditConfig configures audit.jsonl rotation.
+// AuditConfig configures audit.jsonl rotation and each source's line
+// budget.
 type AuditConfig struct {
 	MaxBytes   int64 `mapstructure:"max_bytes" yaml:"max_bytes"`
 	MaxBackups int   `mapstructure:"max_backups" yaml:"max_backups"`
+	// RatePerSecond and Burst bound the lines one container (or source
+	// IP) may add to the audit; past them its lines are counted in an
+	// "audit-dropped" line instead. RatePerSecond 0 turns the budget off.
+	RatePerSecond float64 `mapstructure:"rate_per_second" yaml:"rate_per_second"`
+	Burst         int     `mapstructure:"burst" yaml:"burst"`
 }
 
 // DefaultWorkspacesDir is sessions.workspaces_dir's default.
@@ -165,7 +171,7 @@ func Default() *Config {
 		Upstreams:       []Upstream{},
 		DNS:             DNSConfig{DenyRcode: "nxdomain", RatePerSecond: 500, Burst: 1000, Servers: []string{}},
 		Sessions:        SessionsConfig{Image: "clauderon-agent:latest", User: "1000:1000", Workdir: "/workspace"},
-		Audit:           AuditConfig{MaxBytes: 100 << 20, MaxBackups: 5},
+		Audit:           AuditConfig{MaxBytes: 100 << 20, MaxBackups: 5, RatePerSecond: 200, Burst: 2000},
 		DrainTimeout:    10 * time.Second,
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"golang.org/x/net/publicsuffix"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -69,6 +70,12 @@ func (c *Config) validateBasics() error {
 	}
 	if c.Audit.MaxBackups < 0 {
 		errs = append(errs, keyErr("audit.max_backups", "%d is negative; expected e.g. 5", c.Audit.MaxBackups))
+	}
+	if c.Audit.RatePerSecond < 0 || math.IsNaN(c.Audit.RatePerSecond) || math.IsInf(c.Audit.RatePerSecond, 0) {
+		errs = append(errs, keyErr("audit.rate_per_second", "%v is not a rate; expected e.g. 200 (0 turns the per-source budget off)", c.Audit.RatePerSecond))
+	}
+	if c.Audit.RatePerSecond > 0 && c.Audit.Burst < 1 {
+		errs = append(errs, keyErr("audit.burst", "%d is less than 1 while audit.rate_per_second is set; expected e.g. 2000", c.Audit.Burst))
 	}
 	if c.DrainTimeout <= 0 || c.DrainTimeout > 10*time.Minute {
 		errs = append(errs, keyErr("drain_timeout", "%s is not between 0 and 10m; expected e.g. 10s", c.DrainTimeout))
