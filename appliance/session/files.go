@@ -87,10 +87,30 @@ func setDefault(m map[string]any, k string, v any) {
 }
 
 // codexConfig makes Codex use the (placeholder) API key from the environment;
-// the proxy replaces it on the way to api.openai.com.
-const codexConfig = `# Written by clauderond. Codex authenticates with OPENAI_API_KEY, a placeholder
-# that clauderond replaces with the real key on the way to api.openai.com.
-preferred_auth_method = "apikey"
+// the proxy replaces it on the way to api.openai.com. Codex (0.171) ignores
+// OPENAI_API_KEY with its built-in OpenAI provider (it wants CODEX_API_KEY
+// or `codex login`, and tries a WebSocket to /v1/responses first), so the
+// config names a provider of its own: the same endpoint, the key from
+// OPENAI_API_KEY, HTTPS streaming only. Analytics, feedback and the update
+// check would only reach hosts clauderond denies.
+const codexConfig = `# Written by clauderond; edit it to change every new session's Codex settings.
+# Codex authenticates with OPENAI_API_KEY, a placeholder that clauderond
+# replaces with the real key on the way to api.openai.com.
+model_provider = "clauderon"
+check_for_update_on_startup = false
+
+[model_providers.clauderon]
+name = "OpenAI through clauderond"
+base_url = "https://api.openai.com/v1"
+env_key = "OPENAI_API_KEY"
+wire_api = "responses"
+supports_websockets = false
+
+[analytics]
+enabled = false
+
+[feedback]
+enabled = false
 `
 
 // ensureSharedFiles writes the combined trust bundle and creates claude.json

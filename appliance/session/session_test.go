@@ -198,9 +198,13 @@ func TestCreate_ModesAndAgents(t *testing.T) {
 		{"claude_interactive_no_prompt", api.CreateRequest{Name: "i"},
 			[]string{"claude", "--dangerously-skip-permissions"}, true, "/home/clauderon", false},
 		{"codex_interactive", api.CreateRequest{Name: "c", Prompt: "fix", Agent: "codex"},
-			[]string{"codex", "fix"}, true, "/home/clauderon", true},
+			[]string{"codex", "--dangerously-bypass-approvals-and-sandbox", "--", "fix"}, true, "/home/clauderon", true},
+		{"codex_interactive_no_prompt", api.CreateRequest{Name: "cn", Agent: "codex"},
+			[]string{"codex", "--dangerously-bypass-approvals-and-sandbox"}, true, "/home/clauderon", true},
 		{"codex_print", api.CreateRequest{Name: "cp", Prompt: "fix", Agent: "codex", Print: true},
-			[]string{"codex", "exec", "fix"}, false, "/home/clauderon", true},
+			[]string{"codex", "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", "--", "fix"}, false, "/home/clauderon", true},
+		{"codex_print_prompt_like_a_subcommand", api.CreateRequest{Name: "cr", Prompt: "review", Agent: "codex", Print: true},
+			[]string{"codex", "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", "--", "review"}, false, "/home/clauderon", true},
 		{"image_home_respected", api.CreateRequest{Name: "h", Prompt: "x", Image: "img-with-home:1", Profile: "work"},
 			[]string{"claude", "--dangerously-skip-permissions", "x"}, true, "/home/node", false},
 	}
@@ -294,6 +298,35 @@ func TestCreate_WritesSharedFiles(t *testing.T) {
 		if uid := fileUID(st); uid != 1000 {
 			t.Errorf("claude.json owner = %d, want the session user 1000 (it must be writable in the container)", uid)
 		}
+	}
+}
+
+// TestCodexConfig_KeyFromTheEnvironment: the session's ~/.codex/config.toml
+// (seeded from state_dir/codex) makes Codex send OPENAI_API_KEY (the
+// placeholder the proxy replaces) to api.openai.com over HTTPS, without a
+// WebSocket or calls home; preferred_auth_method is gone (Codex 0.171
+// ignores it with a warning).
+func TestCodexConfig_KeyFromTheEnvironment(t *testing.T) {
+	dir := stateDir(t)
+	m := newManager(t, newFakeDocker(), dir)
+	if _, err := m.Create(context.Background(), api.CreateRequest{Name: "cx", Prompt: "p", Agent: "codex", Print: true}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "sessions", "cx", "codex", "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"\nmodel_provider = \"clauderon\"\n", "\n[model_providers.clauderon]\n", "\nbase_url = \"https://api.openai.com/v1\"\n",
+		"\nenv_key = \"OPENAI_API_KEY\"\n", "\nwire_api = \"responses\"\n", "\nsupports_websockets = false\n",
+		"\ncheck_for_update_on_startup = false\n", "\n[analytics]\nenabled = false\n", "\n[feedback]\nenabled = false\n",
+	} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("codex config lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(string(got), "preferred_auth_method") {
+		t.Errorf("codex config still sets preferred_auth_method:\n%s", got)
 	}
 }
 

@@ -109,13 +109,25 @@ func (m *Manager) normalize(req api.CreateRequest) (api.CreateRequest, error) {
 }
 
 // agentCmd is the agent's argv (no shell: the prompt is one argument).
+//
+// Codex runs with --dangerously-bypass-approvals-and-sandbox, the
+// counterpart of Claude's --dangerously-skip-permissions: the container is
+// the sandbox (Codex's own, bubblewrap, cannot create namespaces under
+// Docker's default seccomp profile). `codex exec` also gets
+// --skip-git-repo-check (a --no-repo workspace is not a repository), and
+// "--" before the prompt so that a prompt such as "review" or "login" is
+// not taken for a Codex subcommand.
 func agentCmd(req api.CreateRequest) []string {
 	var cmd []string
 	switch req.Agent {
 	case "codex":
 		cmd = []string{"codex"}
 		if req.Print {
-			cmd = append(cmd, "exec")
+			cmd = append(cmd, "exec", "--skip-git-repo-check")
+		}
+		cmd = append(cmd, "--dangerously-bypass-approvals-and-sandbox")
+		if req.Prompt != "" {
+			cmd = append(cmd, "--")
 		}
 	default:
 		cmd = []string{"claude", "--dangerously-skip-permissions"}
