@@ -11,7 +11,11 @@
 //   - UpstreamResolver, an A-record-only stub resolver with a bounded TTL
 //     cache, used by the Handler for allowed names and by the appliance to
 //     resolve upstream hosts;
-//   - per-client rate limiting, per-query recover, audit events and counters.
+//   - per-client rate limiting (how many queries a client starts) and a
+//     per-client cap on queries in flight, UDP and TCP together (how many it
+//     holds while lookups are slow; MaxInFlightPerClient, REFUSED beyond
+//     it), on top of the global MaxConcurrentLookups and the TCP connection
+//     caps; per-query recover, audit events and counters.
 //
 // What it refuses to do:
 //   - It never forwards a client's query. A denied name never reaches any

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -87,6 +88,7 @@ const (
 	DefaultMaxClients           = 4096
 	DefaultLookupTimeout        = 2 * time.Second
 	DefaultMaxConcurrentLookups = 256
+	DefaultMaxInFlightPerClient = 32
 
 	// MaxUDPSize caps the client's advertised EDNS0 buffer size (the DNS
 	// flag day 2020 value, which avoids IP fragmentation).
@@ -131,6 +133,13 @@ type Config struct {
 	// MaxConcurrentLookups bounds Resolver calls in flight; beyond it a
 	// query gets SERVFAIL at once.
 	MaxConcurrentLookups int
+	// MaxInFlightPerClient bounds the queries one source address has in
+	// flight at once (UDP and TCP together; only queries waiting on a
+	// lookup stay in flight for long). Beyond it a query gets REFUSED at
+	// once, counted as Busy, so one client cannot hold every goroutine
+	// and lookup slot while it waits on slow names; the rate limit bounds
+	// how many it starts, this how many it holds.
+	MaxInFlightPerClient int
 	// Identity, Auditor and Logger are optional.
 	Identity Identity
 	Auditor  Auditor
@@ -150,6 +159,7 @@ type Handler struct {
 	policy  atomic.Pointer[policySet]
 	limiter *clientLimiter // nil when rate limiting is off
 	lookups chan struct{}  // semaphore of MaxConcurrentLookups
+	flight  inFlight       // per-client queries in flight
 	stats   counters
 	log     *slog.Logger
 	qlog    *throttledLogger
@@ -170,6 +180,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 	h := &Handler{
 		cfg:     cfg,
 		lookups: make(chan struct{}, cfg.MaxConcurrentLookups),
+		flight:  inFlight{max: cfg.MaxInFlightPerClient, n: make(map[netip.Addr]int)},
 		log:     cfg.Logger,
 		now:     time.Now,
 	}
@@ -200,8 +211,9 @@ func (c *Config) setDefaults() error {
 	c.MaxClients = orDefault(c.MaxClients, DefaultMaxClients)
 	c.LookupTimeout = orDefault(c.LookupTimeout, DefaultLookupTimeout)
 	c.MaxConcurrentLookups = orDefault(c.MaxConcurrentLookups, DefaultMaxConcurrentLookups)
-	if c.TTL < time.Second || c.MaxAnswers < 1 || c.Burst < 1 || c.MaxClients < 1 || c.LookupTimeout < 0 || c.MaxConcurrentLookups < 1 {
-		return errors.New("TTL, MaxAnswers, Burst, MaxClients, LookupTimeout and MaxConcurrentLookups must be positive (TTL at least 1s)")
+	c.MaxInFlightPerClient = orDefault(c.MaxInFlightPerClient, DefaultMaxInFlightPerClient)
+	if c.TTL < time.Second || c.MaxAnswers < 1 || c.Burst < 1 || c.MaxClients < 1 || c.LookupTimeout < 0 || c.MaxConcurrentLookups < 1 || c.MaxInFlightPerClient < 1 {
+		return errors.New("TTL, MaxAnswers, Burst, MaxClients, LookupTimeout, MaxConcurrentLookups and MaxInFlightPerClient must be positive (TTL at least 1s)")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -232,3 +244,32 @@ func (h *Handler) Update(policy Policy, interceptAnswer func(name string) []neti
 func (h *Handler) Stats() Stats { return h.stats.snapshot() }
 
 func (h *Handler) clock() time.Time { return h.now() }
+
+// inFlight counts each source address's queries in flight. An address
+// leaves the map when its last query finishes, so the map holds at most
+// as many entries as there are queries in flight.
+type inFlight struct {
+	mu  sync.Mutex
+	max int
+	n   map[netip.Addr]int
+}
+
+func (f *inFlight) enter(a netip.Addr) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n[a] >= f.max {
+		return false
+	}
+	f.n[a]++
+	return true
+}
+
+func (f *inFlight) leave(a netip.Addr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n[a] <= 1 {
+		delete(f.n, a)
+		return
+	}
+	f.n[a]--
+}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -684,5 +685,44 @@ func TestRateLimit_DefaultLetsABuildThrough(t *testing.T) {
 				t.Fatalf("connection %d's %s lookup refused under the default rate limit", i, dns.TypeToString[qt])
 			}
 		}
+	}
+}
+
+// TestOverload_QueriesInFlightPerClientAreBounded: a client with
+// MaxInFlightPerClient queries waiting (UDP and TCP alike) gets REFUSED at
+// once for the next, counted as Busy, while another client is served.
+func TestOverload_QueriesInFlightPerClientAreBounded(t *testing.T) {
+	res := &blockingResolver{entered: make(chan struct{}, 4), release: make(chan struct{})}
+	h := newHandler(t, dnsredir.Config{
+		Policy:               policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow}),
+		Resolver:             res,
+		MaxInFlightPerClient: 2,
+	})
+	var wg sync.WaitGroup
+	for _, rec := range []*dnstest.Recorder{dnstest.NewRecorder(), dnstest.NewTCPRecorder()} {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.ServeDNS(rec, question("pypi.org.", dns.TypeA)) }()
+		<-res.entered
+	}
+	for _, rec := range []*dnstest.Recorder{dnstest.NewRecorder(), dnstest.NewTCPRecorder()} {
+		if m := ask(t, h, rec, question("pypi.org.", dns.TypeA)); m.Rcode != dns.RcodeRefused {
+			t.Errorf("query beyond MaxInFlightPerClient: rcode %s, want REFUSED", dns.RcodeToString[m.Rcode])
+		}
+	}
+	other := dnstest.NewRecorderFrom(netip.MustParseAddrPort("192.0.2.11:53000"), false)
+	wg.Add(1)
+	go func() { defer wg.Done(); h.ServeDNS(other, question("pypi.org.", dns.TypeA)) }()
+	<-res.entered // another client's lookup still starts
+	close(res.release)
+	wg.Wait()
+	if got := other.Msg(); got == nil || got.Rcode != dns.RcodeSuccess {
+		t.Errorf("other client's query: %v, want NOERROR", got)
+	}
+	if s := h.Stats(); s.Busy != 2 || s.Allowed != 3 {
+		t.Errorf("Stats() = %+v, want Busy 2 and Allowed 3", s)
+	}
+	// Slots are released: the client is served again.
+	if m := ask(t, h, dnstest.NewRecorder(), question("pypi.org.", dns.TypeA)); m.Rcode != dns.RcodeSuccess {
+		t.Errorf("after the queries finished: rcode %s, want NOERROR", dns.RcodeToString[m.Rcode])
 	}
 }

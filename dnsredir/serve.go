@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -26,6 +27,7 @@ type query struct {
 var (
 	errOverloaded   = errors.New("too many lookups in flight")
 	errRateLimited  = errors.New("rate limited")
+	errBusy         = errors.New("too many queries in flight from this client")
 	errZoneTransfer = errors.New("zone transfers are not served")
 	errNotClassIN   = errors.New("only class IN is served")
 )
@@ -51,9 +53,14 @@ func (h *Handler) serve(q *query) {
 		return
 	}
 	if h.limiter != nil && !h.limiter.allow(q.ev.SrcIP, q.start) {
-		h.refuseRateLimited(q)
+		h.refuseOverLimit(q, &h.stats.rateLimited, errRateLimited)
 		return
 	}
+	if !h.flight.enter(q.ev.SrcIP) {
+		h.refuseOverLimit(q, &h.stats.busy, fmt.Errorf("%w (limit %d)", errBusy, h.cfg.MaxInFlightPerClient))
+		return
+	}
+	defer h.flight.leave(q.ev.SrcIP)
 	h.identify(q)
 	if rcode, err := checkQuery(r); err != nil {
 		h.stats.malformed.Add(1)
@@ -183,9 +190,10 @@ func (h *Handler) reply(r *dns.Msg, rcode int) *dns.Msg {
 	return m
 }
 
-// refuseRateLimited answers REFUSED and audits a sample of such refusals.
-func (h *Handler) refuseRateLimited(q *query) {
-	h.stats.rateLimited.Add(1)
+// refuseOverLimit answers REFUSED for the rate limit or the in-flight cap
+// (why), counts it and audits a sample of such refusals.
+func (h *Handler) refuseOverLimit(q *query, counter *atomic.Uint64, why error) {
+	counter.Add(1)
 	q.ev.Decision = AuditDeny
 	m := h.reply(q.req, dns.RcodeRefused)
 	h.write(q, m)
@@ -197,9 +205,9 @@ func (h *Handler) refuseRateLimited(q *query) {
 	if len(q.req.Question) > 0 {
 		q.ev.Name, q.ev.Qtype = truncateName(q.req.Question[0].Name), q.req.Question[0].Qtype
 	}
-	q.ev.Err = errRateLimited.Error()
+	q.ev.Err = why.Error()
 	if suppressed > 0 {
-		q.ev.Err = fmt.Sprintf("%s (%d more refusals not audited)", errRateLimited, suppressed)
+		q.ev.Err = fmt.Sprintf("%s (%d more refusals not audited)", why, suppressed)
 	}
 	h.audit(q, m)
 }

@@ -4,7 +4,7 @@ import "sync/atomic"
 
 // Stats is a snapshot of a Handler's counters, for metrics. Every message
 // received is counted in exactly one of Intercepted, Allowed, Denied,
-// RateLimited, Malformed or Dropped (the Server counts the messages it
+// RateLimited, Busy, Malformed or Dropped (the Server counts the messages it
 // screens out before the Handler: unparsable ones as Malformed, responses as
 // Dropped). Truncated, ResolveErrors, Overloaded, WriteErrors and Panics
 // count events within those queries; TCPConnsRejected counts connections.
@@ -13,6 +13,7 @@ type Stats struct {
 	Allowed     uint64 // answered for a name on the egress allowlist
 	Denied      uint64 // refused by policy (NXDOMAIN or REFUSED), or not class IN, or a zone transfer
 	RateLimited uint64 // refused with REFUSED because the client exceeded its rate
+	Busy        uint64 // refused with REFUSED because the client had MaxInFlightPerClient queries in flight
 	Malformed   uint64 // FORMERR, NOTIMP, BADVERS or an invalid query name
 	Dropped     uint64 // not answered at all: a response sent as a query, or a nil message
 
@@ -27,9 +28,9 @@ type Stats struct {
 
 // counters is the live, atomically updated form of Stats.
 type counters struct {
-	intercepted, allowed, denied, rateLimited, malformed, dropped atomic.Uint64
-	truncated, resolveErrors, overloaded, writeErrors, panics     atomic.Uint64
-	tcpRejected                                                   atomic.Uint64
+	intercepted, allowed, denied, rateLimited, busy, malformed, dropped atomic.Uint64
+	truncated, resolveErrors, overloaded, writeErrors, panics           atomic.Uint64
+	tcpRejected                                                         atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -38,6 +39,7 @@ func (c *counters) snapshot() Stats {
 		Allowed:       c.allowed.Load(),
 		Denied:        c.denied.Load(),
 		RateLimited:   c.rateLimited.Load(),
+		Busy:          c.busy.Load(),
 		Malformed:     c.malformed.Load(),
 		Dropped:       c.dropped.Load(),
 		Truncated:     c.truncated.Load(),
