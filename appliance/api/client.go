@@ -211,3 +211,12 @@ func (c *Client) Audit(ctx context.Context, q AuditQuery, w io.Writer) error {
 func (c *Client) Reload(ctx context.Context) error {
 	return c.call(ctx, http.MethodPost, PathReload, nil, nil)
 }
+
+var _ AuditVerifier = (*Client)(nil)
+
+// AuditVerify asks the daemon to check the audit chain.
+func (c *Client) AuditVerify(ctx context.Context) (AuditVerification, error) {
+	var v AuditVerification
+	err := c.call(ctx, http.MethodGet, PathAuditVerify, nil, &v)
+	return v, err
+}

@@ -22,6 +22,8 @@ const (
 	PathDoctor   = "/v1/doctor"
 	PathCA       = "/v1/ca"
 	PathAudit    = "/v1/audit"
+	// PathAuditVerify checks the audit chain (GET; AuditVerifier).
+	PathAuditVerify = "/v1/audit/verify"
 	PathReload   = "/v1/reload"
 )
 
@@ -54,6 +56,7 @@ func NewHandler(b Backend, logger *slog.Logger) http.Handler {
 	mux.HandleFunc("GET "+PathDoctor, h.doctor)
 	mux.HandleFunc("GET "+PathCA, h.ca)
 	mux.HandleFunc("GET "+PathAudit, h.audit)
+	mux.HandleFunc("GET "+PathAuditVerify, h.auditVerify)
 	mux.HandleFunc("POST "+PathReload, h.reload)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, &Error{Status: http.StatusNotFound, Message: fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path)})
@@ -225,6 +228,16 @@ func (h *handler) audit(w http.ResponseWriter, r *http.Request) {
 	h.stream(w, r, "application/x-ndjson", func(ctx context.Context, out io.Writer) error {
 		return h.b.Audit(ctx, q, out)
 	})
+}
+
+func (h *handler) auditVerify(w http.ResponseWriter, r *http.Request) {
+	v, ok := h.b.(AuditVerifier)
+	if !ok {
+		h.writeError(w, r, &Error{Status: http.StatusNotImplemented, Message: "this daemon cannot verify its audit log"})
+		return
+	}
+	res, err := v.AuditVerify(r.Context())
+	h.reply(w, r, res, err)
 }
 
 func auditQueryFrom(r *http.Request) (AuditQuery, error) {

@@ -223,3 +223,32 @@ type AuditQuery struct {
 	Host      string `json:"host,omitempty"`
 	Lines     int    `json:"lines,omitempty"`
 }
+
+// AuditVerifier is implemented by backends that can check the audit
+// chain (the daemon, and Client). It is apart from Backend so that
+// backends without it still satisfy Backend; the handler answers 501 for
+// them.
+type AuditVerifier interface {
+	// AuditVerify checks every audit line's chain MAC, in order, across
+	// the rotated files, and that the last line the daemon wrote is there.
+	AuditVerify(ctx context.Context) (AuditVerification, error)
+}
+
+// AuditVerification is the result of GET /v1/audit/verify. OK is false
+// when any line was altered, removed, inserted or reordered, or the tail
+// was cut; FirstBad locates the first such problem.
+type AuditVerification struct {
+	OK        bool     `json:"ok"`
+	Files     []string `json:"files"` // oldest first
+	Lines     int      `json:"lines"` // chained lines verified
+	Unchained int      `json:"unchained,omitempty"`
+	// FirstBad is the first problem: Line is 1-based, 0 for a missing file.
+	FirstBad *AuditBadLine `json:"first_bad,omitempty"`
+}
+
+// AuditBadLine locates the first problem Verify found.
+type AuditBadLine struct {
+	File   string `json:"file"`
+	Line   int    `json:"line"`
+	Reason string `json:"reason"`
+}
