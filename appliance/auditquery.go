@@ -28,7 +28,7 @@ func tailAudit(ctx context.Context, path string, q api.AuditQuery, w io.Writer) 
 	if err != nil {
 		return fmt.Errorf("reading audit log: %w", err)
 	}
-	enc := json.NewEncoder(w)
+	enc := safeEncoder{w: w}
 	for _, r := range recs {
 		if err := enc.Encode(r); err != nil {
 			return err
@@ -45,6 +45,20 @@ func tailAudit(ctx context.Context, path string, q api.AuditQuery, w io.Writer) 
 		flush(w)
 		return nil
 	})
+}
+
+// safeEncoder writes one JSON line per record with every non-printable
+// non-ASCII rune (C1, bidi, U+2028/2029) and DEL escaped, as the file has
+// them: a client printing the lines raw cannot be steered.
+type safeEncoder struct{ w io.Writer }
+
+func (e safeEncoder) Encode(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = e.w.Write(audit.SafeJSON(append(b, '\n')))
+	return err
 }
 
 func flush(w io.Writer) {

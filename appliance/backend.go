@@ -103,6 +103,13 @@ func (b *backend) Audit(ctx context.Context, q api.AuditQuery, w io.Writer) erro
 	return tailAudit(ctx, b.d.auditPath(), q, w)
 }
 
+var _ api.AuditVerifier = (*backend)(nil)
+
+// AuditVerify checks the audit chain of the running daemon.
+func (b *backend) AuditVerify(ctx context.Context) (api.AuditVerification, error) {
+	return b.d.verifyAudit(ctx)
+}
+
 func (b *backend) Reload(ctx context.Context) error {
 	if err := b.d.reload(ctx); err != nil {
 		return fmt.Errorf("%w: %v", api.ErrInvalid, err)
