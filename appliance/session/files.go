@@ -92,7 +92,9 @@ func setDefault(m map[string]any, k string, v any) {
 // or `codex login`, and tries a WebSocket to /v1/responses first), so the
 // config names a provider of its own: the same endpoint, the key from
 // OPENAI_API_KEY, HTTPS streaming only. Analytics, feedback and the update
-// check would only reach hosts clauderond denies.
+// check would only reach hosts clauderond denies; the plugin marketplace
+// sync would fetch github.com/openai/plugins with the operator's GitHub
+// credential (and ask the denied chatgpt.com).
 const codexConfig = `# Written by clauderond; edit it to change every new session's Codex settings.
 # Codex authenticates with OPENAI_API_KEY, a placeholder that clauderond
 # replaces with the real key on the way to api.openai.com.
@@ -111,6 +113,11 @@ enabled = false
 
 [feedback]
 enabled = false
+
+# The curated plugin marketplace is synced from github.com/openai/plugins
+# (clauderond would add your GitHub credential) and chatgpt.com (denied).
+[features]
+plugins = false
 `
 
 // ensureSharedFiles writes the combined trust bundle and creates claude.json

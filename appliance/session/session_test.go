@@ -304,7 +304,7 @@ func TestCreate_WritesSharedFiles(t *testing.T) {
 // TestCodexConfig_KeyFromTheEnvironment: the session's ~/.codex/config.toml
 // (seeded from state_dir/codex) makes Codex send OPENAI_API_KEY (the
 // placeholder the proxy replaces) to api.openai.com over HTTPS, without a
-// WebSocket or calls home; preferred_auth_method is gone (Codex 0.171
+// WebSocket, calls home or the plugin sync; preferred_auth_method is gone (Codex 0.171
 // ignores it with a warning).
 func TestCodexConfig_KeyFromTheEnvironment(t *testing.T) {
 	dir := stateDir(t)
@@ -319,7 +319,7 @@ func TestCodexConfig_KeyFromTheEnvironment(t *testing.T) {
 	for _, want := range []string{
 		"\nmodel_provider = \"clauderon\"\n", "\n[model_providers.clauderon]\n", "\nbase_url = \"https://api.openai.com/v1\"\n",
 		"\nenv_key = \"OPENAI_API_KEY\"\n", "\nwire_api = \"responses\"\n", "\nsupports_websockets = false\n",
-		"\ncheck_for_update_on_startup = false\n", "\n[analytics]\nenabled = false\n", "\n[feedback]\nenabled = false\n",
+		"\ncheck_for_update_on_startup = false\n", "\n[analytics]\nenabled = false\n", "\n[feedback]\nenabled = false\n", "\n[features]\nplugins = false\n",
 	} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("codex config lacks %q:\n%s", want, got)
@@ -475,7 +475,16 @@ func TestRunArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"--network", "clauderon", "--label", "clauderon.profile=work", "--user", "1000:1000"}
+	runLabel := ""
+	for _, a := range got.Args {
+		if strings.HasPrefix(a, LabelRun+"=") {
+			runLabel = a
+		}
+	}
+	if len(runLabel) != len(LabelRun)+1+32 {
+		t.Errorf("run label %q, want %s=<32 hex>", runLabel, LabelRun)
+	}
+	want := []string{"--network", "clauderon", "--label", "clauderon.profile=work", "--label", runLabel, "--user", "1000:1000"}
 	env := []string{
 		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder",
 		"CURL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
