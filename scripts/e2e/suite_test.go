@@ -31,7 +31,7 @@ const (
 	tlsPort     = 8443             // listen.tls_port
 	dnsPort     = 8053             // listen.dns_port
 	gitMarker   = "clauderon-e2e git marker 7f3a"
-	echoHost    = "api.openai.com" // intercepted host answered by the echo fake
+	echoHost    = "api.openai.com" // intercepted host: the OpenAI fake for Codex's paths, the echo fake for the rest
 	passHost    = "passthrough.clauderon-e2e.test"
 	deniedHost  = "denied.clauderon-e2e.test"
 	placeholder = "sk-ant-oat01-clauderon-proxy-placeholder"
@@ -155,8 +155,10 @@ func (s *suite) images() error {
 	return nil
 }
 
-// startUpstreams starts the fakes for api.anthropic.com, github.com and an
-// echo server for the other intercepted and passthrough hosts.
+// startUpstreams starts the fakes for api.anthropic.com, github.com,
+// api.openai.com (the OpenAI fake for /v1/responses and /v1/models, the
+// echo for its other paths) and an echo server for the other intercepted
+// and passthrough hosts.
 func (s *suite) startUpstreams() error {
 	ca, err := fakeapi.NewCA("clauderon e2e upstream CA")
 	if err != nil {
@@ -178,7 +180,9 @@ func (s *suite) startUpstreams() error {
 	}{
 		{&fakeapi.Anthropic{OAuthToken: s.tokens["anthropic"], Log: s.log}, []string{"api.anthropic.com"}},
 		{&fakeapi.Git{Root: gitRoot, Token: s.tokens["github"], Log: s.log}, []string{"github.com"}},
-		{&fakeapi.Echo{Name: "echo", Secrets: s.tokens, Log: s.log}, []string{echoHost, "api.github.com", "registry.npmjs.org", passHost}},
+		{&fakeapi.Echo{Name: "echo", Secrets: s.tokens, Log: s.log}, []string{"api.github.com", "registry.npmjs.org", passHost}},
+		{(&fakeapi.OpenAI{APIKey: s.tokens["openai"], Log: s.log}).WithFallback(&fakeapi.Echo{Name: "echo", Secrets: s.tokens, Log: s.log}),
+			[]string{"api.openai.com"}},
 	} {
 		cfg, err := ca.ServerTLS(false, u.names...)
 		if err != nil {
@@ -199,6 +203,8 @@ func (s *suite) upstreamAddr(host string) string {
 		return s.servers[0].Addr
 	case "github.com":
 		return s.servers[1].Addr
+	case "api.openai.com":
+		return s.servers[3].Addr
 	}
 	return s.servers[2].Addr
 }
