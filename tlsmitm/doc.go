@@ -27,6 +27,33 @@
 // terminator ends the client connection (HTTP/1.1 Connection: close, h2
 // GOAWAY).
 //
+// Resource bounds: a container runs arbitrary code and may attack the
+// daemon, so what one client address (source) can hold is bounded, and
+// so is the total, by fair shares (persource.go). Open connections
+// (MaxConns 4096, MaxConnsPerSource 256) and intercepted requests in flight
+// on HTTP/1.1 and h2 together (MaxRequests 512, MaxRequestsPerSource 48)
+// follow one rule: the total stays under the global cap, a source under
+// its own, and the last quarter of the global cap is kept for sources
+// holding fewer than a sixty-fourth of it. Sources that already hold a lot
+// thus take at most three quarters between them, and a new container
+// still gets its first 64 connections and 8 requests. A connection beyond
+// the shares is closed unread; a request is answered 503 with
+// Retry-After (on h2 with no body, which would need flow-control window),
+// audited with the limit it hit, and counted (Stats.RefusedRequests). A
+// request body that makes no progress for BodyIdleTimeout (30s) fails with
+// 408 and its upstream request is cancelled; a response the client accepts
+// nothing of for WriteIdleTimeout (60s: a client that stops reading or
+// never opens its h2 window) is abandoned. The h2 legs use small buffers:
+// 32 streams per client connection, 16 KiB client frames, 128 KiB of
+// upload window per stream, 512 KiB of download window per upstream
+// stream (the connection window stays large so one client's unread
+// streams cannot stall the others sharing an upstream connection). A
+// request then holds at most about 1 MiB (an upstream advertising large
+// frames costs up to 512 KiB of x/net's upload scratch buffer), so one
+// source's worst case is about 48 MiB of requests plus its connections:
+// TestAttack_OneSourceCannotExhaustMemory holds that flood and checks the
+// heap stays under 64 MiB while another source is served.
+//
 // What it refuses to do: it never decides which credential to inject or
 // whether a client may use one (it asks an Injector), and never lets a
 // TRACE, TRACK or CONNECT reach the Injector or an intercepted upstream;

@@ -1,6 +1,7 @@
 package tlsmitm
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -161,4 +162,33 @@ func TestLimits_SlowButMovingUploadIsNotCut(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIntercept_H2WindowNeverOpenedIsCutAfterWriteIdle: an h2 client that
+// never opens its flow-control window pins no request past
+// WriteIdleTimeout: the upstream response is abandoned, audited, and the
+// request's slot is free again.
+func TestIntercept_H2WindowNeverOpenedIsCutAfterWriteIdle(t *testing.T) {
+	h := newHarness(t, harnessOpts{
+		mutate: func(c *Config) { c.WriteIdleTimeout = 300 * time.Millisecond },
+		handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			buf := make([]byte, 32<<10)
+			for i := 0; i < 1024; i++ { // 32 MiB, far beyond every window
+				if _, err := w.Write(buf); err != nil {
+					return
+				}
+			}
+		}),
+	})
+	c, err := tls.Dial("tcp", h.addr, &tls.Config{ServerName: apiHost, RootCAs: h.pool, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	floodConn(c, "noread", 1)
+	ev := h.rec.nextWithin(t, 20*time.Second)
+	if ev.Err == "" {
+		t.Errorf("audit = %+v, want the response abandoned after the write idle timeout", ev)
+	}
+	waitFor(t, 10*time.Second, "the request's slot released", func() bool { return h.srv.Stats().ActiveRequests == 0 })
 }
