@@ -289,6 +289,7 @@ func (a *app) auditCmd() *cobra.Command {
 	f.StringVar(&q.Container, "container", "", "only this container (name or ID prefix)")
 	f.StringVar(&q.Host, "host", "", "only this host")
 	f.IntVarP(&q.Lines, "lines", "n", 50, "last N matching records (0: all)")
+	cmd.AddCommand(a.auditVerifyCmd())
 	return cmd
 }
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/clauderon/clauderond/appliance/api"
 )
@@ -190,11 +192,13 @@ type auditRecord struct {
 	Error        string    `json:"error"`
 }
 
-// formatAuditLine renders one JSON audit line; unparsable lines pass through.
+// formatAuditLine renders one JSON audit line; unparsable lines pass
+// through. Every field a container can influence is escaped (termSafe):
+// the line is one terminal line whatever the record holds.
 func formatAuditLine(line []byte) string {
 	var r auditRecord
 	if err := json.Unmarshal(line, &r); err != nil {
-		return strings.TrimSpace(string(line))
+		return termSafe(strings.TrimSpace(string(line)))
 	}
 	who := r.Container
 	if who == "" {
@@ -205,9 +209,9 @@ func formatAuditLine(line []byte) string {
 		host = r.SNI
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %-20s %-11s %s", r.TS.UTC().Format("2006-01-02T15:04:05.000Z"), who, r.Decision, host)
+	fmt.Fprintf(&b, "%s %-20s %-11s %s", r.TS.UTC().Format("2006-01-02T15:04:05.000Z"), termSafe(who), termSafe(r.Decision), termSafe(host))
 	if r.Method != "" {
-		fmt.Fprintf(&b, " %s %s", r.Method, r.Path)
+		fmt.Fprintf(&b, " %s %s", termSafe(r.Method), termSafe(r.Path))
 	}
 	if r.Status != 0 {
 		fmt.Fprintf(&b, " %d", r.Status)
@@ -216,11 +220,52 @@ func formatAuditLine(line []byte) string {
 		b.WriteString(" auth=injected")
 	}
 	if r.Rule != "" {
-		fmt.Fprintf(&b, " rule=%s", r.Rule)
+		fmt.Fprintf(&b, " rule=%s", termSafe(r.Rule))
 	}
 	fmt.Fprintf(&b, " %.1fms", r.DurationMS)
 	if r.Error != "" {
-		fmt.Fprintf(&b, " error=%q", r.Error)
+		fmt.Fprintf(&b, ` error="%s"`, strings.ReplaceAll(termSafe(r.Error), `"`, `\"`))
+	}
+	return b.String()
+}
+
+// termSafe escapes what could steer a terminal or hide text: invalid
+// UTF-8 (\xNN), C0 controls, DEL and C1 controls (\x1b, \u009b), and
+// every other rune unicode does not call printable, which includes the
+// bidi and format characters (\u202e, \u2066, \u200b), the line and
+// paragraph separators and non-ASCII spaces. A backslash is doubled so an
+// escape cannot be forged.
+func termSafe(s string) string {
+	safe := true
+	for _, r := range s {
+		if r == '\\' || r == utf8.RuneError || !unicode.IsPrint(r) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
+		case r < 0x80 && !unicode.IsPrint(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case !unicode.IsPrint(r):
+			if r > 0xffff {
+				fmt.Fprintf(&b, `\U%08x`, r)
+			} else {
+				fmt.Fprintf(&b, `\u%04x`, r)
+			}
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
 	}
 	return b.String()
 }

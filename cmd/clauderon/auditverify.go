@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/spf13/cobra"
+)
+
+// auditVerifyCmd is `clauderon audit verify`: the daemon checks the audit
+// chain (the log and its key are root's) and the CLI reports the first
+// line altered, removed, inserted or reordered. Exit 0 when intact, 1
+// otherwise.
+func (a *app) auditVerifyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify",
+		Short: "Check the audit log's chain MACs; exits 1 at the first altered, missing, inserted or reordered line",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := a.client().AuditVerify(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if err := a.printJSON(res); err != nil {
+					return err
+				}
+			} else {
+				writeAuditVerification(a.out, res)
+			}
+			if !res.OK {
+				return &exitError{code: exitFailure}
+			}
+			return nil
+		},
+	}
+}
+
+func writeAuditVerification(w io.Writer, res api.AuditVerification) {
+	files := termSafe(strings.Join(res.Files, ", "))
+	if res.OK {
+		fmt.Fprintf(w, "audit intact: %d chained lines in %d files (%s)\n", res.Lines, len(res.Files), files)
+		if res.Unchained > 0 {
+			fmt.Fprintf(w, "  %d older lines were written before chaining and cannot be checked\n", res.Unchained)
+		}
+		return
+	}
+	fmt.Fprintln(w, "!!! AUDIT LOG TAMPERED OR INCOMPLETE")
+	if b := res.FirstBad; b != nil {
+		where := termSafe(b.File)
+		if b.Line > 0 {
+			where = fmt.Sprintf("%s line %d", where, b.Line)
+		}
+		fmt.Fprintf(w, "!!!   first problem: %s: %s\n", where, termSafe(b.Reason))
+	}
+	fmt.Fprintf(w, "  %d chained lines verified before it, files checked: %s\n", res.Lines, files)
+}
