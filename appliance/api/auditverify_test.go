@@ -16,7 +16,9 @@ type verifyingBackend struct {
 	err error
 }
 
-func (v verifyingBackend) AuditVerify(ctx context.Context) (AuditVerification, error) { return v.res, v.err }
+func (v verifyingBackend) AuditVerify(ctx context.Context) (AuditVerification, error) {
+	return v.res, v.err
+}
 
 func TestClient_AuditVerifyRoundTrip(t *testing.T) {
 	want := AuditVerification{OK: false, Files: []string{"audit.jsonl.1", "audit.jsonl"}, Lines: 41, Unchained: 2,

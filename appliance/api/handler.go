@@ -22,10 +22,11 @@ const (
 	PathDoctor   = "/v1/doctor"
 	PathCA       = "/v1/ca"
 	PathAudit    = "/v1/audit"
-	// PathAuditVerify checks the audit chain (GET; AuditVerifier).
-	PathAuditVerify = "/v1/audit/verify"
 	PathReload   = "/v1/reload"
 )
+
+// PathAuditVerify checks the audit chain (GET; AuditVerifier).
+const PathAuditVerify = "/v1/audit/verify"
 
 // maxBody bounds request bodies.
 const maxBody = 1 << 20
