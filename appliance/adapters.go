@@ -26,7 +26,9 @@ import (
 type injectorAdapter struct {
 	inj          *injector.Injector
 	requireLabel bool
+	trustLabels  bool
 	auditMode    bool
+	records      *containerRecords // the daemon's; nil vouches for nothing
 }
 
 var _ tlsmitm.Injector = (*injectorAdapter)(nil)
@@ -44,11 +46,15 @@ func (a *injectorAdapter) Apply(req *http.Request, host string, c tlsmitm.Client
 		// about. Neither gets a credential.
 		return "", false, fmt.Errorf("%w: the connection does not come from a running container on the clauderon network", tlsmitm.ErrForbidden)
 	}
-	if a.requireLabel && c.Profile == "" {
+	profile, _, reason := profileFor(a.records, a.trustLabels, c.ID, c.Name, c.Profile)
+	if reason != "" {
+		return "", false, fmt.Errorf("%w: %s", tlsmitm.ErrForbidden, reason)
+	}
+	if a.requireLabel && profile == "" {
 		return "", false, fmt.Errorf("%w: container %q has no clauderon.profile label and profiles.require_label is on; "+
 			"start it with --label clauderon.profile=<profile>", tlsmitm.ErrForbidden, c.Name)
 	}
-	applied, err := a.inj.Apply(req, host, c.Profile)
+	applied, err := a.inj.Apply(req, host, profile)
 	return applied.Rule, applied.Injected, mapInjectorError(err)
 }
 

@@ -152,12 +152,20 @@ func (d *daemon) status(ctx context.Context) api.Status {
 		}
 	}
 	if d.table != nil {
+		trust := d.config().Profiles.TrustLabels
 		for _, c := range d.table.List() {
-			s.Containers = append(s.Containers, api.Container{ID: c.ID, Name: c.Name, IP: c.IP.String(), Profile: c.Profile,
-				OtherNetworks: c.OtherNetworks})
-			if len(c.OtherNetworks) > 0 {
+			profile, owner, reason := profileFor(&d.records, trust, c.ID, c.Name, c.Profile)
+			if r := c.Refusal(d.network.Name); r != "" {
+				reason = r
+			}
+			s.Containers = append(s.Containers, api.Container{ID: c.ID, Name: c.Name, IP: c.IP.String(), Profile: profile,
+				Owner: owner, OtherNetworks: c.OtherNetworks, NoCredential: reason})
+			switch {
+			case len(c.OtherNetworks) > 0:
 				s.Problems = append(s.Problems, fmt.Sprintf("container %s is also attached to %s: it gets no credential "+
 					"(disconnect it from the other networks, or run it on %s alone)", c.Name, strings.Join(c.OtherNetworks, ", "), d.network.Name))
+			case reason != "":
+				s.Problems = append(s.Problems, reason+": it gets no credential")
 			}
 		}
 	}

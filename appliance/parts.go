@@ -42,7 +42,8 @@ func buildParts(cfg *config.Config, store *injector.Store, gw netip.Addr, log *s
 		return nil, err
 	}
 	return &parts{
-		injector:  &injectorAdapter{inj: inj, requireLabel: cfg.Profiles.RequireLabel, auditMode: cfg.Egress.Mode == "audit"},
+		injector: &injectorAdapter{inj: inj, requireLabel: cfg.Profiles.RequireLabel, trustLabels: cfg.Profiles.TrustLabels,
+			auditMode: cfg.Egress.Mode == "audit"},
 		policy:    pol,
 		upstreams: ups,
 		answer:    interceptAnswer(ups, gw),

@@ -55,6 +55,9 @@ func (d *daemon) reload(ctx context.Context) error {
 	}
 	next = keepRestartOnly(cur, next)
 	p, err := buildParts(next, d.store, d.network.Gateway, d.base)
+	if p != nil {
+		p.injector.records = &d.records
+	}
 	if err != nil {
 		return fmt.Errorf("%w (the previous configuration stays in force)", err)
 	}

@@ -55,6 +55,7 @@ type daemon struct {
 	tls      *tlsmitm.Server
 	dnsH     *dnsredir.Handler
 	parts    atomic.Pointer[parts]
+	records  containerRecords // which containers the daemon made (sessions, runs)
 
 	listeners []listenerStatus
 	ensure    chan struct{} // network destroyed behind our back: recreate it
@@ -245,6 +246,9 @@ func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
 	d.table = identity.New(identity.Options{
 		Docker: d.docker, Network: d.network.Name, Subnet: d.network.Subnet, Veth: veth, Logger: d.base,
 		OnChange: func(ctx context.Context, cs []identity.Container) {
+			for _, c := range cs {
+				d.records.bindRun(ctx, c.ID, c.Labels)
+			}
 			if d.enforcer != nil {
 				d.enforcer.setContainers(ctx, cs)
 			}
@@ -277,6 +281,9 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	d.metrics = newMetrics(d.statsSource())
 	d.events = &eventAdapter{out: d.audit, metrics: d.metrics}
 	p, err := buildParts(d.cfg, d.store, d.network.Gateway, d.base)
+	if p != nil {
+		p.injector.records = &d.records
+	}
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,8 @@ func (d *daemon) wireSessions(ctx context.Context, b *backend) {
 		Image: cfg.Sessions.Image, User: cfg.Sessions.User, Workdir: cfg.Sessions.Workdir, WorkspacesDir: workspaces,
 		DNS:          d.network.Gateway.String(),
 		Placeholders: injector.Placeholders(), Logger: d.base,
+		Authorize: func(ctx context.Context, profile string) error { return authorizeProfile(ctx, d.config(), profile) },
+		IsAdmin:   func(ctx context.Context) bool { return isAdmin(ctx, d.config()) },
 	})
 	if err != nil {
 		d.log.Error("sessions unavailable: opening the session store failed", "err", err)
@@ -42,6 +44,10 @@ func (d *daemon) wireSessions(ctx context.Context, b *backend) {
 		d.log.Warn("reconciling sessions with docker", "err", err)
 	}
 	b.sessions = m
+	d.records.m.Store(m)
+	for _, c := range d.tableList() { // runs started while the daemon was down
+		m.BindRun(ctx, c.ID, c.Labels)
+	}
 }
 
 // wireDoctor makes Backend.Doctor run appliance/doctor's end-to-end checks

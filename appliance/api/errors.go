@@ -12,6 +12,7 @@ var (
 	ErrInvalid     = errors.New("invalid request")    // 400
 	ErrNotFound    = errors.New("not found")          // 404
 	ErrConflict    = errors.New("already exists")     // 409
+	ErrForbidden   = errors.New("not allowed")        // 403: the caller may not do this
 	ErrUnavailable = errors.New("daemon not ready")   // 503
 	ErrUnreachable = errors.New("daemon unreachable") // client side: cannot connect to the socket
 )
@@ -34,6 +35,8 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusNotFound
 	case ErrConflict:
 		return e.Status == http.StatusConflict
+	case ErrForbidden:
+		return e.Status == http.StatusForbidden
 	case ErrUnavailable:
 		return e.Status == http.StatusServiceUnavailable
 	}
@@ -52,6 +55,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden
 	case errors.Is(err, ErrUnavailable):
 		return http.StatusServiceUnavailable
 	default:

@@ -114,6 +114,10 @@ type Container struct {
 	// host/container network mode): such a container has a way out that
 	// skips the rules, so it is never given a credential.
 	OtherNetworks []string `json:"other_networks,omitempty"`
+	// Owner is who created it through clauderond ("" for a container made
+	// some other way); NoCredential says why it gets no credential.
+	Owner        string `json:"owner,omitempty"`
+	NoCredential string `json:"no_credential,omitempty"`
 }
 
 // CA is the local certificate authority's public side. PEM is filled only by
@@ -143,6 +147,12 @@ type Session struct {
 	Branch    string `json:"branch,omitempty"`
 	// User is the uid:gid the agent runs as.
 	User string `json:"user,omitempty"`
+	// Owner is the user who created the session (its socket peer), by
+	// name; OwnerUID by uid. Only the owner and administrators see it.
+	Owner    string `json:"owner,omitempty"`
+	OwnerUID string `json:"owner_uid,omitempty"`
+	// ContainerID is the session container's full ID.
+	ContainerID string `json:"container_id,omitempty"`
 }
 
 // CreateRequest asks for a new session. Empty Image, Agent, Profile take the

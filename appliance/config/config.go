@@ -60,6 +60,9 @@ type ListenConfig struct {
 type SocketConfig struct {
 	Path  string `mapstructure:"path" yaml:"path"`   // "" → <state_dir>/clauderond.sock
 	Group string `mapstructure:"group" yaml:"group"` // group given the socket (mode 0660); "" → the daemon's group
+	// AdminGroup's members see and act on every owner's sessions and audit
+	// lines (root always does); "" means only root.
+	AdminGroup string `mapstructure:"admin_group" yaml:"admin_group"`
 }
 
 // MetricsConfig is the Prometheus listener.
@@ -124,6 +127,24 @@ type ProfilesConfig struct {
 	// RequireLabel refuses interception for containers without a
 	// clauderon.profile label instead of using the default profile.
 	RequireLabel bool `mapstructure:"require_label" yaml:"require_label"`
+	// TrustLabels gives a container the profile its clauderon.profile
+	// label names even when clauderond did not create it (the
+	// single-tenant default). Off (a shared host), only containers made
+	// by `clauderon create`/`run` get a profile by label; a labelled
+	// container made otherwise gets no credential.
+	TrustLabels bool `mapstructure:"trust_labels" yaml:"trust_labels"`
+	// Access binds profiles to the users and groups who may create
+	// sessions and runs with them; a profile not listed is open to every
+	// user of the socket. (A list, not a map keyed by profile: the keys of
+	// this file are fixed.)
+	Access []ProfileAccess `mapstructure:"access" yaml:"access"`
+}
+
+// ProfileAccess lists who may use one profile.
+type ProfileAccess struct {
+	Profile string   `mapstructure:"profile" yaml:"profile"`
+	Users   []string `mapstructure:"users" yaml:"users,omitempty"`
+	Groups  []string `mapstructure:"groups" yaml:"groups,omitempty"`
 }
 
 // SessionsConfig configures `clauderon create` sessions.
@@ -170,6 +191,7 @@ func Default() *Config {
 		Egress:          EgressConfig{Mode: "enforce", Allow: []string{}, AllowCIDRs: []AllowCIDR{}},
 		Upstreams:       []Upstream{},
 		DNS:             DNSConfig{DenyRcode: "nxdomain", RatePerSecond: 500, Burst: 1000, Servers: []string{}},
+		Profiles:        ProfilesConfig{TrustLabels: true, Access: []ProfileAccess{}},
 		Sessions:        SessionsConfig{Image: "clauderon-agent:latest", User: "1000:1000", Workdir: "/workspace"},
 		Audit:           AuditConfig{MaxBytes: 100 << 20, MaxBackups: 5, RatePerSecond: 200, Burst: 2000},
 		DrainTimeout:    10 * time.Second,

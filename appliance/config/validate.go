@@ -38,6 +38,7 @@ func (c *Config) Validate() error {
 	add(duplicateHosts("upstreams", len(c.Upstreams), func(i int) string { return c.Upstreams[i].Host }))
 	add(c.validateDNS())
 	add(c.validateSessions())
+	add(c.validateProfiles())
 	return errors.Join(errs...)
 }
 
@@ -350,6 +351,38 @@ func (c *Config) validateSessions() error {
 	}
 	if ws := c.Sessions.WorkspacesDir; ws != "" && (!filepath.IsAbs(ws) || filepath.Clean(ws) == "/") {
 		errs = append(errs, keyErr("sessions.workspaces_dir", "%q is not an absolute path below /; expected e.g. %s", c.Sessions.WorkspacesDir, DefaultWorkspacesDir))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateProfiles() error {
+	var errs []error
+	if c.Socket.AdminGroup != "" && !nameRE.MatchString(c.Socket.AdminGroup) {
+		errs = append(errs, keyErr("socket.admin_group", "%q is not a group name or gid; expected e.g. clauderon-admin", c.Socket.AdminGroup))
+	}
+	seen := map[string]int{}
+	for i, a := range c.Profiles.Access {
+		key := fmt.Sprintf("profiles.access[%d]", i)
+		if !credRE.MatchString(a.Profile) {
+			errs = append(errs, keyErr(key+".profile", "%q is not a profile name (a-z 0-9 _ -); expected e.g. team-a", a.Profile))
+		}
+		if j, dup := seen[a.Profile]; dup {
+			errs = append(errs, keyErr(key+".profile", "%q already appears in profiles.access[%d]; expected one entry per profile", a.Profile, j))
+		}
+		seen[a.Profile] = i
+		if len(a.Users) == 0 && len(a.Groups) == 0 {
+			errs = append(errs, keyErr(key, "profile %q lists no users and no groups (only root could use it); expected e.g. {profile: %s, groups: [%s]}", a.Profile, a.Profile, a.Profile))
+		}
+		for j, u := range a.Users {
+			if !nameRE.MatchString(u) {
+				errs = append(errs, keyErr(fmt.Sprintf("%s.users[%d]", key, j), "%q is not a user name or uid; expected e.g. alice", u))
+			}
+		}
+		for j, g := range a.Groups {
+			if !nameRE.MatchString(g) {
+				errs = append(errs, keyErr(fmt.Sprintf("%s.groups[%d]", key, j), "%q is not a group name or gid; expected e.g. team-a", g))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -27,6 +27,9 @@ func (m *Manager) Create(ctx context.Context, req api.CreateRequest) (api.Sessio
 	if err != nil {
 		return api.Session{}, err
 	}
+	if err := m.authorize(ctx, req.Profile); err != nil {
+		return api.Session{}, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, err := m.st.get(ctx, req.Name); err == nil {
@@ -46,7 +49,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateRequest) (api.Sessio
 		m.removeSessionDir(req.Name)
 		return api.Session{}, err
 	}
-	se, err := m.createContainer(ctx, req, home, user)
+	se, err := m.createContainer(ctx, req, home, user, m.callerOf(ctx))
 	if err != nil {
 		m.removeSessionDir(req.Name)
 		return api.Session{}, err
@@ -74,7 +77,7 @@ func (m *Manager) prepareSessionFiles(req api.CreateRequest, user string) error 
 
 // createContainer creates, records and starts the container; on failure it
 // removes what it made.
-func (m *Manager) createContainer(ctx context.Context, req api.CreateRequest, home, user string) (api.Session, error) {
+func (m *Manager) createContainer(ctx context.Context, req api.CreateRequest, home, user string, owner caller) (api.Session, error) {
 	cfg, hc := m.containerSpec(req, home, user)
 	name := ContainerName(req.Name)
 	resp, err := m.opts.Docker.ContainerCreate(ctx, cfg, hc, nil, nil, name)
@@ -83,7 +86,7 @@ func (m *Manager) createContainer(ctx context.Context, req api.CreateRequest, ho
 	}
 	se := api.Session{Name: req.Name, Container: name, Image: req.Image, Agent: req.Agent, Profile: req.Profile,
 		Prompt: req.Prompt, Print: req.Print, State: "created", CreatedAt: time.Now().UTC(),
-		Workspace: req.Workspace, Repo: req.Repo, User: user}
+		Workspace: req.Workspace, Repo: req.Repo, User: user, Owner: owner.name, OwnerUID: owner.uid, ContainerID: resp.ID}
 	if req.Workspace != "" {
 		se.Branch = BranchName(req.Name)
 	}
@@ -97,6 +100,7 @@ func (m *Manager) createContainer(ctx context.Context, req api.CreateRequest, ho
 	if err := m.st.insert(ctx, se); err != nil {
 		return undo(err)
 	}
+	m.recordSessionContainer(se)
 	if err := m.prepareHome(ctx, resp.ID, home, user); err != nil {
 		return undo(err)
 	}
@@ -215,12 +219,23 @@ func (m *Manager) List(ctx context.Context) ([]api.Session, error) {
 	if err := m.Reconcile(ctx); err != nil {
 		return nil, err
 	}
-	return m.st.list(ctx)
+	all, err := m.st.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := m.callerOf(ctx)
+	out := all[:0]
+	for _, se := range all {
+		if c.sees(se) {
+			out = append(out, se)
+		}
+	}
+	return out, nil
 }
 
 // Get returns one session with its current state.
 func (m *Manager) Get(ctx context.Context, name string) (api.Session, error) {
-	se, err := m.st.get(ctx, name)
+	se, err := m.visible(ctx, name)
 	if err != nil {
 		return se, err
 	}
@@ -270,7 +285,7 @@ func (m *Manager) refresh(ctx context.Context, se api.Session) (api.Session, err
 func (m *Manager) Remove(ctx context.Context, name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	se, err := m.st.get(ctx, name)
+	se, err := m.visible(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -282,6 +297,7 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 		return err
 	}
 	m.removeSessionDir(name)
+	m.forgetContainer(se.ContainerID)
 	if se.Workspace != "" {
 		m.removeWorkspace(name)
 	}
@@ -293,7 +309,7 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 // the session's new state. Stopping gives the agent 10 s to exit on
 // SIGTERM.
 func (m *Manager) Control(ctx context.Context, name, action string) (api.Session, error) {
-	se, err := m.st.get(ctx, name)
+	se, err := m.visible(ctx, name)
 	if err != nil {
 		return se, err
 	}
@@ -321,7 +337,7 @@ func (m *Manager) Control(ctx context.Context, name, action string) (api.Session
 // Logs copies the session container's output to w (both streams); with
 // follow it streams until the container stops or ctx is done.
 func (m *Manager) Logs(ctx context.Context, name string, follow bool, w io.Writer) error {
-	se, err := m.st.get(ctx, name)
+	se, err := m.visible(ctx, name)
 	if err != nil {
 		return err
 	}

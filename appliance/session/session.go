@@ -80,6 +80,12 @@ type Options struct {
 	Workdir  string // sessions.workdir
 	// WorkspacesDir holds repository sessions' clones (sessions.workspaces_dir).
 	WorkspacesDir string
+	// Authorize, if set, says whether the request's caller (api.PeerFrom)
+	// may use a profile; its error is returned as is.
+	Authorize func(ctx context.Context, profile string) error
+	// IsAdmin, if set, says whether a non-root caller sees and may act on
+	// every owner's sessions.
+	IsAdmin func(ctx context.Context) bool
 	// DNS is the resolver containers are given (--dns): the bridge gateway,
 	// where dnsredir answers. Docker's embedded resolver then forwards to it
 	// from the container's namespace, so the DNS policy applies even when
@@ -110,6 +116,7 @@ func DefaultPlaceholders() map[string]string {
 type Manager struct {
 	opts  Options
 	st    *store
+	prov  *provenance
 	root  *os.Root // the state dir; see files.go
 	log   *slog.Logger
 	mu    sync.Mutex // serializes Create/Remove so names stay unique
@@ -147,7 +154,12 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{opts: opts, st: st, root: root, log: log.With("component", "session")}
+	m := &Manager{opts: opts, st: st, root: root, log: log.With("component", "session"), prov: newProvenance()}
+	if err := m.loadProvenance(ctx); err != nil {
+		st.close()
+		root.Close()
+		return nil, err
+	}
 	m.cleanRunFiles(time.Now(), runFileMaxAge)
 	if _, _, ok := numericIDs(opts.User); !ok {
 		m.log.Warn("sessions.user is a name: clauderond cannot hand claude.json, the uploads dir and $HOME to it; use uid:gid (e.g. 1000:1000) so claude can write them", "user", opts.User)

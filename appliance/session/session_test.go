@@ -475,7 +475,16 @@ func TestRunArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"--network", "clauderon", "--label", "clauderon.profile=work", "--user", "1000:1000"}
+	runLabel := ""
+	for _, a := range got.Args {
+		if strings.HasPrefix(a, LabelRun+"=") {
+			runLabel = a
+		}
+	}
+	if len(runLabel) != len(LabelRun)+1+32 {
+		t.Errorf("run label %q, want %s=<32 hex>", runLabel, LabelRun)
+	}
+	want := []string{"--network", "clauderon", "--label", "clauderon.profile=work", "--label", runLabel, "--user", "1000:1000"}
 	env := []string{
 		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder",
 		"CURL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",

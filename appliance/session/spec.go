@@ -256,14 +256,21 @@ func (m *Manager) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs,
 	if err := checkUser(user); err != nil {
 		return api.RunArgs{}, err
 	}
+	if err := m.authorize(ctx, profile); err != nil {
+		return api.RunArgs{}, err
+	}
 	if err := m.ensureSharedFiles(); err != nil {
+		return api.RunArgs{}, err
+	}
+	runID, err := m.newRun(ctx, m.callerOf(ctx), profile)
+	if err != nil {
 		return api.RunArgs{}, err
 	}
 	claudeJSON, err := m.newRunClaudeJSON(user)
 	if err != nil {
 		return api.RunArgs{}, err
 	}
-	args := []string{"--network", m.opts.Network, "--label", LabelProfile + "=" + profile, "--user", user}
+	args := []string{"--network", m.opts.Network, "--label", LabelProfile + "=" + profile, "--label", LabelRun + "=" + runID, "--user", user}
 	if m.opts.DNS != "" {
 		args = append(args, "--dns", m.opts.DNS)
 	}

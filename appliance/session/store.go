@@ -32,7 +32,19 @@ CREATE TABLE IF NOT EXISTS sessions (
 
 // addedColumns came after the first schema; openStore adds those an older
 // database lacks.
-var addedColumns = []string{"workspace", "repo", "branch", "user"}
+var addedColumns = []string{"workspace", "repo", "branch", "user", "owner", "owner_uid", "container_id"}
+
+// runsSchema records `clauderon run` containers: who asked, for which
+// profile, and (once it showed up) which container.
+const runsSchema = `
+CREATE TABLE IF NOT EXISTS runs (
+	id           TEXT PRIMARY KEY,
+	owner        TEXT NOT NULL,
+	owner_uid    TEXT NOT NULL,
+	profile      TEXT NOT NULL,
+	container_id TEXT NOT NULL DEFAULT '',
+	created_at   TEXT NOT NULL
+);`
 
 func openStore(ctx context.Context, path string) (*store, error) {
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)")
@@ -43,6 +55,10 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("creating session schema in %s: %w", path, err)
+	}
+	if _, err := db.ExecContext(ctx, runsSchema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("creating run schema in %s: %w", path, err)
 	}
 	if err := addColumns(ctx, db); err != nil {
 		db.Close()
@@ -79,10 +95,10 @@ func addColumns(ctx context.Context, db *sql.DB) error {
 func (s *store) close() error { return s.db.Close() }
 
 func (s *store) insert(ctx context.Context, se api.Session) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (name, container, image, agent, profile, prompt, print, state, exit_code, created_at, workspace, repo, branch, user)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO sessions (name, container, image, agent, profile, prompt, print, state, exit_code, created_at, workspace, repo, branch, user, owner, owner_uid, container_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		se.Name, se.Container, se.Image, se.Agent, se.Profile, se.Prompt, se.Print, se.State, se.ExitCode, se.CreatedAt.UTC().Format(time.RFC3339Nano),
-		se.Workspace, se.Repo, se.Branch, se.User)
+		se.Workspace, se.Repo, se.Branch, se.User, se.Owner, se.OwnerUID, se.ContainerID)
 	if err != nil {
 		return fmt.Errorf("recording session %q: %w", se.Name, err)
 	}
@@ -120,7 +136,7 @@ func (s *store) list(ctx context.Context) ([]api.Session, error) {
 }
 
 func (s *store) query(ctx context.Context, where string, args ...any) ([]api.Session, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, container, image, agent, profile, prompt, print, state, exit_code, created_at, workspace, repo, branch, user FROM sessions `+where, args...)
+	rows, err := s.db.QueryContext(ctx, `SELECT name, container, image, agent, profile, prompt, print, state, exit_code, created_at, workspace, repo, branch, user, owner, owner_uid, container_id FROM sessions `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("reading sessions: %w", err)
 	}
@@ -130,7 +146,7 @@ func (s *store) query(ctx context.Context, where string, args ...any) ([]api.Ses
 		var se api.Session
 		var created string
 		if err := rows.Scan(&se.Name, &se.Container, &se.Image, &se.Agent, &se.Profile, &se.Prompt, &se.Print, &se.State, &se.ExitCode, &created,
-			&se.Workspace, &se.Repo, &se.Branch, &se.User); err != nil {
+			&se.Workspace, &se.Repo, &se.Branch, &se.User, &se.Owner, &se.OwnerUID, &se.ContainerID); err != nil {
 			return nil, fmt.Errorf("reading session row: %w", err)
 		}
 		if se.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
@@ -142,4 +158,41 @@ func (s *store) query(ctx context.Context, where string, args ...any) ([]api.Ses
 		return nil, fmt.Errorf("reading sessions: %w", err)
 	}
 	return out, nil
+}
+
+func (s *store) insertRun(ctx context.Context, id, ownerUID string, p Provenance) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO runs (id, owner, owner_uid, profile, created_at) VALUES (?, ?, ?, ?, ?)`,
+		id, p.Owner, ownerUID, p.Profile, time.Now().UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return fmt.Errorf("recording a run: %w", err)
+	}
+	return nil
+}
+
+func (s *store) bindRun(ctx context.Context, id, containerID string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE runs SET container_id = ? WHERE id = ? AND container_id = ''`, containerID, id)
+	return err
+}
+
+// runRow is one recorded run.
+type runRow struct {
+	id, containerID string
+	prov            Provenance
+}
+
+func (s *store) listRuns(ctx context.Context) ([]runRow, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, owner, profile, container_id FROM runs`)
+	if err != nil {
+		return nil, fmt.Errorf("reading runs: %w", err)
+	}
+	defer rows.Close()
+	var out []runRow
+	for rows.Next() {
+		var r runRow
+		if err := rows.Scan(&r.id, &r.prov.Owner, &r.prov.Profile, &r.containerID); err != nil {
+			return nil, fmt.Errorf("reading run row: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
 }

@@ -1,0 +1,192 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os/user"
+	"strconv"
+	"sync"
+
+	"github.com/clauderon/clauderond/appliance/api"
+)
+
+// Owners and provenance.
+//
+// Every session and every `clauderon run` belongs to the Unix user on the
+// other end of the daemon's socket (SO_PEERCRED, api.PeerFrom): a caller
+// sees, follows, stops and removes only its own sessions unless
+// Options.IsAdmin says it is an administrator. A caller may ask only for a
+// profile Options.Authorize allows it.
+//
+// The manager also keeps, in memory and in db.sqlite, which containers it
+// made and for whom, so the appliance can tell its own containers (and
+// their profile) from a container that merely copied a label: a session's
+// container is known by its ID; a `clauderon run` container by the label
+// clauderon.run=<random id> the daemon handed out, bound to the first
+// container that shows it (a copy of the label on a later container is
+// worth nothing).
+
+// LabelRun carries a `clauderon run` container's run id.
+const LabelRun = "clauderon.run"
+
+// Provenance is what the daemon recorded about a container it made.
+type Provenance struct {
+	Owner   string // the owner's user name (uid when unnamed)
+	Profile string
+	Session string // the session's name; "" for a `clauderon run`
+}
+
+// caller is the socket peer of a request.
+type caller struct {
+	uid   string // "" for an in-process call (no socket)
+	name  string
+	admin bool
+}
+
+func (m *Manager) callerOf(ctx context.Context) caller {
+	p, ok := api.PeerFrom(ctx)
+	if !ok {
+		return caller{admin: true}
+	}
+	uid := strconv.FormatUint(uint64(p.UID), 10)
+	c := caller{uid: uid, name: uid, admin: p.UID == 0}
+	if u, err := user.LookupId(uid); err == nil {
+		c.name = u.Username
+	}
+	if !c.admin && m.opts.IsAdmin != nil {
+		c.admin = m.opts.IsAdmin(ctx)
+	}
+	return c
+}
+
+// sees reports whether c may see (and act on) se.
+func (c caller) sees(se api.Session) bool {
+	return c.admin || se.OwnerUID == "" || se.OwnerUID == c.uid
+}
+
+// authorize checks that the caller may use profile.
+func (m *Manager) authorize(ctx context.Context, profile string) error {
+	if m.opts.Authorize == nil {
+		return nil
+	}
+	return m.opts.Authorize(ctx, profile)
+}
+
+// notYours is how another owner's session looks: it does not exist.
+func notYours(name string) error {
+	return fmt.Errorf("session %q: %w", name, api.ErrNotFound)
+}
+
+// visible returns the named session if the caller may see it.
+func (m *Manager) visible(ctx context.Context, name string) (api.Session, error) {
+	se, err := m.st.get(ctx, name)
+	if err != nil {
+		return se, err
+	}
+	if !m.callerOf(ctx).sees(se) {
+		return api.Session{}, notYours(name)
+	}
+	return se, nil
+}
+
+// provenance is the in-memory index of the containers the daemon made.
+type provenance struct {
+	mu          sync.RWMutex
+	byContainer map[string]Provenance // container ID → provenance
+	pendingRuns map[string]Provenance // run id → provenance, until a container shows it
+}
+
+func newProvenance() *provenance {
+	return &provenance{byContainer: map[string]Provenance{}, pendingRuns: map[string]Provenance{}}
+}
+
+// Vouch returns what the daemon recorded about the container with this
+// ID; ok is false for a container it did not make.
+func (m *Manager) Vouch(containerID string) (Provenance, bool) {
+	m.prov.mu.RLock()
+	defer m.prov.mu.RUnlock()
+	p, ok := m.prov.byContainer[containerID]
+	return p, ok
+}
+
+// BindRun ties a `clauderon run` container to its run record the first
+// time the container shows the record's id in its LabelRun; later
+// containers with the same id get nothing.
+func (m *Manager) BindRun(ctx context.Context, containerID string, labels map[string]string) {
+	id := labels[LabelRun]
+	if id == "" {
+		return
+	}
+	m.prov.mu.Lock()
+	p, ok := m.prov.pendingRuns[id]
+	if ok {
+		delete(m.prov.pendingRuns, id)
+		m.prov.byContainer[containerID] = p
+	}
+	m.prov.mu.Unlock()
+	if !ok {
+		return
+	}
+	if err := m.st.bindRun(ctx, id, containerID); err != nil {
+		m.log.Warn("recording a run's container", "run", id, "err", err)
+	}
+}
+
+// newRun records a `clauderon run` for the caller and profile and returns
+// its id.
+func (m *Manager) newRun(ctx context.Context, c caller, profile string) (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("naming a run: %w", err)
+	}
+	id := hex.EncodeToString(b[:])
+	p := Provenance{Owner: c.name, Profile: profile}
+	if err := m.st.insertRun(ctx, id, c.uid, p); err != nil {
+		return "", err
+	}
+	m.prov.mu.Lock()
+	m.prov.pendingRuns[id] = p
+	m.prov.mu.Unlock()
+	return id, nil
+}
+
+// loadProvenance fills the index from the database.
+func (m *Manager) loadProvenance(ctx context.Context) error {
+	ss, err := m.st.list(ctx)
+	if err != nil {
+		return err
+	}
+	runs, err := m.st.listRuns(ctx)
+	if err != nil {
+		return err
+	}
+	m.prov.mu.Lock()
+	defer m.prov.mu.Unlock()
+	for _, se := range ss {
+		if se.ContainerID != "" {
+			m.prov.byContainer[se.ContainerID] = Provenance{Owner: se.Owner, Profile: se.Profile, Session: se.Name}
+		}
+	}
+	for _, r := range runs {
+		if r.containerID != "" {
+			m.prov.byContainer[r.containerID] = r.prov
+		} else {
+			m.prov.pendingRuns[r.id] = r.prov
+		}
+	}
+	return nil
+}
+
+func (m *Manager) recordSessionContainer(se api.Session) {
+	m.prov.mu.Lock()
+	defer m.prov.mu.Unlock()
+	m.prov.byContainer[se.ContainerID] = Provenance{Owner: se.Owner, Profile: se.Profile, Session: se.Name}
+}
+
+func (m *Manager) forgetContainer(id string) {
+	m.prov.mu.Lock()
+	defer m.prov.mu.Unlock()
+	delete(m.prov.byContainer, id)
+}
