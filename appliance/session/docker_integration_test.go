@@ -118,7 +118,7 @@ func TestDocker_PrintSessionSeesOnlyPlaceholdersAndTrust(t *testing.T) {
 	out := waitAndLogs(ctx, t, m, sessName)
 
 	for _, want := range []string{
-		"ARGS: --dangerously-skip-permissions --print --verbose hello 'quoted' world",
+		"ARGS: --dangerously-skip-permissions --print --verbose -- hello 'quoted' world",
 		"ID: 1000:1000",
 		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder",
 		"OPENAI_API_KEY=sk-openai-clauderon-proxy-placeholder",
@@ -290,7 +290,7 @@ func TestDocker_InteractiveSessionTakesInput(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(logs.String(), "ARGS: --dangerously-skip-permissions interactive") || !strings.Contains(logs.String(), "GOT:hello agent") {
+	if !strings.Contains(logs.String(), "ARGS: --dangerously-skip-permissions -- interactive") || !strings.Contains(logs.String(), "GOT:hello agent") {
 		t.Errorf("interactive logs = %q", logs.String())
 	}
 }

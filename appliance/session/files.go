@@ -319,11 +319,19 @@ func (m *Manager) ensureCodex() error {
 		return fmt.Errorf("creating %s: %w", m.codexDir(), err)
 	}
 	p := filepath.Join(codexName, "config.toml")
-	if _, err := m.root.Lstat(p); err == nil {
-		return nil
+	if old, err := m.root.ReadFile(p); err == nil && string(old) != oldCodexConfig {
+		return nil // the operator's (or ours, current)
 	}
 	return m.writeAtomic(p, []byte(codexConfig), 0o644)
 }
+
+// oldCodexConfig is what earlier versions wrote; Codex ignores its one
+// setting and then sends no key, so it is replaced (an edited file is
+// left alone).
+const oldCodexConfig = `# Written by clauderond. Codex authenticates with OPENAI_API_KEY, a placeholder
+# that clauderond replaces with the real key on the way to api.openai.com.
+preferred_auth_method = "apikey"
+`
 
 // ensureUploads creates the session's uploads directory for its user.
 func (m *Manager) ensureUploads(name, user string) error {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -132,5 +134,31 @@ func TestProvenance_OwnContainersByIDAndRunLabel(t *testing.T) {
 	}
 	if _, ok := m2.Vouch(se.ContainerID); ok {
 		t.Error("a removed session's container is still vouched for")
+	}
+}
+
+// TestCodexConfig_OldDefaultIsReplaced: a state dir seeded by an earlier
+// version (whose Codex config made Codex send no key) gets the current
+// one; an operator's edited file is kept.
+func TestCodexConfig_OldDefaultIsReplaced(t *testing.T) {
+	dir := stateDir(t)
+	if err := os.MkdirAll(filepath.Join(dir, "codex"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "codex", "config.toml")
+	os.WriteFile(p, []byte(oldCodexConfig), 0o644)
+	m := newManager(t, newFakeDocker(), dir)
+	if _, err := m.Create(context.Background(), api.CreateRequest{Name: "c", Prompt: "p", Agent: "codex"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != codexConfig {
+		t.Errorf("the old default was not replaced:\n%s", got)
+	}
+	os.WriteFile(p, []byte("model = \"mine\"\n"), 0o644)
+	if _, err := m.Create(context.Background(), api.CreateRequest{Name: "d", Prompt: "p", Agent: "codex"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != "model = \"mine\"\n" {
+		t.Errorf("the operator's config was overwritten:\n%s", got)
 	}
 }

@@ -104,7 +104,7 @@ func TestCreate_ContainerGetsOnlyPlaceholdersAndTrust(t *testing.T) {
 	if len(c.hc.Binds) != 0 || len(c.hc.Tmpfs) != 0 || len(c.hc.VolumesFrom) != 0 || c.hc.Privileged {
 		t.Errorf("unexpected host config: binds=%v tmpfs=%v volumesFrom=%v privileged=%v", c.hc.Binds, c.hc.Tmpfs, c.hc.VolumesFrom, c.hc.Privileged)
 	}
-	if diff := cmp.Diff([]string{"claude", "--dangerously-skip-permissions", "fix the 'tests'"}, []string(c.cfg.Cmd)); diff != "" {
+	if diff := cmp.Diff([]string{"claude", "--dangerously-skip-permissions", "--", "fix the 'tests'"}, []string(c.cfg.Cmd)); diff != "" {
 		t.Errorf("cmd (-want +got):\n%s", diff)
 	}
 	if !c.cfg.Tty || !c.cfg.OpenStdin || c.cfg.User != "1000:1000" || c.cfg.WorkingDir != "/workspace" || c.network != "clauderon" {
@@ -194,7 +194,7 @@ func TestCreate_ModesAndAgents(t *testing.T) {
 		wantCodex bool
 	}{
 		{"claude_print", api.CreateRequest{Name: "p", Prompt: "say hi", Print: true},
-			[]string{"claude", "--dangerously-skip-permissions", "--print", "--verbose", "say hi"}, false, "/home/clauderon", false},
+			[]string{"claude", "--dangerously-skip-permissions", "--print", "--verbose", "--", "say hi"}, false, "/home/clauderon", false},
 		{"claude_interactive_no_prompt", api.CreateRequest{Name: "i"},
 			[]string{"claude", "--dangerously-skip-permissions"}, true, "/home/clauderon", false},
 		{"codex_interactive", api.CreateRequest{Name: "c", Prompt: "fix", Agent: "codex"},
@@ -206,7 +206,7 @@ func TestCreate_ModesAndAgents(t *testing.T) {
 		{"codex_print_prompt_like_a_subcommand", api.CreateRequest{Name: "cr", Prompt: "review", Agent: "codex", Print: true},
 			[]string{"codex", "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", "--", "review"}, false, "/home/clauderon", true},
 		{"image_home_respected", api.CreateRequest{Name: "h", Prompt: "x", Image: "img-with-home:1", Profile: "work"},
-			[]string{"claude", "--dangerously-skip-permissions", "x"}, true, "/home/node", false},
+			[]string{"claude", "--dangerously-skip-permissions", "--", "x"}, true, "/home/node", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

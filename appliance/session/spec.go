@@ -126,9 +126,6 @@ func agentCmd(req api.CreateRequest) []string {
 			cmd = append(cmd, "exec", "--skip-git-repo-check")
 		}
 		cmd = append(cmd, "--dangerously-bypass-approvals-and-sandbox")
-		if req.Prompt != "" {
-			cmd = append(cmd, "--")
-		}
 	default:
 		cmd = []string{"claude", "--dangerously-skip-permissions"}
 		if req.Print {
@@ -136,7 +133,9 @@ func agentCmd(req api.CreateRequest) []string {
 		}
 	}
 	if req.Prompt != "" {
-		cmd = append(cmd, req.Prompt)
+		// Claude's parser, too, would take a prompt starting with "-" for
+		// an option ("-h is a flag" fails with "unknown option").
+		cmd = append(cmd, "--", req.Prompt)
 	}
 	return cmd
 }
