@@ -109,10 +109,12 @@ func (b builder) hostRules() []Rule {
 		rule("drop-unowned-listener", Drop{}, br, v4, gw, listenTCP, unowned),
 		rule("drop-unowned-listener-udp", Drop{}, br, v4, gw, listenUDP, unowned),
 		// The daemon's marked sockets, or none: then the kernel itself
-		// refuses fast (TCP reset, ICMP port unreachable).
-		rule("accept-tls", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.TLSPort}}),
-		rule("accept-dns-udp", Accept{}, br, v4, gw, DPort{Proto: "udp", Ports: []uint16{b.s.DNSPort}}),
-		rule("accept-dns-tcp", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.DNSPort}}),
+		// refuses fast (TCP reset, ICMP port unreachable). Only what the
+		// redirect rewrote: a container dialling gateway:TLS/DNS port
+		// itself meets the rules below, as for any other host port.
+		rule("accept-tls", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.TLSPort}}, CtDNAT{}),
+		rule("accept-dns-udp", Accept{}, br, v4, gw, DPort{Proto: "udp", Ports: []uint16{b.s.DNSPort}}, CtDNAT{}),
+		rule("accept-dns-tcp", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.DNSPort}}, CtDNAT{}),
 		rule("reject-host-tcp", RejectTCPReset{}, br, L4Proto{Proto: "tcp"}),
 		rule("drop-host", Drop{}, br),
 	}

@@ -447,6 +447,28 @@ func TestKernel_Confinement(t *testing.T) {
 		// From the bridge they still work.
 		r.expectTCP(t, c1, "", out+":443", "tls "+out+":443")
 	})
+	t.Run("ListenersAnswerOnlyRedirectedTraffic", func(t *testing.T) {
+		// A container dialling the listener ports itself (not port 443 or
+		// 53 of some address, which the redirect rewrites) sees what any
+		// other host port shows it: a reset, or silence for UDP.
+		tlsAddr := fmt.Sprintf("%s:%d", r.tp.Gateway, rigTLSPort)
+		dnsAddr := fmt.Sprintf("%s:%d", r.tp.Gateway, rigDNSPort)
+		before := r.srv.rec.count("tcp "+tlsAddr) + r.srv.rec.count("tcp "+dnsAddr) + r.srv.rec.count("udp "+dnsAddr)
+		r.expectTCP(t, c1, "", tlsAddr, "refused")
+		r.expectTCP(t, c1, "", dnsAddr, "refused")
+		if got := exchangeUDP(c1.NS, "", dnsAddr, "q"); got != "timeout" {
+			t.Errorf("udp %s dialled directly from a container = %q, want timeout", dnsAddr, got)
+		}
+		after := r.srv.rec.count("tcp "+tlsAddr) + r.srv.rec.count("tcp "+dnsAddr) + r.srv.rec.count("udp "+dnsAddr)
+		if after != before {
+			t.Errorf("%d direct connection(s)/packet(s) from a container reached the listeners, want none", after-before)
+		}
+		// Redirected, they still work.
+		r.expectTCP(t, c1, "", out+":443", "tls "+out+":443")
+		if got := exchangeUDPReply(c1.NS, "", out+":53", "q"); strings.HasPrefix(got, "timeout") {
+			t.Errorf("redirected DNS from a container = %q, want an answer", got)
+		}
+	})
 	t.Run("UnregisteredPortCannotSpoofARegisteredAddress", func(t *testing.T) {
 		// c1's port is not (yet) registered; c1 forges c2's address, which
 		// the inet guard knows: the bridge never vouched for the pair, so

@@ -270,6 +270,23 @@ func (CtNew) exprs(*exprCtx) []expr.Any {
 	}
 }
 
+// CtDNAT matches a packet of a connection whose destination conntrack
+// rewrote (the redirect is a DNAT to the host itself): on the listener
+// ports it tells a redirected connection from a container that dials the
+// listener directly.
+type CtDNAT struct{}
+
+func (CtDNAT) String() string { return "ct status dnat" }
+
+func (CtDNAT) exprs(*exprCtx) []expr.Any {
+	const ipsDstNat = 1 << 5 // IPS_DST_NAT in linux/netfilter/nf_conntrack_common.h
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ipsDstNat), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
 // SocketMark matches packets whose local destination socket (looked up
 // by the kernel for this packet, listening or connected) carries SO_MARK
 // Mark (with Neg: carries another mark). Without a socket it never
