@@ -161,8 +161,23 @@ func (d *daemon) start(ctx context.Context, g *errgroup.Group) (err error) {
 	return nil
 }
 
-func (d *daemon) stepStateDir(context.Context, *errgroup.Group) error {
-	return prepareStateDir(d.cfg.StateDir)
+func (d *daemon) stepStateDir(ctx context.Context, g *errgroup.Group) error {
+	if err := prepareStateDir(d.cfg.StateDir); err != nil {
+		return err
+	}
+	why := swappableBy(d.cfg.StateDir, os.Geteuid())
+	if why == "" {
+		return nil
+	}
+	pin, err := pinStateDir(d.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	d.closers = append(d.closers, pin.f.Close)
+	d.log.Warn("the state dir could be swapped by another user; clauderond stops if it is (fail closed). A path only root can change, e.g. /var/lib/clauderon, avoids this",
+		"state_dir", d.cfg.StateDir, "because", why)
+	g.Go(func() error { return pin.watch(ctx, time.Second) })
+	return nil
 }
 
 func (d *daemon) stepCA(context.Context, *errgroup.Group) error {
