@@ -18,8 +18,9 @@ const maxAuditLines = 1 << 20
 
 // tailAudit writes the matching records (the last q.Lines, or all) as JSON
 // lines and, with q.Follow, keeps streaming appended ones until ctx is done.
-func tailAudit(ctx context.Context, path string, q api.AuditQuery, w io.Writer) error {
-	f := audit.Filter{Container: q.Container, Host: q.Host}
+// owner, if set, limits the lines to that owner's containers.
+func tailAudit(ctx context.Context, path string, q api.AuditQuery, owner string, w io.Writer) error {
+	f := audit.Filter{Container: q.Container, Host: q.Host, Owner: owner}
 	n := q.Lines
 	if n <= 0 {
 		n = maxAuditLines

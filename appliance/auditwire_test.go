@@ -91,7 +91,7 @@ func TestAudit_QueryOutputHasNoRawControlOrBidi(t *testing.T) {
 	w.Write(audit.Record{Container: "c\u202e", Path: "/\u009b2J\u2028", Decision: "intercept"})
 	w.Close()
 	var out strings.Builder
-	if err := tailAudit(context.Background(), path, api.AuditQuery{}, &out); err != nil {
+	if err := tailAudit(context.Background(), path, api.AuditQuery{}, "", &out); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range out.String() {

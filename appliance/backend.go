@@ -99,8 +99,15 @@ func (b *backend) CA(context.Context) (api.CA, error) {
 	return api.CA{Path: b.d.ca.CertPath(), Fingerprint: b.d.ca.Fingerprint(), PEM: string(b.d.ca.CertPEM())}, nil
 }
 
+// Audit streams the audit; a caller who is not an administrator sees
+// only the lines of the containers it made through clauderond.
 func (b *backend) Audit(ctx context.Context, q api.AuditQuery, w io.Writer) error {
-	return tailAudit(ctx, b.d.auditPath(), q, w)
+	owner := ""
+	if !isAdmin(ctx, b.d.config()) {
+		p, _ := api.PeerFrom(ctx)
+		owner = accountOf(p).name
+	}
+	return tailAudit(ctx, b.d.auditPath(), q, owner, w)
 }
 
 var _ api.AuditVerifier = (*backend)(nil)

@@ -3,6 +3,7 @@ package appliance
 import (
 	"github.com/miekg/dns"
 	"maps"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 type record struct {
 	TS                        time.Time
 	Container, Profile, SrcIP string
+	Owner                     string // who made the container through clauderond
 	OrigDst                   string
 	SNI, Host, Method, Path   string
 	Status                    int
@@ -36,6 +38,9 @@ type sink interface{ write(record) }
 type eventAdapter struct {
 	out     sink
 	metrics *metrics
+	// owner names who made the container (by ID, else by source
+	// address) through clauderond; nil or "" for anyone else's.
+	owner func(id string, src netip.Addr) string
 
 	mu     sync.Mutex
 	counts map[string]uint64 // by decision, for status
@@ -46,9 +51,21 @@ var (
 	_ dnsredir.Auditor = (*eventAdapter)(nil)
 )
 
-func (a *eventAdapter) Record(e tlsmitm.Event) { a.emit(fromTLS(e)) }
+func (a *eventAdapter) Record(e tlsmitm.Event) {
+	r := fromTLS(e)
+	if a.owner != nil {
+		r.Owner = a.owner(e.Client.ID, e.SrcIP.Addr())
+	}
+	a.emit(r)
+}
 
-func (a *eventAdapter) RecordDNS(e dnsredir.Event) { a.emit(fromDNS(e)) }
+func (a *eventAdapter) RecordDNS(e dnsredir.Event) {
+	r := fromDNS(e)
+	if a.owner != nil {
+		r.Owner = a.owner("", e.SrcIP)
+	}
+	a.emit(r)
+}
 
 func (a *eventAdapter) emit(r record) {
 	a.mu.Lock()

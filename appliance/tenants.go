@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os/user"
 	"slices"
 	"strconv"
@@ -136,4 +137,16 @@ func (d *daemon) tableList() []identity.Container {
 		return nil
 	}
 	return d.table.List()
+}
+
+// ownerOf names who made a container through clauderond, by container ID
+// or, for a DNS query that names none, by the address it came from.
+func (d *daemon) ownerOf(id string, src netip.Addr) string {
+	if id == "" && src.IsValid() && d.table != nil {
+		if c, ok := d.table.Lookup(src); ok {
+			id = c.ID
+		}
+	}
+	p, _ := d.records.vouch(id)
+	return p.Owner
 }

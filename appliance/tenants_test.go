@@ -2,12 +2,15 @@ package appliance
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os/user"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/clauderon/clauderond/appliance/audit"
 	"github.com/clauderon/clauderond/appliance/config"
 )
 
@@ -72,5 +75,35 @@ func TestProfileFor_LabelsTrustedOnlyWhenConfigured(t *testing.T) {
 	}
 	if p, _, reason := profileFor(nil, true, "id4", "dev", "x"); reason != "" || p != "x" {
 		t.Errorf("no records at all: profile %q reason %q", p, reason)
+	}
+}
+
+// TestAudit_TenantSeesOnlyOwnLines: the audit lines of a container carry
+// its owner, and a non-admin caller's query returns only its own.
+func TestAudit_TenantSeesOnlyOwnLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	w, err := audit.Open(path, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(audit.Record{Container: "a-job", Owner: "alice", Host: "api.anthropic.com", Decision: "intercept"})
+	w.Write(audit.Record{Container: "b-job", Owner: "bob", Host: "api.anthropic.com", Decision: "intercept"})
+	w.Write(audit.Record{Container: "plain", Host: "api.anthropic.com", Decision: "intercept"})
+	w.Close()
+	for owner, want := range map[string][]string{"alice": {"a-job"}, "bob": {"b-job"}, "": {"a-job", "b-job", "plain"}} {
+		var out strings.Builder
+		if err := tailAudit(context.Background(), path, api.AuditQuery{}, owner, &out); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			var r audit.Record
+			if json.Unmarshal([]byte(l), &r) == nil && r.Container != "" {
+				got = append(got, r.Container)
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("owner %q sees %v, want %v", owner, got, want)
+		}
 	}
 }

@@ -108,6 +108,7 @@ type Record struct {
 	Container    string    `json:"container"`              // container name; "" when the source is unknown
 	ContainerID  string    `json:"container_id,omitempty"` // full Docker ID
 	Profile      string    `json:"profile,omitempty"`      // credential profile in force
+	Owner        string    `json:"owner,omitempty"`        // user who made the container through clauderond
 	Kind         string    `json:"kind,omitempty"`         // KindHTTP, KindConn, KindDNS
 	SrcIP        string    `json:"src_ip"`                 // container address (with port for connections)
 	OrigDst      string    `json:"orig_dst,omitempty"`     // address the container dialled (SO_ORIGINAL_DST)
@@ -159,7 +160,7 @@ func (r Record) scrubbed(scrub func(string) string, keepQuery bool) Record {
 	}
 	r.TS = r.TS.UTC()
 	r.Chain = ""
-	for _, p := range []*string{&r.Container, &r.ContainerID, &r.Profile, &r.Kind, &r.SrcIP, &r.OrigDst, &r.SNI,
+	for _, p := range []*string{&r.Container, &r.ContainerID, &r.Profile, &r.Owner, &r.Kind, &r.SrcIP, &r.OrigDst, &r.SNI,
 		&r.Host, &r.Method, &r.Path, &r.Decision, &r.Rule, &r.QType, &r.RCode, &r.PrevFile, &r.PrevChain, &r.Error} {
 		if *p == "" {
 			continue
@@ -199,10 +200,15 @@ type Filter struct {
 	Host string
 	// Decision matches Record.Decision exactly.
 	Decision string
+	// Owner, if set, matches Record.Owner exactly: a tenant's view.
+	Owner string
 }
 
 // Match reports whether r passes the filter.
 func (f Filter) Match(r Record) bool {
+	if f.Owner != "" && r.Owner != f.Owner {
+		return false
+	}
 	if f.Container != "" && r.Container != f.Container &&
 		!(len(f.Container) >= 4 && strings.HasPrefix(r.ContainerID, f.Container)) {
 		return false

@@ -452,6 +452,11 @@ func TestFilter(t *testing.T) {
 			}
 		})
 	}
+	owned := sample(0)
+	owned.Owner = "alice"
+	if !(Filter{Owner: "alice"}).Match(owned) || (Filter{Owner: "bob"}).Match(owned) || (Filter{Owner: "bob"}).Match(r) {
+		t.Errorf("an owner filter shows only that owner's lines")
+	}
 	sniOnly := Record{SNI: "github.com", Kind: KindConn}
 	if !(Filter{Host: "github.com"}).Match(sniOnly) {
 		t.Errorf("Host filter does not match SNI of a connection record")
