@@ -2,6 +2,7 @@ package localca
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -41,8 +42,9 @@ func NewIssuer(ca *CA, lifetime time.Duration) *Issuer {
 	return &Issuer{ca: ca, lifetime: lifetime, now: time.Now}
 }
 
-// IssuerKey ties stored leaves to this CA: a new CA (new fingerprint) never
-// serves leaves signed by the old one.
+// IssuerKey ties stored leaves to this CA's root: a new root (new
+// fingerprint) never serves leaves signed under the old one. A renewed
+// intermediate keeps the key: stored leaves carry their own chain.
 func (i *Issuer) IssuerKey() string {
 	return "clauderon-localca-" + i.ca.fingerprint[:16]
 }
@@ -53,23 +55,30 @@ func (i *Issuer) Issue(ctx context.Context, csr *x509.CertificateRequest) (*cert
 	if err := ctx.Err(); err != nil {
 		return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("issuing leaf: %w", err)}
 	}
-	tmpl, err := i.leafTemplate(csr)
+	now := i.now()
+	parent, key, chain, err := i.ca.signer(now)
 	if err != nil {
 		return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("issuing leaf for %v: %w", csr.DNSNames, err)}
 	}
-	der, err := i.ca.sign(tmpl, csr.PublicKey)
+	tmpl, err := i.leafTemplate(csr, parent, now)
+	if err != nil {
+		return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("issuing leaf for %v: %w", csr.DNSNames, err)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, csr.PublicKey, key)
 	if err != nil {
 		return nil, certmagic.ErrNoRetry{Err: fmt.Errorf("signing leaf for %v: %w", csr.DNSNames, err)}
 	}
+	// Leaf then intermediate: certmagic serves the whole PEM as the chain.
+	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	return &certmagic.IssuedCertificate{
-		Certificate: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		Certificate: append(out, chain...),
 		Metadata:    map[string]string{"ca_fingerprint": i.ca.fingerprint},
 	}, nil
 }
 
 // leafTemplate validates csr and returns the leaf template, with NotAfter
-// clamped to the CA's NotAfter.
-func (i *Issuer) leafTemplate(csr *x509.CertificateRequest) (*x509.Certificate, error) {
+// clamped to parent's (the intermediate's or the root's) NotAfter.
+func (i *Issuer) leafTemplate(csr *x509.CertificateRequest, parent *x509.Certificate, now time.Time) (*x509.Certificate, error) {
 	if err := csr.CheckSignature(); err != nil {
 		return nil, fmt.Errorf("checking CSR signature: %w", err)
 	}
@@ -79,13 +88,13 @@ func (i *Issuer) leafTemplate(csr *x509.CertificateRequest) (*x509.Certificate, 
 	if len(csr.DNSNames) == 0 {
 		return nil, errors.New("CSR names no DNS name")
 	}
-	now := i.now()
 	notAfter := now.Add(i.lifetime)
-	if caEnd := i.ca.cert.NotAfter; notAfter.After(caEnd) {
+	if caEnd := parent.NotAfter; notAfter.After(caEnd) {
 		notAfter = caEnd
 	}
 	if notAfter.Sub(now) < minLeafLifetime {
-		return nil, fmt.Errorf("CA %s expires at %s, too soon to issue; replace the CA", i.ca.certPath, i.ca.cert.NotAfter.Format(time.RFC3339))
+		return nil, fmt.Errorf("CA %s (%q) expires at %s, too soon to issue; run `clauderond ca rotate`",
+			i.ca.certPath, parent.Subject.CommonName, parent.NotAfter.Format(time.RFC3339))
 	}
 	return &x509.Certificate{
 		SerialNumber:          randomSerial(),
@@ -96,6 +105,6 @@ func (i *Issuer) leafTemplate(csr *x509.CertificateRequest) (*x509.Certificate, 
 		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
-		AuthorityKeyId:        i.ca.cert.SubjectKeyId,
+		AuthorityKeyId:        parent.SubjectKeyId,
 	}, nil
 }

@@ -42,8 +42,17 @@ func TestLoadOrCreate_CreatesWithModesThenReuses(t *testing.T) {
 		t.Error("second LoadOrCreate made a new CA; want the stored one reused")
 	}
 	c := again.Certificate()
-	if !c.IsCA || c.MaxPathLen != 0 || !c.MaxPathLenZero || time.Until(c.NotAfter) < 9*365*24*time.Hour {
-		t.Errorf("CA cert: IsCA %v MaxPathLen %d NotAfter %v", c.IsCA, c.MaxPathLen, c.NotAfter)
+	if !c.IsCA || c.MaxPathLen != 1 || time.Until(c.NotAfter) < DefaultCALifetime-2*time.Hour || time.Until(c.NotAfter) > DefaultCALifetime {
+		t.Errorf("CA root: IsCA %v MaxPathLen %d NotAfter %v", c.IsCA, c.MaxPathLen, c.NotAfter)
+	}
+	in := again.Intermediate()
+	if in == nil || !in.IsCA || !in.MaxPathLenZero || time.Until(in.NotAfter) > DefaultIntermediateLifetime || time.Until(in.NotAfter) < DefaultIntermediateLifetime-2*time.Hour {
+		t.Errorf("CA intermediate: %+v", in)
+	}
+	for path, want := range map[string]os.FileMode{filepath.Join(dir, IntermediateCertFile): 0o644, filepath.Join(dir, IntermediateKeyFile): 0o600} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v, want mode %04o", path, err, want)
+		}
 	}
 	if !strings.Contains(string(ca.CertPEM()), "BEGIN CERTIFICATE") {
 		t.Error("CertPEM is not PEM")
@@ -114,12 +123,35 @@ func csrFor(t *testing.T, tmpl *x509.CertificateRequest) *x509.CertificateReques
 
 func parseLeaf(t *testing.T, ic *certmagic.IssuedCertificate) *x509.Certificate {
 	t.Helper()
-	block, _ := pem.Decode(ic.Certificate)
-	leaf, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	leaf, _ := parseChain(t, ic.Certificate)
 	return leaf
+}
+
+// parseChain splits an issued PEM into the leaf and a pool of the
+// certificates after it (the intermediate).
+func parseChain(t *testing.T, data []byte) (*x509.Certificate, *x509.CertPool) {
+	t.Helper()
+	var certs []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		t.Fatal("no certificate in issued PEM")
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		pool.AddCert(c)
+	}
+	return certs[0], pool
 }
 
 func TestIssuer_IssuesVerifiableShortLivedLeaf(t *testing.T) {
@@ -132,8 +164,8 @@ func TestIssuer_IssuesVerifiableShortLivedLeaf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf := parseLeaf(t, ic)
-	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "api.anthropic.com", Roots: ca.Pool()}); err != nil {
+	leaf, inters := parseChain(t, ic.Certificate)
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "api.anthropic.com", Roots: ca.Pool(), Intermediates: inters}); err != nil {
 		t.Errorf("leaf does not verify against the CA: %v", err)
 	}
 	if life := leaf.NotAfter.Sub(leaf.NotBefore); life > DefaultLeafLifetime+10*time.Minute {
