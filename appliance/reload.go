@@ -61,6 +61,9 @@ func (d *daemon) reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w (the previous configuration stays in force)", err)
 	}
+	if err := d.checkCAHosts(next); err != nil {
+		return fmt.Errorf("%w (the previous configuration stays in force)", err)
+	}
 	spec, err := netfilterSpec(next, d.opts.table, d.network.Bridge, d.network.Subnet, d.network.Gateway)
 	if err != nil {
 		return fmt.Errorf("%w (the previous configuration stays in force)", err)

@@ -181,7 +181,10 @@ func (d *daemon) stepStateDir(ctx context.Context, g *errgroup.Group) error {
 }
 
 func (d *daemon) stepCA(context.Context, *errgroup.Group) error {
-	ca, err := localca.LoadOrCreate(d.cfg.StateDir)
+	ca, err := d.loadCA()
+	if errors.Is(err, localca.ErrNotPermitted) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("loading the local CA from %s: %w (it must be %s and %s, the key mode 0600)",
 			d.cfg.StateDir, err, localca.CertFile, localca.KeyFile)
