@@ -149,6 +149,7 @@ func (d *daemon) start(ctx context.Context, g *errgroup.Group) (err error) {
 		{"docker events", d.stepWatchers},
 		{"metrics", d.stepMetrics},
 		{"daemon API", d.stepAPI},
+		{"docker authorization plugin", d.stepAuthz},
 		{"reload", d.stepReload},
 	}
 	for _, s := range steps {

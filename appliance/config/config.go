@@ -41,6 +41,7 @@ type Config struct {
 	Profiles        ProfilesConfig `mapstructure:"profiles" yaml:"profiles"`
 	Sessions        SessionsConfig `mapstructure:"sessions" yaml:"sessions"`
 	Audit           AuditConfig    `mapstructure:"audit" yaml:"audit"`
+	Authz           AuthzConfig    `mapstructure:"authz" yaml:"authz"`
 	DrainTimeout    time.Duration  `mapstructure:"drain_timeout" yaml:"drain_timeout"`
 }
 
@@ -171,6 +172,22 @@ type AuditConfig struct {
 	Burst         int     `mapstructure:"burst" yaml:"burst"`
 }
 
+// AuthzConfig is Docker's authorization plugin served by clauderond
+// (appliance/authz): with dockerd configured to use it, containers that
+// would escape enforcement are refused at creation.
+type AuthzConfig struct {
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// Socket is where dockerd finds the plugin; its name (without .sock)
+	// is the plugin's name in daemon.json's "authorization-plugins".
+	Socket string `mapstructure:"socket" yaml:"socket"`
+	// AllowNetworks lists Docker networks containers may use besides
+	// clauderon's (and "none").
+	AllowNetworks []string `mapstructure:"allow_networks" yaml:"allow_networks"`
+}
+
+// DefaultAuthzSocket is authz.socket's default: plugin name "clauderon".
+const DefaultAuthzSocket = "/run/docker/plugins/clauderon.sock"
+
 // DefaultWorkspacesDir is sessions.workspaces_dir's default.
 const DefaultWorkspacesDir = "/var/lib/clauderon-workspaces"
 
@@ -192,6 +209,7 @@ func Default() *Config {
 		Upstreams:       []Upstream{},
 		DNS:             DNSConfig{DenyRcode: "nxdomain", RatePerSecond: 500, Burst: 1000, Servers: []string{}},
 		Profiles:        ProfilesConfig{TrustLabels: true, Access: []ProfileAccess{}},
+		Authz:           AuthzConfig{Socket: DefaultAuthzSocket, AllowNetworks: []string{}},
 		Sessions:        SessionsConfig{Image: "clauderon-agent:latest", User: "1000:1000", Workdir: "/workspace"},
 		Audit:           AuditConfig{MaxBytes: 100 << 20, MaxBackups: 5, RatePerSecond: 200, Burst: 2000},
 		DrainTimeout:    10 * time.Second,

@@ -39,6 +39,14 @@ func (c *Config) Validate() error {
 	add(c.validateDNS())
 	add(c.validateSessions())
 	add(c.validateProfiles())
+	if c.Authz.Enabled && (!filepath.IsAbs(c.Authz.Socket) || !strings.HasSuffix(c.Authz.Socket, ".sock")) {
+		add(keyErr("authz.socket", "%q is not an absolute path ending in .sock; expected e.g. %s", c.Authz.Socket, DefaultAuthzSocket))
+	}
+	for i, n := range c.Authz.AllowNetworks {
+		if !nameRE.MatchString(n) {
+			add(keyErr(fmt.Sprintf("authz.allow_networks[%d]", i), "%q is not a Docker network name; expected e.g. build-cache", n))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -79,6 +79,13 @@ func (m *Manager) prepareSessionFiles(req api.CreateRequest, user string) error 
 // removes what it made.
 func (m *Manager) createContainer(ctx context.Context, req api.CreateRequest, home, user string, owner caller) (api.Session, error) {
 	cfg, hc := m.containerSpec(req, home, user)
+	// A token of its own in the run label: Docker's authorization plugin
+	// (appliance/authz) lets clauderond's labels through only with one.
+	token, err := m.expectRun(Provenance{Owner: owner.name, Profile: req.Profile, Session: req.Name})
+	if err != nil {
+		return api.Session{}, err
+	}
+	cfg.Labels[LabelRun] = token
 	name := ContainerName(req.Name)
 	resp, err := m.opts.Docker.ContainerCreate(ctx, cfg, hc, nil, nil, name)
 	if err != nil {

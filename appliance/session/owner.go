@@ -190,3 +190,26 @@ func (m *Manager) forgetContainer(id string) {
 	defer m.prov.mu.Unlock()
 	delete(m.prov.byContainer, id)
 }
+
+// expectRun registers a one-time run token for a container clauderond is
+// about to create itself.
+func (m *Manager) expectRun(p Provenance) (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("naming a run: %w", err)
+	}
+	id := hex.EncodeToString(b[:])
+	m.prov.mu.Lock()
+	m.prov.pendingRuns[id] = p
+	m.prov.mu.Unlock()
+	return id, nil
+}
+
+// ExpectsRun reports whether token is a run token clauderond handed out
+// and no container has claimed yet (for Docker's authorization plugin).
+func (m *Manager) ExpectsRun(token string) bool {
+	m.prov.mu.RLock()
+	defer m.prov.mu.RUnlock()
+	_, ok := m.prov.pendingRuns[token]
+	return ok
+}

@@ -110,8 +110,12 @@ func TestCreate_ContainerGetsOnlyPlaceholdersAndTrust(t *testing.T) {
 	if !c.cfg.Tty || !c.cfg.OpenStdin || c.cfg.User != "1000:1000" || c.cfg.WorkingDir != "/workspace" || c.network != "clauderon" {
 		t.Errorf("config: tty=%v stdin=%v user=%q workdir=%q network=%q", c.cfg.Tty, c.cfg.OpenStdin, c.cfg.User, c.cfg.WorkingDir, c.network)
 	}
-	if diff := cmp.Diff(map[string]string{"clauderon.session": "fix-tests", "clauderon.profile": "default"}, c.cfg.Labels); diff != "" {
+	token := c.cfg.Labels[LabelRun]
+	if diff := cmp.Diff(map[string]string{"clauderon.session": "fix-tests", "clauderon.profile": "default", LabelRun: token}, c.cfg.Labels); diff != "" || len(token) != 32 {
 		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+	if !m.ExpectsRun(token) {
+		t.Errorf("the session's run token %q is not expected (Docker's authorization plugin would refuse its labels)", token)
 	}
 	if diff := cmp.Diff([]string{"/home/clauderon/ 1000:1000 copyuid=false"}, c.copies); diff != "" {
 		t.Errorf("home prepared before start (-want +got):\n%s", diff)

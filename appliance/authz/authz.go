@@ -1,0 +1,305 @@
+// Package authz is clauderond's Docker authorization plugin: dockerd asks
+// it about every API request (dockerd --authorization-plugin=clauderon, or
+// "authorization-plugins": ["clauderon"] in daemon.json) and it refuses the
+// ones that would let a container escape enforcement on a shared host:
+//
+//   - a container on a network other than clauderon's (and Policy.Allow),
+//     --network host, or --network container:X (X is someone's container,
+//     whose address and credentials it would share);
+//   - --privileged, CAP_NET_ADMIN / CAP_SYS_ADMIN / ALL, devices, the
+//     host's PID namespace;
+//   - bind mounts of the Docker socket, the state dir, /etc/clauderon or
+//     /run/clauderon, or of any directory above them;
+//   - the labels only clauderond sets (clauderon.profile, clauderon.run,
+//     clauderon.session), unless they carry a run token clauderond handed
+//     out (Policy.ExpectRun);
+//   - privileged execs, connecting a container to another network, and
+//     swarm services (not supported under the plugin).
+//
+// Every refusal names the rule and the fix, and is reported to
+// Policy.Audit. The plugin decides from the request alone (no Docker call
+// on the request path except resolving container:X) and fails closed:
+// a body it cannot read is refused. When clauderond is down, dockerd
+// refuses every request (that is dockerd's behaviour with an unreachable
+// plugin); the README says how to take the plugin out.
+//
+// It speaks the plugin protocol (Docker's "authz" plugin API v1: the
+// request and response types below mirror the JSON of the docker module's
+// pkg/authorization, which is not imported for three small structs, since
+// it would bring its logging stack into the daemon) and owns nothing else:
+// the appliance builds the Policy and serves the Handler on a socket in
+// /run/docker/plugins.
+package authz
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
+)
+
+// Policy is what the plugin enforces.
+type Policy struct {
+	// Network is clauderon's Docker network; Allow lists other networks
+	// containers may use ("none" is always allowed: no way out).
+	Network string
+	Allow   []string
+	// Protected are host paths never bind-mounted, nor any directory
+	// above them (the state dir, /etc/clauderon, the Docker socket …).
+	Protected []string
+	// ExpectRun reports whether a clauderon.run label value is a token
+	// clauderond handed out (a session it creates, a `clauderon run`).
+	ExpectRun func(token string) bool
+	// Audit receives every refusal; nil discards.
+	Audit func(Refusal)
+	// Logger is optional.
+	Logger *slog.Logger
+}
+
+// Refusal is one refused request.
+type Refusal struct {
+	Method, URI string
+	Rule        string // short name, e.g. "network-host"
+	Msg         string // the message dockerd shows the client
+}
+
+// Request is what dockerd asks (AuthZPlugin.AuthZReq).
+type Request struct {
+	User           string            `json:"User,omitempty"`
+	RequestMethod  string            `json:"RequestMethod,omitempty"`
+	RequestURI     string            `json:"RequestUri,omitempty"`
+	RequestBody    []byte            `json:"RequestBody,omitempty"`
+	RequestHeaders map[string]string `json:"RequestHeaders,omitempty"`
+}
+
+// Response is the plugin's answer.
+type Response struct {
+	Allow bool   `json:"Allow"`
+	Msg   string `json:"Msg,omitempty"`
+	Err   string `json:"Err,omitempty"`
+}
+
+// Protocol names.
+const (
+	pathActivate = "/Plugin.Activate"
+	pathRequest  = "/AuthZPlugin.AuthZReq"
+	pathResponse = "/AuthZPlugin.AuthZRes"
+	implements   = "authz"
+)
+
+// Labels only clauderond sets.
+var reservedLabels = []string{"clauderon.profile", "clauderon.run", "clauderon.session"}
+
+// Handler serves the plugin protocol for p.
+func Handler(p *Policy) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+pathActivate, func(w http.ResponseWriter, _ *http.Request) {
+		reply(w, map[string][]string{"Implements": {implements}})
+	})
+	mux.HandleFunc("POST "+pathRequest, func(w http.ResponseWriter, r *http.Request) {
+		var req Request
+		if err := json.NewDecoder(io.LimitReader(r.Body, 4<<20)).Decode(&req); err != nil {
+			reply(w, Response{Allow: false, Msg: "clauderon authz: unreadable request: " + err.Error()})
+			return
+		}
+		reply(w, p.decide(req))
+	})
+	mux.HandleFunc("POST "+pathResponse, func(w http.ResponseWriter, _ *http.Request) {
+		reply(w, Response{Allow: true})
+	})
+	return mux
+}
+
+func reply(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/vnd.docker.plugins.v1+json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+var apiVersion = regexp.MustCompile(`^/v[0-9.]+`)
+
+// route is a request's method and path without the API version and query.
+func route(req Request) (method, path string) {
+	path, _, _ = strings.Cut(req.RequestURI, "?")
+	return req.RequestMethod, apiVersion.ReplaceAllString(path, "")
+}
+
+// decide answers one request.
+func (p *Policy) decide(req Request) Response {
+	method, path := route(req)
+	var rule, msg string
+	switch {
+	case method != http.MethodPost:
+	case path == "/containers/create":
+		rule, msg = p.checkCreate(req.RequestBody)
+	case strings.HasPrefix(path, "/containers/") && strings.HasSuffix(path, "/exec"):
+		rule, msg = checkExec(req.RequestBody)
+	case strings.HasPrefix(path, "/networks/") && strings.HasSuffix(path, "/connect"):
+		rule, msg = p.checkConnect(strings.TrimSuffix(strings.TrimPrefix(path, "/networks/"), "/connect"))
+	case path == "/services/create" || strings.HasPrefix(path, "/services/") && strings.HasSuffix(path, "/update"):
+		rule, msg = "services", "swarm services are not allowed on this host (their tasks would not be checked); run containers on the "+p.Network+" network"
+	}
+	if rule == "" {
+		return Response{Allow: true}
+	}
+	msg = "clauderon: " + msg
+	if p.Audit != nil {
+		p.Audit(Refusal{Method: method, URI: path, Rule: rule, Msg: msg})
+	}
+	return Response{Allow: false, Msg: msg}
+}
+
+// createBody is the part of POST /containers/create the plugin reads.
+type createBody struct {
+	Labels           map[string]string
+	HostConfig       *container.HostConfig
+	NetworkingConfig *network.NetworkingConfig
+}
+
+func (p *Policy) checkCreate(body []byte) (rule, msg string) {
+	var b createBody
+	if len(body) == 0 {
+		return "unreadable", "the container's configuration was not sent to the authorization plugin; refusing"
+	}
+	if err := json.Unmarshal(body, &b); err != nil {
+		return "unreadable", "cannot read the container's configuration (" + err.Error() + "); refusing"
+	}
+	if r, m := p.checkLabels(b.Labels); r != "" {
+		return r, m
+	}
+	hc := b.HostConfig
+	if hc == nil {
+		hc = &container.HostConfig{}
+	}
+	for _, check := range []func(*container.HostConfig) (string, string){p.checkNetworkMode, checkPrivileges, p.checkMounts} {
+		if r, m := check(hc); r != "" {
+			return r, m
+		}
+	}
+	if b.NetworkingConfig != nil {
+		for name := range b.NetworkingConfig.EndpointsConfig {
+			if !p.allowed(name) {
+				return "network", fmt.Sprintf("network %q is not allowed on this host; use --network %s", name, p.Network)
+			}
+		}
+	}
+	return "", ""
+}
+
+func (p *Policy) checkLabels(labels map[string]string) (rule, msg string) {
+	for _, l := range reservedLabels {
+		if _, ok := labels[l]; !ok {
+			continue
+		}
+		if tok := labels["clauderon.run"]; tok != "" && p.ExpectRun != nil && p.ExpectRun(tok) {
+			return "", ""
+		}
+		return "label", fmt.Sprintf("the label %s is set by clauderond only; use clauderon run or clauderon create (with --profile) instead", l)
+	}
+	return "", ""
+}
+
+func (p *Policy) allowed(netName string) bool {
+	return netName == p.Network || netName == "none" || slices.Contains(p.Allow, netName)
+}
+
+func (p *Policy) checkNetworkMode(hc *container.HostConfig) (rule, msg string) {
+	m := hc.NetworkMode
+	switch {
+	case m.IsHost():
+		return "network-host", "--network host would bypass clauderon entirely; use --network " + p.Network
+	case m.IsContainer():
+		return "network-container", fmt.Sprintf("--network %s would share another container's address (and its credentials); use --network %s", m, p.Network)
+	case m == "" || m.IsDefault():
+		if !p.allowed("bridge") && !p.allowed("default") {
+			return "network", "containers on this host run on the " + p.Network + " network; add --network " + p.Network
+		}
+	case !p.allowed(string(m)):
+		return "network", fmt.Sprintf("network %q is not allowed on this host; use --network %s", string(m), p.Network)
+	}
+	return "", ""
+}
+
+func checkPrivileges(hc *container.HostConfig) (rule, msg string) {
+	switch {
+	case hc.Privileged:
+		return "privileged", "--privileged is not allowed on this host"
+	case len(hc.Devices) > 0:
+		return "devices", "--device is not allowed on this host"
+	case hc.PidMode.IsHost():
+		return "pid-host", "--pid host is not allowed on this host"
+	}
+	for _, c := range hc.CapAdd {
+		switch strings.TrimPrefix(strings.ToUpper(c), "CAP_") {
+		case "NET_ADMIN", "SYS_ADMIN", "ALL", "BPF", "SYS_PTRACE", "SYS_MODULE":
+			return "capability", fmt.Sprintf("--cap-add %s is not allowed on this host (it could undo the network's enforcement)", c)
+		}
+	}
+	return "", ""
+}
+
+func (p *Policy) checkMounts(hc *container.HostConfig) (rule, msg string) {
+	var sources []string
+	for _, b := range hc.Binds {
+		src, _, _ := strings.Cut(b, ":")
+		if strings.HasPrefix(src, "/") {
+			sources = append(sources, src)
+		}
+	}
+	for _, m := range hc.Mounts {
+		if m.Type == mount.TypeBind || m.Type == "" {
+			sources = append(sources, m.Source)
+		}
+	}
+	for _, src := range sources {
+		if prot := p.protects(src); prot != "" {
+			return "mount", fmt.Sprintf("mounting %s would expose %s to the container; mount something else", src, prot)
+		}
+	}
+	return "", ""
+}
+
+// protects names the protected path src is, contains or lies in; "" if
+// none.
+func (p *Policy) protects(src string) string {
+	src = filepath.Clean(src)
+	if real, err := filepath.EvalSymlinks(src); err == nil {
+		src = real
+	}
+	for _, prot := range p.Protected {
+		prot = filepath.Clean(prot)
+		if src == prot || strings.HasPrefix(prot, src+"/") || src == "/" || strings.HasPrefix(src, prot+"/") {
+			return prot
+		}
+	}
+	return ""
+}
+
+func checkExec(body []byte) (rule, msg string) {
+	var b struct{ Privileged bool }
+	if err := json.Unmarshal(body, &b); err != nil && len(body) > 0 {
+		return "unreadable", "cannot read the exec configuration; refusing"
+	}
+	if b.Privileged {
+		return "privileged-exec", "docker exec --privileged is not allowed on this host"
+	}
+	return "", ""
+}
+
+func (p *Policy) checkConnect(netName string) (rule, msg string) {
+	if netName == p.Network {
+		return "connect", "connecting a running container to " + p.Network + " is not allowed (it may have other ways out); start it with --network " + p.Network
+	}
+	if !p.allowed(netName) {
+		return "connect", fmt.Sprintf("connecting a container to network %q is not allowed on this host", netName)
+	}
+	return "", ""
+}
