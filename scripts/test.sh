@@ -77,6 +77,8 @@ if [ "$what" = all ] || [ "$what" = e2e ]; then
 		run_step "e2e (real Docker, real kernel, real clients)" e2e
 		run_step "e2e: the operator's day (install.sh --no-start, the unit's capabilities, group member, credential rotation)" \
 			go test -tags e2e -count=1 -timeout 20m -v ./scripts/e2e/install/
+		run_step "e2e: two tenants on one host (profiles, sessions, audit, hand-made labels)" \
+			go test -tags e2e -count=1 -timeout 10m -v ./scripts/e2e/tenants/
 		run_step "e2e: the Docker authorization plugin against the real dockerd" \
 			go test -tags e2e -count=1 -timeout 10m -v ./scripts/e2e/authz/
 	else

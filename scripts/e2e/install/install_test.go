@@ -22,13 +22,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,33 +43,6 @@ const (
 	network = "clauderon"
 	placeID = "sk-ant-oat01-clauderon-proxy-placeholder"
 )
-
-// tokens answers whichever of the two test tokens a request carries.
-type tokens struct {
-	mu            sync.Mutex
-	first, second string
-	seen          []string // "first", "second", "placeholder", "none", "other"
-}
-
-func (tk *tokens) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	tk.mu.Lock()
-	which := "other"
-	switch a := r.Header.Get("Authorization"); a {
-	case "Bearer " + tk.first:
-		which = "first"
-	case "Bearer " + tk.second:
-		which = "second"
-	case "":
-		which = "none"
-	default:
-		if strings.Contains(a, "clauderon-proxy-placeholder") {
-			which = "placeholder"
-		}
-	}
-	tk.seen = append(tk.seen, which)
-	tk.mu.Unlock()
-	fmt.Fprintf(w, "token=%s\n", which)
-}
 
 func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 	if os.Geteuid() != 0 {
@@ -107,7 +78,8 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 
 	// 2. The operator points api.anthropic.com at a fake (an air-gapped
 	// site's upstreams override) and writes the token in credentials.env.
-	tk := &tokens{first: "sk-ant-oat01-e2e-FIRST-" + randomHex(12), second: "sk-ant-oat01-e2e-SECOND-" + randomHex(12)}
+	first, second := "sk-ant-oat01-e2e-FIRST-"+randomHex(12), "sk-ant-oat01-e2e-SECOND-"+randomHex(12)
+	tk := fakeapi.NewTokens(map[string]string{"first": first, "second": second})
 	ca, err := fakeapi.NewCA("clauderon e2e install upstream CA")
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +97,7 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 		t.Fatal(err)
 	}
 	editConfig(t, fmt.Sprintf("upstreams:\n  - {host: api.anthropic.com, address: %q, ca_file: %s}\n", srv.Addr, etcDir+"/upstream-ca.pem"))
-	writeCredentials(t, tk.first)
+	writeCredentials(t, first)
 
 	// 3. The installed daemon under the unit's capabilities. Its environment
 	// has no credential: it must read credentials.env itself.
@@ -153,7 +125,7 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 	t.Logf("the container got the fake's answer to the first token; fingerprint %s", fpBefore)
 
 	// 6. The operator rotates the token: edit the file, reload. No restart.
-	writeCredentials(t, tk.second)
+	writeCredentials(t, second)
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -177,14 +149,12 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 	if got := dockerRun(t, image, "sh", "-c", "curl -sS -m 5 http://10.213.0.1:22/ 2>&1; echo rc=$?"); !strings.Contains(got, "rc=7") {
 		t.Errorf("a container reached a host service: %s", got)
 	}
-	for _, tok := range []string{tk.first, tk.second} {
+	for _, tok := range []string{first, second} {
 		if strings.Contains(d.log(), tok) {
 			t.Error("the daemon log shows a real token")
 		}
 	}
-	tk.mu.Lock()
-	defer tk.mu.Unlock()
-	for _, s := range tk.seen {
+	for _, s := range tk.Seen() {
 		if s == "placeholder" {
 			t.Error("the fake upstream received the placeholder")
 		}
