@@ -38,14 +38,20 @@ func (d *daemon) stepAPI(ctx context.Context, g *errgroup.Group) error {
 	b := &backend{d: d}
 	d.wireSessions(ctx, b)
 	srv := &http.Server{Handler: api.NewHandler(b, d.base), ReadHeaderTimeout: 10 * time.Second, ConnContext: withPeerCred}
+	serveSocket(ctx, g, srv, ln, path, "daemon API")
+	return nil
+}
+
+// serveSocket serves srv on the Unix socket ln (at path) in g until ctx
+// ends, then removes the socket.
+func serveSocket(ctx context.Context, g *errgroup.Group, srv *http.Server, ln net.Listener, path, what string) {
 	g.Go(func() error {
 		defer os.Remove(path)
 		if err := serveHTTP(ctx, srv, ln); err != nil {
-			return fmt.Errorf("daemon API on %s: %w", path, err)
+			return fmt.Errorf("%s on %s: %w", what, path, err)
 		}
 		return nil
 	})
-	return nil
 }
 
 // ensureSocketDir creates the socket's directory when it is missing (e.g.

@@ -44,13 +44,7 @@ func (d *daemon) stepAuthz(ctx context.Context, g *errgroup.Group) error {
 	d.listeners = append(d.listeners, listenerStatus{"authz", sock, true})
 	srv := &http.Server{Handler: authz.Handler(d.authzPolicy(cfg)), ReadHeaderTimeout: 10 * time.Second}
 	d.log.Info("docker authorization plugin listening", "socket", sock, "plugin", authzPluginName(sock))
-	g.Go(func() error {
-		defer os.Remove(sock)
-		if err := serveHTTP(ctx, srv, ln); err != nil {
-			return fmt.Errorf("docker authorization plugin on %s: %w", sock, err)
-		}
-		return nil
-	})
+	serveSocket(ctx, g, srv, ln, sock, "docker authorization plugin")
 	return nil
 }
 

@@ -49,10 +49,18 @@ func (a peerAccount) inGroup(group string) bool {
 	return slices.Contains(a.groups, gid)
 }
 
-// isAdmin: root, or a member of socket.admin_group.
+// multiTenant reports whether tenants are configured (profiles.access
+// entries, or labels not trusted); on a single-tenant host every user of
+// the socket sees everything, as before tenants existed.
+func multiTenant(cfg *config.Config) bool {
+	return len(cfg.Profiles.Access) > 0 || !cfg.Profiles.TrustLabels
+}
+
+// isAdmin: root, a member of socket.admin_group, or anyone on a
+// single-tenant host.
 func isAdmin(ctx context.Context, cfg *config.Config) bool {
 	p, ok := api.PeerFrom(ctx)
-	if !ok || p.UID == 0 {
+	if !ok || p.UID == 0 || !multiTenant(cfg) {
 		return true
 	}
 	return cfg.Socket.AdminGroup != "" && accountOf(p).inGroup(cfg.Socket.AdminGroup)

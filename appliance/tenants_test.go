@@ -56,6 +56,10 @@ func TestAuthorizeProfile(t *testing.T) {
 			t.Error("isAdmin: root is, a plain user is not")
 		}
 	}
+	single := config.Default()
+	if !isAdmin(peerCtx(2001, 2001), single) {
+		t.Error("on a single-tenant host (no profiles.access, labels trusted) every socket user sees everything")
+	}
 }
 
 // TestProfileFor_LabelsTrustedOnlyWhenConfigured: with trust_labels off a

@@ -13,12 +13,10 @@
 package authz
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/clauderon/clauderond/scripts/e2e/e2eutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,13 +44,8 @@ func TestAuthz_RefusesEscapesAllowsTheNetwork(t *testing.T) {
 	if image == "" {
 		t.Fatal("CLAUDERON_E2E_SCRATCH_IMAGE is not set (scripts/images.sh prints it; scripts/test.sh exports it)")
 	}
-	root, err := filepath.Abs("../../..")
-	if err != nil {
-		t.Fatal(err)
-	}
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "bin")
-	mustRun(t, 5*time.Minute, root, "go", "build", "-o", bin+"/", "./cmd/clauderond", "./cmd/clauderon")
+	bin := e2eutil.BuildBinaries(t, tmp)
 	state := filepath.Join(tmp, "state")
 	cfgPath := filepath.Join(tmp, "config.yaml")
 	cfg := fmt.Sprintf(`state_dir: %s
@@ -66,13 +59,15 @@ drain_timeout: 2s
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, bin, cfgPath, filepath.Join(tmp, "d.sock"))
+	e2eutil.StartDaemon(t, []string{filepath.Join(bin, "clauderond"), "--config", cfgPath}, []string{"PATH=" + os.Getenv("PATH"), "HOME=/root"},
+		func() bool {
+			return exec.Command(filepath.Join(bin, "clauderon"), "--socket", filepath.Join(tmp, "d.sock"), "status").Run() == nil
+		})
 	t.Cleanup(func() {
 		exec.Command(filepath.Join(bin, "clauderond"), "--config", cfgPath, "teardown").Run()
 		exec.Command("docker", "network", "rm", network).Run()
 	})
 	enablePlugin(t, image) // restored before the daemon stops (cleanups run last first)
-	_ = d
 
 	dockerOK := func(args ...string) string {
 		t.Helper()
@@ -82,7 +77,7 @@ drain_timeout: 2s
 		}
 		return string(out)
 	}
-	name := "clauderon-e2e-authz-" + randomHex(3)
+	name := "clauderon-e2e-authz-" + e2eutil.RandomHex(3)
 	dockerOK("run", "-d", "--name", name, "--network", network, image, "sleep", "60")
 	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
 	dockerOK("run", "--rm", "--network", network, image, "true")
@@ -184,63 +179,4 @@ func waitPlugin(t *testing.T, image string, on bool) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-}
-
-type daemon struct{ cmd *exec.Cmd }
-
-func startDaemon(t *testing.T, bin, cfg, sock string) *daemon {
-	t.Helper()
-	logf, err := os.Create(filepath.Join(t.TempDir(), "daemon.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(bin, "clauderond"), "--config", cfg)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=/root"}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-	})
-	deadline := time.Now().Add(90 * time.Second)
-	for exec.Command(filepath.Join(bin, "clauderon"), "--socket", sock, "status").Run() != nil {
-		select {
-		case <-done:
-			b, _ := os.ReadFile(logf.Name())
-			t.Fatalf("clauderond exited:\n%s", b)
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("clauderond not ready within 90s")
-		}
-	}
-	return &daemon{cmd: cmd}
-}
-
-func mustRun(t *testing.T, timeout time.Duration, dir, name string, args ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -17,8 +17,6 @@ package install
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/clauderon/clauderond/scripts/e2e/e2eutil"
 	"github.com/clauderon/clauderond/scripts/fakeapi"
 )
 
@@ -60,7 +59,7 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 	t.Cleanup(uninstall)
 
 	// 1. install.sh --no-start, as the README says.
-	mustRun(t, 10*time.Minute, nil, "bash", filepath.Join(root, "scripts/install.sh"), "--no-start")
+	e2eutil.MustRun(t, 10*time.Minute, "", nil, "bash", filepath.Join(root, "scripts/install.sh"), "--no-start")
 	if err := os.WriteFile(marker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +77,7 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 
 	// 2. The operator points api.anthropic.com at a fake (an air-gapped
 	// site's upstreams override) and writes the token in credentials.env.
-	first, second := "sk-ant-oat01-e2e-FIRST-"+randomHex(12), "sk-ant-oat01-e2e-SECOND-"+randomHex(12)
+	first, second := "sk-ant-oat01-e2e-FIRST-"+e2eutil.RandomHex(12), "sk-ant-oat01-e2e-SECOND-"+e2eutil.RandomHex(12)
 	tk := fakeapi.NewTokens(map[string]string{"first": first, "second": second})
 	ca, err := fakeapi.NewCA("clauderon e2e install upstream CA")
 	if err != nil {
@@ -113,7 +112,7 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 
 	// 5. An unchanged container on the network, holding the placeholder.
 	if got := curl(t, image); !strings.Contains(got, "token=first") {
-		t.Fatalf("container got %q, want the fake's answer to the injected token (daemon log:\n%s)", got, d.tail())
+		t.Fatalf("container got %q, want the fake's answer to the injected token (daemon log:\n%s)", got, d.Tail(40))
 	}
 	for _, args := range [][]string{{"list"}, {"audit", "-n", "5", "--host", "api.anthropic.com"}, {"doctor", "--help"}} {
 		got := asOperator(t, append([]string{"/usr/local/bin/clauderon"}, args...)...)
@@ -126,13 +125,13 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 
 	// 6. The operator rotates the token: edit the file, reload. No restart.
 	writeCredentials(t, second)
-	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := d.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for fingerprint(t) == fpBefore {
 		if time.Now().After(deadline) {
-			t.Fatalf("the credential's fingerprint did not change within 20s of the reload; log:\n%s", d.tail())
+			t.Fatalf("the credential's fingerprint did not change within 20s of the reload; log:\n%s", d.Tail(40))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -140,7 +139,7 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 	if got := curl(t, image); !strings.Contains(got, "token=second") {
 		t.Fatalf("after the reload the container got %q, want the new token injected", got)
 	}
-	if d.exited() {
+	if d.Exited() {
 		t.Fatal("the daemon exited; a reload must not restart it")
 	}
 
@@ -150,7 +149,7 @@ func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
 		t.Errorf("a container reached a host service: %s", got)
 	}
 	for _, tok := range []string{first, second} {
-		if strings.Contains(d.log(), tok) {
+		if strings.Contains(d.Log(), tok) {
 			t.Error("the daemon log shows a real token")
 		}
 	}
@@ -225,74 +224,20 @@ func writeCredentials(t *testing.T, token string) {
 	}
 }
 
-type daemon struct {
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-}
-
-func (d *daemon) log() string { b, _ := os.ReadFile(d.logPath); return string(b) }
-
-func (d *daemon) tail() string {
-	l := strings.Split(d.log(), "\n")
-	return strings.Join(l[max(0, len(l)-40):], "\n")
-}
-
-func (d *daemon) exited() bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // startDaemon runs the installed clauderond under the unit's
 // CapabilityBoundingSet with no new privileges, as systemd would.
-func startDaemon(t *testing.T, root string) *daemon {
+func startDaemon(t *testing.T, root string) *e2eutil.Daemon {
 	t.Helper()
 	caps, err := unitBoundingSet(filepath.Join(root, "scripts/clauderond.service"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{logPath: filepath.Join(t.TempDir(), "daemon.log"), done: make(chan struct{})}
-	logf, err := os.Create(d.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.cmd = exec.Command("setpriv", "--bounding-set", "-all,"+caps, "--inh-caps", "-all", "--no-new-privs", "--",
-		"/usr/local/bin/clauderond", "--config", etcDir+"/config.yaml")
-	d.cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/root"}
-	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); logf.Close(); close(d.done) }()
-	t.Cleanup(func() {
-		d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(30 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.done
-		}
-	})
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		if exec.Command("/usr/local/bin/clauderon", "status").Run() == nil {
-			break
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("the installed clauderond exited under the unit's capabilities (%s):\n%s", caps, d.tail())
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("clauderond not ready within 90s:\n%s", d.tail())
-		}
-	}
-	if strings.Contains(d.log(), "cannot find host veth") {
-		t.Errorf("the daemon could not resolve a host veth under the unit's capabilities:\n%s", d.tail())
+	argv := []string{"setpriv", "--bounding-set", "-all," + caps, "--inh-caps", "-all", "--no-new-privs", "--",
+		"/usr/local/bin/clauderond", "--config", etcDir + "/config.yaml"}
+	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/root"}
+	d := e2eutil.StartDaemon(t, argv, env, func() bool { return exec.Command("/usr/local/bin/clauderon", "status").Run() == nil })
+	if strings.Contains(d.Log(), "cannot find host veth") {
+		t.Errorf("the daemon could not resolve a host veth under the unit's capabilities (%s):\n%s", caps, d.Tail(40))
 	}
 	return d
 }
@@ -318,18 +263,17 @@ func unitBoundingSet(path string) (string, error) {
 
 func addOperator(t *testing.T) {
 	t.Helper()
-	mustRun(t, time.Minute, nil, "useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "-G", "clauderon", opUser)
+	e2eutil.MustRun(t, time.Minute, "", nil, "useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "-G", "clauderon", opUser)
 }
 
 // asOperator runs a command as the group member with an empty environment.
 func asOperator(t *testing.T, args ...string) string {
 	t.Helper()
-	u, err := user.Lookup(opUser)
+	out, err := e2eutil.AsUser(t, opUser, args...)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v as %s: %v\n%s", args, opUser, err, out)
 	}
-	full := append([]string{"--reuid", u.Uid, "--regid", u.Gid, "--init-groups", "--", "env", "-i"}, args...)
-	return mustRun(t, time.Minute, nil, "setpriv", full...)
+	return out
 }
 
 func fingerprint(t *testing.T) string {
@@ -367,25 +311,4 @@ func curl(t *testing.T, image string) string {
 	t.Helper()
 	return dockerRun(t, image, "sh", "-c",
 		`curl -sS --cacert /etc/clauderon/proxy-ca.pem -H "Authorization: Bearer $CLAUDE_CODE_OAUTH_TOKEN" https://api.anthropic.com/v1/messages -d '{}'`)
-}
-
-func mustRun(t *testing.T, timeout time.Duration, env []string, name string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	if env != nil {
-		cmd.Env = env
-	}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -12,21 +12,17 @@
 package tenants
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/clauderon/clauderond/scripts/e2e/e2eutil"
 	"github.com/clauderon/clauderond/scripts/fakeapi"
 )
 
@@ -48,18 +44,16 @@ func TestTenants_ProfilesSessionsAndAuditStayApart(t *testing.T) {
 	if image == "" {
 		t.Fatal("CLAUDERON_E2E_DEBIAN_IMAGE is not set (scripts/images.sh prints it; scripts/test.sh exports it)")
 	}
-	root, _ := filepath.Abs("../../..")
 	tmp, err := os.MkdirTemp("", "clauderon-e2e-tn-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(tmp, 0o755) // the tenants reach the socket dir through it
 	t.Cleanup(func() { os.RemoveAll(tmp) })
-	bin := filepath.Join(tmp, "bin")
-	mustRun(t, root, "go", "build", "-o", bin+"/", "./cmd/clauderond", "./cmd/clauderon")
+	bin := e2eutil.BuildBinaries(t, tmp)
 	addUsers(t)
 
-	tokA, tokB := "sk-ant-oat01-e2e-TEAM-A-"+randomHex(10), "sk-ant-oat01-e2e-TEAM-B-"+randomHex(10)
+	tokA, tokB := "sk-ant-oat01-e2e-TEAM-A-"+e2eutil.RandomHex(10), "sk-ant-oat01-e2e-TEAM-B-"+e2eutil.RandomHex(10)
 	tk := fakeapi.NewTokens(map[string]string{"team-a": tokA, "team-b": tokB})
 	ca, err := fakeapi.NewCA("clauderon e2e tenants upstream CA")
 	if err != nil {
@@ -94,13 +88,18 @@ drain_timeout: 2s
 	cfgPath := filepath.Join(tmp, "config.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 	env := []string{"CLAUDERON_PROFILE_TEAM_A_CLAUDE_CODE_OAUTH_TOKEN=" + tokA, "CLAUDERON_PROFILE_TEAM_B_CLAUDE_CODE_OAUTH_TOKEN=" + tokB}
-	startDaemon(t, bin, cfgPath, filepath.Join(sockDir, "d.sock"), env)
+	sock := filepath.Join(sockDir, "d.sock")
+	e2eutil.StartDaemon(t, []string{filepath.Join(bin, "clauderond"), "--config", cfgPath},
+		append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/root"}, env...),
+		func() bool {
+			return exec.Command(filepath.Join(bin, "clauderon"), "--socket", sock, "status").Run() == nil
+		})
 	t.Cleanup(func() {
 		exec.Command(filepath.Join(bin, "clauderond"), "--config", cfgPath, "teardown").Run()
 		exec.Command("docker", "network", "rm", network).Run()
 	})
 	cli := func(who string, args ...string) (string, error) {
-		return asUser(t, who, append([]string{filepath.Join(bin, "clauderon"), "--socket", filepath.Join(sockDir, "d.sock")}, args...)...)
+		return e2eutil.AsUser(t, who, append([]string{filepath.Join(bin, "clauderon"), "--socket", sock}, args...)...)
 	}
 
 	// A cannot use B's profile.
@@ -137,7 +136,7 @@ drain_timeout: 2s
 	if got, _ := exec.Command("docker", "exec", "clauderon-e2e-tn-1", "sh", "-c", curl).CombinedOutput(); !strings.Contains(string(got), "token=team-b") {
 		t.Errorf("B's session got %q, want B's token injected", got)
 	}
-	waitFor(t, "B's request in the audit", func() bool {
+	e2eutil.WaitFor(t, "B's request in the audit", 15*time.Second, func() bool {
 		out, _ := cli(tenants[1], "audit", "--json", "-n", "50")
 		return strings.Contains(out, "clauderon-e2e-tn-1") && strings.Contains(out, `"owner":"`+tenants[1]+`"`)
 	})
@@ -147,7 +146,7 @@ drain_timeout: 2s
 
 	// A container labelled with B's profile by hand (not made by
 	// clauderond) gets no credential: labels are not trusted.
-	forged := "clauderon-e2e-tn-forged-" + randomHex(3)
+	forged := "clauderon-e2e-tn-forged-" + e2eutil.RandomHex(3)
 	got, _ := exec.Command("docker", "run", "--rm", "--name", forged, "--network", network, "--label", "clauderon.profile=team-b",
 		"-v", filepath.Join(state, "proxy-ca.pem")+":/etc/clauderon/proxy-ca.pem:ro", "-e", "CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder",
 		image, "sh", "-c", curl+" -w ' status=%{http_code}'").CombinedOutput()
@@ -170,91 +169,4 @@ func addUsers(t *testing.T) {
 		}
 		t.Cleanup(func() { exec.Command("userdel", u).Run() })
 	}
-}
-
-// asUser runs a command as who ("root" runs it directly) with an empty
-// environment.
-func asUser(t *testing.T, who string, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if who == "root" {
-		out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
-		return string(out), err
-	}
-	u, err := user.Lookup(who)
-	if err != nil {
-		t.Fatal(err)
-	}
-	full := append([]string{"--reuid", u.Uid, "--regid", u.Gid, "--init-groups", "--", "env", "-i", "PATH=/usr/bin:/bin"}, args...)
-	out, err := exec.CommandContext(ctx, "setpriv", full...).CombinedOutput()
-	return string(out), err
-}
-
-func startDaemon(t *testing.T, bin, cfg, sock string, env []string) {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), "daemon.log")
-	logf, _ := os.Create(logPath)
-	cmd := exec.Command(filepath.Join(bin, "clauderond"), "--config", cfg)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/root"}, env...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			lines := strings.Split(string(b), "\n")
-			t.Logf("daemon log tail:\n%s", strings.Join(lines[max(0, len(lines)-30):], "\n"))
-		}
-	})
-	deadline := time.Now().Add(90 * time.Second)
-	for exec.Command(filepath.Join(bin, "clauderon"), "--socket", sock, "status").Run() != nil {
-		select {
-		case <-done:
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("clauderond exited:\n%s", b)
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("clauderond not ready within 90s")
-		}
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 15s", what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func mustRun(t *testing.T, dir, name string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
