@@ -39,6 +39,12 @@ type Applied struct {
 	Credential string // credential name the rule uses (never its value)
 	Injected   bool   // a real credential was written to the request
 	Kept       bool   // the client's own credential was left in place (on_client_credential: keep)
+	// Placeholders are the suffixes (PlaceholderSuffix) of the
+	// per-container placeholders found in the headers the rule writes or
+	// strips, deduplicated, in the order seen: who the placeholders were
+	// handed to is the caller's to check. Placeholders are not secrets;
+	// nothing else of a header value is reported.
+	Placeholders []string
 }
 
 // Injector applies rules to requests. It is immutable and safe for
@@ -66,6 +72,7 @@ type compiledRule struct {
 	tmplPost string
 	deny     []pathEntry
 	allow    []pathEntry
+	push     *pushScope // nil: pushes not limited
 }
 
 const (
@@ -106,7 +113,8 @@ func New(rules []Rule, store *Store, logger *slog.Logger) (*Injector, error) {
 }
 
 func compile(r Rule) *compiledRule {
-	cr := &compiledRule{rule: r, name: r.Name(), format: r.Format, onClient: r.OnClientCredential, deny: compilePathList(r.Deny), allow: compilePathList(r.Allow)}
+	cr := &compiledRule{rule: r, name: r.Name(), format: r.Format, onClient: r.OnClientCredential, deny: compilePathList(r.Deny), allow: compilePathList(r.Allow),
+		push: compilePush(r.Push)}
 	if cr.format == "" {
 		cr.format = FormatBearer
 	}
@@ -186,7 +194,7 @@ func (i *Injector) Apply(req *http.Request, host, profile string) (Applied, erro
 	if cr == nil {
 		return Applied{}, fmt.Errorf("%w %q", ErrNoRule, h)
 	}
-	a := Applied{Rule: cr.name, Credential: cr.rule.Credential}
+	a := Applied{Rule: cr.name, Credential: cr.rule.Credential, Placeholders: placeholderSuffixes(req.Header, cr.strip)}
 	if err := checkRequestHost(req, h); err != nil {
 		return a, err
 	}
@@ -368,32 +376,71 @@ func removePlaceholders(h http.Header, keys []string) {
 // credential: empty, a placeholder, "<scheme> <placeholder>", or Basic
 // credentials whose user or password is a placeholder.
 func isPlaceholderHeader(v string) bool {
+	_, ok := headerPlaceholder(v)
+	return ok
+}
+
+// headerPlaceholder is isPlaceholderHeader that also returns the bare
+// placeholder value found ("" when the header carries nothing at all).
+func headerPlaceholder(v string) (string, bool) {
 	v = strings.TrimSpace(v)
-	if v == "" || IsPlaceholder(v) {
-		return true
+	if v == "" {
+		return "", true
 	}
 	scheme, rest, ok := strings.Cut(v, " ")
 	if !ok {
+		if IsPlaceholder(v) {
+			return v, true
+		}
 		// A bare scheme ("Bearer" with its token missing) carries nothing.
-		return isAuthScheme(v)
+		return "", isAuthScheme(v)
 	}
 	rest = strings.TrimSpace(rest)
-	if rest == "" || IsPlaceholder(rest) {
-		return true
+	switch {
+	case rest == "":
+		return "", true
+	case IsPlaceholder(rest):
+		return rest, true
+	case IsPlaceholder(v): // the marker anywhere
+		return v, true
 	}
 	if !strings.EqualFold(scheme, "basic") {
-		return false
+		return "", false
 	}
 	var buf [256]byte
 	if base64.StdEncoding.DecodedLen(len(rest)) > len(buf) {
-		return false
+		return "", false
 	}
 	n, err := base64.StdEncoding.Decode(buf[:], []byte(rest))
 	if err != nil {
-		return false
+		return "", false
 	}
 	user, pass, _ := strings.Cut(string(buf[:n]), ":")
-	return IsPlaceholder(pass) || (pass == "" && IsPlaceholder(user))
+	switch {
+	case IsPlaceholder(pass):
+		return pass, true
+	case pass == "" && IsPlaceholder(user):
+		return user, true
+	}
+	return "", false
+}
+
+// placeholderSuffixes returns the per-container suffixes of the
+// placeholders among keys' values (see Applied.Placeholders).
+func placeholderSuffixes(h http.Header, keys []string) []string {
+	var out []string
+	for _, k := range keys {
+		for _, v := range h[k] {
+			p, ok := headerPlaceholder(v)
+			if !ok {
+				continue
+			}
+			if sfx, ok := PlaceholderSuffix(p); ok && !slices.Contains(out, sfx) {
+				out = append(out, sfx)
+			}
+		}
+	}
+	return out
 }
 
 func isAuthScheme(v string) bool {

@@ -3,18 +3,74 @@ package injector
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
 // Placeholder values handed to containers instead of real credentials
-// (DESIGN.md). Anything containing PlaceholderMarker, or equal to
-// PlaceholderGitHub, is treated as a placeholder wherever it appears.
+// (DESIGN.md). Anything containing PlaceholderMarker, equal to
+// PlaceholderGitHub, or PlaceholderGitHub with a per-container suffix
+// ("clauderon-proxy-" and PlaceholderSuffixLen lower-case hex digits) is
+// treated as a placeholder wherever it appears.
 const (
 	PlaceholderAnthropicOAuth = "sk-ant-oat01-clauderon-proxy-placeholder"
 	PlaceholderOpenAI         = "sk-openai-clauderon-proxy-placeholder"
 	PlaceholderGitHub         = "clauderon-proxy"
 	PlaceholderMarker         = "clauderon-proxy-placeholder"
 )
+
+// Per-container placeholders (honeytokens). Containers clauderond creates
+// or prepares get the reference values above with "-" and a suffix of
+// their own appended (WithPlaceholderSuffix), so that a placeholder seen
+// where it does not belong names the container it came from. The suffix is
+// not a secret: it is PlaceholderSuffixLen lower-case hex digits (the
+// appliance derives it with a keyed MAC). The plain reference values keep
+// working for images that hard-code them.
+const PlaceholderSuffixLen = 10
+
+// referencePlaceholders are the values a per-container suffix is appended to.
+var referencePlaceholders = [...]string{PlaceholderAnthropicOAuth, PlaceholderOpenAI, PlaceholderGitHub}
+
+// IsPlaceholderSuffix reports whether s has the form of a per-container
+// suffix: PlaceholderSuffixLen lower-case hex digits.
+func IsPlaceholderSuffix(s string) bool {
+	if len(s) != PlaceholderSuffixLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// WithPlaceholderSuffix returns env with suffix appended ("-" + suffix) to
+// every value that is one of the reference placeholders; other values are
+// kept. A fresh map. An invalid suffix (see IsPlaceholderSuffix) leaves the
+// values alone.
+func WithPlaceholderSuffix(env map[string]string, suffix string) map[string]string {
+	out := make(map[string]string, len(env))
+	for k, v := range env {
+		if IsPlaceholderSuffix(suffix) && slices.Contains(referencePlaceholders[:], v) {
+			v += "-" + suffix
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// PlaceholderSuffix returns the per-container suffix of a bare placeholder
+// value: one of the reference values, "-", then the suffix and nothing
+// else. ok is false for the plain reference values and anything else.
+func PlaceholderSuffix(v string) (suffix string, ok bool) {
+	for _, ref := range referencePlaceholders {
+		if rest, found := strings.CutPrefix(v, ref+"-"); found && IsPlaceholderSuffix(rest) {
+			return rest, true
+		}
+	}
+	return "", false
+}
 
 // Placeholders returns the environment given to containers in place of
 // real credentials. A fresh map on every call.
@@ -30,7 +86,11 @@ func Placeholders() map[string]string {
 // IsPlaceholder reports whether a bare credential value (no auth scheme) is
 // one of ours.
 func IsPlaceholder(v string) bool {
-	return v == PlaceholderGitHub || strings.Contains(v, PlaceholderMarker)
+	if v == PlaceholderGitHub || strings.Contains(v, PlaceholderMarker) {
+		return true
+	}
+	rest, ok := strings.CutPrefix(v, PlaceholderGitHub+"-")
+	return ok && IsPlaceholderSuffix(rest)
 }
 
 // builtinEnv maps the well-known credential names to their environment
