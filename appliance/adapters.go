@@ -111,7 +111,7 @@ func convertRules(cfg *config.Config) []injector.Rule {
 	var rules []injector.Rule
 	for _, r := range cfg.Rules {
 		rules = append(rules, injector.Rule{Host: r.Host, Credential: r.Credential, Header: r.Header,
-			Format: r.Format, Template: r.Template, Strip: r.Strip, OnClientCredential: r.OnClientCredential, Deny: r.Deny, Allow: r.Allow})
+			Format: r.Format, Template: r.Template, Strip: r.Strip, OnClientCredential: r.OnClientCredential, Deny: r.Deny, Allow: r.Allow, Push: r.Push})
 	}
 	if cfg.DefaultRules || len(rules) == 0 {
 		return injector.MergeRules(injector.DefaultRules(), rules)

@@ -120,7 +120,9 @@ func (e *pathEntry) matches(method, p string, ext bool) bool {
 
 // hasPathPolicy reports whether the rule restricts paths at all; requests
 // to rules without lists skip every check below.
-func (cr *compiledRule) hasPathPolicy() bool { return len(cr.deny) > 0 || len(cr.allow) > 0 }
+func (cr *compiledRule) hasPathPolicy() bool {
+	return len(cr.deny) > 0 || len(cr.allow) > 0 || cr.push != nil
+}
 
 // checkRequestPolicy refuses what the rule's credential must never be used
 // for: TRACE, TRACK and CONNECT on any rule (an upstream echoing the request
@@ -158,7 +160,7 @@ func checkRequestPolicy(cr *compiledRule, req *http.Request) error {
 	if len(cr.allow) > 0 && !allowedAll(cr.allow, method, views) {
 		return fmt.Errorf("rule %s: %s matches no allow entry: %w", cr.name, method, ErrRequestDenied)
 	}
-	return nil
+	return checkPush(cr, views, req.URL.RawQuery)
 }
 
 // allowedAll reports whether every view of the path matches some allow

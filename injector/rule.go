@@ -90,6 +90,11 @@ type Rule struct {
 	// for '-'), and a `_method` (or override-header-named) query parameter.
 	// Every rule refuses TRACE, TRACK and CONNECT.
 	Allow []string `yaml:"allow" mapstructure:"allow" json:"allow,omitempty"`
+	// Push, when set (even empty), limits git pushes over smart HTTP
+	// (git-receive-pack) to the repositories it lists, "owner/repo" or
+	// "owner/*"; clones and fetches are not limited. Unset, a push goes
+	// wherever the token may write. For github.com.
+	Push []string `yaml:"push" mapstructure:"push" json:"push,omitempty"`
 }
 
 // Name is how the rule appears in audit lines and status: its normalized
@@ -186,6 +191,9 @@ func ValidateRule(r Rule) error {
 		return err
 	}
 	if err := validatePathList("allow", r.Allow); err != nil {
+		return err
+	}
+	if err := validatePush(r.Push); err != nil {
 		return err
 	}
 	switch r.OnClientCredential {

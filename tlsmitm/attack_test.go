@@ -50,6 +50,7 @@ var attackRules = []injector.Rule{
 	{Host: apiHost, Credential: "anthropic", Format: injector.FormatAnthropic, Strip: []string{"Authorization", "X-Api-Key"},
 		Deny: []string{"POST /v1/keys", "/admin"}},
 	{Host: "anything.intercept.test", Credential: "anthropic", Format: injector.FormatAnthropic, Allow: []string{"GET /ok"}},
+	{Host: "git.intercept.test", Credential: "anthropic", Format: injector.FormatAnthropic, Push: []string{"acme/app"}},
 }
 
 // echoAll answers with the request line and every header it received,
@@ -365,5 +366,33 @@ func TestIntercept_H2ConnectionGoesAwayAfterDaemonRefusal(t *testing.T) {
 	}
 	if n := dials.Load(); n != 2 {
 		t.Errorf("%d connections for a 421 then a good request, want 2 (the first one goes away)", n)
+	}
+}
+
+// TestAttack_GitPushOnlyToScopedRepositories: with a push scope, a
+// container can clone and fetch anything but push (git-receive-pack) only
+// to the listed repositories; a push elsewhere never reaches the upstream
+// with the credential.
+func TestAttack_GitPushOnlyToScopedRepositories(t *testing.T) {
+	const host = "git.intercept.test"
+	for _, p := range protocols {
+		t.Run(p.name, func(t *testing.T) {
+			var hits atomic.Int32
+			h := newAttackHarness(t, &hits)
+			for _, target := range []string{"/evil/exfil.git/info/refs?service=git-receive-pack", "/evil/exfil.git/git-receive-pack",
+				"/acme/app.git/../../evil/exfil.git/git-receive-pack"} {
+				resp, body := h.do(t, p.h2, "POST", host, target)
+				ev := h.rec.next(t)
+				if strings.Contains(body, realCredential) || hits.Load() != 0 || resp.StatusCode != http.StatusForbidden || ev.AuthInjected {
+					t.Fatalf("push to %s: status %d body %q event %+v; want 403 and nothing upstream", target, resp.StatusCode, body, ev)
+				}
+			}
+			for _, target := range []string{"/evil/exfil.git/info/refs?service=git-upload-pack", "/acme/app.git/git-receive-pack"} {
+				if _, body := h.do(t, p.h2, "POST", host, target); !strings.Contains(body, realCredential) {
+					t.Errorf("%s did not get the credential: %q", target, body)
+				}
+				h.rec.next(t)
+			}
+		})
 	}
 }

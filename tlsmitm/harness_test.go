@@ -213,7 +213,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if o.handler == nil {
 		o.handler = echoHandler()
 	}
-	up := tlstest.NewUpstream(t, o.handler, apiHost, "pass.test", "anything.intercept.test", "forbidden.intercept.test", "broken.intercept.test")
+	up := tlstest.NewUpstream(t, o.handler, apiHost, "pass.test", "anything.intercept.test", "forbidden.intercept.test", "broken.intercept.test", "git.intercept.test")
 	router, err := NewStaticRouter([]string{apiHost, "*.intercept.test"}, []string{"pass.test"})
 	if err != nil {
 		t.Fatal(err)
@@ -229,6 +229,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 			{Host: "anything.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
 			{Host: "forbidden.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
 			{Host: "broken.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
+			{Host: "git.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
 			{Host: "pass.test", Address: up.Addr()},
 		},
 		Resolver:     staticResolver{},

@@ -91,6 +91,7 @@ type Rule struct {
 	OnClientCredential string   `mapstructure:"on_client_credential" yaml:"on_client_credential,omitempty"`
 	Deny               []string `mapstructure:"deny" yaml:"deny,omitempty"`   // "[METHOD] /path/prefix" never given the credential
 	Allow              []string `mapstructure:"allow" yaml:"allow,omitempty"` // when set, only these "[METHOD] /path/prefix" get it
+	Push               []string `mapstructure:"push" yaml:"push,omitempty"`   // set: git pushes only to these "owner/repo" or "owner/*"
 }
 
 // EgressConfig is the policy for traffic that no rule intercepts.

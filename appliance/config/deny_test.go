@@ -51,3 +51,16 @@ func TestRules_AllowEntriesAndPublicSuffixes(t *testing.T) {
 		t.Errorf("wildcards under ordinary domains: %v", err)
 	}
 }
+
+func TestRules_PushScope(t *testing.T) {
+	cfg, err := load(t, "rules:\n  - host: github.com\n    credential: github\n    format: basic-x-access-token\n    push: [acme/app, \"tools/*\"]\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Rules[0].Push; len(got) != 2 || got[1] != "tools/*" {
+		t.Errorf("Push = %q", got)
+	}
+	if _, err := load(t, "rules:\n  - host: github.com\n    credential: github\n    push: [acme]\n", nil); err == nil || !strings.Contains(err.Error(), "rules[0].push[0]") {
+		t.Errorf("a push entry without a repository: %v", err)
+	}
+}

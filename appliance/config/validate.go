@@ -93,6 +93,7 @@ func (c *Config) validateBasics() error {
 }
 
 var (
+	pushRE      = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9_.-]*/([A-Za-z0-9_.-]+|\*)$`)
 	nameRE      = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9_.-]*$`)
 	ifnameRE    = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,14}$`)
 	credRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
@@ -242,6 +243,11 @@ func validateRule(key string, r Rule) error {
 			if !validPathRule(d) {
 				errs = append(errs, keyErr(fmt.Sprintf("%s.%s[%d]", key, list.name, j), "%q is not \"[METHOD] /path/prefix\" (decoded: no %%, ; or \\; \"*\" for one segment); expected e.g. \"POST /v1/keys\"", d))
 			}
+		}
+	}
+	for j, p := range r.Push {
+		if !pushRE.MatchString(p) {
+			errs = append(errs, keyErr(fmt.Sprintf("%s.push[%d]", key, j), "%q is not owner/repo or owner/*; expected e.g. acme/app", p))
 		}
 	}
 	if publicSuffixWildcard(r.Host) {
