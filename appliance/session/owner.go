@@ -36,6 +36,9 @@ type Provenance struct {
 	Owner   string // the owner's user name (uid when unnamed)
 	Profile string
 	Session string // the session's name; "" for a `clauderon run`
+	// Placeholder is the suffix of the container's own placeholders (see
+	// placeholder.go).
+	Placeholder string
 }
 
 // caller is the socket peer of a request.
@@ -96,10 +99,16 @@ type provenance struct {
 	mu          sync.RWMutex
 	byContainer map[string]Provenance // container ID → provenance
 	pendingRuns map[string]Provenance // run id → provenance, until a container shows it
+	// bySuffix maps each per-container placeholder suffix to the container
+	// it was handed to. Entries outlive their container (a leaked
+	// placeholder still names where it came from), not a restart for
+	// sessions removed before it.
+	bySuffix map[string]PlaceholderOwner
+	key      *placeholderKey // state_dir/placeholder.key, loaded by loadProvenance
 }
 
 func newProvenance() *provenance {
-	return &provenance{byContainer: map[string]Provenance{}, pendingRuns: map[string]Provenance{}}
+	return &provenance{byContainer: map[string]Provenance{}, pendingRuns: map[string]Provenance{}, bySuffix: map[string]PlaceholderOwner{}}
 }
 
 // Vouch returns what the daemon recorded about the container with this
@@ -124,6 +133,7 @@ func (m *Manager) BindRun(ctx context.Context, containerID string, labels map[st
 	if ok {
 		delete(m.prov.pendingRuns, id)
 		m.prov.byContainer[containerID] = p
+		m.prov.notePlaceholder(p, containerID)
 	}
 	m.prov.mu.Unlock()
 	if !ok {
@@ -135,25 +145,35 @@ func (m *Manager) BindRun(ctx context.Context, containerID string, labels map[st
 }
 
 // newRun records a `clauderon run` for the caller and profile and returns
-// its id.
-func (m *Manager) newRun(ctx context.Context, c caller, profile string) (string, error) {
+// its id and provenance (with its placeholder suffix).
+func (m *Manager) newRun(ctx context.Context, c caller, profile string) (string, Provenance, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("naming a run: %w", err)
+		return "", Provenance{}, fmt.Errorf("naming a run: %w", err)
 	}
 	id := hex.EncodeToString(b[:])
 	p := Provenance{Owner: c.name, Profile: profile}
+	p.Placeholder = m.placeholderSuffixFor(p, id)
 	if err := m.st.insertRun(ctx, id, c.uid, p); err != nil {
-		return "", err
+		return "", Provenance{}, err
 	}
 	m.prov.mu.Lock()
 	m.prov.pendingRuns[id] = p
+	m.prov.notePlaceholder(p, "")
 	m.prov.mu.Unlock()
-	return id, nil
+	return id, p, nil
 }
 
-// loadProvenance fills the index from the database.
+// loadProvenance loads (or creates) the placeholder key and fills the
+// index from the database.
 func (m *Manager) loadProvenance(ctx context.Context) error {
+	key, err := loadOrCreatePlaceholderKey(placeholderKeyPath(m.opts.StateDir))
+	if err != nil {
+		return err
+	}
+	m.prov.mu.Lock()
+	m.prov.key = key
+	m.prov.mu.Unlock()
 	ss, err := m.st.list(ctx)
 	if err != nil {
 		return err
@@ -164,25 +184,37 @@ func (m *Manager) loadProvenance(ctx context.Context) error {
 	}
 	m.prov.mu.Lock()
 	defer m.prov.mu.Unlock()
-	for _, se := range ss {
-		if se.ContainerID != "" {
-			m.prov.byContainer[se.ContainerID] = Provenance{Owner: se.Owner, Profile: se.Profile, Session: se.Name}
-		}
-	}
 	for _, r := range runs {
+		r.prov.Placeholder = m.placeholderSuffixFor(r.prov, r.id)
 		if r.containerID != "" {
 			m.prov.byContainer[r.containerID] = r.prov
 		} else {
 			m.prov.pendingRuns[r.id] = r.prov
 		}
+		m.prov.notePlaceholder(r.prov, r.containerID)
+	}
+	for _, se := range ss {
+		if se.ContainerID != "" {
+			p := m.sessionProvenance(se)
+			m.prov.byContainer[se.ContainerID] = p
+			m.prov.notePlaceholder(p, se.ContainerID)
+		}
 	}
 	return nil
 }
 
+func (m *Manager) sessionProvenance(se api.Session) Provenance {
+	p := Provenance{Owner: se.Owner, Profile: se.Profile, Session: se.Name}
+	p.Placeholder = m.placeholderSuffixFor(p, "")
+	return p
+}
+
 func (m *Manager) recordSessionContainer(se api.Session) {
+	p := m.sessionProvenance(se)
 	m.prov.mu.Lock()
 	defer m.prov.mu.Unlock()
-	m.prov.byContainer[se.ContainerID] = Provenance{Owner: se.Owner, Profile: se.Profile, Session: se.Name}
+	m.prov.byContainer[se.ContainerID] = p
+	m.prov.notePlaceholder(p, se.ContainerID)
 }
 
 func (m *Manager) forgetContainer(id string) {
@@ -199,8 +231,14 @@ func (m *Manager) expectRun(p Provenance) (string, error) {
 		return "", fmt.Errorf("naming a run: %w", err)
 	}
 	id := hex.EncodeToString(b[:])
+	if p.Placeholder == "" {
+		p.Placeholder = m.placeholderSuffixFor(p, id)
+	}
 	m.prov.mu.Lock()
 	m.prov.pendingRuns[id] = p
+	if p.Session == "" { // a session's suffix is noted with its container
+		m.prov.notePlaceholder(p, "")
+	}
 	m.prov.mu.Unlock()
 	return id, nil
 }

@@ -73,14 +73,15 @@ func TestCreate_ContainerGetsOnlyPlaceholdersAndTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sfx := testSuffix(t, dir, "session\x00clauderon-fix-tests")
 	wantEnv := []string{
-		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder",
+		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder-" + sfx,
 		"CURL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
-		"GITHUB_TOKEN=clauderon-proxy",
+		"GITHUB_TOKEN=clauderon-proxy-" + sfx,
 		"GIT_SSL_CAINFO=/etc/ssl/certs/ca-certificates.crt",
 		"HOME=/home/clauderon",
 		"NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt",
-		"OPENAI_API_KEY=sk-openai-clauderon-proxy-placeholder",
+		"OPENAI_API_KEY=sk-openai-clauderon-proxy-placeholder-" + sfx,
 		"REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
 		"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
 		"DISABLE_AUTOUPDATER=1",
@@ -163,7 +164,7 @@ func TestSecrets_NeverMountedIntoSessions(t *testing.T) {
 			if !allowed[rel] && !strings.HasPrefix(rel, "uploads"+string(filepath.Separator)) {
 				t.Errorf("%s mounts %s (%s), which is not on the allowed list", c.name, mnt.Source, rel)
 			}
-			for _, bad := range []string{"secrets", "db.sqlite", "audit.jsonl", ".sock", "key"} {
+			for _, bad := range []string{"secrets", "db.sqlite", "audit.jsonl", ".sock", "key", PlaceholderKeyName} {
 				if strings.Contains(rel, bad) {
 					t.Errorf("%s mounts forbidden %s", c.name, mnt.Source)
 				}
@@ -180,7 +181,7 @@ func TestSecrets_NeverMountedIntoSessions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, a := range args.Args {
-		for _, bad := range []string{"secrets", "db.sqlite", "audit.jsonl", ".sock", "key.pem", "REAL-SECRET"} {
+		for _, bad := range []string{"secrets", "db.sqlite", "audit.jsonl", ".sock", "key.pem", PlaceholderKeyName, "REAL-SECRET"} {
 			if strings.Contains(a, bad) {
 				t.Errorf("RunArgs arg %q contains %q", a, bad)
 			}
@@ -489,14 +490,15 @@ func TestRunArgs(t *testing.T) {
 		t.Errorf("run label %q, want %s=<32 hex>", runLabel, LabelRun)
 	}
 	want := []string{"--network", "clauderon", "--label", "clauderon.profile=work", "--label", runLabel, "--user", "1000:1000"}
+	sfx := testSuffix(t, dir, "run\x00"+strings.TrimPrefix(runLabel, LabelRun+"="))
 	env := []string{
-		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder",
+		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder-" + sfx,
 		"CURL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
-		"GITHUB_TOKEN=clauderon-proxy",
+		"GITHUB_TOKEN=clauderon-proxy-" + sfx,
 		"GIT_SSL_CAINFO=/etc/ssl/certs/ca-certificates.crt",
 		"HOME=/home/clauderon",
 		"NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt",
-		"OPENAI_API_KEY=sk-openai-clauderon-proxy-placeholder",
+		"OPENAI_API_KEY=sk-openai-clauderon-proxy-placeholder-" + sfx,
 		"REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
 		"SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt",
 	}

@@ -146,10 +146,11 @@ type mountSpec struct {
 	ReadOnly       bool
 }
 
-// baseEnv is the placeholders plus CA variables, sorted.
-func (m *Manager) baseEnv(home string) []string {
+// baseEnv is the container's own placeholders (suffix, see
+// placeholder.go) plus CA variables, sorted.
+func (m *Manager) baseEnv(home, suffix string) []string {
 	var env []string
-	for k, v := range m.opts.Placeholders {
+	for k, v := range m.placeholderEnv(suffix) {
 		env = append(env, k+"="+v)
 	}
 	for _, k := range CAEnvVars {
@@ -209,7 +210,7 @@ func (m *Manager) containerSpec(req api.CreateRequest, home, user string) (*cont
 	cfg := &container.Config{
 		Image:        req.Image,
 		Cmd:          agentCmd(req),
-		Env:          append(m.baseEnv(home), "DISABLE_AUTOUPDATER=1"),
+		Env:          append(m.baseEnv(home, m.placeholderSuffixFor(Provenance{Session: req.Name}, "")), "DISABLE_AUTOUPDATER=1"),
 		User:         user,
 		WorkingDir:   m.opts.Workdir,
 		Labels:       map[string]string{LabelSession: req.Name, LabelProfile: req.Profile},
@@ -229,9 +230,9 @@ func (m *Manager) containerSpec(req api.CreateRequest, home, user string) (*cont
 	return cfg, hc
 }
 
-// RunArgs returns the docker-run flags for `clauderon run`: network,
-// placeholders and CA variables, CA/bundle/claude.json mounts, the profile
-// label. Every call gets a claude.json of its own, written fresh in
+// RunArgs returns the docker-run flags for `clauderon run`: network, the
+// run's own placeholders (placeholder.go) and CA variables,
+// CA/bundle/claude.json mounts, the profile and run labels. Every call gets a claude.json of its own, written fresh in
 // state_dir/run/<random>/ (removed after a day, see cleanRunFiles), owned
 // by the user the container runs as (req.User, else sessions.user; never
 // root, which claude --dangerously-skip-permissions refuses). HOME is set
@@ -261,7 +262,7 @@ func (m *Manager) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs,
 	if err := m.ensureSharedFiles(); err != nil {
 		return api.RunArgs{}, err
 	}
-	runID, err := m.newRun(ctx, m.callerOf(ctx), profile)
+	runID, prov, err := m.newRun(ctx, m.callerOf(ctx), profile)
 	if err != nil {
 		return api.RunArgs{}, err
 	}
@@ -273,7 +274,7 @@ func (m *Manager) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs,
 	if m.opts.DNS != "" {
 		args = append(args, "--dns", m.opts.DNS)
 	}
-	for _, e := range m.baseEnv(m.opts.Home) {
+	for _, e := range m.baseEnv(m.opts.Home, prov.Placeholder) {
 		args = append(args, "-e", e)
 	}
 	for _, s := range m.trustMounts(m.opts.Home, claudeJSON) {
