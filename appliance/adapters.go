@@ -55,7 +55,10 @@ func (a *injectorAdapter) Apply(req *http.Request, host string, c tlsmitm.Client
 			"start it with --label clauderon.profile=<profile>", tlsmitm.ErrForbidden, c.Name)
 	}
 	applied, err := a.inj.Apply(req, host, profile)
-	return applied.Rule, applied.Injected, mapInjectorError(err)
+	// The suffixes of per-container placeholders the injector saw ride on
+	// the rule string to the audit (honeytoken.go): placeholders, never a
+	// credential.
+	return tagPlaceholders(applied.Rule, applied.Placeholders), applied.Injected, mapInjectorError(err)
 }
 
 func (a *injectorAdapter) RedactResponse(host string, h http.Header) { a.inj.RedactResponse(host, h) }

@@ -95,5 +95,5 @@ func toAudit(r record) audit.Record {
 		SrcIP: r.SrcIP, OrigDst: r.OrigDst, SNI: r.SNI, Host: r.Host, Method: r.Method, Path: r.Path, Status: r.Status,
 		Decision: r.Decision, Rule: r.Rule, AuthInjected: r.AuthInjected,
 		DurationMS: float64(r.Duration.Microseconds()) / 1000, BytesIn: r.BytesIn, BytesOut: r.BytesOut,
-		QType: r.QType, RCode: r.RCode, Error: r.Error}
+		QType: r.QType, RCode: r.RCode, Error: r.Error, PlaceholderFrom: r.PlaceholderFrom}
 }

@@ -28,6 +28,11 @@ type record struct {
 	Kind                      string // "http" | "conn" | "dns"
 	ContainerID, QType, RCode string
 	BytesIn, BytesOut         int64
+	// PlaceholderFrom names the container another container's placeholder
+	// was handed to (honeytoken.go); placeholderIn says where it was seen.
+	PlaceholderFrom string
+	placeholderIn   string
+	placeholders    []string // suffixes the injector saw (cut from the rule)
 }
 
 // sink receives audit records (the audit writer, plus metrics).
@@ -41,6 +46,9 @@ type eventAdapter struct {
 	// owner names who made the container (by ID, else by source
 	// address) through clauderond; nil or "" for anyone else's.
 	owner func(id string, src netip.Addr) string
+	// placeholders checks the per-container placeholders a record carries;
+	// nil checks nothing.
+	placeholders *placeholderWatch
 
 	mu     sync.Mutex
 	counts map[string]uint64 // by decision, for status
@@ -56,6 +64,11 @@ func (a *eventAdapter) Record(e tlsmitm.Event) {
 	if a.owner != nil {
 		r.Owner = a.owner(e.Client.ID, e.SrcIP.Addr())
 	}
+	if from := a.placeholders.foreign(e.Client.ID, e.Client.Name, e.SrcIP.Addr(), seenInHeader, r.placeholders, true); from != "" {
+		r.PlaceholderFrom, r.placeholderIn = from, seenInHeader
+	} else if from := a.placeholders.foreign(e.Client.ID, e.Client.Name, e.SrcIP.Addr(), seenInSNI, suffixCandidates(e.SNI), false); from != "" {
+		r.PlaceholderFrom, r.placeholderIn = from, seenInSNI
+	}
 	a.emit(r)
 }
 
@@ -63,6 +76,9 @@ func (a *eventAdapter) RecordDNS(e dnsredir.Event) {
 	r := fromDNS(e)
 	if a.owner != nil {
 		r.Owner = a.owner("", e.SrcIP)
+	}
+	if from := a.placeholders.foreign("", e.Client, e.SrcIP, seenInDNS, suffixCandidates(e.Name), false); from != "" {
+		r.PlaceholderFrom, r.placeholderIn = from, seenInDNS
 	}
 	a.emit(r)
 }
@@ -103,7 +119,8 @@ func fromTLS(e tlsmitm.Event) record {
 	if e.Method != "" {
 		r.Kind = "http"
 	}
-	if rest, ok := strings.CutPrefix(e.Rule, wouldDeny); ok {
+	r.Rule, r.placeholders = cutPlaceholders(r.Rule)
+	if rest, ok := strings.CutPrefix(r.Rule, wouldDeny); ok {
 		r.Decision, r.Rule = "would-deny", rest
 	}
 	return r

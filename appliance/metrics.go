@@ -28,6 +28,10 @@ type metrics struct {
 	latency    *prometheus.HistogramVec // decision
 	ready      prometheus.Gauge
 	enforced   prometheus.Gauge
+
+	// placeholderMismatch counts another container's placeholder seen
+	// (honeytoken.go), by where: header, sni, dns.
+	placeholderMismatch *prometheus.CounterVec
 }
 
 // statsSource is what the collectors read at scrape time.
@@ -53,10 +57,13 @@ func newMetrics(src statsSource) *metrics {
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "clauderon_request_duration_seconds",
 		Help: "Duration of intercepted requests and passthrough connections.", Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 12)},
 		[]string{"decision"})
+	m.placeholderMismatch = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clauderon_placeholder_mismatch_total",
+		Help: "Per-container placeholders seen from another container than the one they were handed to, by where (header, sni, dns)."},
+		[]string{"seen_in"})
 	m.ready = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clauderon_ready", Help: "1 once the daemon is ready."})
 	m.enforced = prometheus.NewGauge(prometheus.GaugeOpts{Name: "clauderon_enforcement_intact",
 		Help: "1 while the kernel ruleset matches the desired one, 0 when degraded."})
-	m.reg.MustRegister(m.requests, m.injections, m.denials, m.dns, m.latency, m.ready, m.enforced,
+	m.reg.MustRegister(m.requests, m.injections, m.denials, m.dns, m.latency, m.placeholderMismatch, m.ready, m.enforced,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "clauderon_panics_total",
 			Help: "Recovered panics in connection and query handlers."}, func() float64 {
@@ -103,6 +110,9 @@ func (c *nftCollector) Collect(ch chan<- prometheus.Metric) {
 
 // observe counts one audit record.
 func (m *metrics) observe(r record) {
+	if r.PlaceholderFrom != "" {
+		m.placeholderMismatch.WithLabelValues(r.placeholderIn).Inc()
+	}
 	switch r.Kind {
 	case "dns":
 		m.dns.WithLabelValues(r.Decision).Inc()

@@ -298,7 +298,7 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	d.resolver = res
 	d.closers = append(d.closers, res.Close)
 	d.metrics = newMetrics(d.statsSource())
-	d.events = &eventAdapter{out: d.audit, metrics: d.metrics, owner: d.ownerOf}
+	d.events = &eventAdapter{out: d.audit, metrics: d.metrics, owner: d.ownerOf, placeholders: newPlaceholderWatch(&d.records, d.table, d.base)}
 	p, err := buildParts(d.cfg, d.store, d.network.Gateway, d.base)
 	if p != nil {
 		p.injector.records = &d.records

@@ -129,6 +129,11 @@ type Record struct {
 	Dropped      uint64    `json:"dropped,omitempty"`      // DecisionAuditDropped: lines not written
 	PrevFile     string    `json:"prev_file,omitempty"`    // DecisionChainStart: file the chain continues from
 	PrevChain    string    `json:"prev_chain,omitempty"`   // DecisionChainStart: the MAC it continues from ("" for a new chain)
+	// PlaceholderFrom names the container (or session) another
+	// container's per-container placeholder was issued to, when this
+	// line's request, server name or DNS name carried it; "unknown" for a
+	// placeholder-shaped value clauderond never issued.
+	PlaceholderFrom string `json:"placeholder_from,omitempty"`
 	// Chain is the line's chain MAC, hex HMAC-SHA256(key, previous line's
 	// MAC || this line without its chain member); always the line's last
 	// member, set by the writer (ignored in Records handed to Write).
@@ -161,7 +166,7 @@ func (r Record) scrubbed(scrub func(string) string, keepQuery bool) Record {
 	r.TS = r.TS.UTC()
 	r.Chain = ""
 	for _, p := range []*string{&r.Container, &r.ContainerID, &r.Profile, &r.Owner, &r.Kind, &r.SrcIP, &r.OrigDst, &r.SNI,
-		&r.Host, &r.Method, &r.Path, &r.Decision, &r.Rule, &r.QType, &r.RCode, &r.PrevFile, &r.PrevChain, &r.Error} {
+		&r.Host, &r.Method, &r.Path, &r.Decision, &r.Rule, &r.QType, &r.RCode, &r.PrevFile, &r.PrevChain, &r.PlaceholderFrom, &r.Error} {
 		if *p == "" {
 			continue
 		}
