@@ -170,7 +170,8 @@ type PlaceholderOwner struct {
 	// not shown up yet.
 	ContainerID string
 	// Container is the container's name: clauderon-<session>, or a run's
-	// name as Docker reports it (looked up once); "" when unknown.
+	// name as Docker reports it (looked up once; "container <short ID>"
+	// when Docker no longer knows it); "" for a run not yet started.
 	Container string
 }
 
@@ -211,11 +212,13 @@ func (m *Manager) PlaceholderOwner(ctx context.Context, suffix string) (Placehol
 	}
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	// Looked up once: a container already removed is named by its ID
+	// (no Docker call per request for a placeholder sent over and over).
+	o.Container = "container " + shortID(o.ContainerID)
 	in, err := m.opts.Docker.ContainerInspect(ictx, o.ContainerID)
-	if err != nil || in.ContainerJSONBase == nil {
-		return o, true
+	if err == nil && in.ContainerJSONBase != nil && strings.TrimPrefix(in.Name, "/") != "" {
+		o.Container = strings.TrimPrefix(in.Name, "/")
 	}
-	o.Container = strings.TrimPrefix(in.Name, "/")
 	m.prov.mu.Lock()
 	if cur, ok := m.prov.bySuffix[suffix]; ok && cur.ContainerID == o.ContainerID {
 		cur.Container = o.Container
