@@ -196,6 +196,8 @@ type auditRecord struct {
 	DurationMS   float64   `json:"duration_ms"`
 	Error        string    `json:"error"`
 	Kind         string    `json:"kind"`
+	// PlaceholderFrom: the container another container's placeholder came from.
+	PlaceholderFrom string `json:"placeholder_from"`
 }
 
 func (s *suite) auditPath() string { return filepath.Join(s.state, "audit.jsonl") }
