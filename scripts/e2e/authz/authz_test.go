@@ -59,14 +59,16 @@ drain_timeout: 2s
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Registered first, so it runs last: after the daemon stopped (a
+	// running daemon refuses teardown).
+	t.Cleanup(func() {
+		e2eutil.Teardown(t, bin, cfgPath)
+		exec.Command("docker", "network", "rm", network).Run()
+	})
 	e2eutil.StartDaemon(t, []string{filepath.Join(bin, "clauderond"), "--config", cfgPath}, []string{"PATH=" + os.Getenv("PATH"), "HOME=/root"},
 		func() bool {
 			return exec.Command(filepath.Join(bin, "clauderon"), "--socket", filepath.Join(tmp, "d.sock"), "status").Run() == nil
 		})
-	t.Cleanup(func() {
-		exec.Command(filepath.Join(bin, "clauderond"), "--config", cfgPath, "teardown").Run()
-		exec.Command("docker", "network", "rm", network).Run()
-	})
 	enablePlugin(t, image) // restored before the daemon stops (cleanups run last first)
 
 	dockerOK := func(args ...string) string {

@@ -163,3 +163,19 @@ func RandomHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Teardown runs `clauderond --config cfg teardown` (the daemon must have
+// stopped: a running daemon refuses) and fails the test if a clauderon
+// nft table is left.
+func Teardown(t testing.TB, bin, cfg string) {
+	t.Helper()
+	if out, err := exec.Command(filepath.Join(bin, "clauderond"), "--config", cfg, "teardown").CombinedOutput(); err != nil {
+		t.Errorf("clauderond teardown: %v\n%s", err, out)
+	}
+	for _, fam := range []string{"inet", "bridge", "arp"} {
+		if exec.Command("nft", "list", "table", fam, "clauderon").Run() == nil {
+			t.Errorf("table %s clauderon is left after teardown", fam)
+			exec.Command("nft", "delete", "table", fam, "clauderon").Run()
+		}
+	}
+}

@@ -88,16 +88,18 @@ drain_timeout: 2s
 	cfgPath := filepath.Join(tmp, "config.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 	env := []string{"CLAUDERON_PROFILE_TEAM_A_CLAUDE_CODE_OAUTH_TOKEN=" + tokA, "CLAUDERON_PROFILE_TEAM_B_CLAUDE_CODE_OAUTH_TOKEN=" + tokB}
+	// Registered first, so it runs last: after the daemon stopped (a
+	// running daemon refuses teardown).
+	t.Cleanup(func() {
+		e2eutil.Teardown(t, bin, cfgPath)
+		exec.Command("docker", "network", "rm", network).Run()
+	})
 	sock := filepath.Join(sockDir, "d.sock")
 	e2eutil.StartDaemon(t, []string{filepath.Join(bin, "clauderond"), "--config", cfgPath},
 		append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/root"}, env...),
 		func() bool {
 			return exec.Command(filepath.Join(bin, "clauderon"), "--socket", sock, "status").Run() == nil
 		})
-	t.Cleanup(func() {
-		exec.Command(filepath.Join(bin, "clauderond"), "--config", cfgPath, "teardown").Run()
-		exec.Command("docker", "network", "rm", network).Run()
-	})
 	cli := func(who string, args ...string) (string, error) {
 		return e2eutil.AsUser(t, who, append([]string{filepath.Join(bin, "clauderon"), "--socket", sock}, args...)...)
 	}
