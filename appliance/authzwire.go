@@ -42,7 +42,9 @@ func (d *daemon) stepAuthz(ctx context.Context, g *errgroup.Group) error {
 		return fmt.Errorf("chmod 0600 %s: %w", sock, err)
 	}
 	d.listeners = append(d.listeners, listenerStatus{"authz", sock, true})
-	srv := &http.Server{Handler: authz.Handler(d.authzPolicy(cfg)), ReadHeaderTimeout: 10 * time.Second}
+	pol := d.authzPolicy(cfg)
+	d.authz.Store(pol)
+	srv := &http.Server{Handler: authz.Handler(pol), ReadHeaderTimeout: 10 * time.Second}
 	d.log.Info("docker authorization plugin listening", "socket", sock, "plugin", authzPluginName(sock))
 	serveSocket(ctx, g, srv, ln, sock, "docker authorization plugin")
 	return nil
@@ -66,6 +68,13 @@ func (d *daemon) authzPolicy(cfg *config.Config) *authz.Policy {
 			m := d.records.m.Load()
 			return m != nil && m.ExpectsRun(tok)
 		},
+		OwnMounts: func(tok string) []string {
+			if m := d.records.m.Load(); m != nil {
+				return m.OwnMounts(tok)
+			}
+			return nil
+		},
+		PublicFiles: []string{filepath.Join(cfg.StateDir, "proxy-ca.pem"), filepath.Join(cfg.StateDir, "ca-bundle.pem")},
 		Audit: func(r authz.Refusal) {
 			if d.events != nil {
 				d.events.emit(record{TS: time.Now(), Kind: "docker", Decision: "deny", Rule: "authz:" + r.Rule,

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clauderon/clauderond/appliance/authz"
 	"github.com/clauderon/clauderond/appliance/bridge"
 	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/appliance/identity"
@@ -55,7 +56,8 @@ type daemon struct {
 	tls      *tlsmitm.Server
 	dnsH     *dnsredir.Handler
 	parts    atomic.Pointer[parts]
-	records  containerRecords // which containers the daemon made (sessions, runs)
+	records  containerRecords             // which containers the daemon made (sessions, runs)
+	authz    atomic.Pointer[authz.Policy] // the authorization plugin's, when served
 
 	listeners []listenerStatus
 	ensure    chan struct{} // network destroyed behind our back: recreate it

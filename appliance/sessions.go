@@ -59,11 +59,18 @@ func (d *daemon) wireDoctor(b *backend) {
 	}
 	b.doctor = func(ctx context.Context) (api.DoctorReport, error) {
 		cfg := d.config()
-		return doctor.Run(ctx, doctor.Deps{
+		deps := doctor.Deps{
 			Status: b.Status, Docker: dc, Network: d.network.Name,
 			CAPath: d.ca.CertPath(), CAKeyPath: d.ca.KeyPath(), AuditPath: d.auditPath(),
 			ClaudeJSON: filepath.Join(cfg.StateDir, "claude.json"), SessionUser: cfg.Sessions.User,
 			Version: d.opts.version, SelfExe: d.opts.doctorExe, CredentialsFile: cfg.CredentialsFile,
-		}), nil
+		}
+		if m := d.records.m.Load(); m != nil {
+			deps.ProbeToken = m.ProbeToken
+		}
+		if pol := d.authz.Load(); pol != nil {
+			deps.AuthzAsked, deps.AuthzPlugin = pol.Asked, authzPluginName(cfg.Authz.Socket)
+		}
+		return doctor.Run(ctx, deps), nil
 	}
 }

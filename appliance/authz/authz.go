@@ -41,6 +41,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
@@ -59,11 +60,25 @@ type Policy struct {
 	// ExpectRun reports whether a clauderon.run label value is a token
 	// clauderond handed out (a session it creates, a `clauderon run`).
 	ExpectRun func(token string) bool
+	// OwnMounts returns the protected host paths clauderond itself mounts
+	// for the container of a token (its claude.json, uploads, the CA): a
+	// request carrying the token may mount exactly those, nothing else
+	// protected.
+	OwnMounts func(token string) []string
+	// PublicFiles may be mounted read-only by anyone (the CA certificate
+	// and trust bundle: public).
+	PublicFiles []string
 	// Audit receives every refusal; nil discards.
 	Audit func(Refusal)
 	// Logger is optional.
 	Logger *slog.Logger
+
+	asked atomic.Uint64 // requests dockerd sent
 }
+
+// Asked is how many requests dockerd has sent the plugin: 0 after any
+// Docker call means dockerd is not using it.
+func (p *Policy) Asked() uint64 { return p.asked.Load() }
 
 // Refusal is one refused request.
 type Refusal struct {
@@ -134,6 +149,7 @@ func route(req Request) (method, path string) {
 
 // decide answers one request.
 func (p *Policy) decide(req Request) Response {
+	p.asked.Add(1)
 	method, path := route(req)
 	var rule, msg string
 	switch {
@@ -179,10 +195,13 @@ func (p *Policy) checkCreate(body []byte) (rule, msg string) {
 	if hc == nil {
 		hc = &container.HostConfig{}
 	}
-	for _, check := range []func(*container.HostConfig) (string, string){p.checkNetworkMode, checkPrivileges, p.checkMounts} {
+	for _, check := range []func(*container.HostConfig) (string, string){p.checkNetworkMode, checkPrivileges} {
 		if r, m := check(hc); r != "" {
 			return r, m
 		}
+	}
+	if r, m := p.checkMounts(hc, p.ownMounts(b.Labels)); r != "" {
+		return r, m
 	}
 	if b.NetworkingConfig != nil {
 		for name := range b.NetworkingConfig.EndpointsConfig {
@@ -246,22 +265,50 @@ func checkPrivileges(hc *container.HostConfig) (rule, msg string) {
 	return "", ""
 }
 
-func (p *Policy) checkMounts(hc *container.HostConfig) (rule, msg string) {
-	var sources []string
+// ownMounts is what the request's run token lets it mount (nil without
+// a valid token).
+func (p *Policy) ownMounts(labels map[string]string) []string {
+	tok := labels["clauderon.run"]
+	if tok == "" || p.ExpectRun == nil || p.OwnMounts == nil || !p.ExpectRun(tok) {
+		return nil
+	}
+	return p.OwnMounts(tok)
+}
+
+// bind is one bind mount of a request.
+type bind struct {
+	src string
+	ro  bool
+}
+
+func binds(hc *container.HostConfig) []bind {
+	var out []bind
 	for _, b := range hc.Binds {
-		src, _, _ := strings.Cut(b, ":")
-		if strings.HasPrefix(src, "/") {
-			sources = append(sources, src)
+		parts := strings.Split(b, ":")
+		if strings.HasPrefix(parts[0], "/") {
+			ro := len(parts) > 2 && slices.Contains(strings.Split(parts[2], ","), "ro")
+			out = append(out, bind{parts[0], ro})
 		}
 	}
 	for _, m := range hc.Mounts {
 		if m.Type == mount.TypeBind || m.Type == "" {
-			sources = append(sources, m.Source)
+			out = append(out, bind{m.Source, m.ReadOnly})
 		}
 	}
-	for _, src := range sources {
+	return out
+}
+
+// checkMounts refuses a bind of a protected path (or a directory above
+// one), except a public file read-only and the paths clauderond itself
+// mounts for the request's token (own).
+func (p *Policy) checkMounts(hc *container.HostConfig, own []string) (rule, msg string) {
+	for _, b := range binds(hc) {
+		src := filepath.Clean(b.src)
+		if slices.Contains(own, src) || b.ro && slices.Contains(p.PublicFiles, src) {
+			continue
+		}
 		if prot := p.protects(src); prot != "" {
-			return "mount", fmt.Sprintf("mounting %s would expose %s to the container; mount something else", src, prot)
+			return "mount", fmt.Sprintf("mounting %s would expose %s to the container; mount something else", b.src, prot)
 		}
 	}
 	return "", ""

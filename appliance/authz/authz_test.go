@@ -15,7 +15,14 @@ func testPolicy(refused *[]Refusal) *Policy {
 		Allow:     []string{"build-cache"},
 		Protected: []string{"/var/lib/clauderon", "/etc/clauderon", "/var/run/docker.sock", "/run/docker.sock"},
 		ExpectRun: func(tok string) bool { return tok == "good-token" },
-		Audit:     func(r Refusal) { *refused = append(*refused, r) },
+		OwnMounts: func(tok string) []string {
+			if tok == "good-token" {
+				return []string{"/var/lib/clauderon/sessions/s/claude.json", "/var/lib/clauderon/uploads/s"}
+			}
+			return nil
+		},
+		PublicFiles: []string{"/var/lib/clauderon/proxy-ca.pem", "/var/lib/clauderon/ca-bundle.pem"},
+		Audit:       func(r Refusal) { *refused = append(*refused, r) },
 	}
 }
 
@@ -65,6 +72,11 @@ func TestDecide(t *testing.T) {
 		{"forged profile label", "POST", create, `{"Labels":{"clauderon.profile":"team-b"},"HostConfig":{"NetworkMode":"clauderon"}}`, false, "label"},
 		{"forged run label", "POST", create, `{"Labels":{"clauderon.profile":"team-b","clauderon.run":"guess"},"HostConfig":{"NetworkMode":"clauderon"}}`, false, "label"},
 		{"clauderond's own token", "POST", create, `{"Labels":{"clauderon.profile":"team-b","clauderon.run":"good-token"},"HostConfig":{"NetworkMode":"clauderon"}}`, true, ""},
+		{"the token's own mounts", "POST", create, `{"Labels":{"clauderon.run":"good-token"},"HostConfig":{"NetworkMode":"clauderon","Mounts":[{"Type":"bind","Source":"/var/lib/clauderon/sessions/s/claude.json","Target":"/h/.claude.json"},{"Type":"bind","Source":"/var/lib/clauderon/uploads/s","Target":"/u"}]}}`, true, ""},
+		{"a token with a mount it was not given", "POST", create, `{"Labels":{"clauderon.run":"good-token"},"HostConfig":{"NetworkMode":"clauderon","Binds":["/var/lib/clauderon/secrets:/s"]}}`, false, "mount"},
+		{"another session's files", "POST", create, `{"HostConfig":{"NetworkMode":"clauderon","Mounts":[{"Type":"bind","Source":"/var/lib/clauderon/sessions/s/claude.json","Target":"/x"}]}}`, false, "mount"},
+		{"the CA read-only", "POST", create, `{"HostConfig":{"NetworkMode":"clauderon","Binds":["/var/lib/clauderon/proxy-ca.pem:/ca.pem:ro"]}}`, true, ""},
+		{"the CA writable", "POST", create, `{"HostConfig":{"NetworkMode":"clauderon","Binds":["/var/lib/clauderon/proxy-ca.pem:/ca.pem"]}}`, false, "mount"},
 		{"unreadable body", "POST", create, `{"HostConfig":`, false, "unreadable"},
 		{"no body", "POST", create, ``, false, "unreadable"},
 		{"privileged exec", "POST", "/v1.41/containers/abc/exec", `{"Cmd":["sh"],"Privileged":true}`, false, "privileged-exec"},

@@ -77,6 +77,13 @@ type Deps struct {
 	// ProcStatus is read for the daemon's capabilities (default
 	// /proc/self/status).
 	ProcStatus string
+	// AuthzAsked, when authz.enabled, counts the requests dockerd sent the
+	// authorization plugin (named AuthzPlugin); nil skips the step.
+	AuthzAsked  func() uint64
+	AuthzPlugin string
+	// ProbeToken, if set, registers the probe container (with its mounts)
+	// as the daemon's own and returns the run token it carries.
+	ProbeToken func(mounts []string) (string, error)
 }
 
 // DefaultProbeURL is the request the probe makes: the same call claude makes
@@ -100,7 +107,23 @@ func Run(ctx context.Context, deps Deps) api.DoctorReport {
 	add(caSteps(deps)...)
 	add(claudeJSONStep(deps))
 	add(probeSteps(ctx, deps, stErr == nil && st.Ready)...)
+	if deps.AuthzAsked != nil {
+		add(authzStep(deps.AuthzAsked(), deps.AuthzPlugin))
+	}
 	return rep
+}
+
+// authzStep checks that dockerd uses the authorization plugin: by now the
+// probe's own Docker calls must have reached it.
+func authzStep(asked uint64, plugin string) api.DoctorStep {
+	s := api.DoctorStep{Name: "docker authorization plugin"}
+	if asked > 0 {
+		s.OK, s.Detail = true, fmt.Sprintf("dockerd asked the plugin %q about %d requests", plugin, asked)
+		return s
+	}
+	s.Detail = fmt.Sprintf("authz.enabled is on but dockerd has not asked the plugin %q about any request: containers that escape enforcement are not refused", plugin)
+	s.Fix = fmt.Sprintf(`add "authorization-plugins": ["%s"] to /etc/docker/daemon.json, then: sudo kill -HUP $(cat /var/run/docker.pid)`, plugin)
+	return s
 }
 
 func withDefaults(d Deps) Deps {

@@ -56,3 +56,12 @@ func TestCredentialsFileStep(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthzStep(t *testing.T) {
+	if s := authzStep(3, "clauderon"); !s.OK {
+		t.Errorf("asked: %+v", s)
+	}
+	if s := authzStep(0, "clauderon"); s.OK || !strings.Contains(s.Fix, `"authorization-plugins": ["clauderon"]`) {
+		t.Errorf("never asked: %+v", s)
+	}
+}

@@ -212,6 +212,13 @@ func runProbeContainer(ctx context.Context, d Deps, ref string) (probeResult, er
 		User:   "65534:65534",
 		Labels: map[string]string{LabelDoctor: "probe", "clauderon.profile": "default"},
 	}
+	if d.ProbeToken != nil { // the daemon's own container: Docker's authorization plugin lets it through
+		tok, err := d.ProbeToken([]string{d.CAPath})
+		if err != nil {
+			return res, fmt.Errorf("registering the probe container: %w", err)
+		}
+		cfg.Labels["clauderon.run"] = tok
+	}
 	hc := &container.HostConfig{
 		NetworkMode: container.NetworkMode(d.Network),
 		Mounts:      []mount.Mount{{Type: mount.TypeBind, Source: d.CAPath, Target: probeCAPath, ReadOnly: true}},

@@ -86,6 +86,11 @@ func (m *Manager) createContainer(ctx context.Context, req api.CreateRequest, ho
 		return api.Session{}, err
 	}
 	cfg.Labels[LabelRun] = token
+	var sources []string
+	for _, mt := range hc.Mounts {
+		sources = append(sources, mt.Source)
+	}
+	m.setMounts(token, sources)
 	name := ContainerName(req.Name)
 	resp, err := m.opts.Docker.ContainerCreate(ctx, cfg, hc, nil, nil, name)
 	if err != nil {

@@ -99,6 +99,7 @@ type provenance struct {
 	mu          sync.RWMutex
 	byContainer map[string]Provenance // container ID → provenance
 	pendingRuns map[string]Provenance // run id → provenance, until a container shows it
+	mounts      map[string][]string   // run id → the host paths clauderond itself mounts for it
 	// bySuffix maps each per-container placeholder suffix to the container
 	// it was handed to. Entries outlive their container (a leaked
 	// placeholder still names where it came from), not a restart for
@@ -108,7 +109,8 @@ type provenance struct {
 }
 
 func newProvenance() *provenance {
-	return &provenance{byContainer: map[string]Provenance{}, pendingRuns: map[string]Provenance{}, bySuffix: map[string]PlaceholderOwner{}}
+	return &provenance{byContainer: map[string]Provenance{}, pendingRuns: map[string]Provenance{}, bySuffix: map[string]PlaceholderOwner{},
+		mounts: map[string][]string{}}
 }
 
 // Vouch returns what the daemon recorded about the container with this
@@ -132,6 +134,7 @@ func (m *Manager) BindRun(ctx context.Context, containerID string, labels map[st
 	p, ok := m.prov.pendingRuns[id]
 	if ok {
 		delete(m.prov.pendingRuns, id)
+		delete(m.prov.mounts, id)
 		m.prov.byContainer[containerID] = p
 		m.prov.notePlaceholder(p, containerID)
 	}
@@ -250,4 +253,33 @@ func (m *Manager) ExpectsRun(token string) bool {
 	defer m.prov.mu.RUnlock()
 	_, ok := m.prov.pendingRuns[token]
 	return ok
+}
+
+// setMounts records the host paths clauderond mounts into the container of
+// run token, for Docker's authorization plugin: they lie in the state dir,
+// which the plugin otherwise refuses to mount.
+func (m *Manager) setMounts(token string, sources []string) {
+	m.prov.mu.Lock()
+	defer m.prov.mu.Unlock()
+	m.prov.mounts[token] = sources
+}
+
+// OwnMounts returns the host paths clauderond itself mounts for the
+// container carrying run token (nil for an unknown token).
+func (m *Manager) OwnMounts(token string) []string {
+	m.prov.mu.RLock()
+	defer m.prov.mu.RUnlock()
+	return m.prov.mounts[token]
+}
+
+// ProbeToken registers a run token for a container the daemon makes for
+// itself (the doctor's probe) with the default profile and the given
+// mounts.
+func (m *Manager) ProbeToken(mounts []string) (string, error) {
+	tok, err := m.expectRun(Provenance{Owner: "clauderond", Profile: "default"})
+	if err != nil {
+		return "", err
+	}
+	m.setMounts(tok, mounts)
+	return tok, nil
 }

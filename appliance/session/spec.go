@@ -277,6 +277,11 @@ func (m *Manager) RunArgs(ctx context.Context, req api.RunRequest) (api.RunArgs,
 	for _, e := range m.baseEnv(m.opts.Home, prov.Placeholder) {
 		args = append(args, "-e", e)
 	}
+	var sources []string
+	for _, s := range m.trustMounts(m.opts.Home, claudeJSON) {
+		sources = append(sources, s.Source)
+	}
+	m.setMounts(runID, sources)
 	for _, s := range m.trustMounts(m.opts.Home, claudeJSON) {
 		if strings.ContainsAny(s.Source+s.Target, ",\"") {
 			return api.RunArgs{}, fmt.Errorf("path %q contains a comma or quote and cannot be passed to docker --mount; move state_dir", s.Source)

@@ -107,6 +107,47 @@ drain_timeout: 2s
 	if err == nil || !strings.Contains(string(out), "--privileged") {
 		t.Errorf("docker exec --privileged: %v %s", err, out)
 	}
+	// clauderond's own containers pass: a session (its labels and its
+	// state-dir mounts carry a token), a `clauderon run` (the same), the
+	// doctor's probe; a run's user cannot add a protected mount of its own.
+	cli := func(args ...string) (string, error) {
+		out, err := exec.Command(filepath.Join(bin, "clauderon"), append([]string{"--socket", filepath.Join(tmp, "d.sock")}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	session := "e2e-authz-" + e2eutil.RandomHex(3)
+	t.Cleanup(func() { cli("rm", "-f", session) })
+	if out, err := cli("create", "--no-repo", "--name", session, "--image", os.Getenv("CLAUDERON_E2E_DEBIAN_IMAGE"), "--prompt", "hi"); err != nil {
+		t.Errorf("a session under the plugin: %v\n%s", err, out)
+	}
+	if out, err := cli("run", "--rm", image, "true"); err != nil {
+		t.Errorf("clauderon run under the plugin: %v\n%s", err, out)
+	}
+	if out, err := cli("run", "--rm", "-v", state+"/secrets:/s", image, "true"); err == nil || !strings.Contains(out, "clauderon: mounting") {
+		t.Errorf("clauderon run with the secrets mounted: %v\n%s", err, out)
+	}
+	doc, _ := cli("doctor", "--json")
+	var rep struct {
+		Steps []struct {
+			Name   string
+			OK     bool
+			Detail string
+		}
+	}
+	json.Unmarshal([]byte(doc), &rep)
+	// (This daemon has no upstream for api.anthropic.com, so the probe's
+	// request itself fails offline; its container must not be refused.)
+	sawPlugin := false
+	for _, s := range rep.Steps {
+		if s.Name == "docker authorization plugin" {
+			sawPlugin = s.OK
+		}
+		if strings.Contains(s.Detail, "clauderon: ") {
+			t.Errorf("doctor step %q was refused by the plugin: %s", s.Name, s.Detail)
+		}
+	}
+	if !sawPlugin {
+		t.Errorf("doctor does not see dockerd using the plugin:\n%s", doc)
+	}
 	// The refusals are audited.
 	data, _ := os.ReadFile(filepath.Join(state, "audit.jsonl"))
 	if n := strings.Count(string(data), `"rule":"authz:`); n < 8 {
