@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/clauderon/clauderond/appliance/api"
 )
@@ -118,24 +120,123 @@ func cloneInto(ctx context.Context, r repoInfo, ws api.Workspace, branch string)
 }
 
 // fetchBack brings the session's branch from its workspace into the
-// repository (as the caller). A root caller reads another user's clone,
-// which git refuses unless told it is safe.
+// repository (as the caller).
+//
+// The clone is the agent's: it may have rewritten its .git/config, hooks
+// and refs. A plain `git fetch <clone>` runs git upload-pack inside the
+// clone with the clone's own config, and a git without the 2024
+// lazy-fetch fix then runs a command named there (a promisor remote's
+// uploadpack) on the host, as the user (as root under sudo). So git never
+// runs in the clone: the CLI reads the branch's commit from the clone's
+// ref files itself and fetches from a throwaway repository of its own
+// whose only link to the clone is objects/info/alternates (object data,
+// no config).
 func fetchBack(ctx context.Context, se api.Session) error {
 	if se.Workspace == "" || se.Repo == "" || se.Branch == "" {
 		return nil
 	}
-	if _, err := os.Stat(filepath.Join(se.Workspace, ".git")); errors.Is(err, os.ErrNotExist) {
+	gitDir := filepath.Join(se.Workspace, ".git")
+	if _, err := os.Stat(gitDir); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("the workspace %s is gone", se.Workspace)
 	}
-	args := []string{"-C", se.Repo, "fetch", "--quiet"}
-	if os.Geteuid() == 0 {
-		// git drops -c settings for the local upload-pack it spawns, so
-		// the exception goes on that command itself.
-		args = append(args, "--upload-pack", "git -c safe.directory='*' upload-pack")
-	}
-	args = append(args, se.Workspace, "+"+se.Branch+":"+se.Branch)
-	if _, err := git(ctx, args...); err != nil {
+	if err := fetchFromClone(ctx, gitDir, se.Repo, se.Branch); err != nil {
 		return fmt.Errorf("bringing branch %s back into %s: %w", se.Branch, se.Repo, err)
 	}
 	return nil
+}
+
+func fetchFromClone(ctx context.Context, gitDir, repo, branch string) error {
+	if _, err := git(ctx, "check-ref-format", "--branch", branch); err != nil || strings.HasPrefix(branch, "-") {
+		return fmt.Errorf("%q is not a branch name", branch)
+	}
+	objects := filepath.Join(gitDir, "objects")
+	if strings.ContainsAny(objects, "\n\r\"") {
+		return fmt.Errorf("workspace path %q cannot be named in objects/info/alternates", objects)
+	}
+	tip, err := readBranchTip(gitDir, branch)
+	if err != nil {
+		return err
+	}
+	shim, err := os.MkdirTemp("", "clauderon-fetch-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(shim)
+	if _, err := git(ctx, "init", "--quiet", "--bare", shim); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(shim, "objects", "info", "alternates"), []byte(objects+"\n"), 0o644); err != nil {
+		return err
+	}
+	ref := "refs/heads/" + branch
+	if _, err := git(ctx, "--git-dir", shim, "update-ref", ref, tip); err != nil {
+		return err
+	}
+	_, err = git(ctx, "-C", repo, "fetch", "--quiet", "--no-recurse-submodules", shim, "+"+ref+":"+ref)
+	return err
+}
+
+// maxRefFile bounds what readBranchTip reads from the agent's clone.
+const maxRefFile = 64 << 20
+
+// readBranchTip returns the commit id branch names in the (untrusted)
+// repository gitDir, from its loose ref or packed-refs, reading only
+// regular files and never running git there. A symbolic ref is refused.
+func readBranchTip(gitDir, branch string) (string, error) {
+	ref := "refs/heads/" + branch
+	data, err := readRegular(filepath.Join(gitDir, filepath.FromSlash(ref)))
+	if err == nil {
+		id := strings.TrimSpace(string(data))
+		if !isObjectID(id) {
+			return "", fmt.Errorf("%s in the workspace is not a plain commit id", ref)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading %s in the workspace: %w", ref, err)
+	}
+	packed, err := readRegular(filepath.Join(gitDir, "packed-refs"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading packed-refs in the workspace: %w", err)
+	}
+	for _, line := range strings.Split(string(packed), "\n") {
+		id, name, ok := strings.Cut(strings.TrimRight(line, "\r"), " ")
+		if ok && name == ref && isObjectID(id) {
+			return id, nil
+		}
+	}
+	return "", fmt.Errorf("branch %s not found in the workspace", branch)
+}
+
+// readRegular reads a regular file (not a symlink, FIFO or device) of at
+// most maxRefFile bytes.
+func readRegular(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("%s is a symlink", filepath.Base(path))
+		}
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxRefFile {
+		return nil, fmt.Errorf("%s is not a regular file of at most %d bytes", filepath.Base(path), maxRefFile)
+	}
+	return io.ReadAll(io.LimitReader(f, maxRefFile))
+}
+
+func isObjectID(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

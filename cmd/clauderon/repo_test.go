@@ -171,3 +171,85 @@ func TestCpAndExecArgs(t *testing.T) {
 		t.Errorf("runUser = %q", got)
 	}
 }
+
+// TestFetchBack_HostileCloneRunsNothingOnTheHost: the agent owns its clone
+// and can rewrite .git/config. `git fetch <clone>` ran git upload-pack in
+// the clone with that config; with lazy fetching on (git without the 2024
+// upload-pack fix, simulated with GIT_NO_LAZY_FETCH=0), a promisor remote's
+// uploadpack named there ran on the host as the user (root under sudo)
+// once the agent deleted an object. fetchBack must run nothing the clone
+// configures, and still bring a normal branch back despite such a config.
+func TestFetchBack_HostileCloneRunsNothingOnTheHost(t *testing.T) {
+	t.Setenv("GIT_NO_LAZY_FETCH", "0")
+	tmp := t.TempDir()
+	marker := filepath.Join(tmp, "pwned")
+	evil := filepath.Join(tmp, "evil.sh")
+	os.WriteFile(evil, []byte("#!/bin/sh\necho \"$0 $*\" >> "+marker+"\n"), 0o755)
+	hooks := filepath.Join(tmp, "hooks")
+	os.Mkdir(hooks, 0o755)
+	for _, h := range []string{"reference-transaction", "post-checkout", "pre-auto-gc", "post-update"} {
+		os.Symlink(evil, filepath.Join(hooks, h))
+	}
+
+	setup := func(t *testing.T, dropObject bool) (repo, ws string) {
+		repo = testRepo(t)
+		ws = filepath.Join(t.TempDir(), "ws")
+		mustGit(t, tmp, "clone", "-q", "--local", "--no-checkout", repo, ws)
+		mustGit(t, ws, "checkout", "-q", "-b", "clauderon/s", "main")
+		os.WriteFile(filepath.Join(ws, "work.txt"), []byte("the agent's work\n"), 0o644)
+		mustGit(t, ws, "add", "work.txt")
+		mustGit(t, ws, "commit", "-q", "-m", "agent")
+		// What a hostile agent writes into its clone's config.
+		for _, kv := range [][2]string{
+			{"core.repositoryformatversion", "1"},
+			{"extensions.partialClone", "origin"},
+			{"remote.origin.promisor", "true"},
+			{"remote.origin.uploadpack", evil},
+			{"core.fsmonitor", evil},
+			{"core.alternateRefsCommand", evil},
+			{"uploadpack.packObjectsHook", evil},
+			{"core.sshCommand", evil},
+			{"core.hooksPath", hooks},
+		} {
+			mustGit(t, ws, "config", kv[0], kv[1])
+		}
+		if dropObject {
+			blob := mustGit(t, ws, "rev-parse", "HEAD:work.txt")
+			os.Remove(filepath.Join(ws, ".git", "objects", blob[:2], blob[2:]))
+		}
+		os.Remove(marker)
+		return repo, ws
+	}
+	se := func(repo, ws string) api.Session {
+		return api.Session{Name: "s", Workspace: ws, Repo: repo, Branch: "clauderon/s"}
+	}
+
+	t.Run("lazy fetch of a deleted object", func(t *testing.T) {
+		repo, ws := setup(t, true)
+		_ = fetchBack(t.Context(), se(repo, ws)) // may fail: the object is gone
+		if b, err := os.ReadFile(marker); err == nil {
+			t.Fatalf("fetching the session's branch back ran the clone's configured command on the host:\n%s", b)
+		}
+	})
+	t.Run("intact clone, hostile config", func(t *testing.T) {
+		repo, ws := setup(t, false)
+		if err := fetchBack(t.Context(), se(repo, ws)); err != nil {
+			t.Fatalf("fetchBack: %v", err)
+		}
+		if b, err := os.ReadFile(marker); err == nil {
+			t.Fatalf("fetching the session's branch back ran the clone's configured command on the host:\n%s", b)
+		}
+		if got := mustGit(t, repo, "log", "-1", "--format=%s", "clauderon/s"); got != "agent" {
+			t.Errorf("branch clauderon/s in the repository ends with %q, want the agent's commit", got)
+		}
+	})
+	t.Run("a symlinked ref is refused", func(t *testing.T) {
+		repo, ws := setup(t, false)
+		ref := filepath.Join(ws, ".git", "refs", "heads", "clauderon", "s")
+		os.Remove(ref)
+		os.Symlink(filepath.Join(repo, ".git", "refs", "heads", "main"), ref)
+		if err := fetchBack(t.Context(), se(repo, ws)); err == nil || !strings.Contains(err.Error(), "symlink") {
+			t.Errorf("fetchBack through a symlinked ref: %v, want a refusal", err)
+		}
+	})
+}
