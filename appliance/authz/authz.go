@@ -37,9 +37,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -139,29 +142,74 @@ func reply(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-var apiVersion = regexp.MustCompile(`^/v[0-9.]+`)
+var apiVersion = regexp.MustCompile(`^/v([0-9.]+)`)
 
-// route is a request's method and path without the API version and query.
-func route(req Request) (method, path string) {
-	path, _, _ = strings.Cut(req.RequestURI, "?")
-	return req.RequestMethod, apiVersion.ReplaceAllString(path, "")
+// route is a request's method, path (percent-decoded and cleaned, as
+// dockerd's router matches it, without the API version), the API version
+// it names ("" for none) and its query. ok is false for a URI dockerd's
+// router could read differently.
+func route(req Request) (method, p, version string, query url.Values, ok bool) {
+	u, err := url.ParseRequestURI(req.RequestURI)
+	if err != nil {
+		return req.RequestMethod, "", "", nil, false
+	}
+	p = u.Path
+	if m := apiVersion.FindStringSubmatch(p); m != nil {
+		version, p = m[1], p[len(m[0]):]
+	}
+	if p == "" {
+		p = "/"
+	}
+	query, err = url.ParseQuery(u.RawQuery)
+	return req.RequestMethod, path.Clean(p), version, query, err == nil
+}
+
+// olderThan reports whether API version v (e.g. "1.23") is older than
+// major.minor; "" (dockerd's current version) is not.
+func olderThan(v string, major, minor int) bool {
+	if v == "" {
+		return false
+	}
+	a, b, _ := strings.Cut(v, ".")
+	ma, err1 := strconv.Atoi(a)
+	mi, err2 := strconv.Atoi(b)
+	if err1 != nil || err2 != nil {
+		return true // unreadable: treat as old
+	}
+	return ma < major || ma == major && mi < minor
 }
 
 // decide answers one request.
 func (p *Policy) decide(req Request) Response {
 	p.asked.Add(1)
-	method, path := route(req)
+	method, path, version, query, ok := route(req)
 	var rule, msg string
 	switch {
+	case !ok:
+		rule, msg = "unreadable", fmt.Sprintf("cannot read the request URI %q; refusing", req.RequestURI)
 	case method != http.MethodPost:
 	case path == "/containers/create":
 		rule, msg = p.checkCreate(req.RequestBody)
+	case strings.HasPrefix(path, "/containers/") && strings.HasSuffix(path, "/start") && olderThan(version, 1, 24):
+		// API < 1.24 takes a HostConfig in the start request's body
+		// (chunked bodies never reach the plugin) and applies it: every
+		// check made at create would be undone.
+		rule, msg = "start-hostconfig", "starting a container with API version "+version+" (which takes a host configuration at start) is not allowed on this host; use a current Docker client"
 	case strings.HasPrefix(path, "/containers/") && strings.HasSuffix(path, "/exec"):
 		rule, msg = checkExec(req.RequestBody)
 	case strings.HasPrefix(path, "/networks/") && strings.HasSuffix(path, "/connect"):
 		rule, msg = p.checkConnect(strings.TrimSuffix(strings.TrimPrefix(path, "/networks/"), "/connect"))
 	case path == "/services/create" || strings.HasPrefix(path, "/services/") && strings.HasSuffix(path, "/update"):
 		rule, msg = "services", "swarm services are not allowed on this host (their tasks would not be checked); run containers on the "+p.Network+" network"
+	case path == "/volumes/create":
+		rule, msg = checkVolumeCreate(req.RequestBody)
+	case path == "/build":
+		rule, msg = p.checkBuild(query)
+	case path == "/session" || path == "/grpc":
+		rule, msg = "build", "BuildKit sessions are not allowed on this host (their build steps would run outside the "+p.Network+" network); use DOCKER_BUILDKIT=0 docker build --network "+p.Network
+	case path == "/plugins/pull" || path == "/plugins/create" ||
+		strings.HasPrefix(path, "/plugins/") && (strings.HasSuffix(path, "/upgrade") || strings.HasSuffix(path, "/enable") || strings.HasSuffix(path, "/set")):
+		rule, msg = "plugins", "installing or enabling Docker plugins is not allowed on this host (a plugin runs with the host's privileges)"
 	}
 	if rule == "" {
 		return Response{Allow: true}
@@ -191,16 +239,28 @@ func (p *Policy) checkCreate(body []byte) (rule, msg string) {
 	if r, m := p.checkLabels(b.Labels); r != "" {
 		return r, m
 	}
+	// dockerd also reads host configuration fields at the top level of
+	// the body (an old API form), and uses them when "HostConfig" is
+	// absent or null: check those too.
+	var top container.HostConfig
+	_ = json.Unmarshal(body, &top) // a syntax error failed above; type errors leave the rest filled
 	hc := b.HostConfig
 	if hc == nil {
-		hc = &container.HostConfig{}
+		hc = &top
 	}
-	for _, check := range []func(*container.HostConfig) (string, string){p.checkNetworkMode, checkPrivileges} {
-		if r, m := check(hc); r != "" {
+	if r, m := p.checkNetworkMode(hc); r != "" {
+		return r, m
+	}
+	own := p.ownMounts(b.Labels)
+	for _, h := range []*container.HostConfig{hc, &top} {
+		if r, m := checkPrivileges(h); r != "" {
+			return r, m
+		}
+		if r, m := p.checkMounts(h, own); r != "" {
 			return r, m
 		}
 	}
-	if r, m := p.checkMounts(hc, p.ownMounts(b.Labels)); r != "" {
+	if r, m := checkRawCapabilities(body); r != "" {
 		return r, m
 	}
 	if b.NetworkingConfig != nil {
@@ -253,12 +313,22 @@ func checkPrivileges(hc *container.HostConfig) (rule, msg string) {
 		return "privileged", "--privileged is not allowed on this host"
 	case len(hc.Devices) > 0:
 		return "devices", "--device is not allowed on this host"
+	case len(hc.DeviceCgroupRules) > 0:
+		// With the default CAP_MKNOD, a rule such as "b *:* rwm" lets the
+		// container create and read the host's disks.
+		return "devices", "--device-cgroup-rule is not allowed on this host"
 	case hc.PidMode.IsHost():
 		return "pid-host", "--pid host is not allowed on this host"
+	case hc.PidMode.IsContainer():
+		return "pid-container", fmt.Sprintf("--pid %s would share another container's processes (and, through /proc, its files)", hc.PidMode)
+	case len(hc.VolumesFrom) > 0:
+		return "volumes-from", "--volumes-from is not allowed on this host (it copies another container's mounts, such as another user's workspace)"
 	}
 	for _, c := range hc.CapAdd {
 		switch strings.TrimPrefix(strings.ToUpper(c), "CAP_") {
-		case "NET_ADMIN", "SYS_ADMIN", "ALL", "BPF", "SYS_PTRACE", "SYS_MODULE":
+		case "NET_ADMIN", "SYS_ADMIN", "ALL", "BPF", "SYS_PTRACE", "SYS_MODULE",
+			"DAC_READ_SEARCH", // open_by_handle_at: any host file
+			"SYS_RAWIO", "MAC_ADMIN", "MAC_OVERRIDE":
 			return "capability", fmt.Sprintf("--cap-add %s is not allowed on this host (it could undo the network's enforcement)", c)
 		}
 	}
@@ -298,10 +368,25 @@ func binds(hc *container.HostConfig) []bind {
 	return out
 }
 
+// volumeOptions reports whether a mount creates a volume with driver
+// options: the local driver's type/o/device bind any host path (the state
+// dir included) or mount a network file system from the host's namespace.
+func volumeOptions(hc *container.HostConfig) bool {
+	for _, m := range hc.Mounts {
+		if m.VolumeOptions != nil && m.VolumeOptions.DriverConfig != nil && len(m.VolumeOptions.DriverConfig.Options) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // checkMounts refuses a bind of a protected path (or a directory above
 // one), except a public file read-only and the paths clauderond itself
 // mounts for the request's token (own).
 func (p *Policy) checkMounts(hc *container.HostConfig, own []string) (rule, msg string) {
+	if volumeOptions(hc) {
+		return "volume-options", "volumes with driver options (type, o, device) are not allowed on this host: they can bind any host path or mount from the host's network"
+	}
 	for _, b := range binds(hc) {
 		src := filepath.Clean(b.src)
 		if slices.Contains(own, src) || b.ro && slices.Contains(p.PublicFiles, src) {
@@ -332,7 +417,7 @@ func (p *Policy) protects(src string) string {
 
 func checkExec(body []byte) (rule, msg string) {
 	var b struct{ Privileged bool }
-	if err := json.Unmarshal(body, &b); err != nil && len(body) > 0 {
+	if err := json.Unmarshal(body, &b); err != nil {
 		return "unreadable", "cannot read the exec configuration; refusing"
 	}
 	if b.Privileged {
@@ -349,4 +434,55 @@ func (p *Policy) checkConnect(netName string) (rule, msg string) {
 		return "connect", fmt.Sprintf("connecting a container to network %q is not allowed on this host", netName)
 	}
 	return "", ""
+}
+
+// checkRawCapabilities refuses HostConfig.Capabilities (a full capability
+// set some dockerd versions accept, unknown to the types the plugin reads).
+func checkRawCapabilities(body []byte) (rule, msg string) {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(body, &raw) != nil {
+		return "", ""
+	}
+	for k, v := range raw {
+		if !strings.EqualFold(k, "HostConfig") {
+			continue
+		}
+		var hc map[string]json.RawMessage
+		_ = json.Unmarshal(v, &hc)
+		for hk, hv := range hc {
+			if strings.EqualFold(hk, "Capabilities") && string(hv) != "null" && string(hv) != "[]" {
+				return "capability", "HostConfig.Capabilities is not allowed on this host; use --cap-add"
+			}
+		}
+	}
+	return "", ""
+}
+
+// checkVolumeCreate refuses a volume with driver options (see
+// volumeOptions) or a driver other than local.
+func checkVolumeCreate(body []byte) (rule, msg string) {
+	var b struct {
+		Driver     string
+		DriverOpts map[string]string
+	}
+	if len(body) == 0 || json.Unmarshal(body, &b) != nil {
+		return "unreadable", "cannot read the volume's configuration; refusing"
+	}
+	if len(b.DriverOpts) > 0 || b.Driver != "" && b.Driver != "local" {
+		return "volume-options", "volumes with a driver or driver options (type, o, device) are not allowed on this host: they can bind any host path or mount from the host's network"
+	}
+	return "", ""
+}
+
+// checkBuild refuses an image build whose RUN steps would use a network
+// other than the allowed ones (the default bridge and host included).
+func (p *Policy) checkBuild(q url.Values) (rule, msg string) {
+	mode := container.NetworkMode(q.Get("networkmode"))
+	if mode == "" || mode.IsDefault() {
+		mode = "bridge"
+	}
+	if !mode.IsHost() && !mode.IsContainer() && p.allowed(string(mode)) {
+		return "", ""
+	}
+	return "build", fmt.Sprintf("a build on network %q would run its steps outside clauderon; use docker build --network %s (or --network none)", string(mode), p.Network)
 }

@@ -109,3 +109,83 @@ func TestActivate(t *testing.T) {
 		t.Errorf("activate = %q", rec.Body.String())
 	}
 }
+
+// TestDecide_Escapes: requests that dockerd (20.10, the API it serves)
+// would carry out and that put a container, a build step or a mount
+// outside clauderon's enforcement, each refused.
+func TestDecide_Escapes(t *testing.T) {
+	var refused []Refusal
+	pol := testPolicy(&refused)
+	h := Handler(pol)
+	create := "/v1.41/containers/create"
+	onNet := func(extra string) string { return `{"HostConfig":{"NetworkMode":"clauderon"` + extra + `}}` }
+	for _, tc := range []struct {
+		name, uri, body, rule string
+	}{
+		// dockerd's router matches the percent-decoded path; the plugin
+		// is sent the raw RequestURI.
+		{"encoded slash in create", "/v1.41/containers%2Fcreate", `{"HostConfig":{"NetworkMode":"host"}}`, "network-host"},
+		{"encoded letter in create", "/v1.41/containers/creat%65", `{"HostConfig":{"Privileged":true,"NetworkMode":"clauderon"}}`, "privileged"},
+		{"encoded exec", "/v1.41/containers/abc/ex%65c", `{"Cmd":["sh"],"Privileged":true}`, "privileged-exec"},
+		{"encoded plugin pull", "/v1.41/plugins/pul%6c?remote=evil", `[]`, "plugins"},
+		// API < 1.24 applies a HostConfig sent with start.
+		{"hostconfig at start", "/v1.23/containers/abc/start", `{"NetworkMode":"host","Privileged":true}`, "start-hostconfig"},
+		{"hostconfig at start, chunked (no body reaches the plugin)", "/v1.19/containers/abc/start", ``, "start-hostconfig"},
+		{"device cgroup rule (mknod the host disk)", create, onNet(`,"DeviceCgroupRules":["b *:* rwm"]`), "devices"},
+		{"cap DAC_READ_SEARCH (open_by_handle_at)", create, onNet(`,"CapAdd":["CAP_DAC_READ_SEARCH"]`), "capability"},
+		{"cap SYS_RAWIO", create, onNet(`,"CapAdd":["SYS_RAWIO"]`), "capability"},
+		{"full capability set", create, `{"HostConfig":{"NetworkMode":"clauderon","Capabilities":["CAP_SYS_ADMIN","CAP_NET_ADMIN"]}}`, "capability"},
+		{"pid of another container", create, onNet(`,"PidMode":"container:clauderon-victim"`), "pid-container"},
+		{"volumes from another's session", create, onNet(`,"VolumesFrom":["clauderon-victim"]`), "volumes-from"},
+		{"volume mount binding the state dir", create, onNet(`,"Mounts":[{"Type":"volume","Source":"sv","Target":"/s","VolumeOptions":{"DriverConfig":{"Name":"local","Options":{"type":"none","o":"bind","device":"/var/lib/clauderon"}}}}]`), "volume-options"},
+		{"volume create binding the state dir", "/v1.41/volumes/create", `{"Name":"sv","Driver":"local","DriverOpts":{"type":"none","o":"bind","device":"/var/lib/clauderon"}}`, "volume-options"},
+		{"volume create with an nfs mount from the host", "/v1.41/volumes/create", `{"Name":"x","DriverOpts":{"type":"nfs","o":"addr=203.0.113.9","device":":/x"}}`, "volume-options"},
+		{"build on the host network", "/v1.41/build?networkmode=host&t=x", ``, "build"},
+		{"build on the default bridge", "/v1.41/build?t=x", ``, "build"},
+		{"buildkit session", "/v1.41/session", ``, "build"},
+		{"buildkit grpc", "/grpc", ``, "build"},
+		{"plugin install", "/v1.41/plugins/pull?remote=evil/plugin", `[]`, "plugins"},
+		{"plugin enable", "/v1.41/plugins/evil/enable", ``, "plugins"},
+		{"exec whose body did not reach the plugin", "/v1.41/containers/abc/exec", ``, "unreadable"},
+	} {
+		refused = nil
+		res := ask(t, h, "POST", tc.uri, tc.body)
+		if res.Allow {
+			t.Errorf("%s: allowed, want refused (rule %s)", tc.name, tc.rule)
+			continue
+		}
+		if len(refused) != 1 || refused[0].Rule != tc.rule {
+			t.Errorf("%s: refusal %+v msg %q, want rule %s", tc.name, refused, res.Msg, tc.rule)
+		}
+	}
+
+	// dockerd reads host configuration at the top level of the body when
+	// "HostConfig" is absent or null: where the default bridge is allowed,
+	// that was a privileged container with the host's root mounted.
+	pol.Allow = append(pol.Allow, "bridge")
+	for _, body := range []string{
+		`{"Image":"img","Privileged":true}`,
+		`{"Image":"img","HostConfig":null,"Binds":["/:/host"]}`,
+	} {
+		refused = nil
+		if res := ask(t, h, "POST", create, body); res.Allow {
+			t.Errorf("top-level host configuration %s: allowed", body)
+		}
+	}
+
+	// What stays allowed.
+	for _, tc := range []struct{ uri, body string }{
+		{"/v1.41/containers/abc/start", ``},
+		{"/v1.24/containers/abc/start", ``},
+		{"/containers/abc/start", ``},
+		{"/v1.41/volumes/create", `{"Name":"cache"}`},
+		{"/v1.41/build?networkmode=clauderon&t=x", ``},
+		{"/v1.41/build?networkmode=none", ``},
+		{create, onNet(`,"Mounts":[{"Type":"volume","Source":"cache","Target":"/c"}]`)},
+		{"/v1.41/plugins/x/disable", ``},
+	} {
+		if res := ask(t, h, "POST", tc.uri, tc.body); !res.Allow {
+			t.Errorf("%s %s: refused (%s), want allowed", tc.uri, tc.body, res.Msg)
+		}
+	}
+}
