@@ -68,6 +68,15 @@ func (d *daemon) authzPolicy(cfg *config.Config) *authz.Policy {
 			m := d.records.m.Load()
 			return m != nil && m.ExpectsRun(tok)
 		},
+		ClaimRun: func(tok string) bool {
+			m := d.records.m.Load()
+			return m != nil && m.ClaimRun(tok)
+		},
+		ReleaseRun: func(tok string) {
+			if m := d.records.m.Load(); m != nil {
+				m.ReleaseRun(tok)
+			}
+		},
 		OwnMounts: func(tok string) []string {
 			if m := d.records.m.Load(); m != nil {
 				return m.OwnMounts(tok)

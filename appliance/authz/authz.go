@@ -63,6 +63,13 @@ type Policy struct {
 	// ExpectRun reports whether a clauderon.run label value is a token
 	// clauderond handed out (a session it creates, a `clauderon run`).
 	ExpectRun func(token string) bool
+	// ClaimRun, when set, admits one container create per token: the
+	// token is in the container's labels, which anyone with Docker access
+	// sees (docker events), so a second create with it is refused.
+	// ReleaseRun gives the token back when dockerd did not create the
+	// container (a missing image the client then pulls).
+	ClaimRun   func(token string) bool
+	ReleaseRun func(token string)
 	// OwnMounts returns the protected host paths clauderond itself mounts
 	// for the container of a token (its claude.json, uploads, the CA): a
 	// request carrying the token may mount exactly those, nothing else
@@ -131,7 +138,14 @@ func Handler(p *Policy) http.Handler {
 		}
 		reply(w, p.decide(req))
 	})
-	mux.HandleFunc("POST "+pathResponse, func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("POST "+pathResponse, func(w http.ResponseWriter, r *http.Request) {
+		var res struct {
+			Request
+			ResponseStatusCode int `json:"ResponseStatusCode,omitempty"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, 8<<20)).Decode(&res); err == nil {
+			p.responded(res.Request, res.ResponseStatusCode)
+		}
 		reply(w, Response{Allow: true})
 	})
 	return mux
@@ -221,6 +235,19 @@ func (p *Policy) decide(req Request) Response {
 	return Response{Allow: false, Msg: msg}
 }
 
+// responded releases the run token of a container create dockerd did not
+// carry out.
+func (p *Policy) responded(req Request, status int) {
+	method, path, _, _, ok := route(req)
+	if !ok || method != http.MethodPost || path != "/containers/create" || status < 300 || p.ReleaseRun == nil {
+		return
+	}
+	var b createBody
+	if json.Unmarshal(req.RequestBody, &b) == nil && b.Labels["clauderon.run"] != "" {
+		p.ReleaseRun(b.Labels["clauderon.run"])
+	}
+}
+
 // createBody is the part of POST /containers/create the plugin reads.
 type createBody struct {
 	Labels           map[string]string
@@ -269,6 +296,9 @@ func (p *Policy) checkCreate(body []byte) (rule, msg string) {
 				return "network", fmt.Sprintf("network %q is not allowed on this host; use --network %s", name, p.Network)
 			}
 		}
+	}
+	if tok := b.Labels["clauderon.run"]; tok != "" && p.ClaimRun != nil && p.ExpectRun != nil && p.ExpectRun(tok) && !p.ClaimRun(tok) {
+		return "label", "this clauderon.run token was already used by another container; each clauderon run or session gets its own"
 	}
 	return "", ""
 }

@@ -189,3 +189,44 @@ func TestDecide_Escapes(t *testing.T) {
 		}
 	}
 }
+
+// TestDecide_RunTokenAdmitsOneContainer: a run token is in the container's
+// labels, which anyone with Docker access sees (docker events shows them
+// on create). It used to stay valid until the daemon saw the container
+// start, so another tenant could create a container of their own with it:
+// the reserved labels and the token's state-dir mounts (another user's
+// session files) allowed, and, started first, the owner's provenance.
+// Only one create per token is admitted; a create dockerd did not carry
+// out (missing image, then pull and retry) gives it back.
+func TestDecide_RunTokenAdmitsOneContainer(t *testing.T) {
+	var refused []Refusal
+	pol := testPolicy(&refused)
+	claimed := map[string]bool{}
+	pol.ClaimRun = func(tok string) bool {
+		if tok != "good-token" || claimed[tok] {
+			return false
+		}
+		claimed[tok] = true
+		return true
+	}
+	pol.ReleaseRun = func(tok string) { delete(claimed, tok) }
+	h := Handler(pol)
+	body := `{"Labels":{"clauderon.profile":"team-a","clauderon.run":"good-token"},"HostConfig":{"NetworkMode":"clauderon","Mounts":[{"Type":"bind","Source":"/var/lib/clauderon/uploads/s","Target":"/u"}]}}`
+	uri := "/v1.41/containers/create"
+	respond := func(status int) {
+		req, _ := json.Marshal(map[string]any{"RequestMethod": "POST", "RequestUri": uri, "RequestBody": []byte(body), "ResponseStatusCode": status})
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, pathResponse, bytes.NewReader(req)))
+	}
+	if res := ask(t, h, "POST", uri, body); !res.Allow {
+		t.Fatalf("the token's first create: %s", res.Msg)
+	}
+	respond(404) // no such image: the client pulls and asks again
+	if res := ask(t, h, "POST", uri, body); !res.Allow {
+		t.Fatalf("the retry after a failed create: %s", res.Msg)
+	}
+	respond(201)
+	if res := ask(t, h, "POST", uri, body); res.Allow {
+		t.Errorf("a second container with a token already used was admitted (with its mounts and labels)")
+	}
+}

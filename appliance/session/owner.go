@@ -100,6 +100,10 @@ type provenance struct {
 	byContainer map[string]Provenance // container ID → provenance
 	pendingRuns map[string]Provenance // run id → provenance, until a container shows it
 	mounts      map[string][]string   // run id → the host paths clauderond itself mounts for it
+	// claimed holds the pending run ids a container create already used
+	// (ClaimRun): the token is in the container's labels, visible to
+	// anyone who can list containers or follow Docker's events.
+	claimed map[string]bool
 	// bySuffix maps each per-container placeholder suffix to the container
 	// it was handed to. Entries outlive their container (a leaked
 	// placeholder still names where it came from), not a restart for
@@ -110,7 +114,7 @@ type provenance struct {
 
 func newProvenance() *provenance {
 	return &provenance{byContainer: map[string]Provenance{}, pendingRuns: map[string]Provenance{}, bySuffix: map[string]PlaceholderOwner{},
-		mounts: map[string][]string{}}
+		mounts: map[string][]string{}, claimed: map[string]bool{}}
 }
 
 // Vouch returns what the daemon recorded about the container with this
@@ -135,6 +139,7 @@ func (m *Manager) BindRun(ctx context.Context, containerID string, labels map[st
 	if ok {
 		delete(m.prov.pendingRuns, id)
 		delete(m.prov.mounts, id)
+		delete(m.prov.claimed, id)
 		m.prov.byContainer[containerID] = p
 		m.prov.notePlaceholder(p, containerID)
 	}
@@ -253,6 +258,27 @@ func (m *Manager) ExpectsRun(token string) bool {
 	defer m.prov.mu.RUnlock()
 	_, ok := m.prov.pendingRuns[token]
 	return ok
+}
+
+// ClaimRun marks a pending run token as used by one container create
+// (Docker's authorization plugin admits one create per token): false when
+// the token is unknown or already claimed.
+func (m *Manager) ClaimRun(token string) bool {
+	m.prov.mu.Lock()
+	defer m.prov.mu.Unlock()
+	if _, ok := m.prov.pendingRuns[token]; !ok || m.prov.claimed[token] {
+		return false
+	}
+	m.prov.claimed[token] = true
+	return true
+}
+
+// ReleaseRun undoes ClaimRun when dockerd did not create the container
+// (e.g. the image was missing and the client pulls and retries).
+func (m *Manager) ReleaseRun(token string) {
+	m.prov.mu.Lock()
+	defer m.prov.mu.Unlock()
+	delete(m.prov.claimed, token)
 }
 
 // setMounts records the host paths clauderond mounts into the container of
