@@ -37,7 +37,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateRequest) (api.Sessio
 	}
 	user := m.opts.User
 	if req.Workspace != "" {
-		if user, err = m.workspaceFor(req); err != nil {
+		if user, err = m.workspaceFor(ctx, req); err != nil {
 			return api.Session{}, err
 		}
 	}

@@ -73,6 +73,14 @@ func (m *Manager) PrepareWorkspace(ctx context.Context, name string) (api.Worksp
 		return api.Workspace{}, err
 	}
 	defer root.Close()
+	// A leftover that is another user's may be a clone that user is
+	// filling right now (PrepareWorkspace, then Create): replacing it
+	// would hand their session a directory of ours.
+	if fi, err := root.Lstat(name); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid && st.Uid != 0 {
+			return api.Workspace{}, fmt.Errorf("workspace %s is being prepared by another user: %w", filepath.Join(m.opts.WorkspacesDir, name), api.ErrConflict)
+		}
+	}
 	if err := root.RemoveAll(name); err != nil {
 		return api.Workspace{}, fmt.Errorf("removing a leftover workspace %s: %w", filepath.Join(m.opts.WorkspacesDir, name), err)
 	}
@@ -132,7 +140,7 @@ func checkRootOwnedPath(dir string) error {
 // workspaceFor checks a create request's workspace: it must be the
 // directory PrepareWorkspace made for this session, still a directory
 // (not replaced), owned by a non-root user, who the agent then runs as.
-func (m *Manager) workspaceFor(req api.CreateRequest) (user string, err error) {
+func (m *Manager) workspaceFor(ctx context.Context, req api.CreateRequest) (user string, err error) {
 	want := filepath.Join(m.opts.WorkspacesDir, req.Name)
 	if req.Workspace != want {
 		return "", fmt.Errorf("workspace %q is not the one prepared for session %s (%s); let clauderon create --repo prepare it: %w", req.Workspace, req.Name, want, api.ErrInvalid)
@@ -150,6 +158,16 @@ func (m *Manager) workspaceFor(req api.CreateRequest) (user string, err error) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !fi.IsDir() || !ok || st.Uid == 0 {
 		return "", fmt.Errorf("workspace %s must be a directory owned by a non-root user: %w", want, api.ErrInvalid)
+	}
+	// The caller's own (PrepareWorkspace made it for them): another
+	// user's directory under this name would run the caller's session,
+	// with the caller's profile, on content that user controls and reads.
+	uid, _, err := m.workspaceOwner(ctx)
+	if err != nil {
+		return "", err
+	}
+	if int(st.Uid) != uid {
+		return "", fmt.Errorf("workspace %s belongs to uid %d, not to the caller (uid %d); let clauderon create --repo prepare it: %w", want, st.Uid, uid, api.ErrInvalid)
 	}
 	if _, err := os.Lstat(filepath.Join(want, ".git")); err != nil {
 		return "", fmt.Errorf("workspace %s holds no git repository (clone failed?): %w", want, api.ErrInvalid)

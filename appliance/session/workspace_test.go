@@ -217,3 +217,47 @@ func TestRunArgs_UserAndItsClaudeJSON(t *testing.T) {
 		t.Errorf("RunArgs as root: %v, want refused", err)
 	}
 }
+
+// TestWorkspace_AnotherTenantCannotSwapTheWorkspace: between alice's
+// PrepareWorkspace and her Create (the clone takes a while), bob asked for
+// a workspace of the same name. The leftover was replaced by a directory
+// of bob's, and alice's session then ran (with her profile) as bob on
+// content bob controls and reads.
+func TestWorkspace_AnotherTenantCannotSwapTheWorkspace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another uid needs root")
+	}
+	d := newFakeDocker()
+	m, _ := workspaceManager(t, d)
+	alice, bob := asPeer(4242, 4242), asPeer(5353, 5353)
+	ws, err := m.PrepareWorkspace(alice, "job")
+	if err != nil {
+		t.Fatal(err)
+	}
+	initAs := func(dir, owner string) {
+		if out, err := exec.Command("git", "init", "-q", dir).CombinedOutput(); err != nil {
+			t.Fatalf("git init: %v %s", err, out)
+		}
+		exec.Command("chown", "-R", owner, dir).Run()
+	}
+	initAs(ws.Path, "4242:4242")
+	if _, err := m.PrepareWorkspace(bob, "job"); err == nil {
+		initAs(ws.Path, "5353:5353") // bob fills the directory he got
+	}
+	se, err := m.Create(alice, api.CreateRequest{Name: "job", Prompt: "p", Workspace: ws.Path, Branch: "clauderon/job"})
+	if err == nil && se.User != "4242:4242" {
+		t.Fatalf("alice's session runs as %s on bob's directory", se.User)
+	}
+	if err != nil {
+		t.Fatalf("alice's own workspace was refused: %v", err)
+	}
+	// And a directory of bob's under alice's name is refused outright.
+	m2, root2 := workspaceManager(t, newFakeDocker())
+	if _, err := m2.PrepareWorkspace(bob, "x"); err != nil {
+		t.Fatal(err)
+	}
+	initAs(filepath.Join(root2, "x"), "5353:5353")
+	if _, err := m2.Create(alice, api.CreateRequest{Name: "x", Prompt: "p", Workspace: filepath.Join(root2, "x")}); err == nil || !errors.Is(err, api.ErrInvalid) {
+		t.Errorf("alice's session on bob's workspace: %v, want a refusal", err)
+	}
+}
