@@ -334,6 +334,23 @@ func (r *rig) nftRules() string {
 	return counterRE.ReplaceAllString(string(out), "counter")
 }
 
+// settledRules waits (bounded) until no container address is registered
+// in our table, then returns the ruleset.
+func (r *rig) settledRules() string {
+	r.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		rules := r.nftRules()
+		if !strings.Contains(rules, "elements = {") {
+			return rules
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("container addresses still registered 15s after the clients exited:\n%s", rules)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.T) {
 	r := newRig(t)
 	stop := r.start(withDoctorExe(r.daemonBinary()))
@@ -392,7 +409,10 @@ func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.
 		t.Fatalf("after the network was recreated the client got %q, want injection", out)
 	}
 
-	rulesBefore := r.nftRules()
+	// The clients above were --rm containers: once their exit is
+	// processed no address is registered, and that is the ruleset a
+	// restart must re-create (comparing earlier would race the exit).
+	rulesBefore := r.settledRules()
 	netBefore, err := r.docker.NetworkInspect(context.Background(), r.cfg.Network.Name, networkInspectOpts)
 	if err != nil {
 		t.Fatal(err)
