@@ -121,20 +121,26 @@ func chownSocket(path, group string) error {
 
 // withPeerCred records the kernel's credentials of the process on the other
 // end of a socket connection (SO_PEERCRED) in the request context, so the
-// backend knows who asks (api.PeerFrom) without trusting the client.
+// backend knows who asks (api.PeerFrom) without trusting the client. When
+// the kernel cannot say, the caller is nobody (fail closed: a request
+// without a peer would count as in-process, i.e. as an administrator).
 func withPeerCred(ctx context.Context, c net.Conn) context.Context {
+	nobody := api.WithPeer(ctx, api.Peer{UID: nobodyID, GID: nobodyID})
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
-		return ctx
+		return nobody
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
-		return ctx
+		return nobody
 	}
 	var cred *unix.Ucred
 	var credErr error
 	if err := raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil || credErr != nil {
-		return ctx
+		return nobody
 	}
 	return api.WithPeer(ctx, api.Peer{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid})
 }
+
+// nobodyID is the uid and gid of a socket peer the kernel could not name.
+const nobodyID = 65534

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -109,5 +110,22 @@ func TestAudit_TenantSeesOnlyOwnLines(t *testing.T) {
 		if strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Errorf("owner %q sees %v, want %v", owner, got, want)
 		}
+	}
+}
+
+// TestPeerCred_FailsClosed: a connection whose peer the kernel cannot
+// name is nobody, not an in-process (administrator) caller.
+func TestPeerCred_FailsClosed(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	p, ok := api.PeerFrom(withPeerCred(context.Background(), a))
+	if !ok || p.UID != nobodyID {
+		t.Fatalf("peer of a connection without credentials = %+v %v, want nobody", p, ok)
+	}
+	cfg := config.Default()
+	cfg.Profiles.TrustLabels = false
+	if isAdmin(withPeerCred(context.Background(), a), cfg) {
+		t.Error("an unnamed peer is an administrator")
 	}
 }

@@ -124,7 +124,15 @@ func (a *app) rmCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := a.keepOrDropBranch(cmd.Context(), se, deleteBranch); err != nil && !force {
+			if owner := se.OwnerUID; se.Repo != "" && owner != "" && owner != invokingUID() {
+				// Fetching into another user's repository (as root, under
+				// sudo) would write where that user chose; its owner does it.
+				if !force {
+					return fmt.Errorf("session %s belongs to %s; its owner brings its branch back with clauderon rm %s. rm -f removes it anyway (the work in %s is lost)",
+						se.Name, se.Owner, se.Name, se.Workspace)
+				}
+				fmt.Fprintf(a.errOut, "not fetching branch %s: the session belongs to %s\n", se.Branch, se.Owner)
+			} else if err := a.keepOrDropBranch(cmd.Context(), se, deleteBranch); err != nil && !force {
 				return fmt.Errorf("%w\nnothing removed; rm -f removes the session anyway (its work in %s is lost)", err, se.Workspace)
 			}
 			if err := a.client().RemoveSession(cmd.Context(), argv[0]); err != nil {

@@ -240,3 +240,14 @@ func isObjectID(s string) bool {
 	}
 	return true
 }
+
+// invokingUID is the user behind this CLI: under sudo, the one who ran
+// sudo.
+func invokingUID() string {
+	if os.Geteuid() == 0 {
+		if u := os.Getenv("SUDO_UID"); u != "" {
+			return u
+		}
+	}
+	return strconv.Itoa(os.Getuid())
+}

@@ -253,3 +253,20 @@ func TestFetchBack_HostileCloneRunsNothingOnTheHost(t *testing.T) {
 		}
 	})
 }
+
+// TestRm_AnotherUsersRepositorySessionIsNotFetchedIntoByUs: removing a
+// session someone else owns (an administrator, or root under sudo) does
+// not write into that user's repository; it is refused without -f.
+func TestRm_AnotherUsersRepositorySessionIsNotFetchedIntoByUs(t *testing.T) {
+	h := newHarness(t)
+	h.fb.sessions = append(h.fb.sessions, api.Session{Name: "theirs", Container: "clauderon-theirs", State: "running",
+		Repo: "/home/alice/app", Branch: "clauderon/theirs", Workspace: "/var/lib/clauderon-workspaces/theirs", Owner: "alice", OwnerUID: "424242"})
+	code, _, errOut := h.run("rm", "theirs")
+	if code != 1 || !strings.Contains(errOut, "belongs to alice") {
+		t.Fatalf("rm of another's session = %d %q, want a refusal naming the owner", code, errOut)
+	}
+	code, _, errOut = h.run("rm", "-f", "theirs")
+	if code != 0 || !strings.Contains(errOut, "not fetching branch clauderon/theirs") {
+		t.Errorf("rm -f = %d %q", code, errOut)
+	}
+}
