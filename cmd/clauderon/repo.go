@@ -75,8 +75,12 @@ func inspectRepo(ctx context.Context, path string) (repoInfo, error) {
 // prepared), on branch clauderon/<name>, with the user's git identity, an
 // uploads directory and /.clauderon/ ignored. A root caller hands the clone
 // to the workspace's owner.
+//
+// The objects are copied, never hard-linked: a hard link would make the
+// clone's object files the repository's own inodes, and the agent (running
+// as the clone's owner) could rewrite objects of the user's repository.
 func cloneInto(ctx context.Context, r repoInfo, ws api.Workspace, branch string) error {
-	if _, err := git(ctx, "clone", "--quiet", "--local", "--no-checkout", r.top, ws.Path); err != nil {
+	if _, err := git(ctx, "clone", "--quiet", "--no-hardlinks", "--no-checkout", r.top, ws.Path); err != nil {
 		return err
 	}
 	// As root the clone sits in a directory that already belongs to the

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/clauderon/clauderond/appliance/api"
@@ -269,4 +271,28 @@ func TestRm_AnotherUsersRepositorySessionIsNotFetchedIntoByUs(t *testing.T) {
 	if code != 0 || !strings.Contains(errOut, "not fetching branch clauderon/theirs") {
 		t.Errorf("rm -f = %d %q", code, errOut)
 	}
+}
+
+// TestCloneInto_SharesNoObjectFileWithTheRepository: the agent owns the
+// clone; a hard-linked object file would let it rewrite the user's
+// repository's objects in place.
+func TestCloneInto_SharesNoObjectFileWithTheRepository(t *testing.T) {
+	repo := testRepo(t)
+	ws := filepath.Join(t.TempDir(), "ws")
+	os.Mkdir(ws, 0o700)
+	r, err := inspectRepo(context.Background(), repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cloneInto(context.Background(), r, api.Workspace{Path: ws, UID: os.Getuid(), GID: os.Getgid()}, "clauderon/x"); err != nil {
+		t.Fatal(err)
+	}
+	filepath.Walk(filepath.Join(ws, ".git", "objects"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+				t.Errorf("%s has %d links: shared with the user's repository", p, st.Nlink)
+			}
+		}
+		return nil
+	})
 }
