@@ -1,0 +1,156 @@
+package tlsmitm
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// headerLimitReader fails reads once n bytes have been read (request heads
+// larger than MaxHeaderBytes); n is lifted for bodies.
+type headerLimitReader struct {
+	r io.Reader
+	n int64
+}
+
+var errHeaderTooLarge = errors.New("request header too large")
+
+func (l *headerLimitReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+// validateRequest applies net/http's server checks to a request head
+// (ReadRequest has already refused several Host headers).
+func validateRequest(r *http.Request) error {
+	switch {
+	case r.ProtoMajor != 1 || r.ProtoMinor > 1:
+		return errUnsupportedVersion
+	case r.ProtoAtLeast(1, 1) && r.Host == "":
+		return errors.New("missing required Host header")
+	case r.Host != "" && !httpguts.ValidHostHeader(r.Host):
+		return errors.New("malformed Host header")
+	case r.Method == http.MethodConnect:
+		return errors.New("CONNECT is not supported on an intercepted connection")
+	}
+	return checkHeaderFields(r.Header)
+}
+
+// checkHeaderFields is net/http's check of header names and values.
+func checkHeaderFields(h http.Header) error {
+	for k, vv := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return errors.New("invalid header name")
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return fmt.Errorf("invalid value for header %s", k)
+			}
+		}
+	}
+	return nil
+}
+
+var errUnsupportedVersion = errors.New("unsupported HTTP version")
+
+// checkInjectedHeaders re-checks the request headers after the Injector
+// (the client's were checked by validateRequest): the relay writes them
+// verbatim, so a credential holding a line break must fail the request,
+// not split the head (http.Transport refuses such values the same way).
+func checkInjectedHeaders(h http.Header) error {
+	if err := checkHeaderFields(h); err != nil {
+		return fmt.Errorf("%w: the rule set a header the relay cannot send: %w", errInjector, err)
+	}
+	return nil
+}
+
+// rejectRequest answers a request head that could not be read, as
+// net/http's server does, and the connection is closed after it.
+func (s *Server) rejectRequest(tc *tls.Conn, bw *bufio.Writer, err error) {
+	var status int
+	switch {
+	case errors.Is(err, errHeaderTooLarge):
+		status = http.StatusRequestHeaderFieldsTooLarge
+	case errors.Is(err, errUnsupportedVersion):
+		status = http.StatusHTTPVersionNotSupported
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, syscall.ECONNRESET):
+		return // the client went away or stayed silent: nothing to answer
+	default:
+		status = http.StatusBadRequest
+	}
+	if ok, suppressed := s.logLimit.allow(time.Now()); ok {
+		s.log.Warn("rejected malformed intercepted request", "status", status, "error", err.Error(), "suppressed_since_last", suppressed)
+	}
+	text := strconv.Itoa(status) + " " + http.StatusText(status)
+	tc.SetWriteDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
+	fmt.Fprintf(bw, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", text, len(text), text)
+	bw.Flush()
+}
+
+// bodyDeadline keeps the client connection's read deadline BodyIdleTimeout
+// ahead of the request body sender's last read (re-armed at most every
+// idle/64, like the write deadline), and lets the exchange cut the sender
+// with a deadline in the past that a re-arm cannot overwrite.
+type bodyDeadline struct {
+	conn  net.Conn
+	idle  time.Duration
+	armed time.Time // the sender's alone
+	mu    sync.Mutex
+	cut   bool
+}
+
+// extend runs on the sender before each read.
+func (d *bodyDeadline) extend() {
+	now := time.Now()
+	if !d.armed.IsZero() && now.Sub(d.armed) < d.idle/64 {
+		return
+	}
+	d.armed = now
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.cut {
+		d.conn.SetReadDeadline(now.Add(d.idle))
+	}
+}
+
+// stop makes the sender's read fail now; the exchange calls it.
+func (d *bodyDeadline) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cut = true
+	d.conn.SetReadDeadline(time.Unix(1, 0))
+}
+
+// readErr names a failed body read: the idle deadline (errBodyIdle), or
+// the client gone or cut by the exchange (errClientClosed).
+func (d *bodyDeadline) readErr(err error) error {
+	d.mu.Lock()
+	cut := d.cut
+	d.mu.Unlock()
+	if !cut && errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w for %s: %w", errBodyIdle, d.idle, err)
+	}
+	return fmt.Errorf("%w: reading request body: %w", errClientClosed, err)
+}
+
+// errClientClosed: the client went away mid-request (audited as 499).
+var errClientClosed = errors.New("client closed the connection")

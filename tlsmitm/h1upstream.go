@@ -1,0 +1,197 @@
+package tlsmitm
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"syscall"
+	"time"
+)
+
+// roundTrip writes the request head (and starts the body) on x.uc and reads
+// the response head, skipping interim responses (103 is forwarded).
+func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response, error) {
+	r, uc := x.r, x.uc
+	writeRequestHead(uc.bw, r, upgrade, teTrailers)
+	x.bodyDone = nil
+	if x.hasBody() {
+		x.bodyDone = make(chan error, 1)
+		x.bd = bodyDeadline{conn: x.tc, idle: x.s.cfg.BodyIdleTimeout}
+		go sendBody(uc, r, x.br, &x.bd, x.bodyDone)
+	} else if err := uc.bw.Flush(); err != nil {
+		return nil, fmt.Errorf("writing request to upstream: %w", err)
+	}
+	if d := x.s.cfg.ResponseHeaderTimeout; d > 0 {
+		uc.conn.SetReadDeadline(time.Now().Add(d))
+		defer uc.conn.SetReadDeadline(time.Time{})
+	}
+	watch := x.watchClient()
+	defer watch.stop()
+	for interim := 0; ; interim++ {
+		if interim > maxInterimResponses {
+			return nil, fmt.Errorf("reading response from upstream: more than %d interim (1xx) responses", maxInterimResponses)
+		}
+		uc.limitHead()
+		resp, err := http.ReadResponse(uc.br, r)
+		uc.unlimit()
+		if errors.Is(err, errHeaderTooLarge) {
+			err = fmt.Errorf("upstream response head exceeds %d bytes", maxResponseHeadBytes)
+		}
+		if err != nil && watch.stop() {
+			err = fmt.Errorf("%w while waiting for the upstream: %w", errClientClosed, err)
+		}
+		if err != nil {
+			if x.bodyDone != nil {
+				// A failed request body (the client went away) is the cause.
+				uc.Close()
+				berr := <-x.bodyDone
+				x.bodyDone = nil
+				x.closeAfter = true // the request body may be partly read
+				if errors.Is(berr, errClientClosed) || errors.Is(berr, errBodyIdle) {
+					return nil, berr
+				}
+			}
+			return nil, fmt.Errorf("reading response from upstream: %w", err)
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+		if resp.StatusCode == http.StatusEarlyHints {
+			x.st.injector.RedactResponse(x.rs.info.sni, resp.Header)
+			x.writeHead(resp, "")
+			if err := x.flushClient(); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// maxInterimResponses caps 1xx responses before the final one (as
+// http.Transport does).
+const maxInterimResponses = 5
+
+// sendBody streams the request body upstream (re-chunked when its length is
+// unknown), flushing whenever the client has sent nothing more yet. A read
+// that makes no progress for BodyIdleTimeout fails it (bd).
+func sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, bd *bodyDeadline, done chan<- error) {
+	defer func() {
+		if v := recover(); v != nil { // every send below is followed by return
+			uc.Close()
+			done <- fmt.Errorf("internal error sending request body: %v", v)
+		}
+	}()
+	bufp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bufp)
+	buf := *bufp
+	var w io.Writer = uc.bw
+	var cw io.WriteCloser
+	if r.ContentLength < 0 {
+		cw = httputil.NewChunkedWriter(uc.bw)
+		w = cw
+	}
+	for {
+		bd.extend()
+		n, rerr := r.Body.Read(buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				done <- fmt.Errorf("writing request body to upstream: %w", err)
+				return
+			}
+			if clientBuf.Buffered() == 0 {
+				if err := uc.bw.Flush(); err != nil {
+					done <- fmt.Errorf("writing request body to upstream: %w", err)
+					return
+				}
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			// The upstream must not take a truncated body for a whole one,
+			// nor answer it before the exchange stops reading: close the
+			// socket under TLS, with no close_notify to answer.
+			uc.abort()
+			done <- bd.readErr(rerr)
+			return
+		}
+	}
+	if cw != nil {
+		// "0\r\n\r\n": request trailers are not forwarded (they would
+		// bypass the Injector's header rules, and APIs do not use them).
+		cw.Close()
+		uc.bw.WriteString("\r\n")
+	}
+	if err := uc.bw.Flush(); err != nil {
+		done <- fmt.Errorf("writing request body to upstream: %w", err)
+		return
+	}
+	done <- nil
+}
+
+// bodyGrace is how long a complete response waits for the request body
+// sender to report. It normally has already, or is about to (its last read
+// returning EOF can come after the upstream answered); a sender still busy
+// after that is stuck on an upstream that answered without reading the
+// whole body, or on a client still sending one.
+const bodyGrace = time.Second
+
+// waitBody waits for the request body sender. When the upstream has not
+// taken the whole body, the upstream connection is closed to stop the
+// sender (and is not reused), and so is the client's.
+func (x *h1Exchange) waitBody() error {
+	if x.bodyDone == nil {
+		return nil
+	}
+	var err error
+	select {
+	case err = <-x.bodyDone:
+	default:
+		grace := time.NewTimer(bodyGrace)
+		select {
+		case err = <-x.bodyDone:
+			grace.Stop()
+		case <-grace.C:
+			x.uc.Close()
+			x.bd.stop() // a sender waiting on the client
+			err = <-x.bodyDone
+			if err == nil {
+				err = errors.New("upstream answered before reading the whole request body")
+			}
+		}
+	}
+	x.bodyDone = nil
+	if err != nil {
+		x.closeAfter = true
+		x.uc.Close()
+		x.setUpstream(nil)
+	}
+	return err
+}
+
+// abortUpstream closes the upstream connection still held (a failed or
+// cut exchange) and waits for the body sender.
+func (x *h1Exchange) abortUpstream() {
+	if x.uc == nil {
+		return
+	}
+	x.uc.Close()
+	if x.bodyDone != nil {
+		x.bd.stop() // a sender waiting on the client
+		<-x.bodyDone
+		x.bodyDone = nil
+		x.closeAfter = true
+	}
+	x.setUpstream(nil)
+}
+
+// isStaleConnError reports whether a request on a reused upstream
+// connection failed the way a connection the peer had already closed does.
+func isStaleConnError(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+}

@@ -1,0 +1,187 @@
+package tlsmitm
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// writeHead writes a response head (hop-by-hop headers removed) to the
+// client's buffer.
+func (x *h1Exchange) writeHead(resp *http.Response, framing string) {
+	removeHopByHop(resp.Header)
+	bw := x.bw
+	bw.WriteString("HTTP/1.1 ")
+	bw.WriteString(statusLine(resp))
+	bw.WriteString("\r\n")
+	writeHeaderLines(bw, resp.Header)
+	bw.WriteString(framing)
+	if x.closeAfter && resp.StatusCode >= 200 {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+// statusLine is "code reason" with our own reason phrase, as net/http's
+// server writes it: the upstream's could carry bytes a client would take
+// for a header, or an echoed credential.
+func statusLine(resp *http.Response) string {
+	code := strconv.Itoa(resp.StatusCode)
+	if text := http.StatusText(resp.StatusCode); text != "" {
+		return code + " " + text
+	}
+	return code + " status code " + code
+}
+
+// copyBody relays the response body, flushing to the client after every
+// write when streaming, otherwise whenever the upstream has nothing more
+// buffered (a small response goes out with its head in one record).
+//
+// The body is not Closed on failure: that would drain it from the
+// upstream; the caller closes the upstream connection instead.
+func (x *h1Exchange) copyBody(resp *http.Response, chunked, streaming bool) (int64, error) {
+	bufp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bufp)
+	buf := *bufp
+	var w io.Writer = x.bw
+	var cw io.WriteCloser
+	if chunked {
+		cw = httputil.NewChunkedWriter(x.bw)
+		w = cw
+	}
+	var total int64
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			x.extend()
+			if _, err := w.Write(buf[:n]); err != nil {
+				return total, fmt.Errorf("%w: writing response: %w", errClientClosed, err)
+			}
+			total += int64(n)
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return total, fmt.Errorf("reading response body from upstream: %w", rerr)
+		}
+		if streaming || x.uc.br.Buffered() == 0 {
+			if err := x.flushClient(); err != nil {
+				return total, err
+			}
+		}
+	}
+	if cw != nil {
+		cw.Close()
+		x.st.injector.RedactResponse(x.rs.info.sni, resp.Trailer)
+		writeHeaderLines(x.bw, resp.Trailer)
+		x.bw.WriteString("\r\n")
+	}
+	return total, x.flushClient()
+}
+
+// extend pushes the client write deadline forward as the response
+// progresses (see statusWriter.extend).
+func (x *h1Exchange) extend() {
+	idle := x.s.cfg.WriteIdleTimeout
+	now := time.Now()
+	if !x.armed.IsZero() && now.Sub(x.armed) < idle/64 {
+		return
+	}
+	x.armed = now
+	x.tc.SetWriteDeadline(now.Add(idle))
+}
+
+func (x *h1Exchange) flushClient() error {
+	x.extend()
+	if err := x.bw.Flush(); err != nil {
+		return fmt.Errorf("%w: writing response: %w", errClientClosed, err)
+	}
+	return nil
+}
+
+// upgradeType returns the protocol a request asks to switch to, if any.
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// hopHeaders are removed in both directions (RFC 9110 section 7.6.1), as
+// ReverseProxy does.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func removeHopByHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = strings.TrimSpace(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+}
+
+// writeRequestHead writes the upstream request head: origin-form target,
+// Host set to the upstream name, the body's framing.
+func writeRequestHead(bw *bufio.Writer, r *http.Request, upgrade string, teTrailers bool) {
+	bw.WriteString(r.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(r.URL.RequestURI())
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(r.URL.Host)
+	bw.WriteString("\r\n")
+	delete(r.Header, "Content-Length")
+	writeHeaderLines(bw, r.Header)
+	switch {
+	case r.ContentLength > 0:
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(r.ContentLength, 10))
+		bw.WriteString("\r\n")
+	case r.ContentLength < 0:
+		bw.WriteString("Transfer-Encoding: chunked\r\n")
+	case r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch:
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	if upgrade != "" {
+		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		bw.WriteString(upgrade)
+		bw.WriteString("\r\n")
+	}
+	if teTrailers {
+		bw.WriteString("Te: trailers\r\n")
+	}
+	bw.WriteString("\r\n")
+}
+
+func writeHeaderLines(bw *bufio.Writer, h http.Header) {
+	for k, vv := range h {
+		for _, v := range vv {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+}
+
+func headerKeys(h http.Header) []string {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	return keys
+}
