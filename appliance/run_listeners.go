@@ -1,0 +1,176 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"syscall"
+
+	"github.com/clauderon/clauderond/dnsredir"
+	"github.com/clauderon/clauderond/netfilter"
+	"github.com/clauderon/clauderond/tlsmitm"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+)
+
+// stepListeners builds the terminator and the DNS shim and serves them on
+// listeners bound to the gateway.
+func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
+	res, err := dnsredir.NewUpstreamResolver(dnsredir.UpstreamConfig{Servers: d.cfg.DNS.Servers,
+		Logger: d.base})
+	if err != nil {
+		return fmt.Errorf("dns.servers: %w", err)
+	}
+	d.resolver = res
+	d.closers = append(d.closers, res.Close)
+	d.metrics = newMetrics(d.statsSource())
+	d.events = &eventAdapter{out: d.audit, metrics: d.metrics, owner: d.ownerOf, placeholders: newPlaceholderWatch(&d.records, d.table, d.base)}
+	p, err := buildParts(d.cfg, d.store, d.network.Gateway, d.base)
+	if p != nil {
+		p.injector.records = &d.records
+	}
+	if err != nil {
+		return err
+	}
+	d.parts.Store(p)
+	if d.tls, err = tlsmitm.New(tlsConfig(d.cfg, p, identityAdapter{d.table}, d.events, res, d.network.Subnet, d.base)); err != nil {
+		return fmt.Errorf("starting the TLS terminator: %w", err)
+	}
+	d.dnsRes = &overrideResolver{base: res}
+	d.dnsRes.set(p.overrides)
+	if d.dnsH, err = dnsredir.NewHandler(dnsConfig(d.cfg, p, dnsIdentity{d.table}, d.events, d.dnsRes, d.base)); err != nil {
+		return fmt.Errorf("starting the DNS shim: %w", err)
+	}
+	host := d.network.Gateway.String()
+	if d.opts.listenAddr != "" {
+		host = d.opts.listenAddr
+	}
+	tlsAddr := net.JoinHostPort(host, strconv.Itoa(d.cfg.Listen.TLSPort))
+	dnsAddr := net.JoinHostPort(host, strconv.Itoa(d.cfg.Listen.DNSPort))
+	lc := listenerConfig(d.opts.listenAddr == "")
+	tln, err := lc.Listen(ctx, "tcp", tlsAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s (listen.tls_port): %w; is another clauderond running?", tlsAddr, err)
+	}
+	dln, err := lc.Listen(ctx, "tcp", dnsAddr)
+	if err != nil {
+		tln.Close()
+		return fmt.Errorf("listening on tcp %s (listen.dns_port): %w", dnsAddr, err)
+	}
+	dpc, err := lc.ListenPacket(ctx, "udp", dnsAddr)
+	if err != nil {
+		tln.Close()
+		dln.Close()
+		return fmt.Errorf("listening on udp %s (listen.dns_port): %w", dnsAddr, err)
+	}
+	d.listeners = []listenerStatus{{"tls", tln.Addr().String(), true}, {"dns-udp", dpc.LocalAddr().String(), true},
+		{"dns-tcp", dln.Addr().String(), true}}
+	g.Go(func() error { return d.serveTLS(ctx, tln) })
+	dsrv := dnsredir.NewServer(d.dnsH)
+	dsrv.Logger = d.base
+	g.Go(func() error { return serveDNS(ctx, dsrv, dpc, dln) })
+	return nil
+}
+
+// listenerConfig makes the listener sockets. On the bridge (owned) they
+// carry SO_MARK netfilter.DefaultListenerMark (needs CAP_NET_ADMIN): the
+// input chain hands redirected traffic only to sockets with that mark, so
+// an unprivileged user listening on our ports while the daemon is down
+// receives nothing. No SO_BINDTODEVICE: it binds the bridge's ifindex,
+// and the network recreated behind our back gets a new bridge device the
+// sockets would no longer serve; the input chain refuses traffic to the
+// listeners from other interfaces instead. A test listening elsewhere
+// (withListenAddr) gets plain sockets.
+func listenerConfig(owned bool) *net.ListenConfig {
+	if !owned {
+		return &net.ListenConfig{}
+	}
+	return &net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(netfilter.DefaultListenerMark))
+		})
+		if err != nil {
+			return fmt.Errorf("configuring the %s listener %s: %w", network, address, err)
+		}
+		if serr != nil {
+			return fmt.Errorf("setting SO_MARK on the %s listener %s (needs CAP_NET_ADMIN): %w", network, address, serr)
+		}
+		return nil
+	}}
+}
+
+func (d *daemon) serveTLS(ctx context.Context, ln net.Listener) error {
+	if err := d.tls.Serve(ctx, ln); err != nil {
+		return fmt.Errorf("TLS terminator: %w", err)
+	}
+	return nil
+}
+
+func serveDNS(ctx context.Context, s *dnsredir.Server, pc net.PacketConn, ln net.Listener) error {
+	if err := s.Serve(ctx, pc, ln); err != nil {
+		return fmt.Errorf("DNS shim: %w", err)
+	}
+	return nil
+}
+
+func (d *daemon) stepMetrics(ctx context.Context, g *errgroup.Group) error {
+	addr := d.cfg.Metrics.Address
+	if addr == "" {
+		return nil
+	}
+	if err := checkMetricsAddress(addr, d.network.Subnet, d.network.Gateway); err != nil {
+		return err
+	}
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on metrics.address %s: %w", addr, err)
+	}
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+		if err := checkMetricsAddress(ap.String(), d.network.Subnet, d.network.Gateway); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	d.listeners = append(d.listeners, listenerStatus{"metrics", ln.Addr().String(), true})
+	g.Go(func() error { return serveMetrics(ctx, ln, d.metrics, d.log) })
+	return nil
+}
+
+func (d *daemon) statsSource() statsSource {
+	return statsSource{
+		tls: func() tlsmitm.Stats {
+			if d.tls == nil {
+				return tlsmitm.Stats{}
+			}
+			return d.tls.Stats()
+		},
+		dns: func() dnsredir.Stats {
+			if d.dnsH == nil {
+				return dnsredir.Stats{}
+			}
+			return d.dnsH.Stats()
+		},
+		nft: func(ctx context.Context) ([]netfilter.Counter, error) {
+			if d.opts.nft == nil {
+				return nil, netfilter.ErrNotApplied
+			}
+			return d.opts.nft.Counters(ctx)
+		},
+		reapplies: func() uint64 {
+			if d.enforcer == nil {
+				return 0
+			}
+			_, _, n := d.enforcer.snapshot()
+			return n
+		},
+		containers: func() int {
+			if d.table == nil {
+				return 0
+			}
+			return len(d.table.List())
+		},
+	}
+}
