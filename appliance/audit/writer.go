@@ -2,17 +2,13 @@ package audit
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -148,61 +144,6 @@ func Open(path string, opts Options) (*Writer, error) {
 // Path is the file the writer appends to.
 func (w *Writer) Path() string { return w.path }
 
-// openFlags never follow a symlink at the audit path (the daemon runs as
-// root in a directory its operator's user may once have owned) and never
-// block on a FIFO planted there.
-const openFlags = os.O_WRONLY | os.O_APPEND | os.O_CREATE | syscall.O_NOFOLLOW | syscall.O_NONBLOCK
-
-// openLocked opens w.path for append with mode 0600. It refuses anything
-// but a regular file of the daemon's own with a single link: a symlink
-// (O_NOFOLLOW), a FIFO or device, a hard link to some other file, or a file
-// someone else owns, so the daemon never appends to or chmods a file it was
-// pointed at.
-func (w *Writer) openLocked() error {
-	if fi, err := os.Stat(filepath.Dir(w.path)); err != nil || !fi.IsDir() {
-		return fmt.Errorf("opening audit log: directory %s does not exist", filepath.Dir(w.path))
-	}
-	f, err := os.OpenFile(w.path, openFlags, 0o600)
-	if errors.Is(err, syscall.ELOOP) {
-		return fmt.Errorf("opening audit log: %s is a symbolic link; remove it (clauderond creates the file itself)", w.path)
-	}
-	if err != nil {
-		return fmt.Errorf("opening audit log: %w", err)
-	}
-	fi, err := f.Stat()
-	if err == nil {
-		err = checkOwnFile(w.path, fi)
-	}
-	if err == nil && fi.Mode().Perm() != 0o600 {
-		err = f.Chmod(0o600)
-	}
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("opening audit log %s: %w", w.path, err)
-	}
-	w.f, w.size = f, fi.Size()+int64(len(w.buf))
-	return nil
-}
-
-// checkOwnFile accepts a regular file with one link owned by the daemon's
-// user.
-func checkOwnFile(path string, fi fs.FileInfo) error {
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file (%v); remove it", path, fi.Mode().Type())
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	if int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s belongs to uid %d, not to the daemon's user (uid %d); remove it or `chown %d %s`", path, st.Uid, os.Geteuid(), os.Geteuid(), path)
-	}
-	if st.Nlink > 1 {
-		return fmt.Errorf("%s has %d hard links (it may be another file); remove it", path, st.Nlink)
-	}
-	return nil
-}
-
 var encoders = sync.Pool{New: func() any {
 	b := new(bytes.Buffer)
 	enc := json.NewEncoder(b)
@@ -306,60 +247,6 @@ func (w *Writer) logIOError(msg string, err error) {
 	w.logger.Error(msg, "path", w.path, "err", err)
 }
 
-// rotateLocked closes the current file and shifts path → path.1 → … →
-// path.N (each step an atomic rename; path.N is removed), then opens a
-// fresh path.
-func (w *Writer) rotateLocked() error {
-	if err := w.syncLocked(); err != nil {
-		return err
-	}
-	if err := w.f.Close(); err != nil {
-		return fmt.Errorf("closing audit log for rotation: %w", err)
-	}
-	shiftErr := w.shiftBackups()
-	if err := w.openLocked(); err != nil {
-		return errors.Join(shiftErr, err)
-	}
-	if shiftErr == nil {
-		prev := ""
-		if w.opts.MaxBackups >= 0 {
-			prev = filepath.Base(backupName(w.path, 1))
-		}
-		w.chainStartLocked(ChainStartRotation, prev, "")
-		w.rotations.Add(1)
-		w.logger.Info("audit log rotated", "path", w.path, "backups", max(w.opts.MaxBackups, 0))
-	}
-	return shiftErr
-}
-
-func (w *Writer) shiftBackups() error {
-	if w.opts.MaxBackups < 0 {
-		return ignoreNotExist(os.Remove(w.path))
-	}
-	n := w.opts.MaxBackups
-	if err := ignoreNotExist(os.Remove(backupName(w.path, n))); err != nil {
-		return fmt.Errorf("rotating audit log: %w", err)
-	}
-	for i := n - 1; i >= 1; i-- {
-		if err := ignoreNotExist(os.Rename(backupName(w.path, i), backupName(w.path, i+1))); err != nil {
-			return fmt.Errorf("rotating audit log: %w", err)
-		}
-	}
-	if err := os.Rename(w.path, backupName(w.path, 1)); err != nil {
-		return fmt.Errorf("rotating audit log: %w", err)
-	}
-	return nil
-}
-
-func backupName(path string, i int) string { return fmt.Sprintf("%s.%d", path, i) }
-
-func ignoreNotExist(err error) error {
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
-}
-
 // Flush writes buffered records to the file (without fsync).
 func (w *Writer) Flush() error {
 	w.mu.Lock()
@@ -430,31 +317,6 @@ func (w *Writer) flushLoop() {
 	}
 }
 
-// reopenIfMovedLocked starts a new file at path when the open one was
-// renamed or removed behind the writer's back (logrotate, an operator), so
-// later records land where readers look. The old file is fsynced first.
-func (w *Writer) reopenIfMovedLocked() {
-	cur, err := os.Stat(w.path)
-	if err == nil {
-		if open, ferr := w.f.Stat(); ferr == nil && os.SameFile(cur, open) {
-			return
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return
-	}
-	if err := w.syncLocked(); err != nil {
-		w.logIOError("syncing moved audit log", err)
-	}
-	old := w.f
-	if err := w.openLocked(); err != nil {
-		w.logIOError("reopening moved audit log", err)
-		return
-	}
-	old.Close()
-	w.chainStartLocked(ChainStartMoved, "", filepath.Base(w.path)+" was moved or removed while the daemon ran; the lines before this one are not in this file")
-	w.logger.Info("audit log was moved or removed; writing a new one", "path", w.path)
-}
-
 // Close flushes, fsyncs and closes the file, and stops the flusher. It is
 // idempotent; later calls return the first result. Writes after Close are
 // counted, not written.
@@ -491,70 +353,4 @@ func (w *Writer) writeDropSummaries(all bool) {
 	for _, r := range w.lim.summaries(now, all) {
 		w.write(r, now)
 	}
-}
-
-// endPartialLineLocked ends a file whose last line was cut short (a full
-// disk, a crash mid-write) with a newline, so the next line is whole.
-func (w *Writer) endPartialLineLocked() {
-	if w.size == 0 {
-		return
-	}
-	f, err := openNoFollow(w.path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	last := make([]byte, 1)
-	if n, _ := f.ReadAt(last, w.size-1); n == 1 && last[0] != '\n' {
-		w.appendLocked([]byte{'\n'})
-	}
-}
-
-// resumeChainLocked continues the chain from the last line on disk (of
-// path, else of path.1) with a chain-start line, or starts a new chain
-// when there is none or it carries no MAC.
-func (w *Writer) resumeChainLocked() {
-	for _, name := range []string{w.path, backupName(w.path, 1)} {
-		line, err := lastLine(name)
-		if err != nil || line == nil {
-			continue
-		}
-		if _, mac, ok := splitChain(line); ok {
-			w.chain.prev = mac
-			w.chainStartLocked(ChainStartOpen, filepath.Base(name), "")
-			return
-		}
-		w.chain.prev = nil
-		w.chainStartLocked(ChainStartNew, filepath.Base(name), "the last line of "+filepath.Base(name)+
-			" carries no chain MAC (written before chaining was on, or cut short); a new chain starts here")
-		return
-	}
-	w.chain.prev = nil
-	w.chainStartLocked(ChainStartNew, "", "")
-}
-
-// lastLine returns the last non-empty line of the file (nil if none).
-func lastLine(name string) ([]byte, error) {
-	var last []byte
-	err := scanBackward(name, func(line []byte) bool {
-		last = bytes.Clone(line)
-		return false
-	})
-	return last, err
-}
-
-// chainStartLocked writes a DecisionChainStart line continuing from the
-// chain's current MAC (none for a new chain). It is never rate-limited and
-// not counted in Stats.Written.
-func (w *Writer) chainStartLocked(reason, prevFile, msg string) {
-	if w.chain == nil {
-		return
-	}
-	r := Record{TS: w.now().UTC(), Kind: KindLog, Decision: DecisionChainStart, Rule: reason, PrevFile: prevFile,
-		PrevChain: hex.EncodeToString(w.chain.prev), Error: msg}
-	line, err := json.Marshal(r)
-	if err != nil {
-		return
-	}
-	w.sealLocked(append(line, '\n'))
 }
