@@ -25,11 +25,25 @@ type Client struct {
 var _ Backend = (*Client)(nil)
 
 // NewClient returns a client for the daemon listening on socketPath.
-func NewClient(socketPath string) *Client {
+func NewClient(socketPath string) *Client { return NewClientVerifying(socketPath, nil) }
+
+// NewClientVerifying is NewClient, with verify (when not nil) called on
+// every new connection before a byte is sent: an error closes the
+// connection and fails the request. The CLI uses it to refuse a socket
+// that is not served by the daemon's user.
+func NewClientVerifying(socketPath string, verify func(net.Conn) error) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", socketPath)
+			c, err := d.DialContext(ctx, "unix", socketPath)
+			if err != nil || verify == nil {
+				return c, err
+			}
+			if err := verify(c); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return c, nil
 		},
 		DisableCompression: true,
 		MaxIdleConns:       2,

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -165,7 +166,9 @@ func (a *app) resolveSocket() error {
 	return nil
 }
 
-func (a *app) client() *api.Client { return api.NewClient(a.socket) }
+func (a *app) client() *api.Client {
+	return api.NewClientVerifying(a.socket, func(c net.Conn) error { return checkDaemonPeer(c, a.socket, os.Geteuid()) })
+}
 
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/sys/unix"
 )
 
 // systemConfig is the installed daemon's configuration file (the same
@@ -114,3 +116,40 @@ func homeSocket(env map[string]string) string {
 	}
 	return mine
 }
+
+// checkDaemonPeer refuses a socket served by anyone but root or the CLI's
+// own user (SO_PEERCRED of the listening process). The CLI trusts what the
+// daemon answers: `run` execs `docker run` with the daemon's flags, `create`
+// clones into and (as root) chowns the directory the daemon names. A socket
+// path another user can influence (under sudo, ~SUDO_USER/.clauderon; a
+// socket.path in a world-writable directory while the daemon is down) would
+// otherwise let that user's fake daemon run what it likes as the caller.
+func checkDaemonPeer(c net.Conn, socket string, euid int) error {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("refusing %s: not a Unix socket", socket)
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("refusing %s: %w", socket, err)
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return fmt.Errorf("refusing %s: %w", socket, err)
+	}
+	if cerr != nil {
+		return fmt.Errorf("refusing %s: cannot tell who serves it: %w", socket, cerr)
+	}
+	if !daemonPeerAllowed(int(cred.Uid), euid) {
+		return fmt.Errorf("refusing %s: it is served by uid %d (pid %d), not by root or you; clauderond runs as root, so that is another user's program, which could make this command run what it likes (pass --socket with the daemon's real socket)",
+			socket, cred.Uid, cred.Pid)
+	}
+	return nil
+}
+
+// daemonPeerAllowed: the daemon runs as root; a daemon of one's own (tests,
+// a development daemon) is as trusted as oneself.
+func daemonPeerAllowed(peerUID, euid int) bool { return peerUID == 0 || peerUID == euid }
