@@ -24,7 +24,7 @@ import (
 // which must stream while the response is read) and no channel handoff
 // between a server, a reverse proxy and a transport, which is what makes
 // net/http's path cost about twice the CPU per request. h2 connections keep
-// net/http's server and transport (intercept.go).
+// net/http's server and transport (intercept_h2.go).
 //
 // What it keeps from net/http's server: ReadHeaderTimeout, IdleTimeout and
 // MaxHeaderBytes (431), the request validation (one valid Host, valid
