@@ -52,10 +52,26 @@ type statePin struct {
 	f   *os.File
 }
 
+// pinStateDir opens dir and checks what it opened (not the path, which
+// prepareStateDir checked a moment earlier and which could have been
+// swapped since): it must be the daemon's user's and writable by nobody
+// else, or the pin would hold the swapped-in directory for good.
 func pinStateDir(dir string) (*statePin, error) {
 	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, fmt.Errorf("opening state dir %s: %w", dir, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening state dir %s: %w", dir, err)
+	}
+	uid := os.Geteuid()
+	if owner, ok := fileOwner(fi); !ok || owner != uid || fi.Mode().Perm()&0o022 != 0 {
+		f.Close()
+		return nil, fmt.Errorf("state dir %s changed while the daemon checked it: it now belongs to uid %d (mode %#o), not to the daemon's user (uid %d); "+
+			"someone may have swapped it. Check who did it, then point state_dir at a path only root can change, e.g. /var/lib/clauderon",
+			dir, owner, fi.Mode().Perm(), uid)
 	}
 	return &statePin{dir: dir, f: f}, nil
 }

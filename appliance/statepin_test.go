@@ -65,3 +65,34 @@ func TestStatePin_SwapStopsTheDaemon(t *testing.T) {
 		t.Fatal("the swap was not noticed within 10s")
 	}
 }
+
+// TestStatePin_SwapBeforePinIsRefused: the path is checked
+// (prepareStateDir), then pinned; a user who owns a parent swaps their own
+// directory in between. The pin must not hold theirs (it would, for good:
+// the watcher compares the path with the pin only).
+func TestStatePin_SwapBeforePinIsRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a directory of another user")
+	}
+	home := filepath.Join(t.TempDir(), "home-alice")
+	os.Mkdir(home, 0o755)
+	os.Chown(home, 4242, 4242)
+	dir := filepath.Join(home, ".clauderon")
+	if err := prepareStateDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	// alice, owning home, renames the checked directory away and puts hers.
+	if err := os.Rename(dir, dir+".root"); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(dir, 0o700)
+	os.Chown(dir, 4242, 4242)
+	pin, err := pinStateDir(dir)
+	if err == nil {
+		pin.f.Close()
+		t.Fatal("pinned a state dir another user swapped in after the check")
+	}
+	if !strings.Contains(err.Error(), "uid 4242") {
+		t.Errorf("err = %v, want it to name the owner", err)
+	}
+}
