@@ -78,7 +78,7 @@ func (m *Manager) prepareSessionFiles(req api.CreateRequest, user string) error 
 // createContainer creates, records and starts the container; on failure it
 // removes what it made.
 func (m *Manager) createContainer(ctx context.Context, req api.CreateRequest, home, user string, owner caller) (api.Session, error) {
-	cfg, hc := m.containerSpec(req, home, user)
+	cfg, hc := m.containerSpec(req, home, user, owner.name)
 	// A token of its own in the run label: Docker's authorization plugin
 	// (appliance/authz) lets clauderond's labels through only with one.
 	token, err := m.expectRun(Provenance{Owner: owner.name, Profile: req.Profile, Session: req.Name})

@@ -144,14 +144,19 @@ func checkOwnKeyFile(path string, fi fs.FileInfo) error {
 }
 
 // Identities the suffix is computed over (domain-separated).
-func sessionIdentity(name string) string { return "session\x00" + ContainerName(name) }
+// sessionIdentity names a session by its container and its owner: another
+// tenant's session of the same name gets other values (a placeholder
+// learnt from one cannot frame the other).
+func sessionIdentity(name, owner string) string {
+	return "session\x00" + ContainerName(name) + "\x00" + owner
+}
 func runIdentity(runID string) string    { return "run\x00" + runID }
 
 // placeholderSuffixFor is the suffix of a recorded container: its
 // session's when p names one, else its run's.
 func (m *Manager) placeholderSuffixFor(p Provenance, runID string) string {
 	if p.Session != "" {
-		return m.prov.key.suffix(sessionIdentity(p.Session))
+		return m.prov.key.suffix(sessionIdentity(p.Session, p.Owner))
 	}
 	return m.prov.key.suffix(runIdentity(runID))
 }

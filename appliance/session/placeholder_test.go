@@ -90,7 +90,7 @@ func TestPlaceholders_EachContainerGetsItsOwn(t *testing.T) {
 		}
 		c, _ := d.find(ContainerName(name))
 		sfx := check("session "+name, c.cfg.Env)
-		if want := testSuffix(t, dir, "session\x00"+ContainerName(name)); sfx != want {
+		if want := testSuffix(t, dir, "session\x00"+ContainerName(name)+"\x00"+se.Owner); sfx != want {
 			t.Errorf("session %s suffix %s, want HMAC(key, identity) %s", name, sfx, want)
 		}
 		if p, ok := m.Vouch(se.ContainerID); !ok || p.Placeholder != sfx {

@@ -73,7 +73,7 @@ func TestCreate_ContainerGetsOnlyPlaceholdersAndTrust(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sfx := testSuffix(t, dir, "session\x00clauderon-fix-tests")
+	sfx := testSuffix(t, dir, "session\x00clauderon-fix-tests\x00"+se.Owner)
 	wantEnv := []string{
 		"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-clauderon-proxy-placeholder-" + sfx,
 		"CURL_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt",
@@ -549,7 +549,7 @@ func TestDNS_ContainersResolveThroughTheGateway(t *testing.T) {
 	if !strings.Contains(strings.Join(ra.Args, " "), "--dns 10.213.0.1") {
 		t.Errorf("RunArgs = %v, want --dns 10.213.0.1", ra.Args)
 	}
-	_, hc := m.containerSpec(api.CreateRequest{Name: "dns", Prompt: "p", Image: "img", Agent: "claude"}, "/home/clauderon", "1000:1000")
+	_, hc := m.containerSpec(api.CreateRequest{Name: "dns", Prompt: "p", Image: "img", Agent: "claude"}, "/home/clauderon", "1000:1000", "root")
 	if len(hc.DNS) != 1 || hc.DNS[0] != "10.213.0.1" {
 		t.Errorf("session HostConfig.DNS = %v, want [10.213.0.1]", hc.DNS)
 	}

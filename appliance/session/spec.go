@@ -205,12 +205,12 @@ func dockerMounts(ms []mountSpec) []mount.Mount {
 
 // containerSpec builds the container for a normalized request; the agent
 // runs as user.
-func (m *Manager) containerSpec(req api.CreateRequest, home, user string) (*container.Config, *container.HostConfig) {
+func (m *Manager) containerSpec(req api.CreateRequest, home, user, owner string) (*container.Config, *container.HostConfig) {
 	interactive := !req.Print
 	cfg := &container.Config{
 		Image:        req.Image,
 		Cmd:          agentCmd(req),
-		Env:          append(m.baseEnv(home, m.placeholderSuffixFor(Provenance{Session: req.Name}, "")), "DISABLE_AUTOUPDATER=1"),
+		Env:          append(m.baseEnv(home, m.placeholderSuffixFor(Provenance{Session: req.Name, Owner: owner}, "")), "DISABLE_AUTOUPDATER=1"),
 		User:         user,
 		WorkingDir:   m.opts.Workdir,
 		Labels:       map[string]string{LabelSession: req.Name, LabelProfile: req.Profile},
