@@ -150,7 +150,7 @@ func checkOwnKeyFile(path string, fi fs.FileInfo) error {
 func sessionIdentity(name, owner string) string {
 	return "session\x00" + ContainerName(name) + "\x00" + owner
 }
-func runIdentity(runID string) string    { return "run\x00" + runID }
+func runIdentity(runID string) string { return "run\x00" + runID }
 
 // placeholderSuffixFor is the suffix of a recorded container: its
 // session's when p names one, else its run's.
