@@ -3,17 +3,13 @@ package audit
 import (
 	"bytes"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
-	"io"
-	"io/fs"
 	"log/slog"
-	"os"
-	"syscall"
+
+	"github.com/clauderon/clauderond/appliance/internal/keyfile"
 )
 
 // KeySize is the length of the chain key in bytes.
@@ -42,57 +38,10 @@ func NewKey(b []byte) (*Key, error) {
 // and refuses a file that is not the daemon's own; a key anyone else could
 // read is refused too (whoever read it can forge lines), with the fix.
 func LoadOrCreateKey(path string) (*Key, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return createKey(path)
-	}
-	if errors.Is(err, syscall.ELOOP) {
-		return nil, fmt.Errorf("audit key %s is a symbolic link; remove it (clauderond creates the key itself)", path)
-	}
+	b, err := keyfile.LoadOrCreate(path, keyfile.Spec{Name: "audit key", Size: KeySize,
+		Exposed: "could forge audit lines", Reset: "a new chain starts, visibly"})
 	if err != nil {
-		return nil, fmt.Errorf("opening audit key: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err == nil {
-		err = checkOwnFile(path, fi)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening audit key: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("audit key %s has mode %v: others may have read it and could forge audit lines; remove it (a new chain starts, visibly) or `chmod 600 %s` if you are sure it was not read", path, fi.Mode().Perm(), path)
-	}
-	b := make([]byte, KeySize+1)
-	n, err := io.ReadFull(f, b)
-	if n != KeySize || (err != io.ErrUnexpectedEOF && err != nil) {
-		return nil, fmt.Errorf("audit key %s is not %d bytes; remove it (a new chain starts, visibly)", path, KeySize)
-	}
-	return &Key{b: b[:KeySize]}, nil
-}
-
-func createKey(path string) (*Key, error) {
-	b := make([]byte, KeySize)
-	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("creating audit key: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("creating audit key: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o600) // whatever the umask
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("creating audit key %s: %w", path, err)
+		return nil, err
 	}
 	return &Key{b: b}, nil
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/clauderon/clauderond/appliance/internal/keyfile"
 )
 
 // openFlags never follow a symlink at the audit path (the daemon runs as
@@ -32,7 +34,7 @@ func (w *Writer) openLocked() error {
 	}
 	fi, err := f.Stat()
 	if err == nil {
-		err = checkOwnFile(w.path, fi)
+		err = keyfile.CheckOwnFile(w.path, fi)
 	}
 	if err == nil && fi.Mode().Perm() != 0o600 {
 		err = f.Chmod(0o600)
@@ -42,25 +44,6 @@ func (w *Writer) openLocked() error {
 		return fmt.Errorf("opening audit log %s: %w", w.path, err)
 	}
 	w.f, w.size = f, fi.Size()+int64(len(w.buf))
-	return nil
-}
-
-// checkOwnFile accepts a regular file with one link owned by the daemon's
-// user.
-func checkOwnFile(path string, fi fs.FileInfo) error {
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file (%v); remove it", path, fi.Mode().Type())
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	if int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s belongs to uid %d, not to the daemon's user (uid %d); remove it or `chown %d %s`", path, st.Uid, os.Geteuid(), os.Geteuid(), path)
-	}
-	if st.Nlink > 1 {
-		return fmt.Errorf("%s has %d hard links (it may be another file); remove it", path, st.Nlink)
-	}
 	return nil
 }
 

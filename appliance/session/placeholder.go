@@ -3,20 +3,14 @@ package session
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
-	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/clauderon/clauderond/appliance/internal/keyfile"
 	"github.com/clauderon/clauderond/injector"
 )
 
@@ -64,83 +58,13 @@ func (k *placeholderKey) suffix(identity string) string {
 // daemon's user, a mode that lets others read it, and a wrong size, each
 // with what to do.
 func loadOrCreatePlaceholderKey(path string) (*placeholderKey, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		k, err := createPlaceholderKey(path)
-		if errors.Is(err, fs.ErrExist) { // created meanwhile: read that one
-			return loadOrCreatePlaceholderKey(path)
-		}
-		return k, err
-	}
-	if errors.Is(err, syscall.ELOOP) {
-		return nil, fmt.Errorf("placeholder key %s is a symbolic link; remove it (clauderond creates the key itself)", path)
-	}
+	b, err := keyfile.LoadOrCreate(path, keyfile.Spec{Name: "placeholder key", Size: placeholderKeySize,
+		Exposed: "could mint placeholders that point at other containers",
+		Reset:   "containers made from then on get new placeholders"})
 	if err != nil {
-		return nil, fmt.Errorf("opening placeholder key: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("opening placeholder key: %w", err)
-	}
-	if err := checkOwnKeyFile(path, fi); err != nil {
-		return nil, fmt.Errorf("opening placeholder key: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("placeholder key %s has mode %v: others may have read it and could mint placeholders that point at other containers; "+
-			"remove it (containers made from then on get new placeholders) or `chmod 600 %s` if you are sure it was not read", path, fi.Mode().Perm(), path)
-	}
-	b := make([]byte, placeholderKeySize+1)
-	n, err := io.ReadFull(f, b)
-	if n != placeholderKeySize || (err != io.ErrUnexpectedEOF && err != nil) {
-		return nil, fmt.Errorf("placeholder key %s is not %d bytes; remove it (containers made from then on get new placeholders)", path, placeholderKeySize)
-	}
-	return &placeholderKey{b: b[:placeholderKeySize]}, nil
-}
-
-func createPlaceholderKey(path string) (*placeholderKey, error) {
-	b := make([]byte, placeholderKeySize)
-	if _, err := rand.Read(b); err != nil {
-		return nil, fmt.Errorf("creating placeholder key: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("creating placeholder key: %w", err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o600) // whatever the umask
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("creating placeholder key %s: %w", path, err)
+		return nil, err
 	}
 	return &placeholderKey{b: b}, nil
-}
-
-// checkOwnKeyFile accepts a regular file with one link owned by the
-// daemon's user.
-func checkOwnKeyFile(path string, fi fs.FileInfo) error {
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file (%v); remove it", path, fi.Mode().Type())
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	if int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s belongs to uid %d, not to the daemon's user (uid %d); remove it or `chown %d %s`", path, st.Uid, os.Geteuid(), os.Geteuid(), path)
-	}
-	if st.Nlink > 1 {
-		return fmt.Errorf("%s has %d hard links (it may be another file); remove it", path, st.Nlink)
-	}
-	return nil
 }
 
 // Identities the suffix is computed over (domain-separated).
