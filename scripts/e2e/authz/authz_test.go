@@ -37,13 +37,7 @@ const (
 )
 
 func TestAuthz_RefusesEscapesAllowsTheNetwork(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("must run as root")
-	}
-	image := os.Getenv("CLAUDERON_E2E_SCRATCH_IMAGE")
-	if image == "" {
-		t.Fatal("CLAUDERON_E2E_SCRATCH_IMAGE is not set (scripts/images.sh prints it; scripts/test.sh exports it)")
-	}
+	image := e2eutil.RootAndImage(t, "CLAUDERON_E2E_SCRATCH_IMAGE")
 	tmp := t.TempDir()
 	bin := e2eutil.BuildBinaries(t, tmp)
 	state := filepath.Join(tmp, "state")

@@ -31,6 +31,20 @@ func RepoRoot(t testing.TB) string {
 	return root
 }
 
+// RootAndImage fails the test unless it runs as root, and returns the
+// image named by the environment variable env (set by scripts/test.sh).
+func RootAndImage(t testing.TB, env string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("must run as root")
+	}
+	image := os.Getenv(env)
+	if image == "" {
+		t.Fatalf("%s is not set (scripts/images.sh prints it; scripts/test.sh exports it)", env)
+	}
+	return image
+}
+
 // BuildBinaries builds clauderond and clauderon (static) into dir/bin and
 // returns that directory.
 func BuildBinaries(t testing.TB, dir string) string {

@@ -44,17 +44,8 @@ const (
 )
 
 func TestOperatorsDay_InstalledUnderTheUnitsCapabilities(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("must run as root")
-	}
-	image := os.Getenv("CLAUDERON_E2E_DEBIAN_IMAGE")
-	if image == "" {
-		t.Fatal("CLAUDERON_E2E_DEBIAN_IMAGE is not set (scripts/images.sh prints it; scripts/test.sh exports it)")
-	}
-	root, err := filepath.Abs("../../..")
-	if err != nil {
-		t.Fatal(err)
-	}
+	image := e2eutil.RootAndImage(t, "CLAUDERON_E2E_DEBIAN_IMAGE")
+	root := e2eutil.RepoRoot(t)
 	refuseRealInstall(t)
 	t.Cleanup(uninstall)
 

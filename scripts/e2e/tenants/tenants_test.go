@@ -37,13 +37,7 @@ const (
 var tenants = []string{"clauderon-e2e-ta", "clauderon-e2e-tb"}
 
 func TestTenants_ProfilesSessionsAndAuditStayApart(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("must run as root")
-	}
-	image := os.Getenv("CLAUDERON_E2E_DEBIAN_IMAGE")
-	if image == "" {
-		t.Fatal("CLAUDERON_E2E_DEBIAN_IMAGE is not set (scripts/images.sh prints it; scripts/test.sh exports it)")
-	}
+	image := e2eutil.RootAndImage(t, "CLAUDERON_E2E_DEBIAN_IMAGE")
 	tmp, err := os.MkdirTemp("", "clauderon-e2e-tn-")
 	if err != nil {
 		t.Fatal(err)
