@@ -63,6 +63,11 @@ type Container struct {
 	// namespace (`--network container:<this>`): they hold its address, so
 	// Lookup refuses it.
 	SharedWith []string
+	// Namespace and ServiceAccount are a Kubernetes pod's (node mode);
+	// empty for Docker containers. Name is then "<namespace>/<pod>" and ID
+	// the pod's UID.
+	Namespace      string
+	ServiceAccount string
 }
 
 // Refusal says why Lookup refuses c although c holds the address on our
