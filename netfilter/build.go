@@ -81,11 +81,30 @@ func (b builder) guardRules() []Rule {
 
 func (b builder) natRules() []Rule {
 	br, v4 := b.fromBridge(), NFProto{}
-	return []Rule{
+	var rules []Rule
+	// 443 to the cluster's pods and Services is the cluster's own; DNS
+	// always comes to the shim, whatever server a pod names.
+	for i, p := range slices.Concat(b.s.Cluster.PodCIDRs, b.s.Cluster.ServiceCIDRs) {
+		rules = append(rules, rule(fmt.Sprintf("cluster-no-redirect-%d", i), Accept{}, br, v4,
+			Addr{Dst: true, Prefix: p}, DPort{Proto: "tcp", Ports: []uint16{443}}))
+	}
+	return append(rules,
 		rule("redirect-443", Redirect{Port: b.s.TLSPort}, br, v4, DPort{Proto: "tcp", Ports: []uint16{443}}),
 		rule("redirect-dns-udp", Redirect{Port: b.s.DNSPort}, br, v4, DPort{Proto: "udp", Ports: []uint16{53}}),
 		rule("redirect-dns-tcp", Redirect{Port: b.s.DNSPort}, br, v4, DPort{Proto: "tcp", Ports: []uint16{53}}),
+	)
+}
+
+// apiServerRules accept the bridge's connections to the API server
+// endpoints (in host_in when the API server is on this host, in
+// filter_forward when it is routed).
+func (b builder) apiServerRules(where string) []Rule {
+	var rules []Rule
+	for i, a := range b.s.Cluster.APIServer {
+		rules = append(rules, rule(fmt.Sprintf("%s-apiserver-%d", where, i), Accept{}, b.fromBridge(), NFProto{},
+			Addr{Dst: true, Prefix: netip.PrefixFrom(a.Addr(), 32)}, DPort{Proto: "tcp", Ports: []uint16{a.Port()}}))
 	}
+	return rules
 }
 
 func (b builder) hostRules() []Rule {
@@ -95,7 +114,7 @@ func (b builder) hostRules() []Rule {
 	unowned := SocketMark{Mark: b.s.ListenerMark, Neg: true}
 	listenTCP := DPort{Proto: "tcp", Ports: []uint16{b.s.TLSPort, b.s.DNSPort}}
 	listenUDP := DPort{Proto: "udp", Ports: []uint16{b.s.DNSPort}}
-	return []Rule{
+	return slices.Concat([]Rule{
 		// The listeners serve the bridge only: not the LAN, other bridges
 		// or host processes (weak host model: the gateway address answers
 		// on every interface).
@@ -115,9 +134,10 @@ func (b builder) hostRules() []Rule {
 		rule("accept-tls", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.TLSPort}}, CtDNAT{}),
 		rule("accept-dns-udp", Accept{}, br, v4, gw, DPort{Proto: "udp", Ports: []uint16{b.s.DNSPort}}, CtDNAT{}),
 		rule("accept-dns-tcp", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.DNSPort}}, CtDNAT{}),
+	}, b.apiServerRules("host"), []Rule{
 		rule("reject-host-tcp", RejectTCPReset{}, br, L4Proto{Proto: "tcp"}),
 		rule("drop-host", Drop{}, br),
-	}
+	})
 }
 
 // hostOutRules stop the host opening connections into the bridge (Docker's
@@ -125,6 +145,9 @@ func (b builder) hostRules() []Rule {
 // reached only through docker exec/attach. Replies and ICMP errors are not
 // new connections.
 func (b builder) hostOutRules() []Rule {
+	if b.s.Cluster.HostToPods {
+		return nil
+	}
 	return []Rule{
 		rule("drop-host-to-bridge", Drop{}, b.toBridge(), CtNew{}),
 		// An output DNAT (a published port dialled from the host) reroutes
@@ -142,8 +165,14 @@ func (b builder) hostOutRules() []Rule {
 func (b builder) natPostRules() []Rule {
 	// Not the gateway: that is the host's own address (a host process
 	// talking to it over lo), and postrouting knows no input interface.
-	return []Rule{rule("masquerade-egress", Masquerade{}, NFProto{}, Addr{Prefix: b.s.Subnet},
-		Addr{Prefix: netip.PrefixFrom(b.s.Gateway, 32), Neg: true}, IfName{Out: true, Name: b.s.Bridge, Neg: true})}
+	// Pod to pod keeps its addresses (the cluster's network model).
+	var rules []Rule
+	for i, p := range b.s.Cluster.PodCIDRs {
+		rules = append(rules, rule(fmt.Sprintf("cluster-no-masquerade-%d", i), Accept{}, NFProto{}, Addr{Prefix: b.s.Subnet},
+			Addr{Dst: true, Prefix: p}))
+	}
+	return append(rules, rule("masquerade-egress", Masquerade{}, NFProto{}, Addr{Prefix: b.s.Subnet},
+		Addr{Prefix: netip.PrefixFrom(b.s.Gateway, 32), Neg: true}, IfName{Out: true, Name: b.s.Bridge, Neg: true}))
 }
 
 func (b builder) forwardRules() []Rule {
@@ -155,6 +184,10 @@ func (b builder) forwardRules() []Rule {
 		rules = append(rules, rule("intra-bridge-drop", Drop{}, br, b.toBridge()))
 	}
 	rules = append(rules, rule("drop-metadata", Drop{}, br, v4, Addr{Dst: true, Prefix: metadataPrefix}))
+	for i, p := range b.s.Cluster.PodCIDRs {
+		rules = append(rules, rule(fmt.Sprintf("cluster-pods-%d", i), Accept{}, br, v4, Addr{Dst: true, Prefix: p}))
+	}
+	rules = append(rules, b.apiServerRules("forward")...)
 	for i, a := range b.s.AllowCIDRs {
 		ms := []Match{br, v4, Addr{Dst: true, Prefix: a.Prefix}}
 		switch {
@@ -166,6 +199,9 @@ func (b builder) forwardRules() []Rule {
 		rules = append(rules, rule(fmt.Sprintf("allow-cidr-%d", i), Accept{}, ms...))
 	}
 	rules = append(rules, b.denyRules()...)
+	for i, p := range b.s.Cluster.PodCIDRs {
+		rules = append(rules, rule(fmt.Sprintf("cluster-pods-in-%d", i), Accept{}, b.toBridge(), v4, Addr{Prefix: p}))
+	}
 	return append(rules,
 		rule("into-bridge-established", Accept{}, b.toBridge(), CtEstablished{}),
 		rule("drop-into-bridge", Drop{}, b.toBridge()),

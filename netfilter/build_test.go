@@ -58,7 +58,22 @@ func allFlagSpecs() map[string]Spec {
 		s, name := flagSpec(i&1 != 0, i&2 != 0, i&4 != 0, i&8 != 0)
 		out[name] = s
 	}
+	out["cluster"] = clusterSpec()
 	return out
+}
+
+// clusterSpec is a Kubernetes node's: pods reach each other, the
+// Services' 443 is not redirected, one API server endpoint, kubelet probes.
+func clusterSpec() Spec {
+	s := baseSpec()
+	s.AllowIntraBridge, s.Ports = true, testPorts
+	s.Cluster = Cluster{
+		PodCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.213.0.0/16")},
+		ServiceCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")},
+		APIServer:    []netip.AddrPort{netip.MustParseAddrPort("192.0.2.5:6443")},
+		HostToPods:   true,
+	}
+	return s
 }
 
 func goldenPath(name string) string {

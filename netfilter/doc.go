@@ -51,6 +51,17 @@
 //     PortVerifiedMark, so no port (registered or not) can claim another
 //     container's address in the host's neighbour table.
 //
+// Kubernetes node mode (Spec.Cluster; the zero value adds nothing): TCP 443
+// to the cluster's pod and Service CIDRs is not redirected (nat_pre
+// accepts it first, so kube-proxy's DNAT applies; DNS is still
+// redirected, whatever server a pod names); filter_forward accepts the
+// bridge's traffic to the pod CIDRs (judged after DNAT: a Service whose
+// endpoint lies outside them meets the rejects) and, into the bridge,
+// traffic from them; the API server endpoints are accepted in host_in
+// (on this host) and filter_forward (routed); host_out is empty (the
+// kubelet probes pods from the host); nat_post leaves pod-to-pod
+// addresses alone.
+//
 // Decisions: AuditMode turns only the forward rejects into NFLOG (group
 // Spec.LogGroup, prefix "clauderon would-deny: ") + counter + accept;
 // redirects, host protection, IPv6, anti-spoofing, intra-bridge and

@@ -59,6 +59,29 @@ type Spec struct {
 	// Ports are the bridge's current ports (host-side veth names) and the
 	// IPv4 address Docker assigned to each container behind them.
 	Ports []Port
+	// Cluster holds a Kubernetes node's exceptions (node mode); the zero
+	// value, Docker mode, adds no rule.
+	Cluster Cluster
+}
+
+// Cluster is what a Kubernetes node must keep working for its pods on the
+// bridge, and nothing more.
+type Cluster struct {
+	// PodCIDRs are the cluster's pod networks: traffic between pods (on
+	// this node or routed to another) is the cluster's own, so it is
+	// neither redirected nor refused, in both directions.
+	PodCIDRs []netip.Prefix
+	// ServiceCIDRs are the ClusterIP ranges: TCP 443 to them is not
+	// redirected, so kube-proxy's DNAT applies; what the DNAT leads to is
+	// then judged like any destination (a Service whose endpoint is
+	// outside PodCIDRs and APIServer is refused).
+	ServiceCIDRs []netip.Prefix
+	// APIServer are the API server endpoints pods may reach (what the
+	// kubernetes Service DNATs to), on this host or routed. Empty: none.
+	APIServer []netip.AddrPort
+	// HostToPods lets the host open connections into the bridge: the
+	// kubelet's probes come from the host.
+	HostToPods bool
 }
 
 // AllowCIDR is one egress exception: traffic from the bridge to Prefix
@@ -93,6 +116,9 @@ func (s Spec) withDefaults() Spec {
 	}
 	s.Ports = normalizePorts(s.Ports)
 	s.AllowCIDRs = slices.Clone(s.AllowCIDRs)
+	s.Cluster.PodCIDRs = slices.Clone(s.Cluster.PodCIDRs)
+	s.Cluster.ServiceCIDRs = slices.Clone(s.Cluster.ServiceCIDRs)
+	s.Cluster.APIServer = slices.Clone(s.Cluster.APIServer)
 	return s
 }
 
@@ -135,7 +161,27 @@ func (s Spec) Validate() error {
 	if err := s.validatePorts(s.Ports); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, s.Cluster.validate()...)
 	return errors.Join(errs...)
+}
+
+func (c Cluster) validate() []error {
+	var errs []error
+	for kind, ps := range map[string][]netip.Prefix{"pod cidr": c.PodCIDRs, "service cidr": c.ServiceCIDRs} {
+		for _, p := range ps {
+			if err := (AllowCIDR{Prefix: p}).validate(); err != nil {
+				errs = append(errs, fmt.Errorf("cluster %s: %w", kind, err))
+			} else if p.Bits() < 8 {
+				errs = append(errs, fmt.Errorf("cluster %s: %s is wider than /8", kind, p))
+			}
+		}
+	}
+	for _, a := range c.APIServer {
+		if !a.IsValid() || !a.Addr().Is4() || a.Port() == 0 || a.Addr().IsLinkLocalUnicast() {
+			errs = append(errs, fmt.Errorf("cluster api server: %q is not an IPv4 address and port", a))
+		}
+	}
+	return errs
 }
 
 func (s Spec) validateAddrs() []error {
