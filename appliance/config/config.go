@@ -23,26 +23,31 @@ import (
 // Config is the whole daemon configuration. Every field has a mapstructure tag
 // (the viper key) and a yaml tag (used by Redacted).
 type Config struct {
+	// Mode is "docker" (a host: clauderond owns a Docker bridge) or
+	// "kubernetes" (a node agent: it adopts the CNI's bridge and learns
+	// the pods from the API server; see KubernetesConfig).
+	Mode     string `mapstructure:"mode" yaml:"mode"`
 	StateDir string `mapstructure:"state_dir" yaml:"state_dir"`
 	// CredentialsFile is a KEY=value file the daemon reads itself (after
 	// its environment, before state_dir/secrets) on start, on SIGHUP and
 	// whenever it changes. "" means none; a missing file holds nothing.
-	CredentialsFile string         `mapstructure:"credentials_file" yaml:"credentials_file"`
-	Log             LogConfig      `mapstructure:"log" yaml:"log"`
-	Listen          ListenConfig   `mapstructure:"listen" yaml:"listen"`
-	Socket          SocketConfig   `mapstructure:"socket" yaml:"socket"`
-	Metrics         MetricsConfig  `mapstructure:"metrics" yaml:"metrics"`
-	Network         NetworkConfig  `mapstructure:"network" yaml:"network"`
-	Rules           []Rule         `mapstructure:"rules" yaml:"rules"`
-	DefaultRules    bool           `mapstructure:"default_rules" yaml:"default_rules"`
-	Egress          EgressConfig   `mapstructure:"egress" yaml:"egress"`
-	Upstreams       []Upstream     `mapstructure:"upstreams" yaml:"upstreams"`
-	DNS             DNSConfig      `mapstructure:"dns" yaml:"dns"`
-	Profiles        ProfilesConfig `mapstructure:"profiles" yaml:"profiles"`
-	Sessions        SessionsConfig `mapstructure:"sessions" yaml:"sessions"`
-	Audit           AuditConfig    `mapstructure:"audit" yaml:"audit"`
-	Authz           AuthzConfig    `mapstructure:"authz" yaml:"authz"`
-	DrainTimeout    time.Duration  `mapstructure:"drain_timeout" yaml:"drain_timeout"`
+	CredentialsFile string           `mapstructure:"credentials_file" yaml:"credentials_file"`
+	Log             LogConfig        `mapstructure:"log" yaml:"log"`
+	Listen          ListenConfig     `mapstructure:"listen" yaml:"listen"`
+	Socket          SocketConfig     `mapstructure:"socket" yaml:"socket"`
+	Metrics         MetricsConfig    `mapstructure:"metrics" yaml:"metrics"`
+	Network         NetworkConfig    `mapstructure:"network" yaml:"network"`
+	Rules           []Rule           `mapstructure:"rules" yaml:"rules"`
+	DefaultRules    bool             `mapstructure:"default_rules" yaml:"default_rules"`
+	Egress          EgressConfig     `mapstructure:"egress" yaml:"egress"`
+	Upstreams       []Upstream       `mapstructure:"upstreams" yaml:"upstreams"`
+	DNS             DNSConfig        `mapstructure:"dns" yaml:"dns"`
+	Profiles        ProfilesConfig   `mapstructure:"profiles" yaml:"profiles"`
+	Sessions        SessionsConfig   `mapstructure:"sessions" yaml:"sessions"`
+	Audit           AuditConfig      `mapstructure:"audit" yaml:"audit"`
+	Authz           AuthzConfig      `mapstructure:"authz" yaml:"authz"`
+	Kubernetes      KubernetesConfig `mapstructure:"kubernetes" yaml:"kubernetes"`
+	DrainTimeout    time.Duration    `mapstructure:"drain_timeout" yaml:"drain_timeout"`
 }
 
 // LogConfig selects the daemon's slog handler.
@@ -147,6 +152,11 @@ type ProfileAccess struct {
 	Profile string   `mapstructure:"profile" yaml:"profile"`
 	Users   []string `mapstructure:"users" yaml:"users,omitempty"`
 	Groups  []string `mapstructure:"groups" yaml:"groups,omitempty"`
+	// Namespaces and ServiceAccounts ("namespace/name") bind the profile
+	// to pods (node mode): a pod's clauderon.profile label selects it
+	// only in one of these namespaces or as one of these accounts.
+	Namespaces      []string `mapstructure:"namespaces" yaml:"namespaces,omitempty"`
+	ServiceAccounts []string `mapstructure:"service_accounts" yaml:"service_accounts,omitempty"`
 }
 
 // SessionsConfig configures `clauderon create` sessions.
@@ -199,6 +209,8 @@ const DefaultCredentialsFile = "/etc/clauderon/credentials.env"
 // fills it from the invoking user's home (see DefaultStateDir).
 func Default() *Config {
 	return &Config{
+		Mode:            ModeDocker,
+		Kubernetes:      defaultKubernetes(),
 		CredentialsFile: DefaultCredentialsFile,
 		Log:             LogConfig{Level: "info", Format: "text"},
 		Listen:          ListenConfig{TLSPort: 8443, DNSPort: 8053},

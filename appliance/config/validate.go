@@ -39,6 +39,7 @@ func (c *Config) Validate() error {
 	add(c.validateDNS())
 	add(c.validateSessions())
 	add(c.validateProfiles())
+	add(c.validateKubernetes())
 	if c.Authz.Enabled && (!filepath.IsAbs(c.Authz.Socket) || !strings.HasSuffix(c.Authz.Socket, ".sock")) {
 		add(keyErr("authz.socket", "%q is not an absolute path ending in .sock; expected e.g. %s", c.Authz.Socket, DefaultAuthzSocket))
 	}
@@ -384,9 +385,10 @@ func (c *Config) validateProfiles() error {
 			errs = append(errs, keyErr(key+".profile", "%q already appears in profiles.access[%d]; expected one entry per profile", a.Profile, j))
 		}
 		seen[a.Profile] = i
-		if len(a.Users) == 0 && len(a.Groups) == 0 {
-			errs = append(errs, keyErr(key, "profile %q lists no users and no groups (only root could use it); expected e.g. {profile: %s, groups: [%s]}", a.Profile, a.Profile, a.Profile))
+		if len(a.Users) == 0 && len(a.Groups) == 0 && len(a.Namespaces) == 0 && len(a.ServiceAccounts) == 0 {
+			errs = append(errs, keyErr(key, "profile %q lists no users, groups, namespaces or service accounts (only root could use it); expected e.g. {profile: %s, groups: [%s]}", a.Profile, a.Profile, a.Profile))
 		}
+		errs = append(errs, validatePodBindings(key, a)...)
 		for j, u := range a.Users {
 			if !nameRE.MatchString(u) {
 				errs = append(errs, keyErr(fmt.Sprintf("%s.users[%d]", key, j), "%q is not a user name or uid; expected e.g. alice", u))
