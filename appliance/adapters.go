@@ -29,6 +29,10 @@ type injectorAdapter struct {
 	trustLabels  bool
 	auditMode    bool
 	records      *containerRecords // the daemon's; nil vouches for nothing
+	access       []config.ProfileAccess
+	// pod finds a workload by ID; a pod (Namespace set) gets its profile
+	// through podProfile. nil: no pods.
+	pod func(id string) (identity.Container, bool)
 }
 
 var _ tlsmitm.Injector = (*injectorAdapter)(nil)
@@ -47,11 +51,16 @@ func (a *injectorAdapter) Apply(req *http.Request, host string, c tlsmitm.Client
 		return "", false, fmt.Errorf("%w: the connection does not come from a running container on the clauderon network", tlsmitm.ErrForbidden)
 	}
 	profile, _, reason := profileFor(a.records, a.trustLabels, c.ID, c.Name, c.Profile)
+	if a.pod != nil {
+		if w, ok := a.pod(c.ID); ok && w.Namespace != "" {
+			profile, reason = podProfile(a.access, w)
+		}
+	}
 	if reason != "" {
 		return "", false, fmt.Errorf("%w: %s", tlsmitm.ErrForbidden, reason)
 	}
 	if a.requireLabel && profile == "" {
-		return "", false, fmt.Errorf("%w: container %q has no clauderon.profile label and profiles.require_label is on; "+
+		return "", false, fmt.Errorf("%w: %q has no clauderon.profile label and profiles.require_label is on; "+
 			"start it with --label clauderon.profile=<profile>", tlsmitm.ErrForbidden, c.Name)
 	}
 	applied, err := a.inj.Apply(req, host, profile)
@@ -84,7 +93,7 @@ func mapInjectorError(err error) error {
 }
 
 // identityAdapter satisfies tlsmitm.Identity and dnsredir.Identity.
-type identityAdapter struct{ t *identity.Table }
+type identityAdapter struct{ t identitySource }
 
 var _ tlsmitm.Identity = identityAdapter{}
 
@@ -99,7 +108,7 @@ func (a identityAdapter) Lookup(addr netip.Addr) (tlsmitm.Client, bool) {
 }
 
 // dnsIdentity names containers for DNS audit records.
-type dnsIdentity struct{ t *identity.Table }
+type dnsIdentity struct{ t identitySource }
 
 var _ dnsredir.Identity = dnsIdentity{}
 
@@ -128,6 +137,9 @@ func convertRules(cfg *config.Config) []injector.Rule {
 type policy struct {
 	router    *tlsmitm.StaticRouter // intercept = rule hosts, passthrough = egress.allow
 	auditMode bool
+	// clusterDomain's names are answered from the cluster DNS (node mode
+	// with kubernetes.cluster_dns); "" when none.
+	clusterDomain string
 }
 
 func newPolicy(rules []injector.Rule, cfg *config.Config) (*policy, error) {
@@ -139,7 +151,11 @@ func newPolicy(rules []injector.Rule, cfg *config.Config) (*policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the TLS router from rules and egress.allow: %w", err)
 	}
-	return &policy{router: rt, auditMode: cfg.Egress.Mode == "audit"}, nil
+	pol := &policy{router: rt, auditMode: cfg.Egress.Mode == "audit"}
+	if cfg.NodeMode() && cfg.Kubernetes.ClusterDNS != "" {
+		pol.clusterDomain = strings.ToLower(cfg.Kubernetes.ClusterDomain)
+	}
+	return pol, nil
 }
 
 // Route implements tlsmitm.Router. In audit mode a name that would be denied
@@ -157,6 +173,9 @@ func (p *policy) InterceptHosts() []string { return p.router.InterceptHosts() }
 
 // Decide implements dnsredir.Policy with the same lists.
 func (p *policy) Decide(name string) (dnsredir.Decision, string) {
+	if inDomain(name, p.clusterDomain) {
+		return dnsredir.Allow, "cluster-dns"
+	}
 	switch d, rule := p.Route(name); d {
 	case tlsmitm.Intercept:
 		return dnsredir.Intercept, rule

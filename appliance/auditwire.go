@@ -92,6 +92,7 @@ func (d *daemon) verifyAudit(context.Context) (api.AuditVerification, error) {
 
 func toAudit(r record) audit.Record {
 	return audit.Record{TS: r.TS, Container: r.Container, ContainerID: r.ContainerID, Profile: r.Profile, Owner: r.Owner, Kind: r.Kind,
+		Namespace: r.Namespace, Pod: r.Pod, ServiceAccount: r.SA,
 		SrcIP: r.SrcIP, OrigDst: r.OrigDst, SNI: r.SNI, Host: r.Host, Method: r.Method, Path: r.Path, Status: r.Status,
 		Decision: r.Decision, Rule: r.Rule, AuthInjected: r.AuthInjected,
 		DurationMS: float64(r.Duration.Microseconds()) / 1000, BytesIn: r.BytesIn, BytesOut: r.BytesOut,

@@ -159,9 +159,12 @@ func (d *daemon) status(ctx context.Context) api.Status {
 		}
 	}
 	if d.table != nil {
-		trust := d.config().Profiles.TrustLabels
+		trust, access := d.config().Profiles.TrustLabels, d.config().Profiles.Access
 		for _, c := range d.table.List() {
 			profile, owner, reason := profileFor(&d.records, trust, c.ID, c.Name, c.Profile)
+			if c.Namespace != "" {
+				profile, reason = podProfile(access, c)
+			}
 			if r := c.Refusal(d.network.Name); r != "" {
 				reason = r
 			}
@@ -182,7 +185,7 @@ func (d *daemon) status(ctx context.Context) api.Status {
 	if d.events != nil {
 		s.Requests = d.events.decisions()
 	}
-	if p := hostResolverProblem(d.network.Gateway); p != "" {
+	if p := hostResolverProblem(d.network.Gateway); p != "" && !d.config().NodeMode() {
 		s.Problems = append(s.Problems, p)
 	}
 	if !s.Ready {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/clauderon/clauderond/appliance/identity"
 	"github.com/clauderon/clauderond/dnsredir"
 	"github.com/clauderon/clauderond/tlsmitm"
 )
@@ -18,6 +19,7 @@ type record struct {
 	TS                        time.Time
 	Container, Profile, SrcIP string
 	Owner                     string // who made the container through clauderond
+	Namespace, Pod, SA        string // a Kubernetes pod's (node mode)
 	OrigDst                   string
 	SNI, Host, Method, Path   string
 	Status                    int
@@ -46,6 +48,9 @@ type eventAdapter struct {
 	// owner names who made the container (by ID, else by source
 	// address) through clauderond; nil or "" for anyone else's.
 	owner func(id string, src netip.Addr) string
+	// workload finds the pod (by ID, else by source address) to name its
+	// namespace and service account; nil in host mode.
+	workload func(id string, src netip.Addr) (identity.Container, bool)
 	// placeholders checks the per-container placeholders a record carries;
 	// nil checks nothing.
 	placeholders *placeholderWatch
@@ -64,6 +69,7 @@ func (a *eventAdapter) Record(e tlsmitm.Event) {
 	if a.owner != nil {
 		r.Owner = a.owner(e.Client.ID, e.SrcIP.Addr())
 	}
+	a.namePod(&r, e.Client.ID, e.SrcIP.Addr())
 	if from := a.placeholders.foreign(e.Client.ID, e.Client.Name, e.SrcIP.Addr(), seenInHeader, r.placeholders, true); from != "" {
 		r.PlaceholderFrom, r.placeholderIn = from, seenInHeader
 	} else if from := a.placeholders.foreign(e.Client.ID, e.Client.Name, e.SrcIP.Addr(), seenInSNI, suffixCandidates(e.SNI), false); from != "" {
@@ -77,10 +83,21 @@ func (a *eventAdapter) RecordDNS(e dnsredir.Event) {
 	if a.owner != nil {
 		r.Owner = a.owner("", e.SrcIP)
 	}
+	a.namePod(&r, "", e.SrcIP)
 	if from := a.placeholders.foreign("", e.Client, e.SrcIP, seenInDNS, suffixCandidates(e.Name), false); from != "" {
 		r.PlaceholderFrom, r.placeholderIn = from, seenInDNS
 	}
 	a.emit(r)
+}
+
+// namePod fills a pod's namespace, name and service account into r.
+func (a *eventAdapter) namePod(r *record, id string, src netip.Addr) {
+	if a.workload == nil {
+		return
+	}
+	if c, ok := a.workload(id, src); ok && c.Namespace != "" {
+		r.Namespace, r.Pod, r.SA = c.Namespace, strings.TrimPrefix(c.Name, c.Namespace+"/"), c.ServiceAccount
+	}
 }
 
 func (a *eventAdapter) emit(r record) {

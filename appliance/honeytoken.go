@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/clauderon/clauderond/appliance/identity"
 	"github.com/clauderon/clauderond/injector"
 )
 
@@ -54,14 +53,14 @@ const maxNameCandidates = 64
 // container they were handed to and reports those seen elsewhere.
 type placeholderWatch struct {
 	records *containerRecords
-	table   *identity.Table // names DNS senders by address; may be nil
+	table   identitySource // names DNS senders by address; may be nil
 	log     *slog.Logger
 
 	mu     sync.Mutex
 	warned map[[2]string]bool
 }
 
-func newPlaceholderWatch(records *containerRecords, table *identity.Table, log *slog.Logger) *placeholderWatch {
+func newPlaceholderWatch(records *containerRecords, table identitySource, log *slog.Logger) *placeholderWatch {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -162,10 +162,20 @@ func checkMetricsAddress(addr string, subnet netip.Prefix, gw netip.Addr) error 
 	return nil
 }
 
-// serveMetrics serves /metrics on ln until ctx is done.
-func serveMetrics(ctx context.Context, ln net.Listener, m *metrics, log *slog.Logger) error {
+// serveMetrics serves /metrics, /healthz (the daemon answers: liveness)
+// and /readyz (ready and enforcing: readiness) on ln until ctx is done.
+// ready says why the daemon is not ready, "" when it is.
+func serveMetrics(ctx context.Context, ln net.Listener, m *metrics, ready func() string, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if why := ready(); why != "" {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	return serveHTTP(ctx, srv, ln)
 }

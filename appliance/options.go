@@ -1,6 +1,9 @@
 package appliance
 
 import (
+	"net/netip"
+
+	"github.com/clauderon/clauderond/appliance/kubepods"
 	"time"
 
 	"github.com/clauderon/clauderond/appliance/bridge"
@@ -32,6 +35,14 @@ type options struct {
 	version        string
 	listenAddr     string
 	doctorExe      string // static clauderond for the doctor's probe image ("" → /proc/self/exe)
+	kubeClient     *kubepods.Client
+	podVeth        func(netip.Addr) (string, error)
+}
+
+// WithKubernetes uses c to reach the API server in node mode and veth to
+// find a pod's host-side veth (tests; nil keeps the default).
+func WithKubernetes(c *kubepods.Client, veth func(netip.Addr) (string, error)) Option {
+	return func(o *options) { o.kubeClient, o.podVeth = c, veth }
 }
 
 // WithDocker uses d instead of a client from the environment.

@@ -43,7 +43,7 @@ func buildParts(cfg *config.Config, store *injector.Store, gw netip.Addr, log *s
 	}
 	return &parts{
 		injector: &injectorAdapter{inj: inj, requireLabel: cfg.Profiles.RequireLabel, trustLabels: cfg.Profiles.TrustLabels,
-			auditMode: cfg.Egress.Mode == "audit"},
+			auditMode: cfg.Egress.Mode == "audit", access: cfg.Profiles.Access},
 		policy:    pol,
 		upstreams: ups,
 		answer:    interceptAnswer(ups, gw),
@@ -59,6 +59,14 @@ func netfilterSpec(cfg *config.Config, table string, bridgeName string, subnet n
 		AllowIntraBridge: cfg.Network.AllowIntraBridge,
 		AuditMode:        cfg.Egress.Mode == "audit",
 		ListenerMark:     netfilter.DefaultListenerMark, // the SO_MARK listenerConfig sets
+	}
+	cluster, err := clusterSpec(cfg)
+	if err != nil {
+		return netfilter.Spec{}, err
+	}
+	s.Cluster = cluster
+	if cfg.NodeMode() {
+		s.AllowIntraBridge = true // pods on a node reach each other: the cluster's network model
 	}
 	for i, a := range cfg.Egress.AllowCIDRs {
 		p, err := netip.ParsePrefix(a.CIDR)

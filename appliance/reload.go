@@ -56,7 +56,7 @@ func (d *daemon) reload(ctx context.Context) error {
 	next = keepRestartOnly(cur, next)
 	p, err := buildParts(next, d.store, d.network.Gateway, d.base)
 	if p != nil {
-		p.injector.records = &d.records
+		p.injector.records, p.injector.pod = &d.records, d.work.get
 	}
 	if err != nil {
 		return fmt.Errorf("%w (the previous configuration stays in force)", err)
@@ -124,6 +124,8 @@ func restartOnly(cur, next *config.Config) []string {
 	check("log", cur.Log == next.Log)
 	check("dns.servers", fmt.Sprint(cur.DNS.Servers) == fmt.Sprint(next.DNS.Servers))
 	check("drain_timeout", cur.DrainTimeout == next.DrainTimeout)
+	check("mode", cur.Mode == next.Mode)
+	check("kubernetes", fmt.Sprint(cur.Kubernetes) == fmt.Sprint(next.Kubernetes))
 	return keys
 }
 
@@ -134,5 +136,6 @@ func keepRestartOnly(cur, next *config.Config) *config.Config {
 	c.CredentialsFile = cur.CredentialsFile
 	c.Metrics, c.Audit, c.Log, c.DrainTimeout = cur.Metrics, cur.Audit, cur.Log, cur.DrainTimeout
 	c.DNS.Servers = cur.DNS.Servers
+	c.Mode, c.Kubernetes = cur.Mode, cur.Kubernetes
 	return &c
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/clauderon/clauderond/appliance/authz"
 	"github.com/clauderon/clauderond/appliance/bridge"
 	"github.com/clauderon/clauderond/appliance/config"
-	"github.com/clauderon/clauderond/appliance/identity"
+	"github.com/clauderon/clauderond/appliance/kubepods"
 	"github.com/clauderon/clauderond/dnsredir"
 	"github.com/clauderon/clauderond/injector"
 	"github.com/clauderon/clauderond/netfilter"
@@ -34,6 +34,7 @@ type daemon struct {
 	cfg   *config.Config
 
 	docker   DockerClient
+	kube     *kubepods.Client // node mode
 	closers  []func() error
 	network  bridge.Network
 	ca       *localca.CA
@@ -41,7 +42,8 @@ type daemon struct {
 	audit    auditSink
 	events   *eventAdapter
 	metrics  *metrics
-	table    *identity.Table
+	table    identitySource
+	work     workloads // the table's workloads by ID
 	enforcer *enforcer
 	resolver *dnsredir.UpstreamResolver
 	dnsRes   *overrideResolver // the DNS shim's resolver: overrides, then resolver
@@ -82,7 +84,7 @@ func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts ...O
 	d.metrics.ready.Set(1)
 	d.log.Info("ready", "network", d.network.Name, "bridge", d.network.Bridge, "gateway", d.network.Gateway,
 		"tls_port", cfg.Listen.TLSPort, "dns_port", cfg.Listen.DNSPort, "state_dir", cfg.StateDir)
-	if p := hostResolverProblem(d.network.Gateway); p != "" {
+	if p := hostResolverProblem(d.network.Gateway); p != "" && !cfg.NodeMode() {
 		d.log.Warn(p)
 	}
 	if d.opts.onReady != nil {
@@ -137,6 +139,7 @@ func (d *daemon) start(ctx context.Context, g *errgroup.Group) (err error) {
 		{"credentials", d.stepCredentials},
 		{"audit log", d.stepAudit},
 		{"bridge network", d.stepBridge},
+		// node mode adopts the CNI's bridge instead (stepBridge branches)
 		{"identity", d.stepIdentity},
 		{"listeners", d.stepListeners},
 		{"nftables", d.stepNetfilter},

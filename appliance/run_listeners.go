@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/clauderon/clauderond/dnsredir"
@@ -26,10 +27,10 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	d.resolver = res
 	d.closers = append(d.closers, res.Close)
 	d.metrics = newMetrics(d.statsSource())
-	d.events = &eventAdapter{out: d.audit, metrics: d.metrics, owner: d.ownerOf, placeholders: newPlaceholderWatch(&d.records, d.table, d.base)}
+	d.events = &eventAdapter{out: d.audit, metrics: d.metrics, owner: d.ownerOf, workload: d.workloadOf, placeholders: newPlaceholderWatch(&d.records, d.table, d.base)}
 	p, err := buildParts(d.cfg, d.store, d.network.Gateway, d.base)
 	if p != nil {
-		p.injector.records = &d.records
+		p.injector.records, p.injector.pod = &d.records, d.work.get
 	}
 	if err != nil {
 		return err
@@ -39,6 +40,14 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 		return fmt.Errorf("starting the TLS terminator: %w", err)
 	}
 	d.dnsRes = &overrideResolver{base: res}
+	if srv := d.cfg.ClusterDNSServer(); d.cfg.NodeMode() && srv.IsValid() {
+		cres, err := dnsredir.NewUpstreamResolver(dnsredir.UpstreamConfig{Servers: []string{srv.String()}, Logger: d.base})
+		if err != nil {
+			return fmt.Errorf("kubernetes.cluster_dns: %w", err)
+		}
+		d.closers = append(d.closers, cres.Close)
+		d.dnsRes.base = clusterDNS{domain: strings.ToLower(d.cfg.Kubernetes.ClusterDomain), cluster: cres, base: res}
+	}
 	d.dnsRes.set(p.overrides)
 	if d.dnsH, err = dnsredir.NewHandler(dnsConfig(d.cfg, p, dnsIdentity{d.table}, d.events, d.dnsRes, d.base)); err != nil {
 		return fmt.Errorf("starting the DNS shim: %w", err)
@@ -49,7 +58,7 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	}
 	tlsAddr := net.JoinHostPort(host, strconv.Itoa(d.cfg.Listen.TLSPort))
 	dnsAddr := net.JoinHostPort(host, strconv.Itoa(d.cfg.Listen.DNSPort))
-	lc := listenerConfig(d.opts.listenAddr == "")
+	lc := listenerConfig(d.opts.listenAddr == "", d.network.Pending)
 	tln, err := lc.Listen(ctx, "tcp", tlsAddr)
 	if err != nil {
 		return fmt.Errorf("listening on %s (listen.tls_port): %w; is another clauderond running?", tlsAddr, err)
@@ -82,8 +91,10 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 // and the network recreated behind our back gets a new bridge device the
 // sockets would no longer serve; the input chain refuses traffic to the
 // listeners from other interfaces instead. A test listening elsewhere
-// (withListenAddr) gets plain sockets.
-func listenerConfig(owned bool) *net.ListenConfig {
+// (withListenAddr) gets plain sockets. freebind (node mode, before the CNI
+// has given the bridge its gateway address) binds the address ahead of
+// time: the sockets serve as soon as the bridge carries it.
+func listenerConfig(owned, freebind bool) *net.ListenConfig {
 	if !owned {
 		return &net.ListenConfig{}
 	}
@@ -91,6 +102,9 @@ func listenerConfig(owned bool) *net.ListenConfig {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(netfilter.DefaultListenerMark))
+			if serr == nil && freebind {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+			}
 		})
 		if err != nil {
 			return fmt.Errorf("configuring the %s listener %s: %w", network, address, err)
@@ -135,7 +149,7 @@ func (d *daemon) stepMetrics(ctx context.Context, g *errgroup.Group) error {
 		}
 	}
 	d.listeners = append(d.listeners, listenerStatus{"metrics", ln.Addr().String(), true})
-	g.Go(func() error { return serveMetrics(ctx, ln, d.metrics, d.log) })
+	g.Go(func() error { return serveMetrics(ctx, ln, d.metrics, d.notReady, d.log) })
 	return nil
 }
 
@@ -173,4 +187,19 @@ func (d *daemon) statsSource() statsSource {
 			return len(d.table.List())
 		},
 	}
+}
+
+// notReady says why the daemon is not ready to confine the bridge, "" when
+// it is (the metrics listener's /readyz).
+func (d *daemon) notReady() string {
+	switch {
+	case !d.ready.Load():
+		return "starting or stopping"
+	case d.enforcer == nil:
+		return "no ruleset applied"
+	}
+	if state, drift, _ := d.enforcer.snapshot(); state != EnforcementIntact {
+		return fmt.Sprintf("enforcement %s: %v", state, drift)
+	}
+	return ""
 }

@@ -75,7 +75,10 @@ func (d *daemon) stepAudit(context.Context, *errgroup.Group) error {
 	return nil
 }
 
-func (d *daemon) stepBridge(ctx context.Context, _ *errgroup.Group) error {
+func (d *daemon) stepBridge(ctx context.Context, g *errgroup.Group) error {
+	if d.cfg.NodeMode() {
+		return d.stepNodeBridge(ctx, g)
+	}
 	if d.opts.docker == nil {
 		c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 		if err != nil {
@@ -114,20 +117,34 @@ func (d *daemon) waitGateway(ctx context.Context, n bridge.Network) error {
 // stepIdentity builds the container table and reads the running containers
 // once, so the first ruleset already carries their anti-spoofing ports.
 func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
+	onChange := func(ctx context.Context, cs []identity.Container) {
+		d.work.set(cs)
+		for _, c := range cs {
+			d.records.bindRun(ctx, c.ID, c.Labels)
+		}
+		if d.enforcer != nil {
+			d.enforcer.setContainers(ctx, cs)
+		}
+	}
+	if d.cfg.NodeMode() {
+		src, err := d.newPodSource(onChange)
+		if err != nil {
+			return err
+		}
+		d.table = src
+		if err := src.Sync(ctx); err != nil {
+			return fmt.Errorf("listing the pods of node %s: %w", d.cfg.Kubernetes.Node, err)
+		}
+		d.work.set(src.List())
+		return nil
+	}
 	veth := d.opts.veth
 	if veth == nil {
 		veth = identity.BridgeVeth(d.network.Bridge)
 	}
 	d.table = identity.New(identity.Options{
 		Docker: d.docker, Network: d.network.Name, Subnet: d.network.Subnet, Veth: veth, Logger: d.base,
-		OnChange: func(ctx context.Context, cs []identity.Container) {
-			for _, c := range cs {
-				d.records.bindRun(ctx, c.ID, c.Labels)
-			}
-			if d.enforcer != nil {
-				d.enforcer.setContainers(ctx, cs)
-			}
-		},
+		OnChange: onChange,
 		OnNetwork: func(action string) {
 			if action == "destroy" {
 				d.kickEnsure()
@@ -140,6 +157,7 @@ func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
 	if err := d.table.Sync(ctx); err != nil {
 		return fmt.Errorf("listing the containers on %s: %w", d.network.Name, err)
 	}
+	d.work.set(d.table.List())
 	return nil
 }
 
@@ -177,7 +195,11 @@ func (d *daemon) stepNetfilter(ctx context.Context, g *errgroup.Group) error {
 // stepWatchers follows Docker events and the bridge link.
 func (d *daemon) stepWatchers(ctx context.Context, g *errgroup.Group) error {
 	g.Go(func() error { return d.table.Run(ctx) })
-	g.Go(func() error { return d.reensureNetwork(ctx) })
+	if !d.cfg.NodeMode() {
+		g.Go(func() error { return d.reensureNetwork(ctx) })
+	} else if d.network.Pending {
+		g.Go(func() error { return d.awaitPodBridge(ctx, time.Second) })
+	}
 	if d.opts.gatewayWait != nil {
 		return nil // no kernel bridge in this run
 	}

@@ -30,7 +30,11 @@ func Teardown(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts
 	for _, f := range opts {
 		f(&o)
 	}
-	if o.docker == nil {
+	if cfg.NodeMode() {
+		// The pod bridge is the CNI's: only our rules go. The node's pods
+		// then reach the network unconfined, as on any node.
+		log.Info("node mode: the CNI's bridge is left alone", "bridge", cfg.Network.Bridge)
+	} else if o.docker == nil {
 		c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 		if err != nil {
 			return fmt.Errorf("creating the docker client: %w", err)
@@ -38,10 +42,12 @@ func Teardown(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts
 		defer c.Close()
 		o.docker = c
 	}
-	if err := bridge.Remove(ctx, o.docker, cfg.Network.Name); err != nil {
-		return fmt.Errorf("%w; the nftables rules were left in place", err)
+	if !cfg.NodeMode() {
+		if err := bridge.Remove(ctx, o.docker, cfg.Network.Name); err != nil {
+			return fmt.Errorf("%w; the nftables rules were left in place", err)
+		}
+		log.Info("removed docker network", "network", cfg.Network.Name)
 	}
-	log.Info("removed docker network", "network", cfg.Network.Name)
 	if o.nft == nil {
 		k, err := netfilter.NewKernel(netfilter.WithLogger(logger))
 		if err != nil {

@@ -104,31 +104,35 @@ const (
 // Record is one audit line. Fields without omitempty are always present
 // (error is "" when there was none), as the operator contract requires.
 type Record struct {
-	TS           time.Time `json:"ts"`
-	Container    string    `json:"container"`              // container name; "" when the source is unknown
-	ContainerID  string    `json:"container_id,omitempty"` // full Docker ID
-	Profile      string    `json:"profile,omitempty"`      // credential profile in force
-	Owner        string    `json:"owner,omitempty"`        // user who made the container through clauderond
-	Kind         string    `json:"kind,omitempty"`         // KindHTTP, KindConn, KindDNS
-	SrcIP        string    `json:"src_ip"`                 // container address (with port for connections)
-	OrigDst      string    `json:"orig_dst,omitempty"`     // address the container dialled (SO_ORIGINAL_DST)
-	SNI          string    `json:"sni"`                    // TLS server name
-	Host         string    `json:"host"`                   // HTTP Host, or the DNS name queried
-	Method       string    `json:"method"`                 // HTTP method
-	Path         string    `json:"path"`                   // HTTP path, without query unless Options.KeepQuery
-	Status       int       `json:"status"`                 // HTTP status sent to the container (0 for connections)
-	Decision     string    `json:"decision"`               // Decision* constants
-	Rule         string    `json:"rule"`                   // rule or policy that decided
-	AuthInjected bool      `json:"auth_injected"`          // a real credential was put on the request
-	DurationMS   float64   `json:"duration_ms"`            // request or connection duration
-	BytesIn      int64     `json:"bytes_in,omitempty"`     // bytes from the container
-	BytesOut     int64     `json:"bytes_out,omitempty"`    // bytes to the container
-	QType        string    `json:"qtype,omitempty"`        // DNS query type ("A", "AAAA")
-	RCode        string    `json:"rcode,omitempty"`        // DNS response code ("NOERROR", "NXDOMAIN")
-	Error        string    `json:"error"`                  // what went wrong; "" when nothing did
-	Dropped      uint64    `json:"dropped,omitempty"`      // DecisionAuditDropped: lines not written
-	PrevFile     string    `json:"prev_file,omitempty"`    // DecisionChainStart: file the chain continues from
-	PrevChain    string    `json:"prev_chain,omitempty"`   // DecisionChainStart: the MAC it continues from ("" for a new chain)
+	TS          time.Time `json:"ts"`
+	Container   string    `json:"container"`              // container name; "" when the source is unknown
+	ContainerID string    `json:"container_id,omitempty"` // full Docker ID
+	Profile     string    `json:"profile,omitempty"`      // credential profile in force
+	Owner       string    `json:"owner,omitempty"`        // user who made the container through clauderond
+	// Namespace, Pod and ServiceAccount name a Kubernetes pod (node mode).
+	Namespace      string  `json:"namespace,omitempty"`
+	Pod            string  `json:"pod,omitempty"`
+	ServiceAccount string  `json:"service_account,omitempty"`
+	Kind           string  `json:"kind,omitempty"`       // KindHTTP, KindConn, KindDNS
+	SrcIP          string  `json:"src_ip"`               // container address (with port for connections)
+	OrigDst        string  `json:"orig_dst,omitempty"`   // address the container dialled (SO_ORIGINAL_DST)
+	SNI            string  `json:"sni"`                  // TLS server name
+	Host           string  `json:"host"`                 // HTTP Host, or the DNS name queried
+	Method         string  `json:"method"`               // HTTP method
+	Path           string  `json:"path"`                 // HTTP path, without query unless Options.KeepQuery
+	Status         int     `json:"status"`               // HTTP status sent to the container (0 for connections)
+	Decision       string  `json:"decision"`             // Decision* constants
+	Rule           string  `json:"rule"`                 // rule or policy that decided
+	AuthInjected   bool    `json:"auth_injected"`        // a real credential was put on the request
+	DurationMS     float64 `json:"duration_ms"`          // request or connection duration
+	BytesIn        int64   `json:"bytes_in,omitempty"`   // bytes from the container
+	BytesOut       int64   `json:"bytes_out,omitempty"`  // bytes to the container
+	QType          string  `json:"qtype,omitempty"`      // DNS query type ("A", "AAAA")
+	RCode          string  `json:"rcode,omitempty"`      // DNS response code ("NOERROR", "NXDOMAIN")
+	Error          string  `json:"error"`                // what went wrong; "" when nothing did
+	Dropped        uint64  `json:"dropped,omitempty"`    // DecisionAuditDropped: lines not written
+	PrevFile       string  `json:"prev_file,omitempty"`  // DecisionChainStart: file the chain continues from
+	PrevChain      string  `json:"prev_chain,omitempty"` // DecisionChainStart: the MAC it continues from ("" for a new chain)
 	// PlaceholderFrom names the container (or session) another
 	// container's per-container placeholder was issued to, when this
 	// line's request, server name or DNS name carried it; "unknown" for a
@@ -165,7 +169,7 @@ func (r Record) scrubbed(scrub func(string) string, keepQuery bool) Record {
 	}
 	r.TS = r.TS.UTC()
 	r.Chain = ""
-	for _, p := range []*string{&r.Container, &r.ContainerID, &r.Profile, &r.Owner, &r.Kind, &r.SrcIP, &r.OrigDst, &r.SNI,
+	for _, p := range []*string{&r.Container, &r.ContainerID, &r.Profile, &r.Owner, &r.Namespace, &r.Pod, &r.ServiceAccount, &r.Kind, &r.SrcIP, &r.OrigDst, &r.SNI,
 		&r.Host, &r.Method, &r.Path, &r.Decision, &r.Rule, &r.QType, &r.RCode, &r.PrevFile, &r.PrevChain, &r.PlaceholderFrom, &r.Error} {
 		if *p == "" {
 			continue

@@ -56,6 +56,9 @@ type Network struct {
 	Subnet  netip.Prefix
 	Gateway netip.Addr
 	Created bool // true when Ensure created it, false when it adopted it
+	// Pending: node mode found no bridge (or no gateway address on it)
+	// yet; the CNI adds them with the node's first pod.
+	Pending bool
 }
 
 // MismatchError reports a network that exists under the requested name with

@@ -16,7 +16,7 @@ const (
 )
 
 // KubernetesConfig is node mode (mode: kubernetes): clauderond runs on a
-// Kubernetes node (the DaemonSet in deploy/kubernetes), adopts the CNI's
+// Kubernetes node (the DaemonSet in scripts/kubernetes), adopts the CNI's
 // Linux bridge (network.bridge, this node's pod subnet network.subnet)
 // instead of creating a Docker network, and learns which pod holds an
 // address from the API server.
@@ -46,6 +46,10 @@ type KubernetesConfig struct {
 	// veth of each pod address, for the anti-spoofing sets.
 	CNIResultsDir string `mapstructure:"cni_results_dir" yaml:"cni_results_dir"`
 }
+
+// SubnetAuto (network.subnet in node mode) takes this node's pod subnet
+// from the CNI's bridge, else from the Node's spec.podCIDR.
+const SubnetAuto = "auto"
 
 // DefaultCNIResultsDir is kubernetes.cni_results_dir's default.
 const DefaultCNIResultsDir = "/var/lib/cni/results"
@@ -94,7 +98,7 @@ func (c *Config) validateKubernetes() error {
 			}
 		}
 	}
-	if len(k.PodCIDRs) > 0 && !coveredBy(c.Subnet(), k.PodCIDRs) {
+	if len(k.PodCIDRs) > 0 && c.Network.Subnet != SubnetAuto && !coveredBy(c.Subnet(), k.PodCIDRs) {
 		errs = append(errs, keyErr("network.subnet", "%s (this node's pods) is not inside kubernetes.pod_cidrs %v", c.Network.Subnet, k.PodCIDRs))
 	}
 	for i, s := range k.APIServerEndpoints {

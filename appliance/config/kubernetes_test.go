@@ -60,3 +60,13 @@ func TestKubernetes_DockerModeIgnoresTheSection(t *testing.T) {
 		t.Fatalf("docker mode: err = %v, node mode %v", err, cfg.NodeMode())
 	}
 }
+
+func TestKubernetes_SubnetAutoOnlyInNodeMode(t *testing.T) {
+	auto := strings.Replace(nodeYAML, "subnet: 10.244.1.0/24", "subnet: auto", 1)
+	if _, err := load(t, auto, map[string]string{"CLAUDERON_KUBERNETES_NODE": "node-1"}); err != nil {
+		t.Errorf("node mode with network.subnet auto: %v", err)
+	}
+	if _, err := load(t, "network: {subnet: auto}\n", nil); err == nil || !strings.Contains(err.Error(), "network.subnet") {
+		t.Errorf("docker mode with network.subnet auto: err = %v, want one naming network.subnet", err)
+	}
+}

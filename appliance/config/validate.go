@@ -120,6 +120,9 @@ func (c *Config) validateNetwork() error {
 	}
 	p, err := netip.ParsePrefix(c.Network.Subnet)
 	switch {
+	case c.NodeMode() && c.Network.Subnet == SubnetAuto:
+	case err != nil && c.NodeMode():
+		errs = append(errs, keyErr("network.subnet", "%q is not a CIDR or auto; expected auto (this node's pod subnet) or e.g. 10.244.1.0/24", c.Network.Subnet))
 	case err != nil:
 		errs = append(errs, keyErr("network.subnet", "%q is not a CIDR; expected e.g. 10.213.0.0/24", c.Network.Subnet))
 	case !p.Addr().Is4():

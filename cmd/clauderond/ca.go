@@ -38,6 +38,45 @@ func newCACommand(cfgFile *string) *cobra.Command {
 		},
 	}
 	rotate.Flags().DurationVar(&grace, "grace", appliance.DefaultCARotationGrace, "how long the previous root stays trusted")
-	ca.AddCommand(rotate)
+	var out, from string
+	initCmd := &cobra.Command{
+		Use:   "init --out DIR",
+		Short: "Create a CA root in DIR for several nodes to share (Kubernetes: a Secret)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load(*cfgFile)
+			if err != nil {
+				return err
+			}
+			msg, err := appliance.InitCA(cfg, out)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), msg)
+			return err
+		},
+	}
+	initCmd.Flags().StringVar(&out, "out", "", "directory for proxy-ca.pem and proxy-ca-key.pem (created 0700)")
+	_ = initCmd.MarkFlagRequired("out")
+	install := &cobra.Command{
+		Use:   "install --from DIR",
+		Short: "Install the shared CA root from DIR (a mounted Secret) into state_dir; nothing when DIR holds none",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load(*cfgFile)
+			if err != nil {
+				return err
+			}
+			msg, err := appliance.InstallCA(cfg, from)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), msg)
+			return err
+		},
+	}
+	install.Flags().StringVar(&from, "from", "", "directory holding proxy-ca.pem and proxy-ca-key.pem")
+	_ = install.MarkFlagRequired("from")
+	ca.AddCommand(rotate, initCmd, install)
 	return ca
 }

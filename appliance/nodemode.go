@@ -1,0 +1,243 @@
+package appliance
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/clauderon/clauderond/appliance/bridge"
+	"github.com/clauderon/clauderond/appliance/config"
+	"github.com/clauderon/clauderond/appliance/identity"
+	"github.com/clauderon/clauderond/appliance/kubepods"
+	"github.com/clauderon/clauderond/dnsredir"
+	"github.com/clauderon/clauderond/netfilter"
+	"golang.org/x/sync/errgroup"
+)
+
+// identitySource says which workload holds an address on the bridge:
+// Docker containers on the clauderon network (identity.Table, host mode)
+// or this node's pods (kubepods.Table, node mode). Both fail closed: an
+// address they cannot vouch for is unknown.
+type identitySource interface {
+	Sync(ctx context.Context) error
+	Run(ctx context.Context) error
+	Lookup(addr netip.Addr) (identity.Container, bool)
+	List() []identity.Container
+}
+
+var (
+	_ identitySource = (*identity.Table)(nil)
+	_ identitySource = (*kubepods.Table)(nil)
+)
+
+// workloads indexes the identity source's list by ID; the source's change
+// callback keeps it current.
+type workloads struct {
+	byID atomic.Pointer[map[string]identity.Container]
+}
+
+func (w *workloads) set(cs []identity.Container) {
+	m := make(map[string]identity.Container, len(cs))
+	for _, c := range cs {
+		m[c.ID] = c
+	}
+	w.byID.Store(&m)
+}
+
+func (w *workloads) get(id string) (identity.Container, bool) {
+	m := w.byID.Load()
+	if m == nil || id == "" {
+		return identity.Container{}, false
+	}
+	c, ok := (*m)[id]
+	return c, ok
+}
+
+// podProfile is the profile a pod's clauderon.profile label selects, or
+// why it selects none. In node mode a label alone is never enough: the
+// profile must be bound (profiles.access[].namespaces or
+// .service_accounts) to the pod's namespace or service account, so a pod
+// cannot pick another namespace's credentials. A pod without the label
+// gets the default profile (profiles.require_label refuses it instead).
+func podProfile(access []config.ProfileAccess, c identity.Container) (profile, reason string) {
+	if !c.Labelled {
+		return "", ""
+	}
+	i := slices.IndexFunc(access, func(a config.ProfileAccess) bool { return a.Profile == c.Profile })
+	if i < 0 || (len(access[i].Namespaces) == 0 && len(access[i].ServiceAccounts) == 0) {
+		return "", fmt.Sprintf("pod %s carries clauderon.profile=%s, but profile %s is bound to no namespace or service account "+
+			"(profiles.access[].namespaces, .service_accounts); in kubernetes mode a label alone selects no profile", c.Name, c.Profile, c.Profile)
+	}
+	a := access[i]
+	if slices.Contains(a.Namespaces, c.Namespace) || slices.Contains(a.ServiceAccounts, c.Namespace+"/"+c.ServiceAccount) {
+		return c.Profile, ""
+	}
+	return "", fmt.Sprintf("pod %s (namespace %s, service account %s) carries clauderon.profile=%s, but that profile is bound to namespaces [%s] and service accounts [%s]",
+		c.Name, c.Namespace, c.ServiceAccount, c.Profile, strings.Join(a.Namespaces, " "), strings.Join(a.ServiceAccounts, " "))
+}
+
+// stepNodeBridge adopts the CNI's bridge (node mode). A bridge the CNI has
+// not created yet is fine: the rules match it by name and the listeners
+// bind the gateway with IP_FREEBIND, so the node's first pod is confined
+// from its first packet.
+func (d *daemon) stepNodeBridge(ctx context.Context, _ *errgroup.Group) error {
+	kc, err := d.kubeClient()
+	if err != nil {
+		return err
+	}
+	d.kube = kc
+	n, err := bridge.AdoptCNI(bridge.HostLinks, d.cfg.Network.Bridge, d.cfg.Subnet())
+	if err != nil {
+		return err
+	}
+	if !n.Subnet.IsValid() { // network.subnet auto, and no bridge yet
+		p, err := kc.NodePodCIDR(ctx, d.cfg.Kubernetes.Node)
+		if err != nil {
+			return fmt.Errorf("network.subnet is auto and bridge %s does not exist yet: %w", n.Bridge, err)
+		}
+		if !p.IsValid() {
+			return fmt.Errorf("network.subnet is auto, bridge %s does not exist yet and node %s has no spec.podCIDR: "+
+				"set network.subnet to this node's pod subnet, or let the controller manager allocate node CIDRs (--allocate-node-cidrs)",
+				n.Bridge, d.cfg.Kubernetes.Node)
+		}
+		n.Subnet, n.Gateway = p, bridge.GatewayFor(p)
+	}
+	d.network = n
+	d.log.Info("node mode: pod bridge", "bridge", n.Bridge, "subnet", n.Subnet, "gateway", n.Gateway, "pending", n.Pending,
+		"node", d.cfg.Kubernetes.Node)
+	if n.Pending {
+		d.log.Info("the pod bridge or its gateway address does not exist yet; the CNI creates them with the node's first pod, and the rules already cover it",
+			"bridge", n.Bridge, "gateway", n.Gateway)
+	}
+	return nil
+}
+
+// kubeClient reaches the API server: the configured one, else the pod's
+// service account.
+func (d *daemon) kubeClient() (*kubepods.Client, error) {
+	k := d.cfg.Kubernetes
+	var c *kubepods.Client
+	var err error
+	switch {
+	case d.opts.kubeClient != nil:
+		c = d.opts.kubeClient
+	case k.APIServer != "":
+		c, err = kubepods.NewClient(k.APIServer, k.TokenFile, k.CAFile)
+	default:
+		c, err = kubepods.InCluster()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reaching the Kubernetes API server (kubernetes.api_server, or the pod's service account): %w", err)
+	}
+	return c, nil
+}
+
+// newPodSource follows this node's pods through the API server.
+func (d *daemon) newPodSource(onChange func(context.Context, []identity.Container)) (identitySource, error) {
+	k, c := d.cfg.Kubernetes, d.kube
+	veth := kubepods.CNIResults(k.CNIResultsDir, d.network.Bridge)
+	if d.opts.podVeth != nil {
+		veth = d.opts.podVeth
+	}
+	return kubepods.New(kubepods.Options{Client: c, Node: k.Node, Subnet: d.network.Subnet, Veth: veth,
+		OnChange: onChange, Logger: d.base}), nil
+}
+
+// clusterSpec is the node's exceptions for the ruleset (node mode).
+func clusterSpec(cfg *config.Config) (netfilter.Cluster, error) {
+	var c netfilter.Cluster
+	if !cfg.NodeMode() {
+		return c, nil
+	}
+	c.HostToPods = true // the kubelet's probes
+	for _, s := range cfg.Kubernetes.PodCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return c, fmt.Errorf("kubernetes.pod_cidrs: %w", err)
+		}
+		c.PodCIDRs = append(c.PodCIDRs, p)
+	}
+	for _, s := range cfg.Kubernetes.ServiceCIDRs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return c, fmt.Errorf("kubernetes.service_cidrs: %w", err)
+		}
+		c.ServiceCIDRs = append(c.ServiceCIDRs, p)
+	}
+	for _, s := range cfg.Kubernetes.APIServerEndpoints {
+		a, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return c, fmt.Errorf("kubernetes.api_server_endpoints: %w", err)
+		}
+		c.APIServer = append(c.APIServer, a)
+	}
+	return c, nil
+}
+
+// inDomain reports whether name is domain or under it.
+func inDomain(name, domain string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	return domain != "" && (name == domain || strings.HasSuffix(name, "."+domain))
+}
+
+// clusterDNS resolves names under the cluster domain at the cluster's DNS
+// server (node mode), the rest with base. Like every allowed name, only
+// the daemon's own A lookup of the name reaches the server.
+type clusterDNS struct {
+	domain  string
+	cluster dnsredir.Resolver
+	base    dnsredir.Resolver
+}
+
+func (r clusterDNS) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	if inDomain(host, r.domain) {
+		return r.cluster.LookupNetIP(ctx, network, host)
+	}
+	return r.base.LookupNetIP(ctx, network, host)
+}
+
+// workloadOf finds a workload by ID, else by source address.
+func (d *daemon) workloadOf(id string, src netip.Addr) (identity.Container, bool) {
+	if c, ok := d.work.get(id); ok {
+		return c, true
+	}
+	if src.IsValid() && d.table != nil {
+		return d.table.Lookup(src)
+	}
+	return identity.Container{}, false
+}
+
+// awaitPodBridge waits for the CNI to create the pod bridge with its
+// gateway (node mode, started before the node's first pod). The rules
+// and the listeners were set up for the gateway the bridge plugin gives
+// by default; a CNI that picks another one stops the daemon (the rules
+// stay: fail closed), and the restart adopts what exists.
+func (d *daemon) awaitPodBridge(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		n, err := bridge.AdoptCNI(bridge.HostLinks, d.network.Bridge, d.network.Subnet)
+		if err != nil {
+			return fmt.Errorf("the pod bridge appeared but cannot be adopted: %w", err)
+		}
+		if n.Pending {
+			continue
+		}
+		if n.Gateway != d.network.Gateway {
+			return fmt.Errorf("the CNI gave bridge %s the gateway %s, not %s as expected; stopping so that a restart binds the right one (the rules stay in place)",
+				n.Bridge, n.Gateway, d.network.Gateway)
+		}
+		d.log.Info("the pod bridge is up", "bridge", n.Bridge, "gateway", n.Gateway)
+		d.enforcer.trigger()
+		return nil
+	}
+}
