@@ -82,11 +82,13 @@ func (b builder) guardRules() []Rule {
 func (b builder) natRules() []Rule {
 	br, v4 := b.fromBridge(), NFProto{}
 	var rules []Rule
-	// 443 to the cluster's pods and Services is the cluster's own; DNS
-	// always comes to the shim, whatever server a pod names.
+	// 443 to the cluster's pods and Services is the cluster's own (the
+	// gateway, in the pod CIDR, is the host: still redirected); DNS always
+	// comes to the shim, whatever server a pod names.
+	gw := Addr{Dst: true, Prefix: netip.PrefixFrom(b.s.Gateway, 32), Neg: true}
 	for i, p := range slices.Concat(b.s.Cluster.PodCIDRs, b.s.Cluster.ServiceCIDRs) {
 		rules = append(rules, rule(fmt.Sprintf("cluster-no-redirect-%d", i), Accept{}, br, v4,
-			Addr{Dst: true, Prefix: p}, DPort{Proto: "tcp", Ports: []uint16{443}}))
+			Addr{Dst: true, Prefix: p}, gw, DPort{Proto: "tcp", Ports: []uint16{443}}))
 	}
 	return append(rules,
 		rule("redirect-443", Redirect{Port: b.s.TLSPort}, br, v4, DPort{Proto: "tcp", Ports: []uint16{443}}),

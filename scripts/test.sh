@@ -81,6 +81,8 @@ if [ "$what" = all ] || [ "$what" = e2e ]; then
 			go test -tags e2e -count=1 -timeout 10m -v ./scripts/e2e/tenants/
 		run_step "e2e: the Docker authorization plugin against the real dockerd" \
 			go test -tags e2e -count=1 -timeout 10m -v ./scripts/e2e/authz/
+		run_step "e2e: Kubernetes node mode (the DaemonSet on a real single-node cluster, ../shared/k8s)" \
+			go test -tags e2e -count=1 -timeout 40m -v ./scripts/e2e/kubernetes/
 	else
 		summary+=("FAIL  e2e (not run: the test images could not be built)")
 		rc=1

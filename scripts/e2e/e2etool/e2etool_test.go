@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -78,5 +79,22 @@ func TestChecksum_ValidatesToZero(t *testing.T) {
 	msg[2], msg[3] = byte(c>>8), byte(c)
 	if got := checksum(msg); got != 0 {
 		t.Errorf("checksum over checksummed message = %#x, want 0", got)
+	}
+}
+
+func TestDNSServe_AnswersItsNamesOnly(t *testing.T) {
+	zone := map[string]netip.Addr{"web.team-a.svc.cluster.local": netip.MustParseAddr("10.96.0.7")}
+	rcode, answers, err := parseReply(answer(buildQuery("WEB.team-a.svc.cluster.local.", 1), zone))
+	if err != nil || rcode != 0 || len(answers) != 1 || answers[0] != "10.96.0.7" {
+		t.Errorf("known name: %d %v %v", rcode, answers, err)
+	}
+	if rcode, answers, err := parseReply(answer(buildQuery("web.team-a.svc.cluster.local", 28), zone)); err != nil || rcode != 0 || len(answers) != 0 {
+		t.Errorf("AAAA of a known name: %d %v %v, want NODATA", rcode, answers, err)
+	}
+	if rcode, _, err := parseReply(answer(buildQuery("other.cluster.local", 1), zone)); err != nil || rcode != 3 {
+		t.Errorf("unknown name: rcode %d %v, want NXDOMAIN", rcode, err)
+	}
+	if answer([]byte{1, 2, 3}, zone) != nil {
+		t.Error("a short packet got a reply")
 	}
 }

@@ -7,6 +7,7 @@
 //	e2etool recorder [flags]            listens on TCP/UDP ports (and ICMP), prints one JSON line per hit
 //	e2etool dnsq     [flags] NAME       one DNS query over UDP or TCP, prints the rcode and answers
 //	e2etool latency  [flags] URL        N sequential requests, prints p50/p90/p99 latency as JSON
+//	e2etool dnsserve [flags]            answers A queries for the names it is given (a stand-in cluster DNS)
 //
 // It imports only the standard library, so it builds with CGO_ENABLED=0 and
 // runs in an image that holds nothing else.
@@ -27,6 +28,7 @@ func main() {
 		"recorder": recorder,
 		"dnsq":     dnsQuery,
 		"latency":  latency,
+		"dnsserve": dnsServe,
 	}
 	cmd, ok := cmds[os.Args[1]]
 	if !ok {
@@ -36,6 +38,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: e2etool httpsget|bypass|recorder|dnsq|latency [flags] ...")
+	fmt.Fprintln(os.Stderr, "usage: e2etool httpsget|bypass|recorder|dnsq|latency|dnsserve [flags] ...")
 	os.Exit(2)
 }
