@@ -55,7 +55,9 @@ func InstallCA(cfg *config.Config, from string) (string, error) {
 	if err := prepareStateDir(cfg.StateDir); err != nil {
 		return "", err
 	}
-	if cur, err := os.ReadFile(filepath.Join(cfg.StateDir, localca.CertFile)); err == nil && bytes.Equal(cur, cert) {
+	curCert, _ := os.ReadFile(filepath.Join(cfg.StateDir, localca.CertFile))
+	curKey, _ := os.ReadFile(filepath.Join(cfg.StateDir, localca.KeyFile))
+	if bytes.Equal(curCert, cert) && bytes.Equal(curKey, key) {
 		return fmt.Sprintf("the shared CA is already installed in %s\n", cfg.StateDir), nil
 	}
 	// Check the pair in a scratch directory before touching the state dir.
