@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/appliance/identity"
 	"github.com/clauderon/clauderond/appliance/kubepods"
 	"github.com/clauderon/clauderond/dnsredir"
@@ -232,7 +232,9 @@ func TestServeMetrics_HealthAndReadiness(t *testing.T) {
 	why := "enforcement degraded: [drift]"
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveMetrics(ctx, ln, newMetrics(statsSource{}), func() string { return why }, discard()) }()
+	go func() {
+		done <- serveMetrics(ctx, ln, newMetrics(statsSource{}), func() string { return why }, discard())
+	}()
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + ln.Addr().String() + path)
 		if err != nil {
