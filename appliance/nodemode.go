@@ -217,27 +217,19 @@ func (d *daemon) workloadOf(id string, src netip.Addr) (identity.Container, bool
 // by default; a CNI that picks another one stops the daemon (the rules
 // stay: fail closed), and the restart adopts what exists.
 func (d *daemon) awaitPodBridge(ctx context.Context, every time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	return everyTick(ctx, every, func() (bool, error) {
 		n, err := bridge.AdoptCNI(bridge.HostLinks, d.network.Bridge, d.network.Subnet)
-		if err != nil {
-			return fmt.Errorf("the pod bridge appeared but cannot be adopted: %w", err)
-		}
-		if n.Pending {
-			continue
-		}
-		if n.Gateway != d.network.Gateway {
-			return fmt.Errorf("the CNI gave bridge %s the gateway %s, not %s as expected; stopping so that a restart binds the right one (the rules stay in place)",
+		switch {
+		case err != nil:
+			return true, fmt.Errorf("the pod bridge appeared but cannot be adopted: %w", err)
+		case n.Pending:
+			return false, nil
+		case n.Gateway != d.network.Gateway:
+			return true, fmt.Errorf("the CNI gave bridge %s the gateway %s, not %s as expected; stopping so that a restart binds the right one (the rules stay in place)",
 				n.Bridge, n.Gateway, d.network.Gateway)
 		}
 		d.log.Info("the pod bridge is up", "bridge", n.Bridge, "gateway", n.Gateway)
 		d.enforcer.trigger()
-		return nil
-	}
+		return true, nil
+	})
 }

@@ -94,6 +94,12 @@ func (p *statePin) replaced() error {
 // watch checks the pin every interval until ctx ends; a swap is an error
 // that stops the daemon.
 func (p *statePin) watch(ctx context.Context, interval time.Duration) error {
+	return everyTick(ctx, interval, func() (bool, error) { return false, p.replaced() })
+}
+
+// everyTick calls f every interval until ctx ends (nil), f says it is done
+// (nil) or f fails (its error).
+func everyTick(ctx context.Context, interval time.Duration, f func() (done bool, err error)) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -101,9 +107,9 @@ func (p *statePin) watch(ctx context.Context, interval time.Duration) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := p.replaced(); err != nil {
-				return err
-			}
+		}
+		if done, err := f(); done || err != nil {
+			return err
 		}
 	}
 }

@@ -5,12 +5,30 @@ import (
 	"time"
 
 	"github.com/clauderon/clauderond/appliance"
+	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/spf13/cobra"
 )
 
-// clauderond ca rotate: replace the local CA root (see appliance.RotateCA).
+// clauderond ca rotate|init|install: the local CA (see appliance.RotateCA,
+// InitCA, InstallCA).
 func init() {
 	extraCommands = append(extraCommands, newCACommand)
+}
+
+// caRun is a ca subcommand's RunE: load the configuration, do, print.
+func caRun(cfgFile *string, do func(*config.Config) (string, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		cfg, err := load(*cfgFile)
+		if err != nil {
+			return err
+		}
+		out, err := do(cfg)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprint(cmd.OutOrStdout(), out)
+		return err
+	}
 }
 
 func newCACommand(cfgFile *string) *cobra.Command {
@@ -24,18 +42,7 @@ func newCACommand(cfgFile *string) *cobra.Command {
 			"in proxy-ca.pem, trusted by sessions created from now on, until the grace period ends. Restart clauderond " +
 			"afterwards so it signs with the new root, and recreate sessions started before the rotation.",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(*cfgFile)
-			if err != nil {
-				return err
-			}
-			out, err := appliance.RotateCA(cfg, grace)
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprint(cmd.OutOrStdout(), out)
-			return err
-		},
+		RunE: caRun(cfgFile, func(cfg *config.Config) (string, error) { return appliance.RotateCA(cfg, grace) }),
 	}
 	rotate.Flags().DurationVar(&grace, "grace", appliance.DefaultCARotationGrace, "how long the previous root stays trusted")
 	var out, from string
@@ -43,18 +50,7 @@ func newCACommand(cfgFile *string) *cobra.Command {
 		Use:   "init --out DIR",
 		Short: "Create a CA root in DIR for several nodes to share (Kubernetes: a Secret)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(*cfgFile)
-			if err != nil {
-				return err
-			}
-			msg, err := appliance.InitCA(cfg, out)
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprint(cmd.OutOrStdout(), msg)
-			return err
-		},
+		RunE:  caRun(cfgFile, func(cfg *config.Config) (string, error) { return appliance.InitCA(cfg, out) }),
 	}
 	initCmd.Flags().StringVar(&out, "out", "", "directory for proxy-ca.pem and proxy-ca-key.pem (created 0700)")
 	_ = initCmd.MarkFlagRequired("out")
@@ -62,18 +58,7 @@ func newCACommand(cfgFile *string) *cobra.Command {
 		Use:   "install --from DIR",
 		Short: "Install the shared CA root from DIR (a mounted Secret) into state_dir; nothing when DIR holds none",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := load(*cfgFile)
-			if err != nil {
-				return err
-			}
-			msg, err := appliance.InstallCA(cfg, from)
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprint(cmd.OutOrStdout(), msg)
-			return err
-		},
+		RunE:  caRun(cfgFile, func(cfg *config.Config) (string, error) { return appliance.InstallCA(cfg, from) }),
 	}
 	install.Flags().StringVar(&from, "from", "", "directory holding proxy-ca.pem and proxy-ca-key.pem")
 	_ = install.MarkFlagRequired("from")
