@@ -30,9 +30,11 @@ type injectorAdapter struct {
 	auditMode    bool
 	records      *containerRecords // the daemon's; nil vouches for nothing
 	access       []config.ProfileAccess
-	// pod finds a workload by ID; a pod (Namespace set) gets its profile
-	// through podProfile. nil: no pods.
-	pod func(id string) (identity.Container, bool)
+	// nodeMode: every client is a pod, which gets its profile through
+	// podProfile only; one the table no longer lists (a kept-alive
+	// connection of a pod that has gone) gets nothing, never its label.
+	nodeMode bool
+	pod      func(id string) (identity.Container, bool)
 }
 
 var _ tlsmitm.Injector = (*injectorAdapter)(nil)
@@ -50,11 +52,11 @@ func (a *injectorAdapter) Apply(req *http.Request, host string, c tlsmitm.Client
 		// about. Neither gets a credential.
 		return "", false, fmt.Errorf("%w: the connection does not come from a running container on the clauderon network", tlsmitm.ErrForbidden)
 	}
-	profile, _, reason := profileFor(a.records, a.trustLabels, c.ID, c.Name, c.Profile)
-	if a.pod != nil {
-		if w, ok := a.pod(c.ID); ok && w.Namespace != "" {
-			profile, reason = podProfile(a.access, w)
-		}
+	var profile, reason string
+	if a.nodeMode {
+		profile, reason = a.podProfile(c)
+	} else {
+		profile, _, reason = profileFor(a.records, a.trustLabels, c.ID, c.Name, c.Profile)
 	}
 	if reason != "" {
 		return "", false, fmt.Errorf("%w: %s", tlsmitm.ErrForbidden, reason)
@@ -68,6 +70,19 @@ func (a *injectorAdapter) Apply(req *http.Request, host string, c tlsmitm.Client
 	// the rule string to the audit (honeytoken.go): placeholders, never a
 	// credential.
 	return tagPlaceholders(applied.Rule, applied.Placeholders), applied.Injected, mapInjectorError(err)
+}
+
+// podProfile is node mode's profile decision for the pod behind c.
+func (a *injectorAdapter) podProfile(c tlsmitm.Client) (profile, reason string) {
+	var w identity.Container
+	ok := a.pod != nil
+	if ok {
+		w, ok = a.pod(c.ID)
+	}
+	if !ok || w.Namespace == "" {
+		return "", fmt.Sprintf("pod %s is no longer on this node's list", c.Name)
+	}
+	return podProfile(a.access, w)
 }
 
 func (a *injectorAdapter) RedactResponse(host string, h http.Header) { a.inj.RedactResponse(host, h) }

@@ -61,24 +61,37 @@ func (w *workloads) get(id string) (identity.Container, bool) {
 // why it selects none. In node mode a label alone is never enough: the
 // profile must be bound (profiles.access[].namespaces or
 // .service_accounts) to the pod's namespace or service account, so a pod
-// cannot pick another namespace's credentials. A pod without the label
-// gets the default profile (profiles.require_label refuses it instead).
+// cannot pick another namespace's credentials. The default profile, which
+// a pod without the label asks for, is bound the same way (an access
+// entry for profile "default"): unbound, no pod gets it.
 func podProfile(access []config.ProfileAccess, c identity.Container) (profile, reason string) {
+	name := c.Profile
 	if !c.Labelled {
-		return "", ""
+		name = DefaultProfile
 	}
-	i := slices.IndexFunc(access, func(a config.ProfileAccess) bool { return a.Profile == c.Profile })
+	i := slices.IndexFunc(access, func(a config.ProfileAccess) bool { return a.Profile == name })
 	if i < 0 || (len(access[i].Namespaces) == 0 && len(access[i].ServiceAccounts) == 0) {
+		if !c.Labelled {
+			return "", fmt.Sprintf("pod %s has no clauderon.profile label, and the default profile is bound to no namespace or service account "+
+				"(profiles.access: {profile: default, namespaces: [...]}); in kubernetes mode every profile is bound", c.Name)
+		}
 		return "", fmt.Sprintf("pod %s carries clauderon.profile=%s, but profile %s is bound to no namespace or service account "+
 			"(profiles.access[].namespaces, .service_accounts); in kubernetes mode a label alone selects no profile", c.Name, c.Profile, c.Profile)
 	}
 	a := access[i]
 	if slices.Contains(a.Namespaces, c.Namespace) || slices.Contains(a.ServiceAccounts, c.Namespace+"/"+c.ServiceAccount) {
+		if !c.Labelled {
+			return "", ""
+		}
 		return c.Profile, ""
 	}
-	return "", fmt.Sprintf("pod %s (namespace %s, service account %s) carries clauderon.profile=%s, but that profile is bound to namespaces [%s] and service accounts [%s]",
-		c.Name, c.Namespace, c.ServiceAccount, c.Profile, strings.Join(a.Namespaces, " "), strings.Join(a.ServiceAccounts, " "))
+	return "", fmt.Sprintf("pod %s (namespace %s, service account %s) asks for profile %s, but that profile is bound to namespaces [%s] and service accounts [%s]",
+		c.Name, c.Namespace, c.ServiceAccount, a.Profile, strings.Join(a.Namespaces, " "), strings.Join(a.ServiceAccounts, " "))
 }
+
+// DefaultProfile names the default profile in profiles.access (node mode
+// binds it like any other).
+const DefaultProfile = "default"
 
 // stepNodeBridge adopts the CNI's bridge (node mode). A bridge the CNI has
 // not created yet is fine: the rules match it by name and the listeners
@@ -95,16 +108,9 @@ func (d *daemon) stepNodeBridge(ctx context.Context, _ *errgroup.Group) error {
 		return err
 	}
 	if !n.Subnet.IsValid() { // network.subnet auto, and no bridge yet
-		p, err := kc.NodePodCIDR(ctx, d.cfg.Kubernetes.Node)
-		if err != nil {
-			return fmt.Errorf("network.subnet is auto and bridge %s does not exist yet: %w", n.Bridge, err)
+		if n, err = d.nodeSubnet(ctx, n); err != nil {
+			return err
 		}
-		if !p.IsValid() {
-			return fmt.Errorf("network.subnet is auto, bridge %s does not exist yet and node %s has no spec.podCIDR: "+
-				"set network.subnet to this node's pod subnet, or let the controller manager allocate node CIDRs (--allocate-node-cidrs)",
-				n.Bridge, d.cfg.Kubernetes.Node)
-		}
-		n.Subnet, n.Gateway = p, bridge.GatewayFor(p)
 	}
 	d.network = n
 	d.log.Info("node mode: pod bridge", "bridge", n.Bridge, "subnet", n.Subnet, "gateway", n.Gateway, "pending", n.Pending,
@@ -114,6 +120,39 @@ func (d *daemon) stepNodeBridge(ctx context.Context, _ *errgroup.Group) error {
 			"bridge", n.Bridge, "gateway", n.Gateway)
 	}
 	return nil
+}
+
+// nodeSubnet finds this node's pod subnet when network.subnet is auto and
+// the CNI has made no bridge yet: the Node's spec.podCIDR, else the bridge
+// once the node's first pod makes it. Until then there is no pod network
+// on this node to confine.
+func (d *daemon) nodeSubnet(ctx context.Context, n bridge.Network) (bridge.Network, error) {
+	p, err := d.kube.NodePodCIDR(ctx, d.cfg.Kubernetes.Node)
+	if err == nil && p.IsValid() {
+		n.Subnet, n.Gateway = p, bridge.GatewayFor(p)
+		return n, nil
+	}
+	d.log.Warn("network.subnet is auto, the pod bridge does not exist yet and the Node names no spec.podCIDR; waiting for the CNI to make the bridge "+
+		"(or set network.subnet, or let the controller manager allocate node CIDRs)", "bridge", n.Bridge, "node", d.cfg.Kubernetes.Node, "err", err)
+	start := time.Now()
+	err = everyTick(ctx, time.Second, func() (bool, error) {
+		got, err := bridge.AdoptCNI(bridge.HostLinks, n.Bridge, netip.Prefix{})
+		if err != nil {
+			return true, err
+		}
+		if got.Subnet.IsValid() {
+			n = got
+			return true, nil
+		}
+		if s := time.Since(start).Round(time.Second); s%(30*time.Second) == 0 {
+			d.log.Info("still waiting for the pod bridge", "bridge", n.Bridge, "waited", s)
+		}
+		return false, nil
+	})
+	if err == nil && !n.Subnet.IsValid() {
+		err = ctx.Err()
+	}
+	return n, err
 }
 
 // kubeClient reaches the API server: the configured one, else the pod's
@@ -198,6 +237,17 @@ func (r clusterDNS) LookupNetIP(ctx context.Context, network, host string) ([]ne
 		return r.cluster.LookupNetIP(ctx, network, host)
 	}
 	return r.base.LookupNetIP(ctx, network, host)
+}
+
+// podBridgeMissing says why node mode is not ready when this node has pods
+// but no bridge of the configured name: the rules, keyed on that name,
+// would confine nothing (network.bridge names another device than the
+// CNI's). "" otherwise.
+func (d *daemon) podBridgeMissing() string {
+	if d.table == nil || len(d.table.List()) == 0 || bridge.LinkExists(d.network.Bridge) {
+		return ""
+	}
+	return fmt.Sprintf("%d pods on this node but no bridge %s: network.bridge must name the CNI's bridge", len(d.table.List()), d.network.Bridge)
 }
 
 // workloadOf finds a workload by ID, else by source address.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +42,7 @@ func nodeConfig(t *testing.T) *config.Config {
 		{Profile: "team-a", Namespaces: []string{"team-a"}},
 		{Profile: "ci", ServiceAccounts: []string{"build/runner"}},
 		{Profile: "hosts", Users: []string{"alice"}},
+		{Profile: "default", Namespaces: []string{"ci"}},
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -61,7 +63,8 @@ func TestPodProfile_BoundToNamespaceOrServiceAccount(t *testing.T) {
 		wantProfile string
 		wantReason  string
 	}{
-		{"unlabelled gets the default", pod("team-b", "p", "default", ""), "", ""},
+		{"unlabelled, in a namespace the default is bound to", pod("ci", "p", "default", ""), "", ""},
+		{"unlabelled elsewhere gets nothing", pod("team-b", "p", "default", ""), "", "asks for profile default, but that profile is bound to namespaces [ci]"},
 		{"its namespace", pod("team-a", "p", "default", "team-a"), "team-a", ""},
 		{"another namespace's profile", pod("team-b", "p", "default", "team-a"), "", "bound to namespaces [team-a]"},
 		{"its service account", pod("build", "p", "runner", "ci"), "ci", ""},
@@ -260,12 +263,22 @@ func TestServeMetrics_HealthAndReadiness(t *testing.T) {
 	}
 }
 
-// fakeKubeAPI serves one node's pod list and a watch that stays open.
-func fakeKubeAPI(t *testing.T, podsJSON string) *httptest.Server {
+// fakeKubeAPI serves one node's pod list and a watch that stays open;
+// the first failLists lists answer 503.
+func fakeKubeAPI(t *testing.T, podsJSON string, failLists int) *httptest.Server {
 	t.Helper()
+	var mu sync.Mutex
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/api/v1/pods" || r.URL.Query().Get("fieldSelector") != "spec.nodeName=node-1" {
 			http.Error(w, `{"kind":"Status","code":404}`, http.StatusNotFound)
+			return
+		}
+		mu.Lock()
+		fail := failLists > 0
+		failLists--
+		mu.Unlock()
+		if fail {
+			http.Error(w, `{"kind":"Status","code":503,"message":"etcd is away"}`, http.StatusServiceUnavailable)
 			return
 		}
 		if r.URL.Query().Get("watch") == "" {
@@ -282,15 +295,18 @@ func fakeKubeAPI(t *testing.T, podsJSON string) *httptest.Server {
 // TestRun_NodeModeWithFakes starts the daemon in node mode against a fake
 // API server and the netfilter Fake: the pods become the identity table,
 // their veths the anti-spoofing ports, the ruleset carries the cluster's
-// exceptions, and status names the pods and their bindings.
+// exceptions, and status names the pods and their bindings. The API server
+// fails the first lists: the rules go in anyway, closed, and the pods come
+// in when a list succeeds.
 func TestRun_NodeModeWithFakes(t *testing.T) {
 	cfg := nodeConfig(t)
 	cfg.Network.Bridge = "clrt-nocni0" // absent: the CNI has not made it yet
 	cfg.Listen.TLSPort, cfg.Listen.DNSPort = freePort(t), freePort(t)
+	cfg.Metrics.Address = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	kube := fakeKubeAPI(t, `{"metadata":{"name":"agent","namespace":"team-a","uid":"u-1","labels":{"clauderon.profile":"team-a"}},`+
 		`"spec":{"nodeName":"node-1","serviceAccountName":"runner"},"status":{"phase":"Running","podIP":"10.244.1.7"}},`+
 		`{"metadata":{"name":"thief","namespace":"team-b","uid":"u-2","labels":{"clauderon.profile":"team-a"}},`+
-		`"spec":{"nodeName":"node-1"},"status":{"phase":"Running","podIP":"10.244.1.8"}}`)
+		`"spec":{"nodeName":"node-1"},"status":{"phase":"Running","podIP":"10.244.1.8"}}`, 2)
 	nft := &netfilter.Fake{}
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -319,6 +335,11 @@ func TestRun_NodeModeWithFakes(t *testing.T) {
 	if !ok || spec.Bridge != "clrt-nocni0" || spec.Gateway != netip.MustParseAddr("10.244.1.1") || !spec.Cluster.HostToPods {
 		t.Fatalf("applied spec = %+v (%t)", spec, ok)
 	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(spec.Ports) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		spec, _ = nft.Applied()
+	}
 	if len(spec.Ports) != 2 || spec.Ports[0].IfName != "veth1024417" || spec.Ports[0].Addr != netip.MustParseAddr("10.244.1.7") {
 		t.Errorf("ports = %v, want both pods' veths", spec.Ports)
 	}
@@ -332,5 +353,39 @@ func TestRun_NodeModeWithFakes(t *testing.T) {
 	}
 	if got["team-a/agent"] != "team-a|" || !strings.Contains(got["team-b/thief"], "bound to namespaces [team-a]") {
 		t.Errorf("status containers = %v", got)
+	}
+	// Pods, but no bridge of that name: the rules confine nothing there,
+	// so the DaemonSet's readiness says so.
+	resp, err := http.Get("http://" + cfg.Metrics.Address + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "no bridge clrt-nocni0") {
+		t.Errorf("/readyz = %d %q, want 503 naming the missing bridge", resp.StatusCode, body)
+	}
+}
+
+func TestPodProfile_UnboundDefaultGoesToNoPod(t *testing.T) {
+	if p, reason := podProfile(nil, pod("ci", "p", "default", "")); p != "" || !strings.Contains(reason, "default profile is bound to no namespace") {
+		t.Errorf("podProfile = %q, %q; want a refusal naming the default profile's binding", p, reason)
+	}
+}
+
+func TestInjectorAdapter_PodGoneFromTheTableGetsNothing(t *testing.T) {
+	cfg := nodeConfig(t)
+	cfg.Profiles.TrustLabels = true // a label alone must still not count in node mode
+	p, err := buildParts(cfg, newStore(t, "CLAUDERON_PROFILE_TEAM_A_CLAUDE_CODE_OAUTH_TOKEN="+unitToken), netip.MustParseAddr("10.244.1.1"), discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w workloads
+	w.set(nil)
+	p.injector.pod = w.get
+	req, _ := http.NewRequest("POST", "https://api.anthropic.com/v1/messages", nil)
+	_, _, err = p.injector.Apply(req, "api.anthropic.com", tlsmitm.Client{ID: "uid-gone", Name: "team-a/gone", Profile: "team-a", Known: true})
+	if !errors.Is(err, tlsmitm.ErrForbidden) || !strings.Contains(err.Error(), "no longer on this node's list") || req.Header.Get("Authorization") != "" {
+		t.Errorf("a pod gone from the table: err = %v, authorization %q", err, req.Header.Get("Authorization"))
 	}
 }

@@ -43,7 +43,7 @@ func buildParts(cfg *config.Config, store *injector.Store, gw netip.Addr, log *s
 	}
 	return &parts{
 		injector: &injectorAdapter{inj: inj, requireLabel: cfg.Profiles.RequireLabel, trustLabels: cfg.Profiles.TrustLabels,
-			auditMode: cfg.Egress.Mode == "audit", access: cfg.Profiles.Access},
+			auditMode: cfg.Egress.Mode == "audit", access: cfg.Profiles.Access, nodeMode: cfg.NodeMode()},
 		policy:    pol,
 		upstreams: ups,
 		answer:    interceptAnswer(ups, gw),

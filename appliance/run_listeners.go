@@ -201,5 +201,8 @@ func (d *daemon) notReady() string {
 	if state, drift, _ := d.enforcer.snapshot(); state != EnforcementIntact {
 		return fmt.Sprintf("enforcement %s: %v", state, drift)
 	}
+	if d.cfg.NodeMode() {
+		return d.podBridgeMissing()
+	}
 	return ""
 }

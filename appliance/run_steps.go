@@ -133,7 +133,12 @@ func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
 		}
 		d.table = src
 		if err := src.Sync(ctx); err != nil {
-			return fmt.Errorf("listing the pods of node %s: %w", d.cfg.Kubernetes.Node, err)
+			// Not fatal: the rules go in next (closed: no pod is known, so
+			// none is let through) and the watch keeps listing. Stopping
+			// here would leave the node unconfined while the API server
+			// is away (after a reboot, say).
+			d.log.Error("listing this node's pods failed; no pod gets through until a list succeeds (retrying)",
+				"node", d.cfg.Kubernetes.Node, "err", err)
 		}
 		d.work.set(src.List())
 		return nil

@@ -100,11 +100,16 @@ func (b builder) natRules() []Rule {
 // apiServerRules accept the bridge's connections to the API server
 // endpoints (in host_in when the API server is on this host, in
 // filter_forward when it is routed).
-func (b builder) apiServerRules(where string) []Rule {
+// from nil: whatever the input interface (this node's pods and other
+// nodes' alike).
+func (b builder) apiServerRules(where string, from Match) []Rule {
 	var rules []Rule
 	for i, a := range b.s.Cluster.APIServer {
-		rules = append(rules, rule(fmt.Sprintf("%s-apiserver-%d", where, i), Accept{}, b.fromBridge(), NFProto{},
-			Addr{Dst: true, Prefix: netip.PrefixFrom(a.Addr(), 32)}, DPort{Proto: "tcp", Ports: []uint16{a.Port()}}))
+		ms := []Match{NFProto{}, Addr{Dst: true, Prefix: netip.PrefixFrom(a.Addr(), 32)}, DPort{Proto: "tcp", Ports: []uint16{a.Port()}}}
+		if from != nil {
+			ms = append([]Match{from}, ms...)
+		}
+		rules = append(rules, rule(fmt.Sprintf("%s-apiserver-%d", where, i), Accept{}, ms...))
 	}
 	return rules
 }
@@ -136,10 +141,27 @@ func (b builder) hostRules() []Rule {
 		rule("accept-tls", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.TLSPort}}, CtDNAT{}),
 		rule("accept-dns-udp", Accept{}, br, v4, gw, DPort{Proto: "udp", Ports: []uint16{b.s.DNSPort}}, CtDNAT{}),
 		rule("accept-dns-tcp", Accept{}, br, v4, gw, DPort{Proto: "tcp", Ports: []uint16{b.s.DNSPort}}, CtDNAT{}),
-	}, b.apiServerRules("host"), []Rule{
+	}, b.apiServerRules("host", nil), b.foreignPodRules("host", []Match{IfName{Name: "lo", Neg: true}}), []Rule{
 		rule("reject-host-tcp", RejectTCPReset{}, br, L4Proto{Proto: "tcp"}),
 		rule("drop-host", Drop{}, br),
 	})
+}
+
+// foreignPodRules confine the pods of other nodes where this node's rules
+// see them (their own node judged them already, but the pod CIDR holds the
+// other nodes' bridge and tunnel addresses, through which they reach this
+// host): new connections from the pod CIDRs arriving on another interface
+// (extra: not lo, or only toward what is not a pod) may reach this host
+// only at the API server endpoints (host_in), and may be forwarded only to
+// the pod CIDRs (filter_forward), never on out of the cluster.
+func (b builder) foreignPodRules(where string, extra []Match) []Rule {
+	notBr := IfName{Name: b.s.Bridge, Neg: true}
+	var rules []Rule
+	for i, p := range b.s.Cluster.PodCIDRs {
+		ms := append([]Match{notBr, NFProto{}, Addr{Prefix: p}}, extra...)
+		rules = append(rules, rule(fmt.Sprintf("%s-foreign-pods-%d", where, i), Drop{}, append(ms, CtNew{})...))
+	}
+	return rules
 }
 
 // hostOutRules stop the host opening connections into the bridge (Docker's
@@ -179,7 +201,7 @@ func (b builder) natPostRules() []Rule {
 
 func (b builder) forwardRules() []Rule {
 	br, v4 := b.fromBridge(), NFProto{}
-	var rules []Rule
+	rules := b.clusterTransitRules()
 	if b.s.AllowIntraBridge {
 		rules = append(rules, rule("intra-bridge-allow", Accept{}, br, b.toBridge()))
 	} else {
@@ -189,7 +211,7 @@ func (b builder) forwardRules() []Rule {
 	for i, p := range b.s.Cluster.PodCIDRs {
 		rules = append(rules, rule(fmt.Sprintf("cluster-pods-%d", i), Accept{}, br, v4, Addr{Dst: true, Prefix: p}))
 	}
-	rules = append(rules, b.apiServerRules("forward")...)
+	rules = append(rules, b.apiServerRules("forward", br)...)
 	for i, a := range b.s.AllowCIDRs {
 		ms := []Match{br, v4, Addr{Dst: true, Prefix: a.Prefix}}
 		switch {
@@ -208,6 +230,33 @@ func (b builder) forwardRules() []Rule {
 		rule("into-bridge-established", Accept{}, b.toBridge(), CtEstablished{}),
 		rule("drop-into-bridge", Drop{}, b.toBridge()),
 	)
+}
+
+// clusterTransitRules judge what this node forwards between other
+// interfaces for the cluster (node mode): other nodes' pods reaching
+// through this node (the API server endpoints, or another pod) and
+// nothing else; and no new connection from outside the pod CIDRs to a pod
+// (a NodePort or LoadBalancer DNAT here, masqueraded into the pod
+// network, would hand a confined pod an inbound channel).
+func (b builder) clusterTransitRules() []Rule {
+	if len(b.s.Cluster.PodCIDRs) == 0 {
+		return nil
+	}
+	notBr, notToBr := IfName{Name: b.s.Bridge, Neg: true}, IfName{Out: true, Name: b.s.Bridge, Neg: true}
+	var notPods, toPods []Match
+	for _, p := range b.s.Cluster.PodCIDRs {
+		notPods = append(notPods, Addr{Dst: true, Prefix: p, Neg: true})
+	}
+	rules := b.apiServerRules("transit", notBr)
+	rules = append(rules, b.foreignPodRules("transit", notPods)...)
+	for _, p := range b.s.Cluster.PodCIDRs {
+		toPods = append(toPods, Addr{Prefix: p, Neg: true})
+	}
+	for i, p := range b.s.Cluster.PodCIDRs {
+		ms := append([]Match{notBr, notToBr, NFProto{}, Addr{Dst: true, Prefix: p}}, toPods...)
+		rules = append(rules, rule(fmt.Sprintf("transit-outside-to-pods-%d", i), Drop{}, append(ms, CtNew{})...))
+	}
+	return rules
 }
 
 // denyRules are the egress refusals; in audit mode each one logs, counts

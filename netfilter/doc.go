@@ -60,7 +60,14 @@
 // traffic from them; the API server endpoints are accepted in host_in
 // (on this host) and filter_forward (routed); host_out is empty (the
 // kubelet probes pods from the host); nat_post leaves pod-to-pod
-// addresses alone.
+// addresses alone. Other nodes' pods, whose traffic arrives on another
+// interface with a pod-CIDR source, may reach this host only at the API
+// server endpoints (host_in: the pod CIDR holds every node's bridge and
+// tunnel addresses) and be forwarded only to the pod CIDRs; and no new
+// connection from outside the pod CIDRs is forwarded to them between two
+// other interfaces (a NodePort DNAT here would otherwise hand a pod
+// elsewhere an inbound channel). The golden files
+// testdata/{build,kernel}/cluster.nft show the whole ruleset.
 //
 // Decisions: AuditMode turns only the forward rejects into NFLOG (group
 // Spec.LogGroup, prefix "clauderon would-deny: ") + counter + accept;

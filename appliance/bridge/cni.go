@@ -59,6 +59,11 @@ func AdoptCNI(links Links, name string, subnet netip.Prefix) (Network, error) {
 			others = append(others, "Cilium ("+a.Name+")")
 		case a.Name == "vxlan.calico" || strings.HasPrefix(a.Name, "cali"):
 			others = append(others, "Calico ("+a.Name+")")
+		case a.Name == "kube-ipvs0":
+			// IPVS makes every ClusterIP a local address: Services would
+			// meet the host rules, and IPVS's own forwarding leaves through
+			// the output path, where nothing judges the endpoint.
+			return Network{}, errors.New("kube-proxy runs in IPVS mode (kube-ipvs0): node mode needs kube-proxy in iptables or nftables mode")
 		}
 	}
 	if br == nil {
@@ -97,4 +102,10 @@ func AdoptCNI(links Links, name string, subnet netip.Prefix) (Network, error) {
 			name, strings.Join(seen, ", "), subnet)
 	}
 	return n, nil
+}
+
+// LinkExists reports whether the host has a link named name.
+func LinkExists(name string) bool {
+	_, err := netlink.LinkByName(name)
+	return err == nil
 }

@@ -43,6 +43,7 @@ func TestAdoptCNI(t *testing.T) {
 		{"wrong subnet", fakeLinks{links: []netlink.Link{br}, addrs: map[string][]string{"cni0": {"10.9.0.1/24"}}}, "", false, "none in network.subnet"},
 		{"not a bridge", fakeLinks{links: []netlink.Link{dummy}}, "", false, "is a dummy link"},
 		{"cilium", fakeLinks{links: []netlink.Link{&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "cilium_host"}}}}, "", false, "Cilium"},
+		{"ipvs", fakeLinks{links: []netlink.Link{br, &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "kube-ipvs0"}}}}, "", false, "IPVS mode"},
 		{"calico", fakeLinks{links: []netlink.Link{&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "cali12345"}}}}, "", false, "Calico"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -51,7 +52,7 @@ func TestAdoptCNI(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
 				}
-				if errors.Is(err, ErrNoLinuxBridge) == (tc.name == "wrong subnet") {
+				if errors.Is(err, ErrNoLinuxBridge) == (tc.name == "wrong subnet" || tc.name == "ipvs") {
 					t.Errorf("err = %v: ErrNoLinuxBridge only when the CNI has no Linux bridge", err)
 				}
 				return

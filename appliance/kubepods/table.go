@@ -52,6 +52,7 @@ type Table struct {
 	// claimed by several pods. Cleared when the condition ends.
 	vethWarned     map[string]bool
 	conflictWarned map[netip.Addr]bool
+	vethRounds     int // resolveVeths calls (syncMu)
 
 	mu    sync.RWMutex
 	byUID map[string]identity.Container
@@ -66,6 +67,7 @@ type Table struct {
 	maxEvent, maxList      int64
 	backoffMin, backoffMax time.Duration
 	vethEvery              time.Duration
+	recheckEvery           int // one veth round in this many asks again for every pod
 	watchTimeout           func() time.Duration
 }
 
@@ -90,7 +92,7 @@ func New(o Options) *Table {
 		byUID: map[string]identity.Container{}, byIP: map[netip.Addr][]string{},
 		maxEvent: maxEventBytes, maxList: maxListBytes,
 		backoffMin: 200 * time.Millisecond, backoffMax: 5 * time.Second,
-		vethEvery: time.Second, watchTimeout: jitteredWatchTimeout}
+		vethEvery: time.Second, recheckEvery: 10, watchTimeout: jitteredWatchTimeout}
 	t.streamDown.Store(true)
 	return t
 }
@@ -339,23 +341,29 @@ func (t *Table) notify(ctx context.Context) {
 
 // resolveVeths retries Veth for the pods without a host veth (Run calls it
 // once per vethEvery) and tells OnChange when one is found.
+//
+// Every recheckEvery-th round (10: every 10 s) it asks again for every pod: a sandbox
+// re-created with the same address (its pause container died, containerd
+// restarted) has a new host veth, and the old name would keep dropping
+// the pod's traffic.
 func (t *Table) resolveVeths(ctx context.Context) {
 	t.syncMu.Lock()
 	defer t.syncMu.Unlock()
+	all := t.vethRounds%t.recheckEvery == 0
+	t.vethRounds++
 	t.mu.RLock()
 	var todo []identity.Container
 	for _, c := range t.byUID {
-		if c.HostVeth == "" {
+		if all || c.HostVeth == "" {
 			todo = append(todo, c)
 		}
 	}
 	t.mu.RUnlock()
 	found := false
 	for _, c := range todo {
-		if v := t.veth(c); v != "" {
-			c.HostVeth = v
+		if v := t.veth(c); v != "" && v != c.HostVeth {
 			t.mu.Lock()
-			if cur, ok := t.byUID[c.ID]; ok && cur.IP == c.IP && cur.HostVeth == "" {
+			if cur, ok := t.byUID[c.ID]; ok && cur.IP == c.IP && cur.HostVeth == c.HostVeth {
 				cur.HostVeth = v
 				t.byUID[c.ID] = cur
 				found = true

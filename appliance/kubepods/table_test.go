@@ -342,6 +342,7 @@ func TestVeth_UnresolvedIsRetriedAndReported(t *testing.T) {
 	}
 	var rec recorder
 	tab := newTestTable(t, f, func(o *Options) { o.Veth, o.OnChange = veth, rec.onChange })
+	tab.recheckEvery = 1 << 30 // this test is about the first resolution; see TestVeth_RecreatedSandboxIsFollowed
 	if err := tab.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -368,4 +369,34 @@ func TestVeth_UnresolvedIsRetriedAndReported(t *testing.T) {
 	if calls != before {
 		t.Errorf("Veth called %d more times for a resolved pod whose address did not change", calls-before)
 	}
+}
+
+// TestVeth_RecreatedSandboxIsFollowed: a pod's sandbox re-created with the
+// same address gets a new host veth; the periodic recheck picks it up.
+func TestVeth_RecreatedSandboxIsFollowed(t *testing.T) {
+	f := newFakeAPI(t)
+	f.set(mkPod("a", "10.215.0.2"))
+	var (
+		mu   sync.Mutex
+		name = "vethold"
+	)
+	veth := func(netip.Addr) (string, error) { mu.Lock(); defer mu.Unlock(); return name, nil }
+	var rec recorder
+	tab := newTestTable(t, f, func(o *Options) { o.Veth, o.OnChange = veth, rec.onChange })
+	tab.recheckEvery = 2
+	if err := tab.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, tab)
+	mu.Lock()
+	name = "vethnew"
+	mu.Unlock()
+	waitFor(t, "the new veth", func() bool {
+		c, ok := tab.Lookup(netip.MustParseAddr("10.215.0.2"))
+		return ok && c.HostVeth == "vethnew"
+	})
+	waitFor(t, "OnChange told", func() bool {
+		n := rec.names()
+		return len(n) > 0 && slices.Equal(n[len(n)-1], []string{"team/a@vethnew"})
+	})
 }

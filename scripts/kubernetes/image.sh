@@ -9,5 +9,8 @@ ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 CGO_ENABLED=0 go build -trimpath -buildvcs=false -o "$ctx/" ./cmd/clauderond ./cmd/clauderon
 cp scripts/kubernetes/Dockerfile "$ctx/"
+roots=/etc/ssl/certs/ca-certificates.crt
+[ -s "$roots" ] || { echo "error: $roots is missing (apt-get install ca-certificates)" >&2; exit 1; }
+cp "$roots" "$ctx/"
 docker build -q -t "$tag" "$ctx" >/dev/null
 echo "$tag"

@@ -184,8 +184,18 @@ func TestKubernetes_DaemonSetConfinesPods(t *testing.T) {
 	t.Run("LabelOfAnotherNamespacesProfileGetsNothing", func(t *testing.T) {
 		c.apply(t, curlPod(nsA, "thief", debian, "team-b"))
 		c.apply(t, curlPod(nsB, "owner", debian, "team-b"))
-		c.waitPod(t, nsA, "thief", true)
-		c.waitPod(t, nsB, "owner", true)
+		c.apply(t, curlPod(nsA, "plain-a", debian, ""))
+		c.apply(t, curlPod(nsB, "plain-b", debian, ""))
+		for _, p := range [][2]string{{nsA, "thief"}, {nsB, "owner"}, {nsA, "plain-a"}, {nsB, "plain-b"}} {
+			c.waitPod(t, p[0], p[1], true)
+		}
+		// The default profile is bound to namespace B only.
+		if out := c.k(t, "-n", nsA, "logs", "plain-a"); !strings.Contains(out, "status=403") || !strings.Contains(out, "asks for profile default") {
+			t.Errorf("an unlabelled pod in %s got %q; want 403 naming the default profile's binding", nsA, out)
+		}
+		if out := c.k(t, "-n", nsB, "logs", "plain-b"); !strings.Contains(out, "token=default") {
+			t.Errorf("an unlabelled pod in %s got %q; want the default token injected", nsB, out)
+		}
 		if out := c.k(t, "-n", nsA, "logs", "thief"); !strings.Contains(out, "status=403") || !strings.Contains(out, "bound to namespaces") || strings.Contains(out, "token=team-b") {
 			t.Errorf("a pod in %s labelled team-b got %q; want 403 naming the binding, no token", nsA, out)
 		}
@@ -264,8 +274,9 @@ upstreams:
   - {host: api.anthropic.com, address: %q, ca_file: /etc/clauderon-e2e/upstream-ca.pem}
 profiles:
   access:
-    - {profile: team-a, namespaces: [%s]}
-    - {profile: team-b, namespaces: [%s]}
+    - {profile: team-a, namespaces: [%[7]s]}
+    - {profile: team-b, namespaces: [%[8]s]}
+    - {profile: default, namespaces: [%[8]s]}
 `, bridge, podCIDR, serviceCIDR, nodeIP+":6443", clusterDNS, apiAddr, nsA, nsB)
 }
 
@@ -370,9 +381,13 @@ func service(ns, name, clusterIP, app, proto string, ports ...int) string {
 // curl) as uid 1000 with only the placeholder and the CA from ConfigMap
 // clauderon-ca, as scripts/kubernetes/example-pod.yaml does.
 func agentPod(ns, name, image, profile, script string) string {
+	labels := "{}"
+	if profile != "" {
+		labels = "{clauderon.profile: " + profile + "}"
+	}
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
-metadata: {name: %s, namespace: %s, labels: {clauderon.profile: %s}}
+metadata: {name: %s, namespace: %s, labels: %s}
 spec:
   restartPolicy: Never
   securityContext: {runAsUser: 1000, runAsGroup: 1000}
@@ -392,7 +407,7 @@ spec:
   volumes:
   - {name: ca, configMap: {name: clauderon-ca}}
   - {name: home, emptyDir: {}}
-`, name, ns, profile, image, quoted(script), placeholder)
+`, name, ns, labels, image, quoted(script), placeholder)
 }
 
 func claudePod(ns, name, image, profile string) string {
