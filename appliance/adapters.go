@@ -107,8 +107,14 @@ func mapInjectorError(err error) error {
 	}
 }
 
-// identityAdapter satisfies tlsmitm.Identity and dnsredir.Identity.
-type identityAdapter struct{ t identitySource }
+// identityAdapter satisfies tlsmitm.Identity and dnsredir.Identity. In
+// node mode (access set) a pod's Profile is the one its binding gives
+// ("" for the default or none), not its label, so the audit records what
+// was in force.
+type identityAdapter struct {
+	t      identitySource
+	access *[]config.ProfileAccess
+}
 
 var _ tlsmitm.Identity = identityAdapter{}
 
@@ -119,7 +125,11 @@ func (a identityAdapter) Lookup(addr netip.Addr) (tlsmitm.Client, bool) {
 		// keeps its name for the 403 and the audit, never Known.
 		return tlsmitm.Client{ID: c.ID, Name: c.Name}, false
 	}
-	return tlsmitm.Client{ID: c.ID, Name: c.Name, Profile: c.Profile, Known: true}, true
+	profile := c.Profile
+	if a.access != nil && c.Namespace != "" {
+		profile, _ = podProfile(*a.access, c)
+	}
+	return tlsmitm.Client{ID: c.ID, Name: c.Name, Profile: profile, Known: true}, true
 }
 
 // dnsIdentity names containers for DNS audit records.

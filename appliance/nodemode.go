@@ -283,3 +283,14 @@ func (d *daemon) awaitPodBridge(ctx context.Context, every time.Duration) error 
 		return true, nil
 	})
 }
+
+// identityFor is the terminator's identity for cfg (node mode: the pods'
+// bound profiles).
+func (d *daemon) identityFor(cfg *config.Config) identityAdapter {
+	a := identityAdapter{t: d.table}
+	if cfg.NodeMode() {
+		access := cfg.Profiles.Access
+		a.access = &access
+	}
+	return a
+}

@@ -389,3 +389,30 @@ func TestInjectorAdapter_PodGoneFromTheTableGetsNothing(t *testing.T) {
 		t.Errorf("a pod gone from the table: err = %v, authorization %q", err, req.Header.Get("Authorization"))
 	}
 }
+
+type oneWorkload struct{ c identity.Container }
+
+func (o oneWorkload) Sync(context.Context) error                   { return nil }
+func (o oneWorkload) Run(context.Context) error                    { return nil }
+func (o oneWorkload) List() []identity.Container                   { return []identity.Container{o.c} }
+func (o oneWorkload) Lookup(netip.Addr) (identity.Container, bool) { return o.c, true }
+
+// TestIdentityAdapter_PodProfileIsTheBoundOne: the audit's profile is what
+// the binding gave, not the label a pod chose.
+func TestIdentityAdapter_PodProfileIsTheBoundOne(t *testing.T) {
+	cfg := nodeConfig(t)
+	d := &daemon{}
+	for _, tc := range []struct {
+		pod  identity.Container
+		want string
+	}{
+		{pod("team-a", "owner", "default", "team-a"), "team-a"},
+		{pod("team-b", "thief", "default", "team-a"), ""},
+	} {
+		d.table = oneWorkload{tc.pod}
+		c, ok := d.identityFor(cfg).Lookup(tc.pod.IP)
+		if !ok || c.Profile != tc.want {
+			t.Errorf("%s: Lookup = %+v, %v; want profile %q", tc.pod.Name, c, ok, tc.want)
+		}
+	}
+}

@@ -36,7 +36,7 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 		return err
 	}
 	d.parts.Store(p)
-	if d.tls, err = tlsmitm.New(tlsConfig(d.cfg, p, identityAdapter{d.table}, d.events, res, d.network.Subnet, d.base)); err != nil {
+	if d.tls, err = tlsmitm.New(tlsConfig(d.cfg, p, d.identityFor(d.cfg), d.events, res, d.network.Subnet, d.base)); err != nil {
 		return fmt.Errorf("starting the TLS terminator: %w", err)
 	}
 	d.dnsRes = &overrideResolver{base: res}
