@@ -17,25 +17,14 @@ import (
 
 	"github.com/clauderon/clauderond/appliance/api"
 	"github.com/clauderon/clauderond/appliance/audit"
+	"github.com/clauderon/clauderond/appliance/internal/dockertest"
 	"github.com/clauderon/clauderond/appliance/session"
 	"github.com/clauderon/clauderond/dnsredir"
 	"github.com/clauderon/clauderond/injector"
 	"github.com/clauderon/clauderond/netfilter"
 	"github.com/clauderon/clauderond/tlsmitm"
-	"github.com/docker/docker/api/types/container"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-// namesDocker is the Docker the session manager asks for a run
-// container's name; nothing else is called in these tests.
-type namesDocker struct {
-	session.DockerAPI
-	names map[string]string // id → name
-}
-
-func (d namesDocker) ContainerInspect(_ context.Context, id string) (container.InspectResponse, error) {
-	return container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{ID: id, Name: "/" + d.names[id]}}, nil
-}
 
 type syncBuf struct {
 	mu sync.Mutex
@@ -66,7 +55,10 @@ func newHoneyRig(t *testing.T) *honeyRig {
 	if err := os.WriteFile(filepath.Join(cfg.StateDir, "proxy-ca.pem"), []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	docker := namesDocker{names: map[string]string{"id-1": "c1", "id-2": "c2"}}
+	// The session manager asks Docker for a run container's name.
+	docker := dockertest.New()
+	docker.Put(dockertest.Container{ID: "id-1", Name: "c1"})
+	docker.Put(dockertest.Container{ID: "id-2", Name: "c2"})
 	m, err := session.New(ctx, session.Options{Docker: docker, Network: "clauderon", StateDir: cfg.StateDir,
 		Placeholders: injector.Placeholders(), SystemBundle: filepath.Join(cfg.StateDir, "none")})
 	if err != nil {

@@ -18,86 +18,50 @@ import (
 
 	"github.com/clauderon/clauderond/appliance/api"
 	"github.com/clauderon/clauderond/appliance/config"
+	"github.com/clauderon/clauderond/appliance/internal/dockertest"
 	"github.com/clauderon/clauderond/netfilter"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/network"
 )
 
-// fakeDocker is the Docker API in memory: one network, containers, events.
-type fakeDocker struct {
-	mu         sync.Mutex
-	nets       map[string]network.Inspect
-	containers map[string]container.InspectResponse
-	events     chan events.Message
-	creates    int
+// agentImage is the image the fake dockerd has locally.
+const agentImage = "clauderon-agent:latest"
+
+// newFakeDocker is dockerd in memory (appliance/internal/dockertest).
+func newFakeDocker() *dockertest.Docker {
+	d := dockertest.New()
+	d.AddImage(agentImage)
+	return d
 }
 
-func newFakeDocker() *fakeDocker {
-	return &fakeDocker{nets: map[string]network.Inspect{}, containers: map[string]container.InspectResponse{},
-		events: make(chan events.Message, 16)}
+// addContainer puts a running container on the clauderon network, as if
+// it had been started before the daemon (no events).
+func addContainer(d *dockertest.Docker, id, name, ip string) {
+	d.Put(dockertest.Container{ID: id, Name: name,
+		Networks: map[string]*network.EndpointSettings{"clauderon": {IPAddress: ip}}})
 }
 
-func (f *fakeDocker) NetworkInspect(_ context.Context, id string, _ network.InspectOptions) (network.Inspect, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, n := range f.nets {
-		if n.Name == id || n.ID == id {
-			return n, nil
-		}
+// runContainer is `docker run --network clauderon --ip ip`: every Events
+// subscriber sees create, network connect and start.
+func runContainer(t *testing.T, d *dockertest.Docker, name, ip string) {
+	t.Helper()
+	ctx := context.Background()
+	created, err := d.ContainerCreate(ctx, &container.Config{Image: agentImage}, &container.HostConfig{NetworkMode: "clauderon"},
+		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+			"clauderon": {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip}}}}, nil, name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return network.Inspect{}, fmt.Errorf("network %s: %w", id, cerrdefs.ErrNotFound)
-}
-
-func (f *fakeDocker) NetworkCreate(_ context.Context, name string, o network.CreateOptions) (network.CreateResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.creates++
-	f.nets[name] = network.Inspect{Name: name, ID: "net-" + name, Driver: o.Driver, IPAM: *o.IPAM, Options: o.Options}
-	return network.CreateResponse{ID: "net-" + name}, nil
-}
-
-func (f *fakeDocker) NetworkRemove(_ context.Context, id string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.nets, id)
-	return nil
-}
-
-func (f *fakeDocker) ContainerList(context.Context, container.ListOptions) ([]container.Summary, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []container.Summary
-	for id := range f.containers {
-		out = append(out, container.Summary{ID: id})
+	if err := d.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	return out, nil
 }
 
-func (f *fakeDocker) ContainerInspect(_ context.Context, id string) (container.InspectResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c, ok := f.containers[id]
-	if !ok {
-		return c, fmt.Errorf("container %s: %w", id, cerrdefs.ErrNotFound)
-	}
-	return c, nil
-}
-
-func (f *fakeDocker) Events(ctx context.Context, _ events.ListOptions) (<-chan events.Message, <-chan error) {
-	return f.events, make(chan error)
-}
-
-func (f *fakeDocker) addContainer(id, name, ip string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.containers[id] = container.InspectResponse{
-		ContainerJSONBase: &container.ContainerJSONBase{ID: id, Name: "/" + name, State: &container.State{Running: true, Pid: 7}},
-		Config:            &container.Config{},
-		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{
-			"clauderon": {IPAddress: ip}}},
-	}
+// networkGone reports whether the fake dockerd has no network name.
+func networkGone(d *dockertest.Docker, name string) bool {
+	_, err := d.NetworkInspect(context.Background(), name, network.InspectOptions{})
+	return cerrdefs.IsNotFound(err)
 }
 
 func freePort(t *testing.T) int {
@@ -113,7 +77,7 @@ func freePort(t *testing.T) int {
 // fakeRun runs the appliance against fakes: no root, no kernel, no dockerd.
 type fakeRun struct {
 	cfg     *config.Config
-	docker  *fakeDocker
+	docker  *dockertest.Docker
 	nft     *netfilter.Fake
 	cancel  context.CancelFunc
 	done    chan error
@@ -130,7 +94,7 @@ func startFake(t *testing.T) *fakeRun {
 	cfg.Metrics.Address = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	r := &fakeRun{cfg: cfg, docker: newFakeDocker(), nft: &netfilter.Fake{}, done: make(chan error, 1),
 		reload: make(chan struct{})}
-	r.docker.addContainer("c1", "agent-1", "10.213.0.2")
+	addContainer(r.docker, "c1", "agent-1", "10.213.0.2")
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
@@ -187,7 +151,11 @@ func TestRun_StartupWithFakes(t *testing.T) {
 	if calls := r.nft.Calls(); len(calls) == 0 || calls[0] != "apply" {
 		t.Errorf("netfilter calls = %v, want apply first", calls)
 	}
-	opts := r.docker.nets["clauderon"].Options
+	net, err := r.docker.NetworkInspect(context.Background(), "clauderon", network.InspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := net.Options
 	if opts["com.docker.network.bridge.enable_icc"] != "false" || opts["com.docker.network.bridge.enable_ip_masquerade"] != "false" {
 		t.Errorf("network options = %v", opts)
 	}
@@ -210,8 +178,7 @@ func TestRun_DriftIsReapplied(t *testing.T) {
 
 func TestRun_NewContainerUpdatesPorts(t *testing.T) {
 	r := startFake(t)
-	r.docker.addContainer("c2", "agent-2", "10.213.0.3")
-	r.docker.events <- events.Message{Type: events.ContainerEventType, Action: events.ActionStart, Actor: events.Actor{ID: "c2"}}
+	runContainer(t, r.docker, "agent-2", "10.213.0.3")
 	waitFor(t, "second port", func() bool {
 		spec, _ := r.nft.Applied()
 		return len(spec.Ports) == 2
@@ -284,9 +251,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestRun_MismatchedNetworkFailsBeforeTouchingRules(t *testing.T) {
 	cfg := testConfig(t)
 	d := newFakeDocker()
-	d.nets["clauderon"] = network.Inspect{Name: "clauderon", ID: "other", Driver: "bridge",
-		IPAM:    network.IPAM{Config: []network.IPAMConfig{{Subnet: "172.30.0.0/16"}}},
-		Options: map[string]string{"com.docker.network.bridge.name": "br-other"}}
+	if _, err := d.NetworkCreate(context.Background(), "clauderon", network.CreateOptions{Driver: "bridge",
+		IPAM:    &network.IPAM{Config: []network.IPAMConfig{{Subnet: "172.30.0.0/16"}}},
+		Options: map[string]string{"com.docker.network.bridge.name": "br-other"}}); err != nil {
+		t.Fatal(err)
+	}
 	nft := &netfilter.Fake{}
 	err := Run(context.Background(), cfg, discard(), WithDocker(d), WithNetfilter(nft),
 		withGatewayWait(func(string, string) error { return nil }), withListenAddr("127.0.0.1"))
@@ -317,7 +286,7 @@ func TestRun_LooseSecretsDirFailsFirst(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `start-up step "state dir"`) || !strings.Contains(err.Error(), "chmod 700") {
 		t.Errorf("Run = %v, want the state dir step to refuse with the chmod", err)
 	}
-	if d.creates != 0 {
+	if d.Calls("NetworkCreate") != 0 {
 		t.Error("the network was created although the state dir was refused")
 	}
 }
@@ -336,14 +305,19 @@ func TestTeardown_RefusesWhileRunning_ThenRemoves(t *testing.T) {
 		t.Fatalf("Run = %v", err)
 	}
 	r.done <- nil // for the cleanup
+	// dockerd refuses to remove a network with running endpoints: the
+	// operator removes the agent first.
+	if err := r.docker.ContainerRemove(context.Background(), "c1", container.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
 	if err := Teardown(context.Background(), r.cfg, discard(), WithDocker(r.docker), WithNetfilter(r.nft)); err != nil {
 		t.Fatalf("Teardown after stop: %v", err)
 	}
 	if _, ok := r.nft.Applied(); ok {
 		t.Error("rules still applied after Teardown")
 	}
-	if len(r.docker.nets) != 0 {
-		t.Errorf("networks after Teardown: %v", r.docker.nets)
+	if !networkGone(r.docker, "clauderon") {
+		t.Error("the clauderon network still exists after Teardown")
 	}
 	// A second teardown finds nothing and is fine.
 	if err := Teardown(context.Background(), r.cfg, discard(), WithDocker(r.docker), WithNetfilter(r.nft)); err != nil {

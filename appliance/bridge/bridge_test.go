@@ -3,61 +3,25 @@ package bridge
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 
+	"github.com/clauderon/clauderond/appliance/internal/dockertest"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/network"
 )
 
-// fakeDocker is an in-memory DockerAPI keyed by network name.
-type fakeDocker struct {
-	nets    map[string]network.Inspect
-	creates int
-	failErr error
-}
+func newFakeDocker() *dockertest.Docker { return dockertest.New() }
 
-func newFakeDocker() *fakeDocker { return &fakeDocker{nets: map[string]network.Inspect{}} }
-
-func (f *fakeDocker) find(id string) (network.Inspect, bool) {
-	for _, n := range f.nets {
-		if n.Name == id || n.ID == id {
-			return n, true
-		}
+// inspect returns the network as Docker holds it.
+func inspect(t *testing.T, d *dockertest.Docker, name string) network.Inspect {
+	t.Helper()
+	n, err := d.NetworkInspect(context.Background(), name, network.InspectOptions{})
+	if err != nil {
+		t.Fatalf("NetworkInspect(%s): %v", name, err)
 	}
-	return network.Inspect{}, false
-}
-
-func (f *fakeDocker) NetworkInspect(_ context.Context, id string, _ network.InspectOptions) (network.Inspect, error) {
-	if f.failErr != nil {
-		return network.Inspect{}, f.failErr
-	}
-	n, ok := f.find(id)
-	if !ok {
-		return network.Inspect{}, fmt.Errorf("network %s: %w", id, cerrdefs.ErrNotFound)
-	}
-	return n, nil
-}
-
-func (f *fakeDocker) NetworkCreate(_ context.Context, name string, o network.CreateOptions) (network.CreateResponse, error) {
-	if _, ok := f.nets[name]; ok {
-		return network.CreateResponse{}, fmt.Errorf("network %s: %w", name, cerrdefs.ErrConflict)
-	}
-	f.creates++
-	id := fmt.Sprintf("id%d", f.creates)
-	f.nets[name] = network.Inspect{Name: name, ID: id, Driver: o.Driver, IPAM: *o.IPAM, Options: o.Options, Labels: o.Labels}
-	return network.CreateResponse{ID: id}, nil
-}
-
-func (f *fakeDocker) NetworkRemove(_ context.Context, id string) error {
-	n, ok := f.find(id)
-	if !ok {
-		return fmt.Errorf("network %s: %w", id, cerrdefs.ErrNotFound)
-	}
-	delete(f.nets, n.Name)
-	return nil
+	return n
 }
 
 var testSpec = Spec{Name: "clauderon", Bridge: "clauderon0", Subnet: netip.MustParsePrefix("10.213.0.0/24")}
@@ -72,7 +36,7 @@ func TestEnsure_CreatesThenAdopts(t *testing.T) {
 	if !n.Created || n.Gateway != netip.MustParseAddr("10.213.0.1") || n.Bridge != "clauderon0" {
 		t.Errorf("Ensure (create) = %+v, want created with gateway 10.213.0.1 on clauderon0", n)
 	}
-	opts := d.nets["clauderon"].Options
+	opts := inspect(t, d, "clauderon").Options
 	if opts[OptICC] != "false" || opts[OptMasquerade] != "false" || opts[OptBridgeName] != "clauderon0" {
 		t.Errorf("created options = %v, want icc=false masquerade=false bridge name clauderon0", opts)
 	}
@@ -80,8 +44,8 @@ func TestEnsure_CreatesThenAdopts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Ensure (adopt): %v", err)
 	}
-	if n2.Created || n2.ID != n.ID || d.creates != 1 {
-		t.Errorf("Ensure (adopt) = %+v after %d creates, want the same network adopted, one create", n2, d.creates)
+	if n2.Created || n2.ID != n.ID || d.Calls("NetworkCreate") != 1 {
+		t.Errorf("Ensure (adopt) = %+v after %d creates, want the same network adopted, one create", n2, d.Calls("NetworkCreate"))
 	}
 }
 
@@ -92,7 +56,7 @@ func TestEnsure_AllowIntraBridgeSetsICC(t *testing.T) {
 	if _, err := Ensure(context.Background(), d, s); err != nil {
 		t.Fatal(err)
 	}
-	if got := d.nets["clauderon"].Options[OptICC]; got != "true" {
+	if got := inspect(t, d, "clauderon").Options[OptICC]; got != "true" {
 		t.Errorf("enable_icc = %q, want true", got)
 	}
 }
@@ -115,11 +79,10 @@ func TestEnsure_MismatchIsRefusedWithFix(t *testing.T) {
 			if _, err := Ensure(context.Background(), d, testSpec); err != nil {
 				t.Fatal(err)
 			}
-			n := d.nets["clauderon"]
-			n.Options = clone(n.Options)
-			n.IPAM.Config = append([]network.IPAMConfig(nil), n.IPAM.Config...)
-			tt.mutate(&n)
-			d.nets["clauderon"] = n
+			// Someone recreated the network by hand with other settings.
+			if err := d.UpdateNetwork("clauderon", tt.mutate); err != nil {
+				t.Fatal(err)
+			}
 			_, err := Ensure(context.Background(), d, testSpec)
 			var me *MismatchError
 			if !errors.As(err, &me) {
@@ -134,20 +97,12 @@ func TestEnsure_MismatchIsRefusedWithFix(t *testing.T) {
 	}
 }
 
-func clone(m map[string]string) map[string]string {
-	out := map[string]string{}
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
 func TestEnsure_DockerDownIsNotCreate(t *testing.T) {
 	d := newFakeDocker()
-	d.failErr = errors.New("cannot connect to the Docker daemon")
+	d.Fail("NetworkInspect", errors.New("cannot connect to the Docker daemon"))
 	_, err := Ensure(context.Background(), d, testSpec)
-	if err == nil || !strings.Contains(err.Error(), "inspecting docker network") || d.creates != 0 {
-		t.Errorf("Ensure = %v (creates %d), want an inspect error and no create", err, d.creates)
+	if err == nil || !strings.Contains(err.Error(), "inspecting docker network") || d.Calls("NetworkCreate") != 0 {
+		t.Errorf("Ensure = %v (creates %d), want an inspect error and no create", err, d.Calls("NetworkCreate"))
 	}
 }
 
@@ -187,7 +142,10 @@ func TestRemove_MissingIsFine(t *testing.T) {
 	if _, err := Ensure(context.Background(), d, testSpec); err != nil {
 		t.Fatal(err)
 	}
-	if err := Remove(context.Background(), d, "clauderon"); err != nil || len(d.nets) != 0 {
-		t.Errorf("Remove = %v, nets %v; want removed", err, d.nets)
+	if err := Remove(context.Background(), d, "clauderon"); err != nil {
+		t.Errorf("Remove = %v, want removed", err)
+	}
+	if _, err := d.NetworkInspect(context.Background(), "clauderon", network.InspectOptions{}); !cerrdefs.IsNotFound(err) {
+		t.Errorf("NetworkInspect after Remove = %v, want not found", err)
 	}
 }

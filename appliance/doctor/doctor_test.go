@@ -1,7 +1,6 @@
 package doctor
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,125 +16,65 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/clauderon/clauderond/appliance/api"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/image"
+	"github.com/clauderon/clauderond/appliance/internal/dockertest"
+	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
-	"github.com/docker/docker/pkg/stdcopy"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// fakeDocker "runs" the probe: on start it prints output and appends the
-// audit line the daemon would write.
-type fakeDocker struct {
-	mu       sync.Mutex
-	images   map[string]bool
-	imports  int
-	created  map[string]*container.Config
-	hosts    map[string]*container.HostConfig
-	removed  []string
+var _ Docker = (*dockertest.Docker)(nil)
+
+// probe is what the probe container does in the fake dockerd: it appends
+// the audit line the daemon would write (with the container's name),
+// prints output and exits with exit.
+type probe struct {
 	output   string     // probe stdout
-	exit     int64      // probe exit code
+	exit     int        // probe exit code
 	audit    *auditLine // appended on start, with the container's name
 	auditLog string
 }
 
-var _ Docker = (*fakeDocker)(nil)
-
-func (f *fakeDocker) ImageInspect(ctx context.Context, ref string, _ ...client.ImageInspectOption) (image.InspectResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.images[ref] {
-		return image.InspectResponse{}, errdefs.NotFound(fmt.Errorf("no such image %s", ref))
-	}
-	return image.InspectResponse{ID: ref}, nil
-}
-
-func (f *fakeDocker) ImageImport(ctx context.Context, src image.ImportSource, ref string, o image.ImportOptions) (io.ReadCloser, error) {
-	data, err := io.ReadAll(src.Source)
-	if err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(data) == 0 {
-		return nil, errors.New("empty import")
-	}
-	f.images[ref] = true
-	f.imports++
-	return io.NopCloser(strings.NewReader(`{"status":"sha256:abc"}`)), nil
-}
-
-func (f *fakeDocker) ImageList(ctx context.Context, o image.ListOptions) ([]image.Summary, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []image.Summary
-	for ref := range f.images {
-		if strings.HasPrefix(ref, probeRepo+":") {
-			out = append(out, image.Summary{ID: ref, RepoTags: []string{ref}})
-		}
-	}
-	return out, nil
-}
-
-func (f *fakeDocker) ImageRemove(ctx context.Context, ref string, o image.RemoveOptions) ([]image.DeleteResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.images, ref)
-	return []image.DeleteResponse{{Untagged: ref}}, nil
-}
-
-func (f *fakeDocker) ContainerCreate(ctx context.Context, cfg *container.Config, hc *container.HostConfig, nc *network.NetworkingConfig, p *ocispec.Platform, name string) (container.CreateResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.images[cfg.Image] {
-		return container.CreateResponse{}, errdefs.NotFound(fmt.Errorf("no such image %s", cfg.Image))
-	}
-	f.created[name] = cfg
-	f.hosts[name] = hc
-	return container.CreateResponse{ID: "id-" + name}, nil
-}
-
-func (f *fakeDocker) ContainerStart(ctx context.Context, id string, o container.StartOptions) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.audit != nil {
-		l := *f.audit
-		l.Container = strings.TrimPrefix(id, "id-")
+func (p *probe) run(_ context.Context, c dockertest.Container, stdout, _ io.Writer) (int, error) {
+	if p.audit != nil {
+		l := *p.audit
+		l.Container = c.Name
 		b, _ := json.Marshal(l)
-		fh, err := os.OpenFile(f.auditLog, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
+		fh, err := os.OpenFile(p.auditLog, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		defer fh.Close()
 		fmt.Fprintf(fh, "%s\n", b)
 	}
-	return nil
+	_, _ = io.WriteString(stdout, p.output)
+	return p.exit, nil
 }
 
-func (f *fakeDocker) ContainerWait(ctx context.Context, id string, c container.WaitCondition) (<-chan container.WaitResponse, <-chan error) {
-	w := make(chan container.WaitResponse, 1)
-	w <- container.WaitResponse{StatusCode: f.exit}
-	return w, make(chan error)
+// newProbeDocker is dockerd in memory with the clauderon network, whose
+// containers run p.
+func newProbeDocker(t *testing.T, p *probe) *dockertest.Docker {
+	t.Helper()
+	d := dockertest.New()
+	if _, err := d.NetworkCreate(context.Background(), "clauderon", network.CreateOptions{Driver: "bridge",
+		IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: "10.213.0.0/24"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	d.SetProgram(p.run)
+	return d
 }
 
-func (f *fakeDocker) ContainerLogs(ctx context.Context, id string, o container.LogsOptions) (io.ReadCloser, error) {
-	var buf bytes.Buffer
-	_, _ = stdcopy.NewStdWriter(&buf, stdcopy.Stdout).Write([]byte(f.output))
-	return io.NopCloser(&buf), nil
-}
-
-func (f *fakeDocker) ContainerRemove(ctx context.Context, id string, o container.RemoveOptions) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.removed = append(f.removed, id)
-	return nil
+// destroyed lists the IDs of the containers removed, in order.
+func destroyed(d *dockertest.Docker) []string {
+	var ids []string
+	for _, m := range d.History() {
+		if m.Type == events.ContainerEventType && m.Action == events.ActionDestroy {
+			ids = append(ids, m.Actor.ID)
+		}
+	}
+	return ids
 }
 
 // writeCA writes a CA certificate and key into dir.
@@ -172,9 +111,10 @@ var goodStatus = api.Status{
 }
 
 type env struct {
-	deps Deps
-	dock *fakeDocker
-	dir  string
+	deps  Deps
+	dock  *dockertest.Docker
+	probe *probe
+	dir   string
 }
 
 // setup builds Deps where everything passes; tests break one thing.
@@ -197,12 +137,13 @@ func setup(t *testing.T) *env {
 	if err := os.WriteFile(auditPath, []byte("{\"container\":\"other\",\"host\":\"api.anthropic.com\",\"path\":\"/x\",\"auth_injected\":true}\nnot json\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dock := &fakeDocker{images: map[string]bool{}, created: map[string]*container.Config{}, hosts: map[string]*container.HostConfig{},
+	pr := &probe{
 		output:   "probe: GET https://api.anthropic.com/api/hello\nprobe: tls verified, certificate issued by \"CN=clauderon local CA\"\nprobe: status 200\n",
 		audit:    &auditLine{Host: "api.anthropic.com", SNI: "api.anthropic.com", Path: "/api/hello", Status: 200, Decision: "intercept", Rule: "api.anthropic.com", AuthInjected: true},
 		auditLog: auditPath}
+	dock := newProbeDocker(t, pr)
 	st := goodStatus
-	return &env{dir: dir, dock: dock, deps: Deps{
+	return &env{dir: dir, dock: dock, probe: pr, deps: Deps{
 		Status: func(context.Context) (api.Status, error) { return st, nil },
 		Docker: dock, Network: "clauderon", CAPath: ca, AuditPath: auditPath,
 		ClaudeJSON: cj, SessionUser: "1000:1000", Version: "v1.2.3+dirty", SelfExe: exe, ProbeTimeout: 10 * time.Second, AuditWait: 300 * time.Millisecond,
@@ -245,11 +186,11 @@ func TestRun_AllGood(t *testing.T) {
 		t.Errorf("steps = %v, want %v", got, wantNames)
 	}
 	// The probe: our image, on the network, nobody, only the CA mounted, removed after.
-	if e.dock.imports != 1 || len(e.dock.created) != 1 {
-		t.Fatalf("imports=%d created=%d", e.dock.imports, len(e.dock.created))
+	if e.dock.Calls("ImageImport") != 1 || len(e.dock.Created()) != 1 {
+		t.Fatalf("imports=%d created=%d", e.dock.Calls("ImageImport"), len(e.dock.Created()))
 	}
-	for name, cfg := range e.dock.created {
-		hc := e.dock.hosts[name]
+	for _, c := range e.dock.Created() {
+		cfg, hc := c.Config, c.HostConfig
 		if !strings.HasPrefix(cfg.Image, "clauderon-probe:v1.2.3_dirty-") || cfg.User != "65534:65534" || string(hc.NetworkMode) != "clauderon" {
 			t.Errorf("probe config: image=%q user=%q network=%q", cfg.Image, cfg.User, hc.NetworkMode)
 		}
@@ -264,14 +205,14 @@ func TestRun_AllGood(t *testing.T) {
 				t.Errorf("probe env has %q", v)
 			}
 		}
-		if len(e.dock.removed) != 1 || e.dock.removed[0] != "id-"+name {
-			t.Errorf("removed = %v, want the probe container", e.dock.removed)
+		if removed := destroyed(e.dock); len(removed) != 1 || removed[0] != c.ID {
+			t.Errorf("removed = %v, want the probe container", removed)
 		}
 	}
 	// A second run reuses the image.
 	Run(context.Background(), e.deps)
-	if e.dock.imports != 1 {
-		t.Errorf("imports after second run = %d, want the image reused", e.dock.imports)
+	if n := e.dock.Calls("ImageImport"); n != 1 {
+		t.Errorf("imports after second run = %d, want the image reused", n)
 	}
 }
 
@@ -279,23 +220,19 @@ func TestRun_AllGood(t *testing.T) {
 // probe image; the doctor removes the others so they do not pile up.
 func TestProbeImage_OldBuildsAreRemoved(t *testing.T) {
 	e := setup(t)
-	e.dock.mu.Lock()
-	e.dock.images["clauderon-probe:v1.2.2-0123456789ab"] = true
-	e.dock.images["other:latest"] = true
-	e.dock.mu.Unlock()
+	e.dock.AddImage("clauderon-probe:v1.2.2-0123456789ab")
+	e.dock.AddImage("other:latest")
 	ref, err := ensureProbeImage(context.Background(), e.deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.dock.mu.Lock()
-	defer e.dock.mu.Unlock()
-	if !e.dock.images[ref] {
+	if !e.dock.HasImage(ref) {
 		t.Errorf("the new probe image %s was removed", ref)
 	}
-	if e.dock.images["clauderon-probe:v1.2.2-0123456789ab"] {
+	if e.dock.HasImage("clauderon-probe:v1.2.2-0123456789ab") {
 		t.Error("an old probe image was kept")
 	}
-	if !e.dock.images["other:latest"] {
+	if !e.dock.HasImage("other:latest") {
 		t.Error("an unrelated image was removed")
 	}
 }
@@ -353,14 +290,14 @@ func TestRun_FailuresNameTheFix(t *testing.T) {
 		}, "claude.json writable", "cannot write it", "chown 4242:4242", false},
 		{"dynamic_executable", func(t *testing.T, e *env) { e.deps.SelfExe = dynamicExe(t) }, "probe image", "dynamically linked", "CGO_ENABLED=0", false},
 		{"probe_tls_untrusted", func(t *testing.T, e *env) {
-			e.dock.output, e.dock.exit, e.dock.audit = "probe: tls verification failed: x509: certificate signed by unknown authority\n", 1, nil
+			e.probe.output, e.probe.exit, e.probe.audit = "probe: tls verification failed: x509: certificate signed by unknown authority\n", 1, nil
 		}, "probe container trusts the CA", "unknown authority", "redirect", false},
 		{"probe_unreachable", func(t *testing.T, e *env) {
-			e.dock.output, e.dock.exit, e.dock.audit = "probe: failed: dial tcp: i/o timeout\n", 1, nil
+			e.probe.output, e.probe.exit, e.probe.audit = "probe: failed: dial tcp: i/o timeout\n", 1, nil
 		}, "probe container trusts the CA", "i/o timeout", "clauderon audit --container clauderon-doctor-", false},
-		{"no_audit_line", func(t *testing.T, e *env) { e.dock.audit = nil }, "credential injected", "no audit line", "default_rules", false},
-		{"not_injected", func(t *testing.T, e *env) { e.dock.audit.AuthInjected = false }, "credential injected", "no credential injected", "CLAUDE_CODE_OAUTH_TOKEN", false},
-		{"upstream_401", func(t *testing.T, e *env) { e.dock.audit.Status = 401 }, "credential injected", "answered 401", "expired or revoked", false},
+		{"no_audit_line", func(t *testing.T, e *env) { e.probe.audit = nil }, "credential injected", "no audit line", "default_rules", false},
+		{"not_injected", func(t *testing.T, e *env) { e.probe.audit.AuthInjected = false }, "credential injected", "no credential injected", "CLAUDE_CODE_OAUTH_TOKEN", false},
+		{"upstream_401", func(t *testing.T, e *env) { e.probe.audit.Status = 401 }, "credential injected", "answered 401", "expired or revoked", false},
 		{"no_docker", func(t *testing.T, e *env) { e.deps.Docker = nil }, "probe image", "no Docker client", "systemctl start docker", false},
 	}
 	for _, tt := range tests {
@@ -381,7 +318,7 @@ func TestRun_FailuresNameTheFix(t *testing.T) {
 			if !strings.Contains(s.Fix, tt.fix) {
 				t.Errorf("fix = %q, want it to contain %q", s.Fix, tt.fix)
 			}
-			if tt.noProbes && len(e.dock.created) != 0 {
+			if tt.noProbes && len(e.dock.Created()) != 0 {
 				t.Errorf("probe ran although the daemon is not ready")
 			}
 			for _, st := range rep.Steps {
@@ -389,8 +326,8 @@ func TestRun_FailuresNameTheFix(t *testing.T) {
 					t.Errorf("failing step %q names no fix", st.Name)
 				}
 			}
-			if len(e.dock.created) != len(e.dock.removed) {
-				t.Errorf("probe containers created %d, removed %d", len(e.dock.created), len(e.dock.removed))
+			if created, removed := len(e.dock.Created()), len(destroyed(e.dock)); created != removed {
+				t.Errorf("probe containers created %d, removed %d", created, removed)
 			}
 		})
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
+	"github.com/clauderon/clauderond/appliance/internal/dockertest"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/network"
@@ -17,101 +17,30 @@ import (
 
 const testNet = "clauderon"
 
-// fakeDocker serves containers from a map and events from channels the test
-// feeds; each Events call gets a fresh stream (counted in subscriptions).
+// fakeDocker is dockerd in memory (appliance/internal/dockertest) driven
+// by the tests' scripts: they change containers behind the event stream
+// (put, putJoiner, del, attach, detach) and write the events and stream
+// errors dockerd would send themselves. Each Events subscription is handed
+// to the test as a pair of channels on streams and errStreams.
 type fakeDocker struct {
-	mu            sync.Mutex
-	containers    map[string]container.InspectResponse
-	streams       chan chan events.Message
-	errStreams    chan chan error
-	subscriptions int
-	lists         int
-	inspects      int
-	listErr       error
+	*dockertest.Docker
+	streams    chan chan<- events.Message
+	errStreams chan chan<- error
 }
 
 func newFake() *fakeDocker {
-	return &fakeDocker{containers: map[string]container.InspectResponse{},
-		streams: make(chan chan events.Message, 4), errStreams: make(chan chan error, 4)}
+	f := &fakeDocker{Docker: dockertest.New(),
+		streams: make(chan chan<- events.Message, 4), errStreams: make(chan chan<- error, 4)}
+	f.OnSubscribe(f.handOver)
+	return f
 }
 
-func (f *fakeDocker) put(id, name, ip string, running bool, labels map[string]string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.containers[id] = container.InspectResponse{
-		ContainerJSONBase: &container.ContainerJSONBase{ID: id, Name: "/" + name,
-			State: &container.State{Running: running, Pid: 4242}},
-		Config: &container.Config{Labels: labels},
-		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{
-			testNet: {IPAddress: ip, MacAddress: "02:42:0a:00:00:02"}}},
-	}
-}
-
-func (f *fakeDocker) del(id string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.containers, id)
-}
-
-func (f *fakeDocker) ContainerList(_ context.Context, _ container.ListOptions) ([]container.Summary, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.lists++
-	if f.listErr != nil {
-		return nil, f.listErr
-	}
-	var out []container.Summary
-	for id, c := range f.containers {
-		if !c.State.Running {
-			continue
-		}
-		s := container.Summary{ID: id, Names: []string{c.Name}}
-		if c.HostConfig != nil {
-			s.HostConfig.NetworkMode = string(c.HostConfig.NetworkMode)
-		}
-		if c.NetworkSettings != nil {
-			s.NetworkSettings = &container.NetworkSettingsSummary{Networks: c.NetworkSettings.Networks}
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-
-// putJoiner adds a running container in target's network namespace
-// (--network container:<target>): on no network of its own.
-func (f *fakeDocker) putJoiner(id, name, target string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.containers[id] = container.InspectResponse{
-		ContainerJSONBase: &container.ContainerJSONBase{ID: id, Name: "/" + name,
-			State:      &container.State{Running: true, Pid: 4343},
-			HostConfig: &container.HostConfig{NetworkMode: container.NetworkMode("container:" + target)}},
-		Config:          &container.Config{},
-		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{}},
-	}
-}
-
-func (f *fakeDocker) ContainerInspect(_ context.Context, id string) (container.InspectResponse, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.inspects++
-	c, ok := f.containers[id]
-	if !ok {
-		return container.InspectResponse{}, fmt.Errorf("no such container %s: %w", id, cerrdefs.ErrNotFound)
-	}
-	return c, nil
-}
-
-func (f *fakeDocker) Events(ctx context.Context, _ events.ListOptions) (<-chan events.Message, <-chan error) {
-	f.mu.Lock()
-	f.subscriptions++
-	f.mu.Unlock()
-	msgs := make(chan events.Message)
-	errs := make(chan error, 1)
-	// The test takes each new stream from f.streams. Once the subscriber is
-	// cancelled the sends give up: a test that stopped reading them (a
-	// failure, or more reconnects than the buffer holds) must not leave Run
-	// stuck here and the Cleanup waiting for Run forever.
+// handOver gives the test the channels that feed subscription s. Once the
+// subscriber is cancelled the hand-over gives up: a test that stopped
+// taking them (a failure, or more reconnects than the buffer holds) must
+// not leave Run stuck here and the Cleanup waiting for Run forever.
+func (f *fakeDocker) handOver(ctx context.Context, s *dockertest.Subscriber) {
+	msgs, errs := make(chan events.Message), make(chan error, 1)
 	select {
 	case f.streams <- msgs:
 	case <-ctx.Done():
@@ -120,14 +49,46 @@ func (f *fakeDocker) Events(ctx context.Context, _ events.ListOptions) (<-chan e
 	case f.errStreams <- errs:
 	case <-ctx.Done():
 	}
-	return msgs, errs
+	go relayTestStream(ctx, s, msgs, errs)
 }
 
-func (f *fakeDocker) subs() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.subscriptions
+// relayTestStream passes what the test writes on to its subscription until
+// the test fails the stream or the subscriber goes away.
+func relayTestStream(ctx context.Context, s *dockertest.Subscriber, msgs <-chan events.Message, errs <-chan error) {
+	for {
+		select {
+		case m := <-msgs:
+			s.Send(m)
+		case err := <-errs:
+			s.Fail(err)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
+
+// put installs a container on testNet behind the event stream.
+func (f *fakeDocker) put(id, name, ip string, running bool, labels map[string]string) {
+	c := dockertest.Container{ID: id, Name: name, Status: "exited", Config: &container.Config{Labels: labels},
+		Networks: map[string]*network.EndpointSettings{testNet: {IPAddress: ip, MacAddress: "02:42:0a:00:00:02"}}}
+	if running {
+		c.Status, c.Pid = "running", 4242
+	}
+	f.Put(c)
+}
+
+// del removes a container behind the event stream.
+func (f *fakeDocker) del(id string) { _ = f.Forget(id) }
+
+// putJoiner adds a running container in target's network namespace
+// (--network container:<target>): on no network of its own.
+func (f *fakeDocker) putJoiner(id, name, target string) {
+	f.Put(dockertest.Container{ID: id, Name: name, Pid: 4343,
+		HostConfig: &container.HostConfig{NetworkMode: container.NetworkMode("container:" + target)}})
+}
+
+func (f *fakeDocker) subs() int { return f.Calls("Events") }
 
 // recorder collects OnChange snapshots.
 type recorder struct {
@@ -166,7 +127,7 @@ func networkEvent(action events.Action, containerID string) events.Message {
 		Actor: events.Actor{ID: "netid", Attributes: map[string]string{"name": testNet, "container": containerID}}}
 }
 
-func startTable(t *testing.T, f *fakeDocker, opts Options) (*Table, *recorder, chan events.Message, chan error) {
+func startTable(t *testing.T, f *fakeDocker, opts Options) (*Table, *recorder, chan<- events.Message, chan<- error) {
 	t.Helper()
 	rec := newRecorder()
 	opts.Docker, opts.Network, opts.OnChange, opts.MissRefresh = f, testNet, rec.onChange, -1
@@ -223,9 +184,7 @@ func TestTable_NetworkDisconnectRemovesAndNotifies(t *testing.T) {
 	var mu sync.Mutex
 	_, rec, msgs, _ := startTable(t, f, Options{OnNetwork: func(a string) { mu.Lock(); netEvents = append(netEvents, a); mu.Unlock() }})
 
-	f.mu.Lock()
-	delete(f.containers["c1"].NetworkSettings.Networks, testNet)
-	f.mu.Unlock()
+	f.detach("c1", testNet)
 	msgs <- networkEvent(events.ActionDisconnect, "c1")
 	if snap := rec.wait(t); len(snap) != 0 {
 		t.Fatalf("after disconnect: %+v, want empty", snap)
@@ -291,43 +250,32 @@ func TestTable_LookupMissResyncsAtMostOncePerInterval(t *testing.T) {
 	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.77")); ok {
 		t.Fatal("unknown address found")
 	}
-	if f.lists != 1 {
-		t.Errorf("ContainerList calls = %d, want 1 (second miss within the interval must not resync)", f.lists)
+	if n := f.Calls("ContainerList"); n != 1 {
+		t.Errorf("ContainerList calls = %d, want 1 (second miss within the interval must not resync)", n)
 	}
 }
 
-// attach adds network name to container id in the fake.
+// attach adds network name to container id behind the event stream.
 func (f *fakeDocker) attach(id, name string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.containers[id].NetworkSettings.Networks[name] = &network.EndpointSettings{IPAddress: "172.17.0.9"}
+	_ = f.Update(id, func(c *dockertest.Container) { c.Networks[name] = &network.EndpointSettings{IPAddress: "172.17.0.9"} })
 }
 
 func (f *fakeDocker) detach(id, name string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.containers[id].NetworkSettings.Networks, name)
+	_ = f.Update(id, func(c *dockertest.Container) { delete(c.Networks, name) })
 }
 
 // waitLists waits until ContainerList has been called n times in all.
 func (f *fakeDocker) waitLists(t *testing.T, n int) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		f.mu.Lock()
-		lists := f.lists
-		f.mu.Unlock()
-		if lists >= n {
+		if f.Calls("ContainerList") >= n {
 			return
 		}
 	}
 	t.Fatalf("ContainerList not called %d times within 5s", n)
 }
 
-func (f *fakeDocker) setListErr(err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.listErr = err
-}
+func (f *fakeDocker) setListErr(err error) { f.Fail("ContainerList", err) }
 
 func otherNetEvent(action events.Action, netName, containerID string) events.Message {
 	return events.Message{Type: events.NetworkEventType, Action: action,
@@ -343,11 +291,7 @@ func TestCredentials_ContainerOnAnotherNetworkIsRefused(t *testing.T) {
 	f.put("dual", "dual", "10.213.0.2", true, nil)
 	f.attach("dual", "bridge")
 	f.put("hostmode", "hostmode", "10.213.0.3", true, nil)
-	f.mu.Lock()
-	c := f.containers["hostmode"]
-	c.HostConfig = &container.HostConfig{NetworkMode: "host"}
-	f.containers["hostmode"] = c
-	f.mu.Unlock()
+	_ = f.Update("hostmode", func(c *dockertest.Container) { c.HostConfig = &container.HostConfig{NetworkMode: "host"} })
 	f.put("solo", "solo", "10.213.0.4", true, nil)
 	tb, rec, msgs, _ := startTable(t, f, Options{})
 
@@ -430,9 +374,7 @@ func TestCredentials_DieRemovesAtOnce(t *testing.T) {
 	f := newFake()
 	f.put("c1", "agent", "10.213.0.2", true, nil)
 	tb, rec, msgs, _ := startTable(t, f, Options{})
-	f.mu.Lock()
-	before := f.inspects
-	f.mu.Unlock()
+	before := f.Calls("ContainerInspect")
 	// Docker still reports it running (inspect would keep it).
 	msgs <- containerEvent(events.ActionDie, "c1")
 	if snap := rec.wait(t); len(snap) != 0 {
@@ -441,10 +383,8 @@ func TestCredentials_DieRemovesAtOnce(t *testing.T) {
 	if _, ok := tb.Lookup(netip.MustParseAddr("10.213.0.2")); ok {
 		t.Error("Lookup finds a container after its die event")
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.inspects != before {
-		t.Errorf("die caused %d inspects, want 0", f.inspects-before)
+	if n := f.Calls("ContainerInspect"); n != before {
+		t.Errorf("die caused %d inspects, want 0", n-before)
 	}
 }
 
@@ -458,12 +398,12 @@ func TestLookupMiss_OnlyBridgeAddressesResync(t *testing.T) {
 			t.Fatalf("Lookup(%s) found something", a)
 		}
 	}
-	if f.lists != 0 {
-		t.Errorf("misses outside the subnet caused %d ContainerList calls, want 0", f.lists)
+	if n := f.Calls("ContainerList"); n != 0 {
+		t.Errorf("misses outside the subnet caused %d ContainerList calls, want 0", n)
 	}
 	time.Sleep(time.Millisecond)
 	tb.Lookup(netip.MustParseAddr("10.213.0.9"))
-	if f.lists != 1 {
-		t.Errorf("a miss inside the subnet caused %d ContainerList calls, want 1", f.lists)
+	if n := f.Calls("ContainerList"); n != 1 {
+		t.Errorf("a miss inside the subnet caused %d ContainerList calls, want 1", n)
 	}
 }
