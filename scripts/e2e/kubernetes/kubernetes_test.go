@@ -60,20 +60,13 @@ func TestKubernetes_DaemonSetConfinesPods(t *testing.T) {
 	out := strings.Fields(e2eutil.MustRun(t, 5*time.Minute, root, nil, "bash", "scripts/kubernetes/image.sh", "clauderond:e2e"))
 	image := out[len(out)-1]
 
+	// What an earlier, interrupted run left (the rules outlive the
+	// DaemonSet on purpose) would confine the control pod.
+	teardown(t, bin)
 	c := upCluster(t)
-	t.Cleanup(func() {
-		// After the cluster is down (cleanups run last-first): the rules the
-		// deleted DaemonSet left, and its state.
-		// In node mode: only the rules go, never a Docker network.
-		td := exec.Command(filepath.Join(bin, "clauderond"), "teardown")
-		td.Env = append(os.Environ(), "CLAUDERON_MODE=kubernetes", "CLAUDERON_KUBERNETES_NODE=ck8s-node",
-			"CLAUDERON_NETWORK_BRIDGE="+bridge, "CLAUDERON_NETWORK_SUBNET=auto", "CLAUDERON_STATE_DIR="+stateDir)
-		out, err := td.CombinedOutput()
-		if err != nil {
-			t.Errorf("clauderond teardown: %v\n%s", err, out)
-		}
-		os.RemoveAll(stateDir)
-	})
+	// After the cluster is down (cleanups run last-first): the rules the
+	// deleted DaemonSet left, and its state.
+	t.Cleanup(func() { teardown(t, bin) })
 	c.loadImages(t, image, scratch, debian)
 	startOutside(t, e2etool)
 	nodeIP := strings.TrimSpace(c.k(t, "get", "node", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`))
@@ -179,6 +172,14 @@ func TestKubernetes_DaemonSetConfinesPods(t *testing.T) {
 		if line.Namespace != nsA || line.ServiceAccount != "default" || !line.AuthInjected || line.Profile != "team-a" {
 			t.Errorf("audit line %+v: want namespace %s, service account default, profile team-a, injected", line, nsA)
 		}
+		// The operator's CLI in the DaemonSet's pod: status names the pods,
+		// audit shows the same line.
+		if out := c.k(t, "-n", system, "exec", "ds/clauderond", "-c", "clauderond", "--", "clauderon", "status"); !strings.Contains(out, nsA+"/ctl") {
+			t.Errorf("clauderon status in the DaemonSet's pod does not list %s/ctl:\n%s", nsA, out)
+		}
+		if out := c.k(t, "-n", system, "exec", "ds/clauderond", "-c", "clauderond", "--", "clauderon", "audit", "--json", "-n", "200"); !strings.Contains(out, `"pod":"claude"`) {
+			t.Errorf("clauderon audit in the DaemonSet's pod lacks the claude pod's lines:\n%s", out)
+		}
 	})
 
 	t.Run("LabelOfAnotherNamespacesProfileGetsNothing", func(t *testing.T) {
@@ -246,6 +247,19 @@ func TestKubernetes_DaemonSetConfinesPods(t *testing.T) {
 			t.Error("the nft table is gone with the DaemonSet; it must stay (fail closed)")
 		}
 	})
+}
+
+// teardown removes the node-mode rules (`clauderond teardown` in node
+// mode: only the rules, never a Docker network) and the DaemonSet's state.
+func teardown(t *testing.T, bin string) {
+	t.Helper()
+	td := exec.Command(filepath.Join(bin, "clauderond"), "teardown")
+	td.Env = append(os.Environ(), "CLAUDERON_MODE=kubernetes", "CLAUDERON_KUBERNETES_NODE=ck8s-node",
+		"CLAUDERON_NETWORK_BRIDGE="+bridge, "CLAUDERON_NETWORK_SUBNET=auto", "CLAUDERON_STATE_DIR="+stateDir)
+	if out, err := td.CombinedOutput(); err != nil {
+		t.Errorf("clauderond teardown: %v\n%s", err, out)
+	}
+	os.RemoveAll(stateDir)
 }
 
 func readFile(t *testing.T, p string) string {
