@@ -27,7 +27,6 @@ type injectorAdapter struct {
 	inj          *injector.Injector
 	requireLabel bool
 	trustLabels  bool
-	auditMode    bool
 	records      *containerRecords // the daemon's; nil vouches for nothing
 	access       []config.ProfileAccess
 	// nodeMode: every client is a pod, which gets its profile through
@@ -176,7 +175,7 @@ func newPolicy(rules []injector.Rule, cfg *config.Config) (*policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the TLS router from rules and egress.allow: %w", err)
 	}
-	pol := &policy{router: rt, auditMode: cfg.Egress.Mode == "audit"}
+	pol := &policy{router: rt, auditMode: cfg.Egress.Mode == config.EgressAudit}
 	if cfg.NodeMode() && cfg.Kubernetes.ClusterDNS != "" {
 		pol.clusterDomain = strings.ToLower(cfg.Kubernetes.ClusterDomain)
 	}

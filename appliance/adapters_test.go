@@ -130,7 +130,7 @@ func TestPolicy_EnforceAndAuditMode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.mode+"_"+tt.name, func(t *testing.T) {
 			c := *cfg
-			c.Egress.Mode = tt.mode
+			c.Egress.Mode = config.EgressMode(tt.mode)
 			p, err := newPolicy(rules, &c)
 			if err != nil {
 				t.Fatal(err)

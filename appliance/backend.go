@@ -129,7 +129,7 @@ func (d *daemon) status(ctx context.Context) api.Status {
 	cfg := d.config()
 	s := api.Status{
 		Ready: d.ready.Load(), Version: d.opts.version, StateDir: cfg.StateDir, Socket: cfg.SocketPath(),
-		Mode: cfg.Egress.Mode,
+		Mode: string(cfg.Egress.Mode),
 		Network: api.Network{Name: d.network.Name, Bridge: d.network.Bridge, Subnet: d.network.Subnet.String(),
 			Gateway: d.network.Gateway.String()},
 		Enforcement: api.EnforcementDegraded,

@@ -32,7 +32,7 @@ func nodeConfig(t *testing.T) *config.Config {
 	t.Helper()
 	cfg := testConfig(t)
 	cfg.Mode = config.ModeKubernetes
-	cfg.Network.Bridge, cfg.Network.Subnet = "cni0", "10.244.1.0/24"
+	cfg.Network.Bridge, cfg.Network.Subnet = "cni0", config.Subnet{Prefix: netip.MustParsePrefix("10.244.1.0/24")}
 	cfg.Kubernetes.Node = "node-1"
 	cfg.Kubernetes.PodCIDRs = []string{"10.244.0.0/16"}
 	cfg.Kubernetes.ServiceCIDRs = []string{"10.96.0.0/12"}

@@ -43,7 +43,7 @@ func buildParts(cfg *config.Config, store *injector.Store, gw netip.Addr, log *s
 	}
 	return &parts{
 		injector: &injectorAdapter{inj: inj, requireLabel: cfg.Profiles.RequireLabel, trustLabels: cfg.Profiles.TrustLabels,
-			auditMode: cfg.Egress.Mode == "audit", access: cfg.Profiles.Access, nodeMode: cfg.NodeMode()},
+			access: cfg.Profiles.Access, nodeMode: cfg.NodeMode()},
 		policy:    pol,
 		upstreams: ups,
 		answer:    interceptAnswer(ups, gw),
@@ -57,7 +57,7 @@ func netfilterSpec(cfg *config.Config, table string, bridgeName string, subnet n
 		Table: table, Bridge: bridgeName, Subnet: subnet, Gateway: gw,
 		TLSPort: uint16(cfg.Listen.TLSPort), DNSPort: uint16(cfg.Listen.DNSPort),
 		AllowIntraBridge: cfg.Network.AllowIntraBridge,
-		AuditMode:        cfg.Egress.Mode == "audit",
+		AuditMode:        cfg.Egress.Mode == config.EgressAudit,
 		ListenerMark:     netfilter.DefaultListenerMark, // the SO_MARK listenerConfig sets
 	}
 	cluster, err := clusterSpec(cfg)
@@ -69,11 +69,10 @@ func netfilterSpec(cfg *config.Config, table string, bridgeName string, subnet n
 		s.AllowIntraBridge = true // pods on a node reach each other: the cluster's network model
 	}
 	for i, a := range cfg.Egress.AllowCIDRs {
-		p, err := netip.ParsePrefix(a.CIDR)
-		if err != nil {
-			return netfilter.Spec{}, fmt.Errorf("egress.allow_cidrs[%d].cidr %q: %w", i, a.CIDR, err)
+		if !a.CIDR.IsValid() { // Validate refuses it; a Config built in code may lack it
+			return netfilter.Spec{}, fmt.Errorf("egress.allow_cidrs[%d].cidr is not set", i)
 		}
-		ac := netfilter.AllowCIDR{Prefix: p.Masked(), Proto: a.Proto}
+		ac := netfilter.AllowCIDR{Prefix: a.CIDR.Masked(), Proto: a.Proto}
 		if ac.Proto == "" {
 			ac.Proto = "tcp"
 		}
@@ -102,7 +101,7 @@ func tlsConfig(cfg *config.Config, p *parts, id tlsmitm.Identity, aud tlsmitm.Au
 func dnsConfig(cfg *config.Config, p *parts, id dnsredir.Identity, aud dnsredir.Auditor, res dnsredir.Resolver,
 	log *slog.Logger) dnsredir.Config {
 	rcode := dns.RcodeNameError
-	if cfg.DNS.DenyRcode == "refused" {
+	if cfg.DNS.DenyRcode == config.RcodeRefused {
 		rcode = dns.RcodeRefused
 	}
 	return dnsredir.Config{

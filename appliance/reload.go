@@ -3,6 +3,8 @@ package appliance
 import (
 	"context"
 	"fmt"
+	"reflect"
+	"time"
 
 	"github.com/clauderon/clauderond/appliance/config"
 	"golang.org/x/sync/errgroup"
@@ -50,10 +52,10 @@ func (d *daemon) reload(ctx context.Context) error {
 		}
 		next = c
 	}
-	for _, w := range restartOnly(cur, next) {
+	next, kept := keepRestartOnly(cur, next)
+	for _, w := range kept {
 		d.log.Warn("this setting changes only on restart; keeping the running value", "key", w)
 	}
-	next = keepRestartOnly(cur, next)
 	p, err := buildParts(next, d.store, d.network.Gateway, d.base)
 	if p != nil {
 		p.injector.records, p.injector.pod = &d.records, d.work.get
@@ -101,41 +103,69 @@ func (d *daemon) config() *config.Config {
 	return d.cfg
 }
 
-// restartOnly names the keys that differ between cur and next but take
-// effect only on restart (the network, listeners, state dir, socket, metrics).
-func restartOnly(cur, next *config.Config) []string {
-	var keys []string
-	check := func(key string, same bool) {
-		if !same {
-			keys = append(keys, key)
-		}
-	}
-	check("state_dir", cur.StateDir == next.StateDir)
-	check("credentials_file", cur.CredentialsFile == next.CredentialsFile)
-	check("network.name", cur.Network.Name == next.Network.Name)
-	check("network.bridge", cur.Network.Bridge == next.Network.Bridge)
-	check("network.subnet", cur.Network.Subnet == next.Network.Subnet)
-	check("network.allow_intra_bridge", cur.Network.AllowIntraBridge == next.Network.AllowIntraBridge)
-	check("listen.tls_port", cur.Listen.TLSPort == next.Listen.TLSPort)
-	check("listen.dns_port", cur.Listen.DNSPort == next.Listen.DNSPort)
-	check("socket", cur.Socket == next.Socket)
-	check("metrics.address", cur.Metrics.Address == next.Metrics.Address)
-	check("audit", cur.Audit == next.Audit)
-	check("log", cur.Log == next.Log)
-	check("dns.servers", fmt.Sprint(cur.DNS.Servers) == fmt.Sprint(next.DNS.Servers))
-	check("drain_timeout", cur.DrainTimeout == next.DrainTimeout)
-	check("mode", cur.Mode == next.Mode)
-	check("kubernetes", fmt.Sprint(cur.Kubernetes) == fmt.Sprint(next.Kubernetes))
-	return keys
+// setting is one row of the reload table: a configuration key, or a section
+// standing for every key below it, and whether SIGHUP applies it.
+type setting struct {
+	key string
+	// same and keep are nil for a key that reloads. For one that changes
+	// only on restart, same compares it and keep copies the running value
+	// over the reloaded one.
+	same func(cur, next *config.Config) bool
+	keep func(next, cur *config.Config)
 }
 
-// keepRestartOnly returns a copy of next with the restart-only keys of cur.
-func keepRestartOnly(cur, next *config.Config) *config.Config {
+func reloads(key string) setting { return setting{key: key} }
+
+func restart[T any](key string, field func(*config.Config) *T) setting {
+	return setting{key: key,
+		same: func(cur, next *config.Config) bool { return reflect.DeepEqual(*field(cur), *field(next)) },
+		keep: func(next, cur *config.Config) { *field(next) = *field(cur) },
+	}
+}
+
+// settings says, for every key of the configuration (TestSettings_CoverEveryKey
+// checks), whether a reload applies it. The network, the listeners, the state
+// dir, the socket, the metrics listener, the audit writer, the logger, the DNS
+// upstreams, the drain timeout and the mode are set up once at start.
+var settings = []setting{
+	reloads("rules"),
+	reloads("default_rules"),
+	reloads("egress"),
+	reloads("upstreams"),
+	reloads("dns.deny_rcode"),
+	reloads("dns.rate_per_second"),
+	reloads("dns.burst"),
+	reloads("profiles"),
+	reloads("sessions"),
+	reloads("authz"),
+	restart("state_dir", func(c *config.Config) *string { return &c.StateDir }),
+	restart("credentials_file", func(c *config.Config) *string { return &c.CredentialsFile }),
+	restart("network.name", func(c *config.Config) *string { return &c.Network.Name }),
+	restart("network.bridge", func(c *config.Config) *string { return &c.Network.Bridge }),
+	restart("network.subnet", func(c *config.Config) *config.Subnet { return &c.Network.Subnet }),
+	restart("network.allow_intra_bridge", func(c *config.Config) *bool { return &c.Network.AllowIntraBridge }),
+	restart("listen.tls_port", func(c *config.Config) *int { return &c.Listen.TLSPort }),
+	restart("listen.dns_port", func(c *config.Config) *int { return &c.Listen.DNSPort }),
+	restart("socket", func(c *config.Config) *config.SocketConfig { return &c.Socket }),
+	restart("metrics.address", func(c *config.Config) *string { return &c.Metrics.Address }),
+	restart("audit", func(c *config.Config) *config.AuditConfig { return &c.Audit }),
+	restart("log", func(c *config.Config) *config.LogConfig { return &c.Log }),
+	restart("dns.servers", func(c *config.Config) *[]config.DNSServer { return &c.DNS.Servers }),
+	restart("drain_timeout", func(c *config.Config) *time.Duration { return &c.DrainTimeout }),
+	restart("mode", func(c *config.Config) *string { return &c.Mode }),
+	restart("kubernetes", func(c *config.Config) *config.KubernetesConfig { return &c.Kubernetes }),
+}
+
+// keepRestartOnly returns a copy of next that keeps cur's value of every
+// restart-only setting, and the keys whose reloaded value it set aside.
+func keepRestartOnly(cur, next *config.Config) (*config.Config, []string) {
 	c := *next
-	c.StateDir, c.Network, c.Listen, c.Socket = cur.StateDir, cur.Network, cur.Listen, cur.Socket
-	c.CredentialsFile = cur.CredentialsFile
-	c.Metrics, c.Audit, c.Log, c.DrainTimeout = cur.Metrics, cur.Audit, cur.Log, cur.DrainTimeout
-	c.DNS.Servers = cur.DNS.Servers
-	c.Mode, c.Kubernetes = cur.Mode, cur.Kubernetes
-	return &c
+	var kept []string
+	for _, s := range settings {
+		if s.same != nil && !s.same(cur, &c) {
+			kept = append(kept, s.key)
+			s.keep(&c, cur)
+		}
+	}
+	return &c, kept
 }

@@ -90,7 +90,7 @@ func newRig(t *testing.T) *rig {
 	cfg.StateDir = state
 	cfg.Log.Level = "debug"
 	cfg.Network = config.NetworkConfig{Name: "clrt-" + r.suffix, Bridge: "clrt" + r.suffix,
-		Subnet: bridgetest.FreeSubnet(t, d, 150, 250).String()}
+		Subnet: config.Subnet{Prefix: bridgetest.FreeSubnet(t, d, 150, 250)}}
 	cfg.Metrics.Address = freeAddr(t)
 	cfg.Upstreams = []config.Upstream{{Host: "api.anthropic.com", Address: r.upstream.Listener.Addr().String(), CAFile: caFile}}
 	cfg.DrainTimeout = 2 * time.Second

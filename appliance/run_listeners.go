@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/dnsredir"
 	"github.com/clauderon/clauderond/netfilter"
 	"github.com/clauderon/clauderond/tlsmitm"
@@ -19,7 +20,7 @@ import (
 // stepListeners builds the terminator and the DNS shim and serves them on
 // listeners bound to the gateway.
 func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
-	res, err := dnsredir.NewUpstreamResolver(dnsredir.UpstreamConfig{Servers: d.cfg.DNS.Servers,
+	res, err := dnsredir.NewUpstreamResolver(dnsredir.UpstreamConfig{Servers: dnsServers(d.cfg.DNS.Servers),
 		Logger: d.base})
 	if err != nil {
 		return fmt.Errorf("dns.servers: %w", err)
@@ -205,4 +206,14 @@ func (d *daemon) notReady() string {
 		return d.podBridgeMissing()
 	}
 	return ""
+}
+
+// dnsServers is dns.servers as written ("ip" or "ip:port"), the form the
+// upstream resolver reads.
+func dnsServers(list []config.DNSServer) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = string(s)
+	}
+	return out
 }

@@ -15,6 +15,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -80,7 +81,7 @@ type MetricsConfig struct {
 type NetworkConfig struct {
 	Name             string `mapstructure:"name" yaml:"name"`
 	Bridge           string `mapstructure:"bridge" yaml:"bridge"`
-	Subnet           string `mapstructure:"subnet" yaml:"subnet"`
+	Subnet           Subnet `mapstructure:"subnet" yaml:"subnet"`
 	AllowIntraBridge bool   `mapstructure:"allow_intra_bridge" yaml:"allow_intra_bridge"`
 }
 
@@ -101,14 +102,14 @@ type Rule struct {
 
 // EgressConfig is the policy for traffic that no rule intercepts.
 type EgressConfig struct {
-	Mode       string      `mapstructure:"mode" yaml:"mode"`   // enforce|audit
+	Mode       EgressMode  `mapstructure:"mode" yaml:"mode"`   // enforce|audit
 	Allow      []string    `mapstructure:"allow" yaml:"allow"` // hosts passed through untouched ("*.example.com" allowed)
 	AllowCIDRs []AllowCIDR `mapstructure:"allow_cidrs" yaml:"allow_cidrs"`
 }
 
 // AllowCIDR lets containers reach a prefix directly on some ports.
 type AllowCIDR struct {
-	CIDR  string `mapstructure:"cidr" yaml:"cidr"`
+	CIDR  CIDR   `mapstructure:"cidr" yaml:"cidr"`
 	Proto string `mapstructure:"proto" yaml:"proto"` // tcp|udp; "" → tcp
 	Ports []int  `mapstructure:"ports" yaml:"ports"`
 }
@@ -123,10 +124,10 @@ type Upstream struct {
 
 // DNSConfig configures the DNS shim.
 type DNSConfig struct {
-	DenyRcode     string   `mapstructure:"deny_rcode" yaml:"deny_rcode"` // nxdomain|refused
-	RatePerSecond float64  `mapstructure:"rate_per_second" yaml:"rate_per_second"`
-	Burst         int      `mapstructure:"burst" yaml:"burst"`
-	Servers       []string `mapstructure:"servers" yaml:"servers"` // upstream resolvers "ip" or "ip:port"; empty → host resolver
+	DenyRcode     Rcode       `mapstructure:"deny_rcode" yaml:"deny_rcode"` // nxdomain|refused
+	RatePerSecond float64     `mapstructure:"rate_per_second" yaml:"rate_per_second"`
+	Burst         int         `mapstructure:"burst" yaml:"burst"`
+	Servers       []DNSServer `mapstructure:"servers" yaml:"servers"` // upstream resolvers "ip" or "ip:port"; empty → host resolver
 }
 
 // ProfilesConfig configures credential profiles.
@@ -215,12 +216,12 @@ func Default() *Config {
 		Log:             LogConfig{Level: "info", Format: "text"},
 		Listen:          ListenConfig{TLSPort: 8443, DNSPort: 8053},
 		Metrics:         MetricsConfig{Address: "127.0.0.1:9464"},
-		Network:         NetworkConfig{Name: "clauderon", Bridge: "clauderon0", Subnet: "10.213.0.0/24"},
+		Network:         NetworkConfig{Name: "clauderon", Bridge: "clauderon0", Subnet: Subnet{Prefix: netip.MustParsePrefix("10.213.0.0/24")}},
 		Rules:           []Rule{},
 		DefaultRules:    true,
-		Egress:          EgressConfig{Mode: "enforce", Allow: []string{}, AllowCIDRs: []AllowCIDR{}},
+		Egress:          EgressConfig{Mode: EgressEnforce, Allow: []string{}, AllowCIDRs: []AllowCIDR{}},
 		Upstreams:       []Upstream{},
-		DNS:             DNSConfig{DenyRcode: "nxdomain", RatePerSecond: 500, Burst: 1000, Servers: []string{}},
+		DNS:             DNSConfig{DenyRcode: RcodeNXDomain, RatePerSecond: 500, Burst: 1000, Servers: []DNSServer{}},
 		Profiles:        ProfilesConfig{TrustLabels: true, Access: []ProfileAccess{}},
 		Authz:           AuthzConfig{Socket: DefaultAuthzSocket, AllowNetworks: []string{}},
 		Sessions:        SessionsConfig{Image: "clauderon-agent:latest", User: "1000:1000", Workdir: "/workspace"},
@@ -242,9 +243,19 @@ func (c *Config) SocketPath() string {
 // holds no secret values (credentials live in the environment and
 // state_dir/secrets); this is the only printing path so that stays checked.
 func (c *Config) Redacted() string {
+	text, err := c.render()
+	if err != nil {
+		return fmt.Sprintf("# cannot render config: %v\n", err)
+	}
+	return string(text)
+}
+
+// render is the configuration as a file would say it: typed values as text
+// (MarshalText), durations as written ("10s").
+func (c *Config) render() ([]byte, error) {
 	var node yaml.Node
 	if err := node.Encode(c); err != nil {
-		return fmt.Sprintf("# cannot render config: %v\n", err)
+		return nil, err
 	}
 	// time.Duration encodes as nanoseconds; show it the way it is written.
 	for i := 0; i+1 < len(node.Content); i += 2 {
@@ -256,8 +267,10 @@ func (c *Config) Redacted() string {
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
 	if err := enc.Encode(&node); err != nil {
-		return fmt.Sprintf("# cannot render config: %v\n", err)
+		return nil, err
 	}
-	_ = enc.Close()
-	return buf.String()
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

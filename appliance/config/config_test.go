@@ -119,7 +119,7 @@ sessions: {image: "registry.local/agent:1", user: "agent", workdir: /work}
 audit: {max_bytes: 0, max_backups: 0}
 drain_timeout: 1m30s
 `, check: func(t *testing.T, c *Config) {
-			if c.StateDir != "/srv/clauderon" || c.Network.Subnet != "10.50.0.0/16" || c.DrainTimeout != 90*time.Second {
+			if c.StateDir != "/srv/clauderon" || c.Network.Subnet.String() != "10.50.0.0/16" || c.DrainTimeout != 90*time.Second {
 				t.Errorf("unexpected values: %+v", c)
 			}
 			if len(c.Rules) != 1 || c.Rules[0].OnClientCredential != "reject" || c.Rules[0].Strip[0] != "X-Api-Key" {
@@ -132,7 +132,7 @@ drain_timeout: 1m30s
 		{name: "env_overrides_file", yaml: "network: {subnet: 10.1.0.0/24}\n",
 			env: map[string]string{"CLAUDERON_NETWORK_SUBNET": "10.2.0.0/24", "CLAUDERON_EGRESS_MODE": "audit", "CLAUDERON_STATE_DIR": "/var/lib/x"},
 			check: func(t *testing.T, c *Config) {
-				if c.Network.Subnet != "10.2.0.0/24" || c.Egress.Mode != "audit" || c.StateDir != "/var/lib/x" {
+				if c.Network.Subnet.String() != "10.2.0.0/24" || c.Egress.Mode != "audit" || c.StateDir != "/var/lib/x" {
 					t.Errorf("env not applied: %+v", c)
 				}
 			}},
@@ -245,7 +245,7 @@ func TestLoad_FlagsOverrideEnv(t *testing.T) {
 	if cfg.StateDir != "/from/flag" {
 		t.Errorf("state_dir = %q, want the flag's /from/flag", cfg.StateDir)
 	}
-	if cfg.Network.Subnet != "10.3.0.0/24" {
+	if cfg.Network.Subnet.String() != "10.3.0.0/24" {
 		t.Errorf("network.subnet = %q, want env value (flag not set)", cfg.Network.Subnet)
 	}
 }

@@ -98,7 +98,7 @@ func (c *Config) validateKubernetes() error {
 			}
 		}
 	}
-	if len(k.PodCIDRs) > 0 && c.Network.Subnet != SubnetAuto && !coveredBy(c.Subnet(), k.PodCIDRs) {
+	if len(k.PodCIDRs) > 0 && !c.Network.Subnet.Auto && !coveredBy(c.Subnet(), k.PodCIDRs) {
 		errs = append(errs, keyErr("network.subnet", "%s (this node's pods) is not inside kubernetes.pod_cidrs %v", c.Network.Subnet, k.PodCIDRs))
 	}
 	for i, s := range k.APIServerEndpoints {

@@ -6,12 +6,9 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"reflect"
-	"regexp"
 	"sort"
 	"strings"
 
-	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
@@ -52,27 +49,30 @@ func Load(opts LoadOptions) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Each key's variable is bound (registerDefaults), not AutomaticEnv:
+	// with it, a variable named after a section (CLAUDERON_SOCKET, the
+	// CLI's) would shadow every key of that section.
 	v.AllowEmptyEnv(true)
-	v.AutomaticEnv()
 	if err := readFile(v, opts.File, env); err != nil {
 		return nil, err
 	}
 	if err := bindFlags(v, opts.Flags, keys); err != nil {
 		return nil, err
 	}
-	if err := checkUnknownKeys(v.AllKeys(), keys); err != nil {
-		return nil, err
-	}
 	cfg := &Config{}
-	if err := v.UnmarshalExact(cfg, viper.DecodeHook(decodeHook())); err != nil {
-		return nil, decodeError(err)
-	}
+	err = v.UnmarshalExact(cfg, viper.DecodeHook(decodeHook()))
+	problems := decodeErrors(err, keys, cfg.NodeMode()) // the mode, if it decoded, picks network.subnet's advice
 	if cfg.StateDir == "" {
 		dir, err := DefaultStateDir(opts.Env)
 		if err != nil {
-			return nil, err
+			return nil, errors.Join(append(problems, err)...)
 		}
 		cfg.StateDir = dir
+	}
+	if len(problems) > 0 {
+		// Report the other keys' problems too, but not what follows from
+		// a value that did not decode (a zero value in its place).
+		return nil, errors.Join(append(problems, validationBesides(cfg.Validate(), problems)...)...)
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -115,54 +115,34 @@ func envMap(environ []string) map[string]string {
 	return m
 }
 
-// leaf is one viper key with its default value.
-type leaf struct {
-	key string
-	def any
-}
-
-// leaves lists the viper keys of v's fields with their values: structs of this
-// package are walked, anything else (scalars, lists) is a leaf.
-func leaves(v reflect.Value, prefix string) []leaf {
-	var out []leaf
-	t := v.Type()
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		name := f.Tag.Get("mapstructure")
-		if name == "" || name == "-" {
-			continue
-		}
-		key := prefix + name
-		if f.Type.Kind() == reflect.Struct && f.Type.PkgPath() == t.PkgPath() {
-			out = append(out, leaves(v.Field(i), key+".")...)
-			continue
-		}
-		out = append(out, leaf{key: key, def: v.Field(i).Interface()})
-	}
-	return out
-}
-
 // Keys lists every configuration key (viper's dotted form), sorted.
 func Keys() []string {
-	var keys []string
-	for _, l := range leaves(reflect.ValueOf(*Default()), "") {
-		keys = append(keys, l.key)
-	}
-	sort.Strings(keys)
+	keys, _ := registerDefaults(viper.New())
 	return keys
 }
 
-// registerDefaults gives viper every key (AutomaticEnv only sees known keys)
-// with the value from Default(), and binds its environment variable.
+// registerDefaults gives viper Default() as nested maps (the YAML that
+// Redacted prints, read back), binds each key's CLAUDERON_<KEY> variable and
+// returns the keys, sorted.
 func registerDefaults(v *viper.Viper) ([]string, error) {
-	var keys []string
-	for _, l := range leaves(reflect.ValueOf(*Default()), "") {
-		v.SetDefault(l.key, l.def)
-		if err := v.BindEnv(l.key); err != nil {
-			return nil, fmt.Errorf("binding env for %s: %w", l.key, err)
-		}
-		keys = append(keys, l.key)
+	text, err := Default().render()
+	var m map[string]any
+	if err == nil {
+		err = yaml.Unmarshal(text, &m)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("rendering the default configuration: %w", err)
+	}
+	for k, val := range m {
+		v.SetDefault(k, val)
+	}
+	keys := v.AllKeys()
+	for _, k := range keys {
+		if err := v.BindEnv(k); err != nil {
+			return nil, fmt.Errorf("binding env for %s: %w", k, err)
+		}
+	}
+	sort.Strings(keys)
 	return keys, nil
 }
 
@@ -208,130 +188,4 @@ func bindFlags(v *viper.Viper, fs *pflag.FlagSet, keys []string) error {
 		return fmt.Errorf("binding flags: %w", err)
 	}
 	return nil
-}
-
-// checkUnknownKeys names keys that no field decodes, with a suggestion, before
-// UnmarshalExact (which also catches unknown keys inside list items).
-func checkUnknownKeys(have, known []string) error {
-	isKnown := make(map[string]bool, len(known))
-	for _, k := range known {
-		isKnown[k] = true
-	}
-	var errs []error
-	sort.Strings(have)
-	for _, k := range have {
-		if isKnown[k] {
-			continue
-		}
-		if leaf := leafPrefix(k, known); leaf != "" {
-			errs = append(errs, fmt.Errorf("%s: expected a list or a value, not a mapping (found key %q)", leaf, k))
-			continue
-		}
-		msg := fmt.Sprintf("%s: unknown config key", k)
-		if s := closest(k, known); s != "" {
-			msg += fmt.Sprintf("; did you mean %s?", s)
-		}
-		errs = append(errs, errors.New(msg))
-	}
-	return errors.Join(errs...)
-}
-
-func leafPrefix(k string, known []string) string {
-	for _, l := range known {
-		if strings.HasPrefix(k, l+".") {
-			return l
-		}
-	}
-	return ""
-}
-
-func closest(k string, known []string) string {
-	best, bestD := "", 4
-	for _, c := range known {
-		if d := editDistance(k, c); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
-}
-
-var invalidKeysRE = regexp.MustCompile(`'([^']*)' has invalid keys: ([^\n]+)`)
-
-// decodeError rewrites mapstructure's "'rules[0]' has invalid keys: hdr" into
-// "rules[0].hdr: unknown config key", keeping other decode errors as they are.
-func decodeError(err error) error {
-	msg := err.Error()
-	ms := invalidKeysRE.FindAllStringSubmatch(msg, -1)
-	if len(ms) == 0 {
-		return fmt.Errorf("decoding config: %w", err)
-	}
-	var errs []error
-	for _, m := range ms {
-		for _, k := range strings.Split(m[2], ", ") {
-			key := k
-			if m[1] != "" {
-				key = m[1] + "." + k
-			}
-			errs = append(errs, fmt.Errorf("%s: unknown config key", key))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// decodeHook turns environment strings into lists: "a,b" or a YAML/JSON list
-// for []string, a YAML/JSON list for lists of structs (CLAUDERON_RULES,
-// CLAUDERON_UPSTREAMS, CLAUDERON_EGRESS_ALLOW_CIDRS), and "10s" into durations.
-func decodeHook() mapstructure.DecodeHookFunc {
-	return mapstructure.ComposeDecodeHookFunc(
-		mapstructure.StringToTimeDurationHookFunc(),
-		stringToList,
-	)
-}
-
-func stringToList(from, to reflect.Type, data any) (any, error) {
-	if to.Kind() == reflect.Slice && from.Kind() == reflect.Map {
-		return nil, errors.New("expected a list, not a mapping (write it as a YAML list: - item)")
-	}
-	s, ok := data.(string)
-	if !ok || from.Kind() != reflect.String || to.Kind() != reflect.Slice {
-		return data, nil
-	}
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return []any{}, nil
-	}
-	if strings.HasPrefix(s, "[") || to.Elem().Kind() == reflect.Struct {
-		var out []any
-		if err := yaml.Unmarshal([]byte(s), &out); err != nil {
-			return nil, fmt.Errorf("expected a YAML/JSON list, e.g. [{host: api.example.com, credential: example}]: %w", err)
-		}
-		return out, nil
-	}
-	var out []any
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out, nil
 }

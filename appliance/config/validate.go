@@ -51,8 +51,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// keyErr is a problem with key's value: "key: <format>".
 func keyErr(key string, format string, args ...any) error {
-	return fmt.Errorf("%s: "+format, append([]any{key}, args...)...)
+	return &fieldError{key: key, err: fmt.Errorf(format, args...)}
 }
 
 func (c *Config) validateBasics() error {
@@ -104,11 +105,9 @@ var (
 	userRE      = regexp.MustCompile(`^([0-9]+|[a-z_][a-z0-9_-]*)(:([0-9]+|[a-z_][a-z0-9_-]*))?$`)
 )
 
-// Subnet returns network.subnet parsed (valid only after Validate).
-func (c *Config) Subnet() netip.Prefix {
-	p, _ := netip.ParsePrefix(c.Network.Subnet)
-	return p
-}
+// Subnet returns network.subnet's prefix: invalid when it is auto (node
+// mode; the daemon finds the prefix at start).
+func (c *Config) Subnet() netip.Prefix { return c.Network.Subnet.Prefix }
 
 func (c *Config) validateNetwork() error {
 	var errs []error
@@ -118,21 +117,22 @@ func (c *Config) validateNetwork() error {
 	if !ifnameRE.MatchString(c.Network.Bridge) {
 		errs = append(errs, keyErr("network.bridge", "%q is not an interface name (1-15 of a-z 0-9 _ . -); expected e.g. clauderon0", c.Network.Bridge))
 	}
-	p, err := netip.ParsePrefix(c.Network.Subnet)
+	s := c.Network.Subnet
+	p, text := s.Prefix, s.String()
 	switch {
-	case c.NodeMode() && c.Network.Subnet == SubnetAuto:
-	case err != nil && c.NodeMode():
-		errs = append(errs, keyErr("network.subnet", "%q is not a CIDR or auto; expected auto (this node's pod subnet) or e.g. 10.244.1.0/24", c.Network.Subnet))
-	case err != nil:
-		errs = append(errs, keyErr("network.subnet", "%q is not a CIDR; expected e.g. 10.213.0.0/24", c.Network.Subnet))
+	case c.NodeMode() && s.Auto:
+	case !p.IsValid() && c.NodeMode():
+		errs = append(errs, keyErr("network.subnet", "%s", (&badSubnet{text: text}).nodeMode()))
+	case !p.IsValid():
+		errs = append(errs, keyErr("network.subnet", "%s", &badSubnet{text: text}))
 	case !p.Addr().Is4():
-		errs = append(errs, keyErr("network.subnet", "%q is not an IPv4 CIDR; expected e.g. 10.213.0.0/24", c.Network.Subnet))
+		errs = append(errs, keyErr("network.subnet", "%q is not an IPv4 CIDR; expected e.g. 10.213.0.0/24", text))
 	case p.Bits() < 8 || p.Bits() > 29:
-		errs = append(errs, keyErr("network.subnet", "%q must have a prefix length between /8 and /29; expected e.g. 10.213.0.0/24", c.Network.Subnet))
+		errs = append(errs, keyErr("network.subnet", "%q must have a prefix length between /8 and /29; expected e.g. 10.213.0.0/24", text))
 	case p.Masked() != p:
-		errs = append(errs, keyErr("network.subnet", "%q has host bits set; expected %s", c.Network.Subnet, p.Masked()))
+		errs = append(errs, keyErr("network.subnet", "%q has host bits set; expected %s", text, p.Masked()))
 	case p.Addr().IsLoopback() || p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() || p.Addr().IsUnspecified():
-		errs = append(errs, keyErr("network.subnet", "%q is not a private unicast range; expected e.g. 10.213.0.0/24", c.Network.Subnet))
+		errs = append(errs, keyErr("network.subnet", "%q is not a private unicast range; expected e.g. 10.213.0.0/24", text))
 	}
 	return errors.Join(errs...)
 }
@@ -165,7 +165,7 @@ func (c *Config) validateMetrics() error {
 		return keyErr("metrics.address", "%q has no port 1..65535; expected e.g. 127.0.0.1:9464", c.Metrics.Address)
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
-		if sub, err := netip.ParsePrefix(c.Network.Subnet); err == nil && sub.Contains(a.Unmap()) {
+		if sub := c.Subnet(); sub.IsValid() && sub.Contains(a.Unmap()) {
 			return keyErr("metrics.address", "%q is on the bridge subnet %s, reachable from containers; expected e.g. 127.0.0.1:9464", c.Metrics.Address, sub)
 		}
 	}
@@ -279,8 +279,8 @@ func duplicateHosts(key string, n int, host func(int) string) error {
 
 func (c *Config) validateEgress() error {
 	var errs []error
-	if !oneOf(c.Egress.Mode, "enforce", "audit") {
-		errs = append(errs, keyErr("egress.mode", "%q is not one of enforce, audit; expected e.g. enforce", c.Egress.Mode))
+	if !c.Egress.Mode.valid() {
+		errs = append(errs, keyErr("egress.mode", "%s", c.Egress.Mode.problem()))
 	}
 	for i, h := range c.Egress.Allow {
 		switch {
@@ -292,9 +292,9 @@ func (c *Config) validateEgress() error {
 	}
 	for i, a := range c.Egress.AllowCIDRs {
 		key := fmt.Sprintf("egress.allow_cidrs[%d]", i)
-		if p, err := netip.ParsePrefix(a.CIDR); err != nil || !p.Addr().Is4() || p.Masked() != p {
-			errs = append(errs, keyErr(key+".cidr", "%q is not an IPv4 network CIDR; expected e.g. 192.0.2.0/24", a.CIDR))
-		} else if sub, err := netip.ParsePrefix(c.Network.Subnet); err == nil && sub.Overlaps(p) {
+		if err := a.CIDR.problem(); err != nil {
+			errs = append(errs, keyErr(key+".cidr", "%s", err))
+		} else if sub := c.Subnet(); sub.IsValid() && sub.Overlaps(a.CIDR.Prefix) {
 			errs = append(errs, keyErr(key+".cidr", "%q overlaps the bridge subnet %s; expected a range outside it, e.g. 192.0.2.0/24", a.CIDR, sub))
 		}
 		if !oneOf(a.Proto, "", "tcp", "udp") {
@@ -333,8 +333,8 @@ func validateUpstream(key string, u Upstream) error {
 
 func (c *Config) validateDNS() error {
 	var errs []error
-	if !oneOf(c.DNS.DenyRcode, "nxdomain", "refused") {
-		errs = append(errs, keyErr("dns.deny_rcode", "%q is not one of nxdomain, refused; expected e.g. nxdomain", c.DNS.DenyRcode))
+	if !c.DNS.DenyRcode.valid() {
+		errs = append(errs, keyErr("dns.deny_rcode", "%s", c.DNS.DenyRcode.problem()))
 	}
 	if c.DNS.RatePerSecond < 0 {
 		errs = append(errs, keyErr("dns.rate_per_second", "%g is negative; expected e.g. 500 (0 disables the limit)", c.DNS.RatePerSecond))
@@ -343,13 +343,9 @@ func (c *Config) validateDNS() error {
 		errs = append(errs, keyErr("dns.burst", "%d must be at least 1 when rate_per_second is set; expected e.g. 1000", c.DNS.Burst))
 	}
 	for i, s := range c.DNS.Servers {
-		if _, err := netip.ParseAddrPort(s); err == nil {
-			continue
+		if err := (new(DNSServer)).UnmarshalText([]byte(s)); err != nil {
+			errs = append(errs, keyErr(fmt.Sprintf("dns.servers[%d]", i), "%s", err))
 		}
-		if _, err := netip.ParseAddr(s); err == nil {
-			continue
-		}
-		errs = append(errs, keyErr(fmt.Sprintf("dns.servers[%d]", i), "%q is not an IP or IP:port; expected e.g. 192.0.2.53 or 192.0.2.53:53", s))
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,17 @@
+package config
+
+import "testing"
+
+// TestLoad_SectionNamedEnvDoesNotShadowTheSection: CLAUDERON_SOCKET is the
+// CLI's variable (the socket path); in the daemon's environment (sudo -E,
+// a container image) it must not replace the whole socket: section, whose
+// keys are CLAUDERON_SOCKET_PATH and so on.
+func TestLoad_SectionNamedEnvDoesNotShadowTheSection(t *testing.T) {
+	cfg, err := load(t, "socket: {path: /run/clauderon/d.sock}\n", map[string]string{"CLAUDERON_SOCKET": "/elsewhere.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Socket.Path != "/run/clauderon/d.sock" {
+		t.Errorf("socket.path = %q, want the file's /run/clauderon/d.sock", cfg.Socket.Path)
+	}
+}
