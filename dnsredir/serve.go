@@ -274,7 +274,7 @@ func (h *Handler) logQuery(q *query) {
 		slog.String("rule", q.ev.Rule),
 		slog.String("rcode", dns.RcodeToString[q.ev.Rcode]),
 		slog.Int("answers", q.ev.Answers),
-		slog.String("error", q.ev.Err),
+		slog.String("err", q.ev.Err),
 	)
 }
 

@@ -12,18 +12,10 @@ import (
 // response), so any pending byte (a close_notify alert, most likely), a FIN
 // or an error means the peer is done with it.
 func connAlive(c net.Conn) bool {
-	for {
-		w, ok := c.(interface{ NetConn() net.Conn }) // tls.Conn
-		if !ok {
-			break
-		}
-		c = w.NetConn()
-	}
-	sc, ok := c.(syscall.Conn)
+	rc, ok, err := rawConn(c)
 	if !ok {
 		return true
 	}
-	rc, err := sc.SyscallConn()
 	if err != nil {
 		return false
 	}

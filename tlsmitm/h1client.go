@@ -98,7 +98,7 @@ func (s *Server) rejectRequest(tc *tls.Conn, bw *bufio.Writer, err error) {
 		status = http.StatusBadRequest
 	}
 	if ok, suppressed := s.logLimit.allow(time.Now()); ok {
-		s.log.Warn("rejected malformed intercepted request", "status", status, "error", err.Error(), "suppressed_since_last", suppressed)
+		s.log.Warn("rejected malformed intercepted request", "status", status, "err", err.Error(), "suppressed_since_last", suppressed)
 	}
 	text := strconv.Itoa(status) + " " + http.StatusText(status)
 	tc.SetWriteDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))

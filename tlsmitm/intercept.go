@@ -226,7 +226,7 @@ func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error
 	}
 	if ok, suppressed := s.logLimit.allow(time.Now()); ok {
 		s.log.Warn("intercepted request failed", "sni", sni, "method", auditField(r.Method, maxAuditField), "path", auditField(wirePath(r), maxAuditField),
-			"status", he.status, "kind", he.kind, "error", err.Error(), "suppressed_since_last", suppressed)
+			"status", he.status, "kind", he.kind, "err", err.Error(), "suppressed_since_last", suppressed)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

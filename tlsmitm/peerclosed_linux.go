@@ -11,18 +11,10 @@ import (
 // error), without reading: poll(2) with POLLRDHUP sees a FIN even behind
 // unread bytes such as a TLS close_notify.
 func peerClosed(c net.Conn) bool {
-	for {
-		w, ok := c.(interface{ NetConn() net.Conn }) // replayConn, tls.Conn
-		if !ok {
-			break
-		}
-		c = w.NetConn()
-	}
-	sc, ok := c.(syscall.Conn)
+	rc, ok, err := rawConn(c)
 	if !ok {
 		return false
 	}
-	rc, err := sc.SyscallConn()
 	if err != nil {
 		return true
 	}
@@ -34,4 +26,22 @@ func peerClosed(c net.Conn) bool {
 		}
 	})
 	return closed || err != nil
+}
+
+// rawConn unwraps c (replayConn, tls.Conn) to its socket: ok false when
+// there is none (a pipe in tests), err when the socket cannot be reached.
+func rawConn(c net.Conn) (syscall.RawConn, bool, error) {
+	for {
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = w.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, false, nil
+	}
+	rc, err := sc.SyscallConn()
+	return rc, true, err
 }

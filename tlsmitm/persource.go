@@ -180,7 +180,7 @@ func (s *Server) admitSource(c net.Conn) net.Conn {
 	if err != nil {
 		s.stats.rejected.Add(1)
 		if ok, suppressed := s.logLimit.allow(time.Now()); ok {
-			s.log.Warn("connection limit reached; closing new connection", "src", a, "error", err.Error(), "suppressed_since_last", suppressed)
+			s.log.Warn("connection limit reached; closing new connection", "src", a, "err", err.Error(), "suppressed_since_last", suppressed)
 		}
 		c.Close()
 		return nil

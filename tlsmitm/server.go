@@ -202,7 +202,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) runHTTPServer() {
 	defer s.conns.Done()
 	if err := s.http.Serve(s.hl); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-		s.log.Error("intercept HTTP server stopped", "error", err)
+		s.log.Error("intercept HTTP server stopped", "err", err)
 	}
 }
 
@@ -241,7 +241,7 @@ func (s *Server) drain() {
 	s.closeRaw(true)
 	s.closeH1(true)
 	if err := s.http.Shutdown(dctx); err != nil {
-		s.log.Warn("drain deadline reached; closing remaining intercepted connections", "error", err)
+		s.log.Warn("drain deadline reached; closing remaining intercepted connections", "err", err)
 	}
 	done := make(chan struct{})
 	go waitGroupDone(&s.conns, done)

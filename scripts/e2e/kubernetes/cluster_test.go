@@ -253,7 +253,7 @@ func (c *cluster) dumpDaemon(t *testing.T) {
 		{"-n", "clauderon-system", "describe", "pods"},
 		{"-n", "clauderon-system", "logs", "ds/clauderond", "-c", "install-ca", "--tail=30"},
 		{"-n", "clauderon-system", "logs", "ds/clauderond", "-c", "install-ca", "--tail=30", "--previous"},
-		{"-n", "clauderon-system", "logs", "ds/clauderond", "-c", "clauderond", "--tail=60"},
+		{"-n", "clauderon-system", "logs", "ds/clauderond", "-c", "clauderond", "--tail=400"},
 		{"-n", "clauderon-system", "logs", "ds/clauderond", "-c", "clauderond", "--tail=60", "--previous"},
 	} {
 		out, _ := c.kubectl(ctx, "", args...)

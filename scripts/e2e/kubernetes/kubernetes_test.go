@@ -17,6 +17,7 @@
 package kubernetes
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -136,12 +137,12 @@ func TestKubernetes_DaemonSetConfinesPods(t *testing.T) {
 	// clauderond, from the project's manifests with this test's overlay.
 	overlay := writeOverlay(t, tmp, root, image, daemonConfig(api.Addr, nodeIP), upCA.PEM())
 	c.k(t, "apply", "-k", overlay)
-	t.Cleanup(func() {
-		if t.Failed() {
-			c.dumpDaemon(t)
-		}
-	})
-	c.k(t, "-n", system, "rollout", "status", "ds/clauderond", "--timeout=180s")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if out, err := c.kubectl(ctx, "", "-n", system, "rollout", "status", "ds/clauderond", "--timeout=180s"); err != nil {
+		c.dumpDaemon(t)
+		t.Fatalf("the DaemonSet did not roll out: %v\n%s", err, out)
+	}
 	if ds := c.k(t, "-n", system, "get", "ds", "clauderond", "-o", "jsonpath={.status.numberReady}"); ds != "1" {
 		t.Fatalf("DaemonSet ready pods = %q, want 1", ds)
 	}
@@ -235,6 +236,11 @@ func TestKubernetes_DaemonSetConfinesPods(t *testing.T) {
 		}
 	})
 
+	if t.Failed() { // what the daemon said, while it still runs
+		c.dumpDaemon(t)
+		b, _ := os.ReadFile(filepath.Join(stateDir, "audit.jsonl"))
+		t.Logf("audit.jsonl:\n%s", b)
+	}
 	t.Run("DeletedDaemonSetLeavesEgressClosed", func(t *testing.T) {
 		c.k(t, "-n", system, "delete", "ds", "clauderond", "--wait=true", "--timeout=120s")
 		c.k(t, "-n", system, "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/name=clauderond", "--timeout=120s")
@@ -429,7 +435,9 @@ func claudePod(ns, name, image, profile string) string {
 }
 
 func curlPod(ns, name, image, profile string) string {
-	return agentPod(ns, name, image, profile, `curl -sS --cacert /etc/clauderon/proxy-ca.pem -H "Authorization: Bearer $CLAUDE_CODE_OAUTH_TOKEN" `+
+	// --retry: a pod's first packets can meet the rules before its veth is
+	// registered (dropped, fail closed); what is asserted is the answer.
+	return agentPod(ns, name, image, profile, `curl -sS --retry 3 --retry-all-errors --retry-delay 1 --cacert /etc/clauderon/proxy-ca.pem -H "Authorization: Bearer $CLAUDE_CODE_OAUTH_TOKEN" `+
 		`https://api.anthropic.com/v1/messages -d '{}' -w ' status=%{http_code}'; true`)
 }
 
