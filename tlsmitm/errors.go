@@ -117,7 +117,9 @@ func auditDecision(err error) Decision {
 // closesConnection reports whether the daemon's own answer with status
 // ends the client connection: after a 421 the client must open a new
 // connection for the other name (it may have coalesced them), and after a
-// 403 or 405 there is nothing more this connection should be used for.
+// 403 or 405 there is nothing more this connection should be used for
+// (HTTP/1.x only: on h2 a GOAWAY sent with a 403 trips clients, and the
+// next stream gets its own decision anyway).
 func closesConnection(status int) bool {
 	switch status {
 	case http.StatusMisdirectedRequest, http.StatusForbidden, http.StatusMethodNotAllowed:

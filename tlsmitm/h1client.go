@@ -154,3 +154,32 @@ func (d *bodyDeadline) readErr(err error) error {
 
 // errClientClosed: the client went away mid-request (audited as 499).
 var errClientClosed = errors.New("client closed the connection")
+
+// lingerDelay bounds how long closeH1 waits for the client to finish
+// sending before the socket closes (net/http's rstAvoidanceDelay).
+const lingerDelay = 500 * time.Millisecond
+
+// closeH1 ends an intercepted HTTP/1.x connection so that the client reads
+// everything it was sent: close_notify and a FIN first, then what the
+// client still sends (a request body the answer did not need) is read and
+// dropped for up to lingerDelay. Closing at once with unread bytes in the
+// socket makes the kernel send a reset, which can overtake the answer (a
+// 403 then reads as "connection reset" or a truncated body).
+func closeH1(tc *tls.Conn) {
+	tc.SetDeadline(time.Now().Add(lingerDelay))
+	_ = tc.CloseWrite()
+	raw := tc.NetConn()
+	for c := raw; c != nil; {
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+			break
+		}
+		w, ok := c.(interface{ NetConn() net.Conn }) // replayConn
+		if !ok {
+			break
+		}
+		c = w.NetConn()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(raw, 256<<10))
+	tc.Close()
+}

@@ -51,7 +51,7 @@ func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 	hc := &h1Conn{conn: tc}
 	s.registerH1(hc, true)
 	defer s.registerH1(hc, false)
-	defer tc.Close()
+	defer closeH1(tc)
 
 	lr := &headerLimitReader{r: tc}
 	br := bufio.NewReaderSize(lr, 4<<10)

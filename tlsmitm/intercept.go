@@ -236,9 +236,12 @@ func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error
 	if he.status == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 	}
-	if closesConnection(he.status) {
+	if closesConnection(he.status) && (r.ProtoMajor < 2 || he.status == http.StatusMisdirectedRequest) {
 		// net/http's h2 server answers this with GOAWAY; the HTTP/1.1
 		// relay closes the connection after the response (respondError).
+		// On h2 only a 421 does: the client must not reuse the connection
+		// for the other name, while a GOAWAY ahead of a 403's HEADERS
+		// makes curl (7.88) report the whole answer as a partial transfer.
 		w.Header().Set("Connection", "close")
 	}
 	if he.status == http.StatusServiceUnavailable && r.ProtoMajor == 2 {

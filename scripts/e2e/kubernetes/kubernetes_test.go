@@ -190,6 +190,7 @@ func TestKubernetes_DaemonSetConfinesPods(t *testing.T) {
 		c.apply(t, curlPod(nsB, "plain-b", debian, ""))
 		for _, p := range [][2]string{{nsA, "thief"}, {nsB, "owner"}, {nsA, "plain-a"}, {nsB, "plain-b"}} {
 			c.waitPod(t, p[0], p[1], true)
+			t.Logf("%s/%s: %s", p[0], p[1], strings.TrimSpace(c.k(t, "-n", p[0], "logs", p[1])))
 		}
 		// The default profile is bound to namespace B only.
 		if out := c.k(t, "-n", nsA, "logs", "plain-a"); !strings.Contains(out, "status=403") || !strings.Contains(out, "asks for profile default") {
@@ -435,10 +436,12 @@ func claudePod(ns, name, image, profile string) string {
 }
 
 func curlPod(ns, name, image, profile string) string {
-	// --retry: a pod's first packets can meet the rules before its veth is
-	// registered (dropped, fail closed); what is asserted is the answer.
-	return agentPod(ns, name, image, profile, `curl -sS --retry 3 --retry-all-errors --retry-delay 1 --cacert /etc/clauderon/proxy-ca.pem -H "Authorization: Bearer $CLAUDE_CODE_OAUTH_TOKEN" `+
-		`https://api.anthropic.com/v1/messages -d '{}' -w ' status=%{http_code}'; true`)
+	// Retried only when curl fails to get an answer at all: a pod's first
+	// packets can meet the rules before its veth is registered (dropped,
+	// fail closed). An HTTP status is an answer; what is asserted is it.
+	return agentPod(ns, name, image, profile, `for i in 1 2 3 4; do `+
+		`out=$(curl -sS --cacert /etc/clauderon/proxy-ca.pem -H "Authorization: Bearer $CLAUDE_CODE_OAUTH_TOKEN" `+
+		`https://api.anthropic.com/v1/messages -d '{}' -w ' status=%{http_code}' 2>&1) && break; echo "attempt $i: $out"; sleep 1; done; echo "$out"`)
 }
 
 // auditLine is the part of an audit.jsonl line the suite checks.
