@@ -314,7 +314,7 @@ func TestRun_NodeModeWithFakes(t *testing.T) {
 	go func() {
 		done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), WithNetfilter(nft), WithTable("clrtnode"),
 			withListenAddr("127.0.0.1"), WithOnReady(func() { close(ready) }),
-			WithKubernetes(kubepods.NewClientForTest(kube.URL, kube.Client()), func(ip netip.Addr) (string, error) {
+			WithKubernetes(kubepods.NewClientForTest(kube.URL, kube.Client()), func(ip netip.Addr, _ string) (string, error) {
 				return "veth" + strings.ReplaceAll(ip.String(), ".", ""), nil
 			}))
 	}()

@@ -36,12 +36,12 @@ type options struct {
 	listenAddr     string
 	doctorExe      string // static clauderond for the doctor's probe image ("" → /proc/self/exe)
 	kubeClient     *kubepods.Client
-	podVeth        func(netip.Addr) (string, error)
+	podVeth        func(ip netip.Addr, podUID string) (string, error)
 }
 
 // WithKubernetes uses c to reach the API server in node mode and veth to
 // find a pod's host-side veth (tests; nil keeps the default).
-func WithKubernetes(c *kubepods.Client, veth func(netip.Addr) (string, error)) Option {
+func WithKubernetes(c *kubepods.Client, veth func(ip netip.Addr, podUID string) (string, error)) Option {
 	return func(o *options) { o.kubeClient, o.podVeth = c, veth }
 }
 

@@ -28,11 +28,14 @@ const maxCNIFileBytes = 1 << 20
 // and is not the bridge. With bridge "" the bridge is recognised by
 // position (the bridge plugin lists it first, before the host veth).
 //
+// A file that names the pod it was made for (libcni's cniArgs carry
+// K8S_POD_UID) counts only for that pod: a stale result of a deleted pod
+// that held the same address never moves the address to its old veth.
 // It reads only regular files (never through a symlink), each bounded, and
 // skips files it cannot parse. When several files hold ip (a stale cache),
 // the most recently modified wins. Parsed files are kept, keyed by name,
 // size and mtime, so a lookup only reads what changed.
-func CNIResults(dir, bridge string) func(ip netip.Addr) (string, error) {
+func CNIResults(dir, bridge string) func(ip netip.Addr, podUID string) (string, error) {
 	c := &cniCache{dir: dir, bridge: bridge, files: map[string]cniFile{}}
 	return c.lookup
 }
@@ -48,6 +51,7 @@ type cniFile struct {
 	mtime time.Time
 	size  int64
 	ips   []netip.Addr
+	pod   string // K8S_POD_UID from the file's cniArgs, "" when absent
 	veth  string
 	err   error // no usable veth (with ips set) or no usable result
 }
@@ -63,7 +67,7 @@ type cniResult struct {
 	} `json:"ips"`
 }
 
-func (c *cniCache) lookup(ip netip.Addr) (string, error) {
+func (c *cniCache) lookup(ip netip.Addr, podUID string) (string, error) {
 	ip = ip.Unmap()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -79,7 +83,8 @@ func (c *cniCache) lookup(ip netip.Addr) (string, error) {
 		}
 		seen[e.Name()] = true
 		f, ok := c.file(e)
-		if ok && slices.Contains(f.ips, ip) && (best == nil || f.mtime.After(best.mtime)) {
+		forPod := f.pod == "" || podUID == "" || f.pod == podUID
+		if ok && forPod && slices.Contains(f.ips, ip) && (best == nil || f.mtime.After(best.mtime)) {
 			best = &f
 		}
 	}
@@ -133,11 +138,12 @@ func parseCNIFile(path, bridge string) cniFile {
 		f.err = fmt.Errorf("%s: unreadable or larger than %d bytes", path, maxCNIFileBytes)
 		return f
 	}
-	res, err := decodeCNICache(b)
+	res, pod, err := decodeCNICache(b)
 	if err != nil {
 		f.err = fmt.Errorf("%s: %w", path, err)
 		return f
 	}
+	f.pod = pod
 	for _, a := range res.IPs {
 		if p, err := netip.ParsePrefix(a.Address); err == nil {
 			f.ips = append(f.ips, p.Addr().Unmap())
@@ -151,23 +157,32 @@ func parseCNIFile(path, bridge string) cniFile {
 }
 
 // decodeCNICache decodes a libcni cache file: {"kind":"cniCacheV1",
-// "result":{…}}, or a bare result as older libcni wrote it.
-func decodeCNICache(b []byte) (*cniResult, error) {
+// "cniArgs":[["K8S_POD_UID","…"],…],"result":{…}}, or a bare result as
+// older libcni wrote it; it returns the result and the pod's UID ("" when
+// the file names none).
+func decodeCNICache(b []byte) (*cniResult, string, error) {
 	var v struct {
-		Kind   string     `json:"kind"`
-		Result *cniResult `json:"result"`
+		Kind    string     `json:"kind"`
+		Result  *cniResult `json:"result"`
+		CNIArgs [][]string `json:"cniArgs"`
 		cniResult
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, fmt.Errorf("decoding the CNI result: %w", err)
+		return nil, "", fmt.Errorf("decoding the CNI result: %w", err)
 	}
 	switch {
 	case v.Kind == "cniCacheV1" && v.Result != nil:
-		return v.Result, nil
+		pod := ""
+		for _, kv := range v.CNIArgs {
+			if len(kv) == 2 && kv[0] == "K8S_POD_UID" {
+				pod = kv[1]
+			}
+		}
+		return v.Result, pod, nil
 	case v.Kind == "" && len(v.IPs) > 0:
-		return &v.cniResult, nil
+		return &v.cniResult, "", nil
 	}
-	return nil, fmt.Errorf("not a CNI result (kind %q)", v.Kind)
+	return nil, "", fmt.Errorf("not a CNI result (kind %q)", v.Kind)
 }
 
 // hostVeth picks the host side of the pod's veth from a result's

@@ -109,7 +109,7 @@ func TestCNIResults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			tc.files(t, dir)
-			got, err := CNIResults(dir, tc.bridge)(ip)
+			got, err := CNIResults(dir, tc.bridge)(ip, "")
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Errorf("veth = %q, %v; want an error containing %q", got, err, tc.wantErr)
@@ -124,7 +124,7 @@ func TestCNIResults(t *testing.T) {
 }
 
 func TestCNIResults_MissingDir(t *testing.T) {
-	_, err := CNIResults(filepath.Join(t.TempDir(), "nope"), "")(netip.MustParseAddr("10.215.0.5"))
+	_, err := CNIResults(filepath.Join(t.TempDir(), "nope"), "")(netip.MustParseAddr("10.215.0.5"), "")
 	if err == nil || !strings.Contains(err.Error(), "reading the CNI results cache") {
 		t.Errorf("err = %v", err)
 	}
@@ -138,7 +138,7 @@ func TestCNIResults_CacheFollowsTheFiles(t *testing.T) {
 	veth := CNIResults(dir, "")
 	check := func(want string) {
 		t.Helper()
-		got, err := veth(ip)
+		got, err := veth(ip, "")
 		if want == "" {
 			if err == nil {
 				t.Errorf("veth = %q, want an error", got)
@@ -175,8 +175,34 @@ func BenchmarkCNIResults(b *testing.B) {
 	veth := CNIResults(dir, "")
 	ip := netip.MustParseAddr("10.215.0.100")
 	for b.Loop() {
-		if _, err := veth(ip); err != nil {
+		if _, err := veth(ip, ""); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestCNIResults_FileOfAnotherPodIsNotUsed: libcni's cniArgs name the pod
+// a result was made for; a stale result of a deleted pod that held the
+// same address (newer or not) never names the new pod's veth.
+func TestCNIResults_FileOfAnotherPodIsNotUsed(t *testing.T) {
+	dir := t.TempDir()
+	withPod := func(veth, uid string) string {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(cniCacheJSON(t, bridgeIfaces(veth), "10.215.0.5/24")), &m); err != nil {
+			t.Fatal(err)
+		}
+		m["cniArgs"] = [][]string{{"K8S_POD_NAMESPACE", "team"}, {"K8S_POD_UID", uid}}
+		b, _ := json.Marshal(m)
+		return string(b)
+	}
+	writeAged(t, dir, "net-new-eth0", withPod("vethnew", "uid-new"), time.Hour)
+	writeAged(t, dir, "net-old-eth0", withPod("vethold", "uid-old"), 0) // newer, but another pod's
+	veth := CNIResults(dir, "")
+	ip := netip.MustParseAddr("10.215.0.5")
+	if got, err := veth(ip, "uid-new"); err != nil || got != "vethnew" {
+		t.Errorf("veth(new pod) = %q, %v; want vethnew", got, err)
+	}
+	if got, err := veth(ip, "uid-other"); err == nil {
+		t.Errorf("veth(a pod no file names) = %q; want an error", got)
 	}
 }

@@ -206,7 +206,7 @@ func mkPod(name, ip string, mods ...func(*pod)) pod {
 func terminating(p *pod) { ts := "2026-01-01T00:00:00Z"; p.Metadata.DeletionTimestamp = &ts }
 
 // fakeVeth names 10.215.0.N's veth "vethN".
-func fakeVeth(ip netip.Addr) (string, error) {
+func fakeVeth(ip netip.Addr, _ string) (string, error) {
 	return fmt.Sprintf("veth%d", ip.As4()[3]), nil
 }
 

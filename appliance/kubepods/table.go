@@ -29,9 +29,9 @@ type Options struct {
 	// ignored (required).
 	Subnet       netip.Prefix
 	ProfileLabel string // default identity.DefaultProfileLabel
-	// Veth finds the host-side veth of the pod holding ip, for the
-	// anti-spoofing set. Default: CNIResults(DefaultCNIResultsDir, "").
-	Veth func(ip netip.Addr) (string, error)
+	// Veth finds the host-side veth of the pod (podUID) holding ip, for
+	// the anti-spoofing set. Default: CNIResults(DefaultCNIResultsDir, "").
+	Veth func(ip netip.Addr, podUID string) (string, error)
 	// OnChange receives the full list (List) after every change to the
 	// table. It runs on the goroutine that made the change, one call at a
 	// time, and must not call back into Sync. May be nil.
@@ -227,7 +227,7 @@ func (t *Table) container(p *pod, prev map[string]identity.Container) (identity.
 
 // veth asks Veth for c's host veth; "" (warned once per pod) on failure.
 func (t *Table) veth(c identity.Container) string {
-	v, err := t.opts.Veth(c.IP)
+	v, err := t.opts.Veth(c.IP, c.ID)
 	if err != nil || v == "" {
 		if !t.vethWarned[c.ID] {
 			t.vethWarned[c.ID] = true

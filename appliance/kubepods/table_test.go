@@ -331,14 +331,14 @@ func TestVeth_UnresolvedIsRetriedAndReported(t *testing.T) {
 		ready bool
 		calls int
 	)
-	veth := func(ip netip.Addr) (string, error) {
+	veth := func(ip netip.Addr, uid string) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		calls++
 		if !ready {
 			return "", fmt.Errorf("no CNI result holds %s", ip)
 		}
-		return fakeVeth(ip)
+		return fakeVeth(ip, uid)
 	}
 	var rec recorder
 	tab := newTestTable(t, f, func(o *Options) { o.Veth, o.OnChange = veth, rec.onChange })
@@ -380,7 +380,7 @@ func TestVeth_RecreatedSandboxIsFollowed(t *testing.T) {
 		mu   sync.Mutex
 		name = "vethold"
 	)
-	veth := func(netip.Addr) (string, error) { mu.Lock(); defer mu.Unlock(); return name, nil }
+	veth := func(netip.Addr, string) (string, error) { mu.Lock(); defer mu.Unlock(); return name, nil }
 	var rec recorder
 	tab := newTestTable(t, f, func(o *Options) { o.Veth, o.OnChange = veth, rec.onChange })
 	tab.recheckEvery = 2
