@@ -27,6 +27,9 @@ type identitySource interface {
 	Run(ctx context.Context) error
 	Lookup(addr netip.Addr) (identity.Container, bool)
 	List() []identity.Container
+	// StreamDown: the source cannot vouch for any address now (its
+	// stream is down, or it has never listed); Lookup refuses everyone.
+	StreamDown() bool
 }
 
 var (
@@ -239,11 +242,15 @@ func (r clusterDNS) LookupNetIP(ctx context.Context, network, host string) ([]ne
 	return r.base.LookupNetIP(ctx, network, host)
 }
 
-// podBridgeMissing says why node mode is not ready when this node has pods
-// but no bridge of the configured name: the rules, keyed on that name,
-// would confine nothing (network.bridge names another device than the
-// CNI's). "" otherwise.
+// podBridgeMissing says why node mode is not ready: the pod list is not in
+// (pods are refused, and a rollout must not go on as if all were well), or
+// this node has pods but no bridge of the configured name (the rules, keyed
+// on that name, would confine nothing: network.bridge names another device
+// than the CNI's). "" otherwise.
 func (d *daemon) podBridgeMissing() string {
+	if d.table != nil && d.table.StreamDown() {
+		return "the pod list is not in (the API server is away, or the service account may not list pods): every pod is refused"
+	}
 	if d.table == nil || len(d.table.List()) == 0 || bridge.LinkExists(d.network.Bridge) {
 		return ""
 	}

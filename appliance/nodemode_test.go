@@ -396,6 +396,7 @@ func (o oneWorkload) Sync(context.Context) error                   { return nil 
 func (o oneWorkload) Run(context.Context) error                    { return nil }
 func (o oneWorkload) List() []identity.Container                   { return []identity.Container{o.c} }
 func (o oneWorkload) Lookup(netip.Addr) (identity.Container, bool) { return o.c, true }
+func (o oneWorkload) StreamDown() bool                             { return false }
 
 // TestIdentityAdapter_PodProfileIsTheBoundOne: the audit's profile is what
 // the binding gave, not the label a pod chose.
@@ -414,5 +415,19 @@ func TestIdentityAdapter_PodProfileIsTheBoundOne(t *testing.T) {
 		if !ok || c.Profile != tc.want {
 			t.Errorf("%s: Lookup = %+v, %v; want profile %q", tc.pod.Name, c, ok, tc.want)
 		}
+	}
+}
+
+type downSource struct{ oneWorkload }
+
+func (downSource) StreamDown() bool { return true }
+
+// TestPodBridgeMissing_PodListNotInIsNotReady: while the pod list is not
+// in, every pod is refused; readiness says so, so a rollout with broken
+// RBAC stops at the first node.
+func TestPodBridgeMissing_PodListNotInIsNotReady(t *testing.T) {
+	d := &daemon{table: downSource{}}
+	if why := d.podBridgeMissing(); !strings.Contains(why, "pod list is not in") {
+		t.Errorf("podBridgeMissing = %q, want the pod list named", why)
 	}
 }

@@ -202,7 +202,7 @@ func (d *daemon) notReady() string {
 	if state, drift, _ := d.enforcer.snapshot(); state != EnforcementIntact {
 		return fmt.Sprintf("enforcement %s: %v", state, drift)
 	}
-	if d.cfg.NodeMode() {
+	if d.config().NodeMode() {
 		return d.podBridgeMissing()
 	}
 	return ""

@@ -236,12 +236,12 @@ func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error
 	if he.status == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 	}
-	if closesConnection(he.status) && (r.ProtoMajor < 2 || he.status == http.StatusMisdirectedRequest) {
+	if closesConnection(he.status) && (r.ProtoMajor < 2 || connectionBound(rs, he.status, err)) {
 		// net/http's h2 server answers this with GOAWAY; the HTTP/1.1
 		// relay closes the connection after the response (respondError).
-		// On h2 only a 421 does: the client must not reuse the connection
-		// for the other name, while a GOAWAY ahead of a 403's HEADERS
-		// makes curl (7.88) report the whole answer as a partial transfer.
+		// On h2 only a refusal about the connection does (see
+		// connectionBound): a GOAWAY ahead of a policy 403's HEADERS makes
+		// curl (7.88) report the whole answer as a partial transfer.
 		w.Header().Set("Connection", "close")
 	}
 	if he.status == http.StatusServiceUnavailable && r.ProtoMajor == 2 {
@@ -255,6 +255,15 @@ func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error
 	}
 	w.WriteHeader(he.status)
 	json.NewEncoder(w).Encode(errorBody{Error: errorDetail{Type: he.typ, Kind: he.kind, Message: he.message}})
+}
+
+// connectionBound reports whether an h2 refusal is about the connection
+// rather than the request, so the client must open a new one: a 421 (it
+// may not reuse the connection for the other name), a name no longer
+// routed here (after a reload), or a client the identity did not know when
+// it connected (it may be known now; the lookup is per connection).
+func connectionBound(rs *reqState, status int, err error) bool {
+	return status == http.StatusMisdirectedRequest || errors.Is(err, ErrNoRoute) || (rs != nil && !rs.info.client.Known)
 }
 
 type errorBody struct {

@@ -2,14 +2,17 @@ package tlsmitm
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -63,5 +66,55 @@ func TestRelay_CurlReadsTheRefusalWhole(t *testing.T) {
 				t.Fatalf("%s attempt %d: %v\n%s", proto, i, err, out)
 			}
 		}
+	}
+}
+
+// unknownIdentity knows no client; refuseUnknown refuses such a client as
+// the appliance's injector does.
+type unknownIdentity struct{}
+
+func (unknownIdentity) Lookup(netip.Addr) (Client, bool) { return Client{}, false }
+
+type refuseUnknown struct{ fakeInjector }
+
+func (r refuseUnknown) Apply(req *http.Request, host string, c Client) (string, bool, error) {
+	if !c.Known {
+		return "", false, fmt.Errorf("%w: not a known client", ErrForbidden)
+	}
+	return r.fakeInjector.Apply(req, host, c)
+}
+
+// TestIntercept_H2UnknownClientsRefusalSendsItAway: the identity is looked
+// up per connection, so an h2 connection refused because its client was
+// not known yet goes away (GOAWAY): the next request opens a new one and
+// is looked up again. A policy 403 for a known client keeps the
+// connection (TestRelay_CurlReadsTheRefusalWhole).
+func TestIntercept_H2UnknownClientsRefusalSendsItAway(t *testing.T) {
+	h := newHarness(t, harnessOpts{mutate: func(c *Config) { c.Identity, c.Injector = unknownIdentity{}, refuseUnknown{} }})
+	var dials atomic.Int32
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			dials.Add(1)
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", h.addr)
+		},
+		TLSClientConfig: &tls.Config{RootCAs: h.pool}, ForceAttemptHTTP2: true,
+	}
+	h.clients = append(h.clients, tr)
+	for i := range 2 {
+		resp, err := (&http.Client{Transport: tr}).Get("https://" + apiHost + "/v1/messages")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || resp.ProtoMajor != 2 {
+			t.Fatalf("request %d: %s %d, want h2 403", i, resp.Proto, resp.StatusCode)
+		}
+		h.rec.next(t)
+		time.Sleep(100 * time.Millisecond) // let the client read the GOAWAY
+	}
+	if n := dials.Load(); n != 2 {
+		t.Errorf("%d connections for two refused requests of an unknown client, want 2 (each goes away)", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -228,4 +229,21 @@ func editDistance(a, b string) int {
 		prev = cur
 	}
 	return prev[len(b)]
+}
+
+// emptyUnknownKeys reports the unknown keys written with no value ("foo:"):
+// viper leaves nulls out of what UnmarshalExact sees, so only its key list
+// still shows them. A bare known section ("network:") is not one.
+func emptyUnknownKeys(v interface {
+	AllKeys() []string
+	Get(string) any
+}, known []string) []error {
+	var out []error
+	for _, k := range v.AllKeys() {
+		if v.Get(k) != nil || slices.Contains(known, k) || slices.ContainsFunc(known, func(c string) bool { return strings.HasPrefix(c, k+".") }) {
+			continue
+		}
+		out = append(out, unknownKey(k, known))
+	}
+	return out
 }

@@ -1,6 +1,9 @@
 package config
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestLoad_SectionNamedEnvDoesNotShadowTheSection: CLAUDERON_SOCKET is the
 // CLI's variable (the socket path); in the daemon's environment (sudo -E,
@@ -13,5 +16,18 @@ func TestLoad_SectionNamedEnvDoesNotShadowTheSection(t *testing.T) {
 	}
 	if cfg.Socket.Path != "/run/clauderon/d.sock" {
 		t.Errorf("socket.path = %q, want the file's /run/clauderon/d.sock", cfg.Socket.Path)
+	}
+}
+
+// TestLoad_UnknownKeyWithoutValueIsAnError: "foo:" (null) is still an
+// unknown key; a bare known section is not.
+func TestLoad_UnknownKeyWithoutValueIsAnError(t *testing.T) {
+	for text, key := range map[string]string{"foo:\n": "foo", "network:\n  foo:\n": "network.foo", "egres:\n  mode:\n": "egres.mode"} {
+		if _, err := load(t, text, nil); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: err = %v, want one naming %s", text, err, key)
+		}
+	}
+	if _, err := load(t, "network:\n", nil); err != nil {
+		t.Errorf("a bare known section: %v", err)
 	}
 }

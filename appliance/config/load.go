@@ -62,6 +62,7 @@ func Load(opts LoadOptions) (*Config, error) {
 	cfg := &Config{}
 	err = v.UnmarshalExact(cfg, viper.DecodeHook(decodeHook()))
 	problems := decodeErrors(err, keys, cfg.NodeMode()) // the mode, if it decoded, picks network.subnet's advice
+	problems = append(problems, emptyUnknownKeys(v, keys)...)
 	if cfg.StateDir == "" {
 		dir, err := DefaultStateDir(opts.Env)
 		if err != nil {
