@@ -3,6 +3,7 @@ package appliance
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -78,12 +79,7 @@ func (e *enforcer) setSpec(ctx context.Context, s netfilter.Spec) error {
 // (identity.Options.OnChange). Containers whose veth is unknown get no port:
 // their traffic stays dropped until it is found.
 func (e *enforcer) setContainers(ctx context.Context, cs []identity.Container) {
-	var ports []netfilter.Port
-	for _, c := range cs {
-		if c.HostVeth != "" && c.IP.Is4() {
-			ports = append(ports, netfilter.Port{IfName: c.HostVeth, Addr: c.IP})
-		}
-	}
+	ports := portsOf(cs, e.log)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if slices.Equal(ports, e.ports) {
@@ -97,6 +93,33 @@ func (e *enforcer) setContainers(ctx context.Context, cs []identity.Container) {
 		e.log.Error("updating anti-spoofing ports failed; re-applying the ruleset", "err", err)
 		e.trigger()
 	}
+}
+
+// portsOf is the anti-spoofing port set for cs: each workload's host veth
+// with its address. A veth the table gives two different addresses (a
+// stale or confused source: two pods on one veth) gets none, so neither
+// address passes from it (fail closed) rather than both.
+func portsOf(cs []identity.Container, log *slog.Logger) []netfilter.Port {
+	addrs := map[string]map[netip.Addr]bool{}
+	for _, c := range cs {
+		if c.HostVeth != "" && c.IP.Is4() {
+			if addrs[c.HostVeth] == nil {
+				addrs[c.HostVeth] = map[netip.Addr]bool{}
+			}
+			addrs[c.HostVeth][c.IP] = true
+		}
+	}
+	var ports []netfilter.Port
+	for _, c := range cs {
+		switch n := len(addrs[c.HostVeth]); {
+		case c.HostVeth == "" || !c.IP.Is4():
+		case n > 1:
+			log.Warn("a host veth is claimed with several addresses; none passes from it", "veth", c.HostVeth, "workload", c.Name, "addr", c.IP)
+		default:
+			ports = append(ports, netfilter.Port{IfName: c.HostVeth, Addr: c.IP})
+		}
+	}
+	return ports
 }
 
 // trigger asks the loop for a verify soon (never blocks).

@@ -431,3 +431,19 @@ func TestPodBridgeMissing_PodListNotInIsNotReady(t *testing.T) {
 		t.Errorf("podBridgeMissing = %q, want the pod list named", why)
 	}
 }
+
+// TestPortsOf_AVethWithTwoAddressesGetsNone: a veth the table gives two
+// addresses lets neither through; the same address twice (containers
+// sharing a namespace) stays one port.
+func TestPortsOf_AVethWithTwoAddressesGetsNone(t *testing.T) {
+	c := func(name, veth, ip string) identity.Container {
+		return identity.Container{ID: name, Name: name, HostVeth: veth, IP: netip.MustParseAddr(ip)}
+	}
+	got := portsOf([]identity.Container{c("a", "veth1", "10.244.1.2"), c("b", "veth1", "10.244.1.3"),
+		c("c", "veth2", "10.244.1.4"), c("d", "veth3", "10.244.1.5"), c("e", "veth3", "10.244.1.5")}, discard())
+	want := []netfilter.Port{{IfName: "veth2", Addr: netip.MustParseAddr("10.244.1.4")},
+		{IfName: "veth3", Addr: netip.MustParseAddr("10.244.1.5")}, {IfName: "veth3", Addr: netip.MustParseAddr("10.244.1.5")}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("portsOf = %v, want %v", got, want)
+	}
+}
