@@ -212,6 +212,9 @@ func (k *Kernel) isolate(spec Spec, on bool) error {
 		return fmt.Errorf("%w: bridge %s: %w", ErrPortIsolation, spec.Bridge, err)
 	}
 	links, err := h.LinkList()
+	for attempt := 1; errors.Is(err, netlink.ErrDumpInterrupted) && attempt < 5; attempt++ {
+		links, err = h.LinkList() // links changed while the kernel dumped them: read again
+	}
 	if err != nil {
 		return fmt.Errorf("%w: listing links: %w", ErrPortIsolation, err)
 	}

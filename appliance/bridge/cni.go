@@ -21,9 +21,20 @@ type Links interface {
 
 type hostLinks struct{}
 
-func (hostLinks) LinkList() ([]netlink.Link, error) { return netlink.LinkList() }
+func (hostLinks) LinkList() ([]netlink.Link, error) { return consistent(netlink.LinkList) }
 func (hostLinks) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
-	return netlink.AddrList(l, family)
+	return consistent(func() ([]netlink.Addr, error) { return netlink.AddrList(l, family) })
+}
+
+// consistent retries a netlink dump the kernel interrupted (links changed
+// while it was read) until one reads whole, a few times at most.
+func consistent[T any](dump func() ([]T, error)) ([]T, error) {
+	for attempt := 1; ; attempt++ {
+		out, err := dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || attempt == 5 {
+			return out, err
+		}
+	}
 }
 
 // HostLinks reads the host's links through netlink.

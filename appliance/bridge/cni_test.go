@@ -78,3 +78,23 @@ func TestAdoptCNI_AutoSubnet(t *testing.T) {
 		t.Errorf("auto without a bridge: %+v, %v; want pending with no subnet", n, err)
 	}
 }
+
+// TestConsistent_RetriesAnInterruptedDump: a dump the kernel interrupted
+// (links changed meanwhile) is read again; a steady failure is returned.
+func TestConsistent_RetriesAnInterruptedDump(t *testing.T) {
+	calls := 0
+	got, err := consistent(func() ([]int, error) {
+		calls++
+		if calls < 3 {
+			return []int{1}, netlink.ErrDumpInterrupted
+		}
+		return []int{1, 2}, nil
+	})
+	if err != nil || len(got) != 2 || calls != 3 {
+		t.Errorf("consistent = %v, %v after %d calls; want the whole dump on the third", got, err, calls)
+	}
+	calls = 0
+	if _, err := consistent(func() ([]int, error) { calls++; return nil, netlink.ErrDumpInterrupted }); !errors.Is(err, netlink.ErrDumpInterrupted) || calls != 5 {
+		t.Errorf("always interrupted: err %v after %d calls, want ErrDumpInterrupted after 5", err, calls)
+	}
+}

@@ -45,7 +45,7 @@ func checkGateway(bridge string, gw netip.Addr) (int, error) {
 	if l.Type() != "bridge" {
 		return 0, fmt.Errorf("link %s is a %s, not a bridge", bridge, l.Type())
 	}
-	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	addrs, err := consistent(func() ([]netlink.Addr, error) { return netlink.AddrList(l, netlink.FAMILY_V4) })
 	if err != nil {
 		return 0, fmt.Errorf("listing addresses of %s: %w", bridge, err)
 	}
