@@ -251,10 +251,13 @@ func (d *daemon) podBridgeMissing() string {
 	if d.table != nil && d.table.StreamDown() {
 		return "the pod list is not in (the API server is away, or the service account may not list pods): every pod is refused"
 	}
-	if d.table == nil || len(d.table.List()) == 0 || bridge.LinkExists(d.network.Bridge) {
+	if d.table == nil {
 		return ""
 	}
-	return fmt.Sprintf("%d pods on this node but no bridge %s: network.bridge must name the CNI's bridge", len(d.table.List()), d.network.Bridge)
+	if n := len(d.table.List()); n > 0 && !bridge.LinkExists(d.network.Bridge) {
+		return fmt.Sprintf("%d pods on this node but no bridge %s: network.bridge must name the CNI's bridge", n, d.network.Bridge)
+	}
+	return ""
 }
 
 // workloadOf finds a workload by ID, else by source address.

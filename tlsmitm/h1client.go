@@ -168,17 +168,9 @@ const lingerDelay = 500 * time.Millisecond
 func closeH1(tc *tls.Conn) {
 	tc.SetDeadline(time.Now().Add(lingerDelay))
 	_ = tc.CloseWrite()
-	raw := tc.NetConn()
-	for c := raw; c != nil; {
-		if cw, ok := c.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-			break
-		}
-		w, ok := c.(interface{ NetConn() net.Conn }) // replayConn
-		if !ok {
-			break
-		}
-		c = w.NetConn()
+	raw := tc.NetConn() // replayConn → sourceConn → TCP
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(raw, 256<<10))
 	tc.Close()

@@ -143,3 +143,11 @@ func (c *replayConn) Read(p []byte) (int, error) {
 
 // NetConn returns the wrapped connection.
 func (c *replayConn) NetConn() net.Conn { return c.Conn }
+
+// CloseWrite half-closes the accepted connection (closeH1).
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

@@ -37,7 +37,8 @@ func consistent[T any](dump func() ([]T, error)) ([]T, error) {
 	}
 }
 
-// HostLinks reads the host's links through netlink.
+// HostLinks reads the host's links through netlink, whole: a dump the
+// kernel interrupted is read again (consistent).
 var HostLinks Links = hostLinks{}
 
 // AdoptCNI finds a Kubernetes node's pod bridge (node mode): the Linux

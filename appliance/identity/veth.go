@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/clauderon/clauderond/appliance/bridge"
 	"github.com/vishvananda/netlink"
 )
 
@@ -39,7 +40,7 @@ type linkSource interface {
 type kernelLinks struct{}
 
 func (kernelLinks) LinkByName(name string) (netlink.Link, error) { return netlink.LinkByName(name) }
-func (kernelLinks) LinkList() ([]netlink.Link, error)            { return linkListConsistent(netlink.LinkList) }
+func (kernelLinks) LinkList() ([]netlink.Link, error)            { return bridge.HostLinks.LinkList() }
 func (kernelLinks) GetNetNsIdByPid(pid int) (int, error)         { return netlink.GetNetNsIdByPid(pid) }
 
 // errNoNsid: the host has no id for the container's namespace yet.
@@ -78,17 +79,5 @@ func bridgeVeth(ls linkSource, bridge string, pid int) (string, error) {
 		return found[0], nil
 	default:
 		return "", fmt.Errorf("%d veths on %s lead into the network namespace of pid %d (%v); refusing to pick one", len(found), bridge, pid, found)
-	}
-}
-
-// linkListConsistent retries a link dump the kernel interrupted (links
-// changed while it was read: containers start and stop around us) until
-// one reads whole, a few times at most; a partial list could miss a veth.
-func linkListConsistent(list func() ([]netlink.Link, error)) ([]netlink.Link, error) {
-	for attempt := 1; ; attempt++ {
-		links, err := list()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) || attempt == 5 {
-			return links, err
-		}
 	}
 }

@@ -66,17 +66,3 @@ func TestBridgeVeth_PicksTheBridgePortIntoThePidsNamespace(t *testing.T) {
 		})
 	}
 }
-
-func TestLinkListConsistent_RetriesAnInterruptedDump(t *testing.T) {
-	calls := 0
-	links, err := linkListConsistent(func() ([]netlink.Link, error) {
-		calls++
-		if calls == 1 {
-			return nil, netlink.ErrDumpInterrupted
-		}
-		return []netlink.Link{&netlink.Dummy{}}, nil
-	})
-	if err != nil || len(links) != 1 || calls != 2 {
-		t.Errorf("linkListConsistent = %v, %v after %d calls", links, err, calls)
-	}
-}
