@@ -89,17 +89,17 @@ func netfilterSpec(cfg *config.Config, table string, bridgeName string, subnet n
 
 // tlsConfig is the terminator's swappable configuration.
 func tlsConfig(cfg *config.Config, p *parts, id tlsmitm.Identity, aud tlsmitm.Auditor, res tlsmitm.Resolver,
-	subnet netip.Prefix, log *slog.Logger) tlsmitm.Config {
+	subnet netip.Prefix, log, clientLog *slog.Logger) tlsmitm.Config {
 	return tlsmitm.Config{
 		StateDir: cfg.StateDir, Router: p.policy, Injector: p.injector, Identity: id, Auditor: aud,
 		Upstreams: p.upstreams, DeniedPrefixes: deniedUpstreamPrefixes(subnet), Resolver: res,
-		Logger: log, DrainTimeout: cfg.DrainTimeout,
+		Logger: log, EventLogger: clientLog, DrainTimeout: cfg.DrainTimeout,
 	}
 }
 
 // dnsConfig is the DNS shim's configuration.
 func dnsConfig(cfg *config.Config, p *parts, id dnsredir.Identity, aud dnsredir.Auditor, res dnsredir.Resolver,
-	log *slog.Logger) dnsredir.Config {
+	clientLog *slog.Logger) dnsredir.Config {
 	rcode := dns.RcodeNameError
 	if cfg.DNS.DenyRcode == config.RcodeRefused {
 		rcode = dns.RcodeRefused
@@ -107,7 +107,7 @@ func dnsConfig(cfg *config.Config, p *parts, id dnsredir.Identity, aud dnsredir.
 	return dnsredir.Config{
 		Policy: p.policy, Resolver: res, InterceptAnswer: p.answer, DenyRcode: rcode,
 		RatePerSecond: cfg.DNS.RatePerSecond, Burst: cfg.DNS.Burst,
-		Identity: id, Auditor: aud, Logger: log,
+		Identity: id, Auditor: aud, EventLogger: clientLog,
 	}
 }
 

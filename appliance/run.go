@@ -13,6 +13,7 @@ import (
 	"github.com/clauderon/clauderond/appliance/bridge"
 	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/appliance/kubepods"
+	"github.com/clauderon/clauderond/appliance/ratelog"
 	"github.com/clauderon/clauderond/dnsredir"
 	"github.com/clauderon/clauderond/injector"
 	"github.com/clauderon/clauderond/netfilter"
@@ -29,6 +30,9 @@ type daemon struct {
 	opts options
 	log  *slog.Logger // component=appliance
 	base *slog.Logger // for the parts, which add their own component
+	// clientLog takes the parts' lines a client causes (per connection,
+	// request or query), within one rate-limited budget for all of them.
+	clientLog *slog.Logger
 
 	cfgMu sync.Mutex
 	cfg   *config.Config
@@ -115,7 +119,8 @@ func newDaemon(cfg *config.Config, logger *slog.Logger, opts []Option) (*daemon,
 	for _, f := range opts {
 		f(&o)
 	}
-	return &daemon{ensure: make(chan struct{}, 1), opts: o, cfg: cfg, log: logger.With("component", "appliance"), base: logger}, nil
+	return &daemon{ensure: make(chan struct{}, 1), opts: o, cfg: cfg, log: logger.With("component", "appliance"), base: logger,
+		clientLog: slog.New(ratelog.New(logger.Handler(), ratelog.Config{}))}, nil
 }
 
 // start runs the start-up steps in order; long-lived parts join g with a

@@ -37,7 +37,7 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 		return err
 	}
 	d.parts.Store(p)
-	if d.tls, err = tlsmitm.New(tlsConfig(d.cfg, p, d.identityFor(d.cfg), d.events, res, d.network.Subnet, d.base)); err != nil {
+	if d.tls, err = tlsmitm.New(tlsConfig(d.cfg, p, d.identityFor(d.cfg), d.events, res, d.network.Subnet, d.base, d.clientLog)); err != nil {
 		return fmt.Errorf("starting the TLS terminator: %w", err)
 	}
 	d.dnsRes = &overrideResolver{base: res}
@@ -50,7 +50,7 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 		d.dnsRes.base = clusterDNS{domain: strings.ToLower(d.cfg.Kubernetes.ClusterDomain), cluster: cres, base: res}
 	}
 	d.dnsRes.set(p.overrides)
-	if d.dnsH, err = dnsredir.NewHandler(dnsConfig(d.cfg, p, dnsIdentity{d.table}, d.events, d.dnsRes, d.base)); err != nil {
+	if d.dnsH, err = dnsredir.NewHandler(dnsConfig(d.cfg, p, dnsIdentity{d.table}, d.events, d.dnsRes, d.clientLog)); err != nil {
 		return fmt.Errorf("starting the DNS shim: %w", err)
 	}
 	host := d.network.Gateway.String()

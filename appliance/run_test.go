@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -89,6 +90,12 @@ type fakeRun struct {
 
 func startFake(t *testing.T) *fakeRun {
 	t.Helper()
+	return startFakeLogging(t, testWriter{t})
+}
+
+// startFakeLogging is startFake with the daemon's log (debug level) going to w.
+func startFakeLogging(t *testing.T, w io.Writer) *fakeRun {
+	t.Helper()
 	cfg := testConfig(t)
 	cfg.Listen.TLSPort, cfg.Listen.DNSPort = freePort(t), freePort(t)
 	cfg.Metrics.Address = fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -104,7 +111,7 @@ func startFake(t *testing.T) *fakeRun {
 		return r.next, r.nextErr
 	}
 	go func() {
-		r.done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})), WithDocker(r.docker), WithNetfilter(r.nft), WithTable("clrtunit"),
+		r.done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})), WithDocker(r.docker), WithNetfilter(r.nft), WithTable("clrtunit"),
 			withGatewayWait(func(string, string) error { return nil }), withListenAddr("127.0.0.1"),
 			withVeth(func(pid int, ip netip.Addr) (string, error) { return "veth" + ip.String()[9:], nil }),
 			WithVerifyInterval(50*time.Millisecond), WithReload(load, r.reload), WithOnReady(func() { close(ready) }))

@@ -15,7 +15,7 @@ func benchHandler(b *testing.B) *dnsredir.Handler {
 		Policy:        policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow}),
 		Resolver:      &recordingResolver{addrs: map[string][]netip.Addr{"github.com": addrs("140.82.121.4", "140.82.121.3")}},
 		RatePerSecond: -1,
-		Logger:        quietLogger(),
+		EventLogger:   quietLogger(),
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -140,10 +140,14 @@ type Config struct {
 	// and lookup slot while it waits on slow names; the rate limit bounds
 	// how many it starts, this how many it holds.
 	MaxInFlightPerClient int
-	// Identity, Auditor and Logger are optional.
+	// Identity and Auditor are optional.
 	Identity Identity
 	Auditor  Auditor
-	Logger   *slog.Logger
+	// EventLogger takes the lines a client causes, one per query (debug;
+	// warn for SERVFAIL) and one per panic: the caller rate-limits it (the
+	// appliance shares one budget between dnsredir and tlsmitm). nil
+	// discards them.
+	EventLogger *slog.Logger
 }
 
 // policySet is the part of the configuration Update swaps atomically.
@@ -161,9 +165,8 @@ type Handler struct {
 	lookups chan struct{}  // semaphore of MaxConcurrentLookups
 	flight  inFlight       // per-client queries in flight
 	stats   counters
-	log     *slog.Logger
-	qlog    *throttledLogger
-	rlAudit *throttle // samples audit events for rate-limited queries
+	events  *slog.Logger // Config.EventLogger
+	rlAudit *throttle    // samples audit events for rate-limited queries
 	now     func() time.Time
 }
 
@@ -181,14 +184,13 @@ func NewHandler(cfg Config) (*Handler, error) {
 		cfg:     cfg,
 		lookups: make(chan struct{}, cfg.MaxConcurrentLookups),
 		flight:  inFlight{max: cfg.MaxInFlightPerClient, n: make(map[netip.Addr]int)},
-		log:     cfg.Logger,
+		events:  cfg.EventLogger,
 		now:     time.Now,
 	}
 	h.policy.Store(&policySet{policy: cfg.Policy, interceptAnswer: cfg.InterceptAnswer})
 	if cfg.RatePerSecond > 0 {
 		h.limiter = newClientLimiter(cfg.RatePerSecond, cfg.Burst, cfg.MaxClients)
 	}
-	h.qlog = &throttledLogger{logger: h.log, t: newThrottle(20, 50, h.clock)}
 	h.rlAudit = newThrottle(5, 10, h.clock)
 	return h, nil
 }
@@ -215,10 +217,10 @@ func (c *Config) setDefaults() error {
 	if c.TTL < time.Second || c.MaxAnswers < 1 || c.Burst < 1 || c.MaxClients < 1 || c.LookupTimeout < 0 || c.MaxConcurrentLookups < 1 || c.MaxInFlightPerClient < 1 {
 		return errors.New("TTL, MaxAnswers, Burst, MaxClients, LookupTimeout, MaxConcurrentLookups and MaxInFlightPerClient must be positive (TTL at least 1s)")
 	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+	if c.EventLogger == nil {
+		c.EventLogger = slog.New(slog.DiscardHandler)
 	}
-	c.Logger = c.Logger.With("component", "dnsredir")
+	c.EventLogger = c.EventLogger.With("component", "dnsredir")
 	return nil
 }
 

@@ -116,8 +116,8 @@ func addrs(ss ...string) []netip.Addr {
 
 func newHandler(t testing.TB, cfg dnsredir.Config) *dnsredir.Handler {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
+	if cfg.EventLogger == nil {
+		cfg.EventLogger = testLogger(t)
 	}
 	h, err := dnsredir.NewHandler(cfg)
 	if err != nil {

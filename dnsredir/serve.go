@@ -264,7 +264,7 @@ func (h *Handler) logQuery(q *query) {
 	if q.ev.Rcode == dns.RcodeServerFailure { // lookups that failed, overload
 		level = slog.LevelWarn
 	}
-	h.qlog.log(level, "dns query",
+	h.events.LogAttrs(context.Background(), level, "dns query",
 		slog.String("src_ip", q.ev.SrcIP.String()),
 		slog.String("client", q.ev.Client),
 		slog.String("proto", q.ev.Proto),
@@ -285,7 +285,7 @@ func (h *Handler) recoverQuery(q *query) {
 		return
 	}
 	h.stats.panics.Add(1)
-	h.qlog.log(slog.LevelError, "dns query panicked",
+	h.events.LogAttrs(context.Background(), slog.LevelError, "dns query panicked",
 		slog.String("src_ip", q.ev.SrcIP.String()),
 		slog.Any("panic", p),
 		slog.String("stack", string(debug.Stack())))

@@ -219,7 +219,7 @@ func (s *Server) acceptMsg(dh dns.Header) dns.MsgAcceptAction {
 // those with FORMERR when the header was readable, and drops the rest).
 func (s *Server) invalidMsg(m []byte, err error) {
 	s.h.stats.malformed.Add(1)
-	s.h.qlog.log(slog.LevelDebug, "unparsable dns message", slog.Int("bytes", len(m)), slog.String("err", err.Error()))
+	s.h.events.LogAttrs(context.Background(), slog.LevelDebug, "unparsable dns message", slog.Int("bytes", len(m)), slog.String("err", err.Error()))
 }
 
 func listenAddr(srv *dns.Server) string {

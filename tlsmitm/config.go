@@ -100,7 +100,13 @@ type Config struct {
 	// RootCAs verifies upstreams without an override's pool; nil: system roots.
 	RootCAs *x509.CertPool
 
-	Logger *slog.Logger
+	// Logger takes the terminator's lifecycle lines. EventLogger takes the
+	// lines a client can cause, one per connection or request (a malformed
+	// request, a connection over its limit, a refusal, a panic serving one):
+	// the caller rate-limits it (the appliance shares one budget between
+	// tlsmitm and dnsredir). nil: Logger.
+	Logger      *slog.Logger
+	EventLogger *slog.Logger
 
 	HelloTimeout      time.Duration // reading the ClientHello; default 10s
 	MaxHelloBytes     int           // default 64 KiB
@@ -225,5 +231,8 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.EventLogger == nil {
+		c.EventLogger = c.Logger
 	}
 }

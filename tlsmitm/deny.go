@@ -32,7 +32,7 @@ func (s *Server) refuse(c net.Conn, info *connInfo, err error, alert bool) {
 		SNI: info.sni, Decision: Deny, Rule: rule,
 		Duration: time.Since(info.start), Err: err.Error(),
 	})
-	s.log.Debug("refused connection", "src", info.src.String(), "sni", info.sni, "alpn", info.alpn, "rule", rule, "err", err.Error())
+	s.events.Debug("refused connection", "src", info.src.String(), "sni", info.sni, "alpn", info.alpn, "rule", rule, "err", err.Error())
 	if alert {
 		sendAlert(c, alertFor(err))
 	}

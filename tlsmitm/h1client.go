@@ -97,9 +97,7 @@ func (s *Server) rejectRequest(tc *tls.Conn, bw *bufio.Writer, err error) {
 	default:
 		status = http.StatusBadRequest
 	}
-	if ok, suppressed := s.logLimit.allow(time.Now()); ok {
-		s.log.Warn("rejected malformed intercepted request", "status", status, "err", err.Error(), "suppressed_since_last", suppressed)
-	}
+	s.events.Warn("rejected malformed intercepted request", "status", status, "err", err.Error())
 	text := strconv.Itoa(status) + " " + http.StatusText(status)
 	tc.SetWriteDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
 	fmt.Fprintf(bw, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", text, len(text), text)

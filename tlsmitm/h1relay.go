@@ -148,7 +148,7 @@ func (x *h1Exchange) run(req *http.Request, info *connInfo) (keep bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			s.stats.panics.Add(1)
-			s.log.Error("panic serving intercepted request", "sni", info.sni, "panic", fmt.Sprint(v), "stack", stack())
+			s.events.Error("panic serving intercepted request", "sni", info.sni, "panic", fmt.Sprint(v), "stack", stack())
 			x.rs.err = fmt.Errorf("internal error: %v", v)
 			keep = false
 		}

@@ -224,10 +224,8 @@ func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error
 	if rs != nil {
 		sni = rs.info.sni
 	}
-	if ok, suppressed := s.logLimit.allow(time.Now()); ok {
-		s.log.Warn("intercepted request failed", "sni", sni, "method", auditField(r.Method, maxAuditField), "path", auditField(wirePath(r), maxAuditField),
-			"status", he.status, "kind", he.kind, "err", err.Error(), "suppressed_since_last", suppressed)
-	}
+	s.events.Warn("intercepted request failed", "sni", sni, "method", auditField(r.Method, maxAuditField), "path", auditField(wirePath(r), maxAuditField),
+		"status", he.status, "kind", he.kind, "err", err.Error())
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	if he.status == http.StatusServiceUnavailable {

@@ -33,7 +33,7 @@ func (s *Server) newHTTPServer() *http.Server {
 		BaseContext: func(net.Listener) context.Context { return s.baseCtx },
 		ConnContext: connContext,
 		ConnState:   s.connState,
-		ErrorLog:    slogErrorLog(s.log),
+		ErrorLog:    slogErrorLog(s.events),
 	}
 }
 
@@ -145,7 +145,7 @@ func (s *Server) finishRequest(rs *reqState, r *http.Request, start time.Time) {
 			}
 		} else {
 			s.stats.panics.Add(1)
-			s.log.Error("panic serving intercepted request", "sni", rs.info.sni, "panic", fmt.Sprint(v), "stack", stack())
+			s.events.Error("panic serving intercepted request", "sni", rs.info.sni, "panic", fmt.Sprint(v), "stack", stack())
 			rs.err = fmt.Errorf("internal error: %v", v)
 		}
 	}
@@ -167,7 +167,7 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		BufferPool:     bufferPool{},
 		ErrorHandler:   s.errorResponse,
 		ModifyResponse: modifyResponse,
-		ErrorLog:       slogErrorLog(s.log),
+		ErrorLog:       slogErrorLog(s.events),
 	}
 }
 

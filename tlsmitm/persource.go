@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"time"
 )
 
 // Fair shares. Two things every container shares are admitted by one rule
@@ -179,9 +178,7 @@ func (s *Server) admitSource(c net.Conn) net.Conn {
 	src, err := s.limits.acquireConn(a)
 	if err != nil {
 		s.stats.rejected.Add(1)
-		if ok, suppressed := s.logLimit.allow(time.Now()); ok {
-			s.log.Warn("connection limit reached; closing new connection", "src", a, "err", err.Error(), "suppressed_since_last", suppressed)
-		}
+		s.events.Warn("connection limit reached; closing new connection", "src", a, "err", err.Error())
 		c.Close()
 		return nil
 	}

@@ -5,11 +5,9 @@ import (
 	"time"
 )
 
-// windowLimiter lets at most max events per window through. For log lines
-// (Server.logLimit) it keeps a failing upstream or a scanning container from
-// flooding the daemon's log, and the next line that gets through reports how
-// many were suppressed; the audit log is never rate-limited. It also caps
-// on-demand leaf issuance (certManager).
+// windowLimiter lets at most max events per window through and counts the
+// ones it refused. It caps on-demand leaf issuance (certManager); log lines
+// are rate-limited by the caller's Config.EventLogger.
 type windowLimiter struct {
 	mu         sync.Mutex
 	max        int

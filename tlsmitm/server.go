@@ -25,6 +25,7 @@ import (
 type Server struct {
 	cfg    Config // fixed settings (timeouts, StateDir, Logger); see Update
 	log    *slog.Logger
+	events *slog.Logger // lines a client causes (Config.EventLogger)
 	state  atomic.Pointer[state]
 	certs  *certManager
 	own    *ownAddrs
@@ -36,9 +37,7 @@ type Server struct {
 	// limits applies the fair shares of connections and requests
 	// (persource.go).
 	limits *sourceLimiter
-	// logLimit rate-limits per-request and per-connection log lines.
-	logLimit *windowLimiter
-	served   atomic.Bool
+	served atomic.Bool
 	// draining is set when Serve starts draining; handleConn checks it
 	// after its peek so a hello that raced the drain is not routed.
 	draining atomic.Bool
@@ -78,13 +77,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.setDefaults()
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "tlsmitm"),
-		own:      &ownAddrs{list: cfg.InterfaceAddrs},
-		raw:      make(map[net.Conn]bool),
-		h1:       make(map[*h1Conn]struct{}),
-		logLimit: newWindowLimiter(20, time.Second),
-		limits:   newSourceLimiter(&cfg),
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "tlsmitm"),
+		events: cfg.EventLogger.With("component", "tlsmitm"),
+		own:    &ownAddrs{list: cfg.InterfaceAddrs},
+		raw:    make(map[net.Conn]bool),
+		h1:     make(map[*h1Conn]struct{}),
+		limits: newSourceLimiter(&cfg),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
 	s.state.Store(s.newState(cfg))
@@ -371,7 +370,7 @@ func (s *Server) recoverConn(what string, remote net.Addr) {
 		panic(v)
 	}
 	s.stats.panics.Add(1)
-	s.log.Error("panic serving "+what, "remote", remote.String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	s.events.Error("panic serving "+what, "remote", remote.String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 }
 
 // audit hands ev to the Auditor, with the fields a client controls bounded

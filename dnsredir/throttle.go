@@ -1,16 +1,14 @@
 package dnsredir
 
 import (
-	"context"
-	"log/slog"
 	"sync"
 	"time"
 )
 
 // throttle admits at most rate events per second (with a burst) and counts
-// the ones it turns away, so per-query logging and per-query audit of floods
-// stay bounded. The count of suppressed events is handed to the next event
-// that is admitted.
+// the ones it turns away, so the audit of refused floods stays bounded (log
+// lines are rate-limited by the caller's EventLogger). The count of
+// suppressed events is handed to the next event that is admitted.
 type throttle struct {
 	rate, burst float64
 	now         func() time.Time
@@ -35,26 +33,4 @@ func (t *throttle) admit() (ok bool, suppressed uint64) {
 	}
 	suppressed, t.suppressed = t.suppressed, 0
 	return true, suppressed
-}
-
-// throttledLogger writes per-query log lines through a throttle.
-type throttledLogger struct {
-	logger *slog.Logger
-	t      *throttle
-}
-
-// log emits msg at level unless the throttle is exhausted; a line that
-// follows suppressed lines carries their count.
-func (l *throttledLogger) log(level slog.Level, msg string, attrs ...slog.Attr) {
-	if !l.logger.Enabled(context.Background(), level) {
-		return
-	}
-	ok, suppressed := l.t.admit()
-	if !ok {
-		return
-	}
-	if suppressed > 0 {
-		attrs = append(attrs, slog.Uint64("suppressed_lines", suppressed))
-	}
-	l.logger.LogAttrs(context.Background(), level, msg, attrs...)
 }
