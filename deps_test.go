@@ -60,7 +60,7 @@ var forbidden = map[string]boundary{
 }
 
 // testOnly packages may never be imported by production code.
-var testOnly = []string{"/appliance/bridge/bridgetest", "/appliance/internal/dockertest", "/netfilter/nftest", "/dnsredir/dnstest", "/tlsmitm/tlstest"}
+var testOnly = []string{"/appliance/bridge/bridgetest", "/appliance/internal/dockertest", "/appliance/internal/testutil", "/netfilter/nftest", "/dnsredir/dnstest", "/tlsmitm/tlstest"}
 
 // direct lists packages whose rule is about their own imports only: the
 // daemon's main reaches every part through appliance, but must not import

@@ -11,7 +11,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -20,10 +19,13 @@ import (
 	"github.com/clauderon/clauderond/appliance/api"
 	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/appliance/internal/dockertest"
+	"github.com/clauderon/clauderond/appliance/internal/testutil"
 	"github.com/clauderon/clauderond/netfilter"
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
+
+	"go.uber.org/goleak"
 )
 
 // agentImage is the image the fake dockerd has locally.
@@ -177,16 +179,16 @@ func TestRun_DriftIsReapplied(t *testing.T) {
 	if !r.nft.RemoveKey(findKey(t, r.nft, "redirect-443")) {
 		t.Fatal("could not remove the redirect key")
 	}
-	waitFor(t, "re-apply after drift", func() bool {
+	testutil.WaitFor(t, "re-apply after drift", func() bool {
 		return countCalls(r.nft, "apply") >= 2
 	})
-	waitFor(t, "enforcement intact again", func() bool { return r.status(t).Enforcement == api.EnforcementIntact })
+	testutil.WaitFor(t, "enforcement intact again", func() bool { return r.status(t).Enforcement == api.EnforcementIntact })
 }
 
 func TestRun_NewContainerUpdatesPorts(t *testing.T) {
 	r := startFake(t)
 	runContainer(t, r.docker, "agent-2", "10.213.0.3")
-	waitFor(t, "second port", func() bool {
+	testutil.WaitFor(t, "second port", func() bool {
 		spec, _ := r.nft.Applied()
 		return len(spec.Ports) == 2
 	})
@@ -212,7 +214,7 @@ func TestRun_ReloadBadConfigKeepsOld_GoodConfigSwaps(t *testing.T) {
 	r.next, r.nextErr = &good, nil
 	r.loadMu.Unlock()
 	r.reload <- struct{}{}
-	waitFor(t, "audit mode applied", func() bool {
+	testutil.WaitFor(t, "audit mode applied", func() bool {
 		spec, _ := r.nft.Applied()
 		return spec.AuditMode && r.status(t).Mode == "audit"
 	})
@@ -242,17 +244,6 @@ func countCalls(f *netfilter.Fake, op string) int {
 		}
 	}
 	return n
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestRun_MismatchedNetworkFailsBeforeTouchingRules(t *testing.T) {
@@ -333,7 +324,7 @@ func TestTeardown_RefusesWhileRunning_ThenRemoves(t *testing.T) {
 }
 
 func TestRun_NoGoroutineLeaks(t *testing.T) {
-	before := runtime.NumGoroutine()
+	before := goleak.IgnoreCurrent()
 	r := startFake(t)
 	r.status(t)
 	r.cancel()
@@ -342,12 +333,5 @@ func TestRun_NoGoroutineLeaks(t *testing.T) {
 	}
 	r.done <- nil // for the cleanup
 	http.DefaultClient.CloseIdleConnections()
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > before+2 { // the test's own helpers may linger briefly
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutines: %d before Run, %d after it returned:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testutil.NoLeaks(t, before)
 }

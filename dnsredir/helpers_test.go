@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +14,8 @@ import (
 	"github.com/clauderon/clauderond/dnsredir"
 	"github.com/clauderon/clauderond/dnsredir/dnstest"
 	"github.com/miekg/dns"
+
+	"go.uber.org/goleak"
 )
 
 // mapPolicy decides from a fixed map; unknown names are denied. It records
@@ -167,21 +168,16 @@ func aAddrs(t testing.TB, m *dns.Msg) []netip.Addr {
 	return out
 }
 
-// checkNoGoroutineLeak fails the test if, once it has finished, more
-// goroutines are running than when it started (after a grace period for
-// goroutines that are exiting). Call it first, before starting anything.
+// checkNoGoroutineLeak fails the test if, once it has finished, goroutines
+// it started are still running (goleak, after a grace period for those
+// that are exiting). Call it first, before starting anything.
 func checkNoGoroutineLeak(t *testing.T) {
 	t.Helper()
-	before := runtime.NumGoroutine()
+	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		for deadline := time.Now().Add(5 * time.Second); goleak.Find(before) != nil && time.Now().Before(deadline); {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Errorf("goroutine leak: %d running, %d before the test\n%s", n, before, buf)
-		}
+		goleak.VerifyNone(t, before)
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -51,34 +52,40 @@ func TestCredentialsFile_ReadAfterEnvBeforeSecrets(t *testing.T) {
 // `sudoedit credentials.env` (a new file renamed over the old one) takes
 // effect on the next poll, and on Reload (SIGHUP).
 func TestCredentialsFile_EditIsPickedUpWithoutRestart(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "credentials.env")
-	writeCredFile(t, file, "CLAUDE_CODE_OAUTH_TOKEN="+fileToken+"\n")
-	s, err := NewStore(StoreOptions{CredentialsFile: file, Environ: func() []string { return nil }, PollInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Watch(ctx) }()
-	defer func() { cancel(); <-done }()
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		file := filepath.Join(dir, "credentials.env")
+		writeCredFile(t, file, "CLAUDE_CODE_OAUTH_TOKEN="+fileToken+"\n")
+		s, err := NewStore(StoreOptions{CredentialsFile: file, Environ: func() []string { return nil }, PollInterval: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Watch(ctx) }()
+		defer func() { cancel(); <-done }()
 
-	const second = "sk-ant-oat01-SECOND-bbbbbbbbbbbbbbbbbbbbbbb"
-	tmp := file + ".tmp"
-	writeCredFile(t, tmp, "CLAUDE_CODE_OAUTH_TOKEN="+second+"\n")
-	if err := os.Rename(tmp, file); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool { sec, _ := s.Lookup("", "anthropic"); return sec.value() == second })
+		const second = "sk-ant-oat01-SECOND-bbbbbbbbbbbbbbbbbbbbbbb"
+		tmp := file + ".tmp"
+		writeCredFile(t, tmp, "CLAUDE_CODE_OAUTH_TOKEN="+second+"\n")
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond) // the next poll
+		synctest.Wait()
+		if sec, _ := s.Lookup("", "anthropic"); sec.value() != second {
+			t.Error("one poll after the rename the credential is not the file's new value")
+		}
 
-	const third = "sk-ant-oat01-THIRD-ccccccccccccccccccccccc"
-	writeCredFile(t, file, "CLAUDE_CODE_OAUTH_TOKEN="+third+"\n")
-	if err := s.Reload(); err != nil {
-		t.Fatal(err)
-	}
-	if sec, _ := s.Lookup("", "anthropic"); sec.value() != third {
-		t.Errorf("after Reload the credential is not the file's new value")
-	}
+		const third = "sk-ant-oat01-THIRD-ccccccccccccccccccccccc"
+		writeCredFile(t, file, "CLAUDE_CODE_OAUTH_TOKEN="+third+"\n")
+		if err := s.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if sec, _ := s.Lookup("", "anthropic"); sec.value() != third {
+			t.Errorf("after Reload the credential is not the file's new value")
+		}
+	})
 }
 
 func TestCredentialsFile_RefusedWhenUnsafe(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -314,42 +315,40 @@ func TestStore_ReloadIsAtomic(t *testing.T) {
 	wg.Wait()
 }
 
+// TestStore_WatchReloadsOnFileChange runs in a synctest bubble: each change
+// is seen on the next poll, a fake 20 ms later, with no real waiting.
 func TestStore_WatchReloadsOnFileChange(t *testing.T) {
-	dir := secretsDir(t, map[string]string{"github": "ghp_before"})
-	s, logs := newTestStore(t, dir)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Watch(ctx) }()
-	writeSecret(t, filepath.Join(dir, "github"), "ghp_after_change")
-	waitFor(t, func() bool { v, _ := s.Lookup("", "github"); return v.Reveal() == "ghp_after_change" })
-	writeSecret(t, filepath.Join(dir, "profiles", "p9", "npm"), "npm_new")
-	waitFor(t, func() bool { _, ok := s.Lookup("p9", "npm"); return ok })
-	// A bad change is logged and the old credentials stay.
-	os.Chmod(filepath.Join(dir, "github"), 0o644)
-	waitFor(t, func() bool { return strings.Contains(logs.String(), "keeping the previous ones") })
-	if v, _ := s.Lookup("", "github"); v.Reveal() != "ghp_after_change" {
-		t.Errorf("after a refused reload Lookup = %q", v.Reveal())
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		dir := secretsDir(t, map[string]string{"github": "ghp_before"})
+		s, logs := newTestStore(t, dir)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Watch(ctx) }()
+		nextPoll := func() { time.Sleep(s.opts.PollInterval); synctest.Wait() }
+		writeSecret(t, filepath.Join(dir, "github"), "ghp_after_change")
+		nextPoll()
+		if v, _ := s.Lookup("", "github"); v.Reveal() != "ghp_after_change" {
+			t.Errorf("one poll after the change Lookup = %q, want the new value", v.Reveal())
+		}
+		writeSecret(t, filepath.Join(dir, "profiles", "p9", "npm"), "npm_new")
+		nextPoll()
+		if _, ok := s.Lookup("p9", "npm"); !ok {
+			t.Error("one poll after a new profile file, its credential is not there")
+		}
+		// A bad change is logged and the old credentials stay.
+		os.Chmod(filepath.Join(dir, "github"), 0o644)
+		nextPoll()
+		if !strings.Contains(logs.String(), "keeping the previous ones") {
+			t.Errorf("a refused reload was not logged: %q", logs.String())
+		}
+		if v, _ := s.Lookup("", "github"); v.Reveal() != "ghp_after_change" {
+			t.Errorf("after a refused reload Lookup = %q", v.Reveal())
+		}
+		cancel()
+		if err := <-done; err != nil {
 			t.Errorf("Watch returned %v after cancel, want nil", err)
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("Watch did not return after cancel")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	})
 }
 
 func TestStore_Redact(t *testing.T) {

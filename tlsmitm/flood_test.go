@@ -144,17 +144,6 @@ func getOK(t *testing.T, c *http.Client) {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitStable waits until n has not moved for half a second (the upstream
 // has filled every window it has).
 func waitStable(t *testing.T, n *atomic.Int64) {

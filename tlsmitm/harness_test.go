@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -22,6 +21,8 @@ import (
 	"time"
 
 	"github.com/clauderon/clauderond/tlsmitm/tlstest"
+
+	"go.uber.org/goleak"
 )
 
 const (
@@ -314,38 +315,28 @@ func echoHandler() http.Handler {
 	return mux
 }
 
-// goroutineCount counts goroutines, ignoring certmagic's FileStorage lock
-// refresher, which sleeps up to 5s after its lock is released before it
-// notices (certmagic's, not ours, and bounded).
-func goroutineCount() (int, string) {
-	buf := make([]byte, 4<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	n := 0
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.TrimSpace(g) != "" && !strings.Contains(g, "certmagic.keepLockfileFresh") {
-			n++
-		}
-	}
-	return n, string(buf)
-}
-
-// baseGoroutines is the count checkGoroutines compares against.
-func baseGoroutines() int {
-	n, _ := goroutineCount()
-	return n
-}
-
-// checkGoroutines fails if the goroutine count does not return to base.
-func checkGoroutines(t testing.TB, base int) {
+// checkGoroutines fails t if goroutines started after base (taken with
+// goleak.IgnoreCurrent before the test started anything) are still running
+// once they have had time to wind down. certmagic's FileStorage lock
+// refresher is not counted: it sleeps up to 5s after its lock is released
+// before it notices (certmagic's, not ours, and bounded).
+func checkGoroutines(t testing.TB, base goleak.Option) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n, dump := goroutineCount()
-		if n <= base {
-			return
-		}
+	opts := []goleak.Option{base, goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh")}
+	for deadline := time.Now().Add(10 * time.Second); goleak.Find(opts...) != nil && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	goleak.VerifyNone(t, opts...)
+}
+
+// waitFor polls cond until it holds, and fails t after d naming what it
+// waited for.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("goroutine leak: %d goroutines, want <= %d\n%s", n, base, dump)
+			t.Fatalf("timed out after %v waiting for: %s", d, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/clauderon/clauderond/tlsmitm/localca"
 	"github.com/clauderon/clauderond/tlsmitm/tlstest"
+
+	"go.uber.org/goleak"
 )
 
 // leafSerial handshakes with sni through the proxy and returns the leaf's
@@ -137,7 +139,7 @@ func TestServe_DrainsInFlightRequestsThenReturnsNil(t *testing.T) {
 }
 
 func TestServe_DrainDeadlineCutsEndlessStreams(t *testing.T) {
-	base := baseGoroutines()
+	base := goleak.IgnoreCurrent()
 	func() {
 		h := newHarness(t, harnessOpts{noCleanup: true, mutate: func(c *Config) { c.DrainTimeout = 300 * time.Millisecond },
 			handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -165,7 +167,7 @@ func TestServe_DrainDeadlineCutsEndlessStreams(t *testing.T) {
 }
 
 func TestServe_NoGoroutineLeakAcrossAllPaths(t *testing.T) {
-	base := baseGoroutines()
+	base := goleak.IgnoreCurrent()
 	func() {
 		h := newHarness(t, harnessOpts{noCleanup: true})
 		for _, h2 := range []bool{false, true} {

@@ -11,11 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clauderon/clauderond/appliance/internal/testutil"
+	"go.uber.org/goleak"
 )
 
 func openTest(t *testing.T, opts Options) (*Writer, string) {
@@ -571,7 +573,7 @@ func TestFollow_StopsOnCallbackErrorAndWaitsForFile(t *testing.T) {
 }
 
 func TestWriter_NoGoroutineLeak(t *testing.T) {
-	before := runtime.NumGoroutine()
+	before := goleak.IgnoreCurrent()
 	for range 20 {
 		w, err := Open(filepath.Join(t.TempDir(), "a.jsonl"), Options{})
 		if err != nil {
@@ -580,13 +582,7 @@ func TestWriter_NoGoroutineLeak(t *testing.T) {
 		w.Write(sample(1))
 		w.Close()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			t.Fatalf("goroutines: %d before, %d after closing 20 writers", before, runtime.NumGoroutine())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.NoLeaks(t, before)
 }
 
 // TestWriter_KeepsRecordsAcrossIOErrors: while the file cannot be written

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/clauderon/clauderond/appliance/internal/testutil"
 )
 
 const (
@@ -182,7 +184,7 @@ func (f *fakeAPI) watchQuery() url.Values {
 
 func (f *fakeAPI) waitWatches(t *testing.T, n int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("watch #%d", n), func() bool { _, w := f.counts(); return w >= n })
+	testutil.WaitFor(t, fmt.Sprintf("watch #%d", n), func() bool { _, w := f.counts(); return w >= n })
 }
 
 // mkPod returns a running pod of namespace "team" on testNode.
@@ -248,18 +250,6 @@ func startRun(t *testing.T, tab *Table) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
-}
-
-// waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 func listNames(tab *Table) []string {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/clauderon/clauderond/appliance/identity"
+	"github.com/clauderon/clauderond/appliance/internal/testutil"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -125,18 +126,18 @@ func TestRun_FollowsTheWatch(t *testing.T) {
 	}
 
 	f.event(eventAdded, mkPod("web", "10.215.0.7"))
-	waitFor(t, "web added", func() bool { return lookupName(tab, "10.215.0.7") == "team/web" })
+	testutil.WaitFor(t, "web added", func() bool { return lookupName(tab, "10.215.0.7") == "team/web" })
 
 	f.event(eventModified, mkPod("web", "10.215.0.7", func(p *pod) {
 		p.Metadata.Labels[identity.DefaultProfileLabel] = "github"
 	}))
-	waitFor(t, "web profile", func() bool {
+	testutil.WaitFor(t, "web profile", func() bool {
 		c, _ := tab.Lookup(netip.MustParseAddr("10.215.0.7"))
 		return c.Profile == "github" && c.Labelled
 	})
 
 	f.event(eventDeleted, mkPod("web", "10.215.0.7"))
-	waitFor(t, "web deleted", func() bool { return lookupName(tab, "10.215.0.7") == "" })
+	testutil.WaitFor(t, "web deleted", func() bool { return lookupName(tab, "10.215.0.7") == "" })
 
 	// A bookmark moves the resource version; a clean end watches again
 	// from it, without a relist and without failing closed.
@@ -160,7 +161,7 @@ func TestRun_ListsFirstWithoutSync(t *testing.T) {
 	tab := newTestTable(t, f, nil)
 	startRun(t, tab)
 	f.waitWatches(t, 1)
-	waitFor(t, "api known", func() bool { return lookupName(tab, "10.215.0.5") == "team/api" })
+	testutil.WaitFor(t, "api known", func() bool { return lookupName(tab, "10.215.0.5") == "team/api" })
 }
 
 func TestRun_ReturnsOnCancel(t *testing.T) {
@@ -176,7 +177,7 @@ func TestRun_ReturnsOnCancel(t *testing.T) {
 			}
 			stop := startRun(t, tab)
 			if tc.down {
-				waitFor(t, "a failed list", func() bool { l, _ := f.counts(); return l >= 2 })
+				testutil.WaitFor(t, "a failed list", func() bool { l, _ := f.counts(); return l >= 2 })
 			} else {
 				f.waitWatches(t, 1)
 			}
@@ -199,8 +200,8 @@ func TestFailClosed_WatchDownRefusesEveryone(t *testing.T) {
 
 	f.setStatus(500, 0) // relists fail until the test allows them
 	f.send(watchCmd{cut: true})
-	waitFor(t, "stream down", tab.StreamDown)
-	waitFor(t, "a failed relist", func() bool { l, _ := f.counts(); return l >= 2 })
+	testutil.WaitFor(t, "stream down", tab.StreamDown)
+	testutil.WaitFor(t, "a failed relist", func() bool { l, _ := f.counts(); return l >= 2 })
 	if c, ok := tab.Lookup(netip.MustParseAddr("10.215.0.5")); ok {
 		t.Errorf("Lookup while the watch is down = %+v, ok", c)
 	}
@@ -210,7 +211,7 @@ func TestFailClosed_WatchDownRefusesEveryone(t *testing.T) {
 
 	f.set(mkPod("web", "10.215.0.7")) // happened while nobody watched
 	f.setStatus(0, 0)
-	waitFor(t, "stream back", func() bool { return !tab.StreamDown() })
+	testutil.WaitFor(t, "stream back", func() bool { return !tab.StreamDown() })
 	if lookupName(tab, "10.215.0.5") != "team/api" || lookupName(tab, "10.215.0.7") != "team/web" {
 		t.Errorf("after the relist List = %v, want api and web", listNames(tab))
 	}
@@ -232,12 +233,12 @@ func TestFailClosed_TwoPodsOneAddressRefused(t *testing.T) {
 	f.waitWatches(t, 1)
 
 	f.event(eventAdded, mkPod("new", "10.215.0.5"))
-	waitFor(t, "both listed", func() bool { return len(tab.List()) == 2 })
+	testutil.WaitFor(t, "both listed", func() bool { return len(tab.List()) == 2 })
 	if c, ok := tab.Lookup(netip.MustParseAddr("10.215.0.5")); ok {
 		t.Errorf("Lookup of an address two pods claim = %s, ok", c.Name)
 	}
 	f.event(eventDeleted, old)
-	waitFor(t, "successor owns it", func() bool { return lookupName(tab, "10.215.0.5") == "team/new" })
+	testutil.WaitFor(t, "successor owns it", func() bool { return lookupName(tab, "10.215.0.5") == "team/new" })
 
 	// The same through a relist, and an address that goes away.
 	f.set(mkPod("old2", "10.215.0.6", terminating))
@@ -249,7 +250,7 @@ func TestFailClosed_TwoPodsOneAddressRefused(t *testing.T) {
 		t.Errorf("after a relist, Lookup of a shared address = %s, ok", c.Name)
 	}
 	f.event(eventModified, mkPod("old2", "", terminating))
-	waitFor(t, "new2 owns it", func() bool { return lookupName(tab, "10.215.0.6") == "team/new2" })
+	testutil.WaitFor(t, "new2 owns it", func() bool { return lookupName(tab, "10.215.0.6") == "team/new2" })
 }
 
 func TestFailClosed_UnknownAddressRefused(t *testing.T) {
@@ -317,7 +318,7 @@ func TestOnChange_GetsTheFullListAfterEveryChange(t *testing.T) {
 		{"team/a@veth2", "team/b@veth3", "team/c@veth4"},
 		{"team/b@veth3", "team/c@veth4"},
 	}
-	waitFor(t, "four changes", func() bool { return len(rec.names()) >= len(want) })
+	testutil.WaitFor(t, "four changes", func() bool { return len(rec.names()) >= len(want) })
 	if diff := cmp.Diff(rec.names(), want); diff != "" {
 		t.Errorf("OnChange lists (-got +want):\n%s", diff)
 	}
@@ -350,11 +351,11 @@ func TestVeth_UnresolvedIsRetriedAndReported(t *testing.T) {
 		t.Fatalf("Lookup = %+v, %v; want the pod with no veth", c, ok)
 	}
 	startRun(t, tab)
-	waitFor(t, "retries", func() bool { mu.Lock(); defer mu.Unlock(); return calls >= 3 })
+	testutil.WaitFor(t, "retries", func() bool { mu.Lock(); defer mu.Unlock(); return calls >= 3 })
 	mu.Lock()
 	ready = true
 	mu.Unlock()
-	waitFor(t, "veth reported", func() bool {
+	testutil.WaitFor(t, "veth reported", func() bool {
 		n := rec.names()
 		return len(n) > 0 && slices.Equal(n[len(n)-1], []string{"team/a@veth2"})
 	})
@@ -363,7 +364,7 @@ func TestVeth_UnresolvedIsRetriedAndReported(t *testing.T) {
 	mu.Unlock()
 	f.waitWatches(t, 1)
 	f.event(eventModified, mkPod("a", "10.215.0.2", func(p *pod) { p.Metadata.Labels["x"] = "y" }))
-	waitFor(t, "label seen", func() bool { c, _ := tab.Lookup(netip.MustParseAddr("10.215.0.2")); return c.Labels["x"] == "y" })
+	testutil.WaitFor(t, "label seen", func() bool { c, _ := tab.Lookup(netip.MustParseAddr("10.215.0.2")); return c.Labels["x"] == "y" })
 	mu.Lock()
 	defer mu.Unlock()
 	if calls != before {
@@ -391,11 +392,11 @@ func TestVeth_RecreatedSandboxIsFollowed(t *testing.T) {
 	mu.Lock()
 	name = "vethnew"
 	mu.Unlock()
-	waitFor(t, "the new veth", func() bool {
+	testutil.WaitFor(t, "the new veth", func() bool {
 		c, ok := tab.Lookup(netip.MustParseAddr("10.215.0.2"))
 		return ok && c.HostVeth == "vethnew"
 	})
-	waitFor(t, "OnChange told", func() bool {
+	testutil.WaitFor(t, "OnChange told", func() bool {
 		n := rec.names()
 		return len(n) > 0 && slices.Equal(n[len(n)-1], []string{"team/a@vethnew"})
 	})

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/clauderon/clauderond/appliance/internal/testutil"
 )
 
 func TestWatch_GoneRelists(t *testing.T) {
@@ -30,10 +32,10 @@ func TestWatch_GoneRelists(t *testing.T) {
 			f.waitWatches(t, 1)
 			f.set(mkPod("web", "10.215.0.7")) // missed by the watch
 			tc.gone(f)
-			waitFor(t, "relist", func() bool { l, _ := f.counts(); return l >= 2 })
+			testutil.WaitFor(t, "relist", func() bool { l, _ := f.counts(); return l >= 2 })
 			f.setStatus(0, 0)
-			waitFor(t, "web known", func() bool { return lookupName(tab, "10.215.0.7") == "team/web" })
-			waitFor(t, "a watch from the relist's resource version", func() bool {
+			testutil.WaitFor(t, "web known", func() bool { return lookupName(tab, "10.215.0.7") == "team/web" })
+			testutil.WaitFor(t, "a watch from the relist's resource version", func() bool {
 				return f.watchQuery().Get("resourceVersion") == "102"
 			})
 		})
@@ -67,12 +69,12 @@ func TestWatch_BadEventRelists(t *testing.T) {
 			f.waitWatches(t, 1)
 			f.setStatus(500, 0) // hold the relist to see the table fail closed
 			f.send(watchCmd{line: tc.line})
-			waitFor(t, "stream down", tab.StreamDown)
+			testutil.WaitFor(t, "stream down", tab.StreamDown)
 			if lookupName(tab, "10.215.0.5") != "" {
 				t.Error("Lookup succeeded after a bad event")
 			}
 			f.setStatus(0, 0)
-			waitFor(t, "relisted", func() bool { return !tab.StreamDown() })
+			testutil.WaitFor(t, "relisted", func() bool { return !tab.StreamDown() })
 			f.waitWatches(t, 2)
 			if lookupName(tab, "10.215.0.5") != "team/api" {
 				t.Error("pod unknown after the relist")
@@ -90,7 +92,7 @@ func TestWatch_ErrorEventOtherThanGoneBacksOffAndRelists(t *testing.T) {
 	startRun(t, tab)
 	f.waitWatches(t, 1)
 	f.send(watchCmd{line: `{"type":"ERROR","object":{"kind":"Status","message":"etcd is sad","code":500}}`})
-	waitFor(t, "relist", func() bool { l, _ := f.counts(); return l >= 2 })
+	testutil.WaitFor(t, "relist", func() bool { l, _ := f.counts(); return l >= 2 })
 	f.waitWatches(t, 2)
 }
 
@@ -103,10 +105,10 @@ func TestWatch_ForbiddenWatchKeepsFailingClosed(t *testing.T) {
 	}
 	f.setStatus(0, 403) // list allowed, watch not: RBAC without "watch"
 	startRun(t, tab)
-	waitFor(t, "stream down", tab.StreamDown)
-	waitFor(t, "retries", func() bool { _, w := f.counts(); return w >= 3 })
+	testutil.WaitFor(t, "stream down", tab.StreamDown)
+	testutil.WaitFor(t, "retries", func() bool { _, w := f.counts(); return w >= 3 })
 	// Each relist succeeds and the watch after it fails at once, again and
 	// again, with backoff; once the watch is allowed the table recovers.
 	f.setStatus(0, 0)
-	waitFor(t, "stream back", func() bool { return !tab.StreamDown() })
+	testutil.WaitFor(t, "stream back", func() bool { return !tab.StreamDown() })
 }

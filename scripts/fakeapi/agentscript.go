@@ -99,12 +99,7 @@ func toolUseMessage(model string, c toolCall) map[string]any {
 // streamToolUse streams a tool_use block the way the real API does: the
 // input arrives as input_json_delta pieces.
 func streamToolUse(w http.ResponseWriter, model string, c toolCall) {
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
-	start := message(model, "")
-	start["content"] = []any{}
-	start["stop_reason"] = nil
+	start := startStream(w, model)
 	input, _ := json.Marshal(c.input)
 	events := []map[string]any{
 		{"type": "message_start", "message": start},

@@ -164,15 +164,22 @@ func message(model, text string) map[string]any {
 	}
 }
 
-// streamSSE writes the event sequence of a real streamed Messages answer,
-// flushing each event, with a short pause so buffering proxies are visible.
-func streamSSE(w http.ResponseWriter, model, reply string) {
+// startStream sends the head of an event stream and returns the
+// message_start's message, still without content.
+func startStream(w http.ResponseWriter, model string) map[string]any {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	start := message(model, "")
 	start["content"] = []any{}
 	start["stop_reason"] = nil
+	return start
+}
+
+// streamSSE writes the event sequence of a real streamed Messages answer,
+// flushing each event, with a short pause so buffering proxies are visible.
+func streamSSE(w http.ResponseWriter, model, reply string) {
+	start := startStream(w, model)
 	start["usage"] = map[string]int{"input_tokens": 12, "output_tokens": 1}
 	events := []struct {
 		name string

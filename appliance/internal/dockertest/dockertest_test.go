@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +20,9 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/clauderon/clauderond/appliance/internal/testutil"
+	"go.uber.org/goleak"
 )
 
 const testImage = "agent:1"
@@ -218,7 +220,7 @@ func TestEvents_ConcurrentSubscribersSeeEverythingInOrder(t *testing.T) {
 }
 
 func TestEvents_NoGoroutineLeakWhenContextEnds(t *testing.T) {
-	before := runtime.NumGoroutine()
+	before := goleak.IgnoreCurrent()
 	d := newDocker(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var errChans []<-chan error
@@ -239,13 +241,8 @@ func TestEvents_NoGoroutineLeakWhenContextEnds(t *testing.T) {
 			t.Error("error channel not closed after the stream ended")
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for d.Subscribers() != 0 || runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			t.Fatalf("after cancel: %d subscribers, %d goroutines (%d before)", d.Subscribers(), runtime.NumGoroutine(), before)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "every subscriber gone", func() bool { return d.Subscribers() == 0 })
+	testutil.NoLeaks(t, before)
 }
 
 func TestSubscriber_SendThenFail(t *testing.T) {

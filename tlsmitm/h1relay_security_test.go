@@ -1,8 +1,9 @@
 package tlsmitm
 
 // Properties of the HTTP/1.1 relay (h1relay.go, h1pool.go) found by a
-// security review: each TestRelayReview_* failed against the first version
-// of the relay, or pins a property that had no test.
+// security review, named by the behaviour they pin (pool, smuggling,
+// redaction, drain, streaming …): each failed against the first version of
+// the relay, or pins a property that had no test.
 
 import (
 	"bufio"
@@ -32,7 +33,7 @@ func hijackRaw(t *testing.T, w http.ResponseWriter, raw string) {
 
 // --- 1. Smuggling / desync through the upstream pool -----------------------
 
-// TestRelayReview_UnsolicitedUpstreamBytesNotServedToNextClient: an upstream
+// TestPool_UnsolicitedUpstreamBytesNotServedToNextClient: an upstream
 // that sends more than one response for one request (a HEAD or 304 answered
 // with a body, a body longer than its Content-Length, or a hostile/buggy
 // intermediary) leaves bytes in the pooled connection's buffer. connAlive
@@ -41,7 +42,7 @@ func hijackRaw(t *testing.T, w http.ResponseWriter, raw string) {
 // while its own answer is queued for the one after it (response queue
 // poisoning across clients). net/http's Transport closes such a connection
 // ("Unsolicited response received on idle HTTP channel").
-func TestRelayReview_UnsolicitedUpstreamBytesNotServedToNextClient(t *testing.T) {
+func TestPool_UnsolicitedUpstreamBytesNotServedToNextClient(t *testing.T) {
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/one" {
 			hijackRaw(t, w, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\none"+
@@ -66,14 +67,14 @@ func TestRelayReview_UnsolicitedUpstreamBytesNotServedToNextClient(t *testing.T)
 	}
 }
 
-// TestRelayReview_BodylessPOSTNotRetried: a request sent on a reused
+// TestRetry_BodylessPOSTNotRetried: a request sent on a reused
 // upstream connection that the upstream then closes without answering is
 // sent again on a new connection when it has no body - even a POST. The
 // upstream may have acted on it (it closed after reading it), so a
 // non-idempotent request runs twice. net/http's Transport retries only
 // replayable requests (GET/HEAD/OPTIONS/TRACE or Idempotency-Key) once the
 // request has been written.
-func TestRelayReview_BodylessPOSTNotRetried(t *testing.T) {
+func TestRetry_BodylessPOSTNotRetried(t *testing.T) {
 	var charges atomic.Int32
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/charge" {
@@ -95,11 +96,11 @@ func TestRelayReview_BodylessPOSTNotRetried(t *testing.T) {
 	}
 }
 
-// TestRelayReview_UnreadBodyNeverParsedAsNextRequest pins: when the relay
+// TestSmuggling_UnreadBodyNeverParsedAsNextRequest pins: when the relay
 // answers without reading the request body (417, 421), the client
 // connection is closed, so a request hidden in that body is never relayed
 // (with the real credential) as a request of its own.
-func TestRelayReview_UnreadBodyNeverParsedAsNextRequest(t *testing.T) {
+func TestSmuggling_UnreadBodyNeverParsedAsNextRequest(t *testing.T) {
 	var smuggled atomic.Int32
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/smuggled") {
@@ -131,11 +132,11 @@ func TestRelayReview_UnreadBodyNeverParsedAsNextRequest(t *testing.T) {
 	}
 }
 
-// TestRelayReview_PoolTotalIdleBounded: the pool caps idle connections per
+// TestPool_TotalIdleBounded: the pool caps idle connections per
 // host (64) but not in total; with wildcard rules a container can leave
 // 64 idle TLS connections (fds, two 16 KiB buffers, TLS state) per distinct
 // name for 90s. The transport this replaced had MaxIdleConns 256.
-func TestRelayReview_PoolTotalIdleBounded(t *testing.T) {
+func TestPool_TotalIdleBounded(t *testing.T) {
 	p := newH1Pool(nil)
 	defer p.closeIdle()
 	for i := range 300 {
@@ -150,10 +151,10 @@ func TestRelayReview_PoolTotalIdleBounded(t *testing.T) {
 
 // --- 2. Credential leakage --------------------------------------------------
 
-// TestRelayReview_AbsoluteFormToOtherHostRefused pins: an absolute-form
+// TestRouting_AbsoluteFormToOtherHostRefused pins: an absolute-form
 // request-target naming another host (Host header right or wrong) is 421,
 // and nothing reaches any upstream.
-func TestRelayReview_AbsoluteFormToOtherHostRefused(t *testing.T) {
+func TestRouting_AbsoluteFormToOtherHostRefused(t *testing.T) {
 	var hits atomic.Int32
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) })})
 	for _, req := range []string{
@@ -181,11 +182,11 @@ func TestRelayReview_AbsoluteFormToOtherHostRefused(t *testing.T) {
 	}
 }
 
-// TestRelayReview_101HeadersRedacted: RedactResponse is applied to final
+// TestRedaction_101Headers: RedactResponse is applied to final
 // responses only. A 101's headers reach the client unredacted
 // (switchProtocols writes them as received); ReverseProxy, which this
 // replaced, ran ModifyResponse (and so RedactResponse) on a 101.
-func TestRelayReview_101HeadersRedacted(t *testing.T) {
+func TestRedaction_101Headers(t *testing.T) {
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hijackRaw(t, w, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
 			"X-Echo: "+r.Header.Get("Authorization")+"\r\n\r\n")
@@ -204,9 +205,9 @@ func TestRelayReview_101HeadersRedacted(t *testing.T) {
 	}
 }
 
-// TestRelayReview_EarlyHintsRedacted: a 103's headers are forwarded without
+// TestRedaction_EarlyHints: a 103's headers are forwarded without
 // RedactResponse.
-func TestRelayReview_EarlyHintsRedacted(t *testing.T) {
+func TestRedaction_EarlyHints(t *testing.T) {
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
 		w.WriteHeader(http.StatusEarlyHints)
@@ -230,9 +231,9 @@ func TestRelayReview_EarlyHintsRedacted(t *testing.T) {
 	}
 }
 
-// TestRelayReview_ResponseTrailersRedacted: response trailers are written
+// TestRedaction_ResponseTrailers: response trailers are written
 // to the client as received; RedactResponse never sees them.
-func TestRelayReview_ResponseTrailersRedacted(t *testing.T) {
+func TestRedaction_ResponseTrailers(t *testing.T) {
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-Echo")
 		io.WriteString(w, "body")
@@ -250,12 +251,12 @@ func TestRelayReview_ResponseTrailersRedacted(t *testing.T) {
 	}
 }
 
-// TestRelayReview_ReasonPhraseNotEchoed: the relay forwards the upstream's
+// TestRedaction_ReasonPhraseNotEchoed: the relay forwards the upstream's
 // reason phrase verbatim (statusLine); RedactResponse only looks at header
 // values, so a credential echoed there ("401 invalid token Bearer …")
 // reaches the client. net/http's server (the replaced path) always wrote
 // its own StatusText.
-func TestRelayReview_ReasonPhraseNotEchoed(t *testing.T) {
+func TestRedaction_ReasonPhraseNotEchoed(t *testing.T) {
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hijackRaw(t, w, "HTTP/1.1 401 invalid token "+r.Header.Get("Authorization")+"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 	})})
@@ -272,11 +273,11 @@ func TestRelayReview_ReasonPhraseNotEchoed(t *testing.T) {
 
 // --- 3. Header injection ----------------------------------------------------
 
-// TestRelayReview_ReasonPhraseControlCharsNotForwarded: textproto checks
+// TestRedaction_ReasonPhraseControlCharsNotForwarded: textproto checks
 // header names and values, but the status line's reason phrase is only
 // split at LF; a bare CR (or NUL) in it is written verbatim into the
 // client's response head, where a lenient parser splits it into a header.
-func TestRelayReview_ReasonPhraseControlCharsNotForwarded(t *testing.T) {
+func TestRedaction_ReasonPhraseControlCharsNotForwarded(t *testing.T) {
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hijackRaw(t, w, "HTTP/1.1 200 OK\rSet-Cookie: injected=1\x00\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 	})})
@@ -296,13 +297,13 @@ func TestRelayReview_ReasonPhraseControlCharsNotForwarded(t *testing.T) {
 
 // --- 4. Resource exhaustion / hangs ----------------------------------------
 
-// TestRelayReview_DrainDeadlineCutsSilentH1Stream: TestServe_DrainDeadline-
+// TestDrain_DeadlineCutsSilentH1Stream: TestServe_DrainDeadline-
 // CutsEndlessStreams for an HTTP/1.1 client. At the drain deadline closeH1
 // closes the client's connection, but the relay is blocked reading the
 // upstream (copyBody), and nothing closes the upstream connection or
 // watches baseCtx; an upstream that sends nothing more (an SSE stream
 // between events, a model thinking) keeps Serve from returning forever.
-func TestRelayReview_DrainDeadlineCutsSilentH1Stream(t *testing.T) {
+func TestDrain_DeadlineCutsSilentH1Stream(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
 	h := newHarness(t, harnessOpts{noCleanup: true, mutate: func(c *Config) { c.DrainTimeout = 300 * time.Millisecond },
@@ -332,9 +333,9 @@ func TestRelayReview_DrainDeadlineCutsSilentH1Stream(t *testing.T) {
 	}
 }
 
-// TestRelayReview_DrainDeadlineCutsPendingUpstream: the same while waiting
+// TestDrain_DeadlineCutsPendingUpstream: the same while waiting
 // for the response head (ResponseHeaderTimeout defaults to none).
-func TestRelayReview_DrainDeadlineCutsPendingUpstream(t *testing.T) {
+func TestDrain_DeadlineCutsPendingUpstream(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 1)
 	var once sync.Once
@@ -356,14 +357,14 @@ func TestRelayReview_DrainDeadlineCutsPendingUpstream(t *testing.T) {
 	}
 }
 
-// TestRelayReview_ClientGoneCancelsUpstream: a client that disconnects
+// TestCancel_ClientGoneCancelsUpstream: a client that disconnects
 // while the upstream is working is not noticed (nothing reads the client
 // connection while the relay waits for the upstream), so the upstream
 // request keeps running - a long model call keeps spending the operator's
 // credential - and the relay goroutine, client slot and upstream connection
 // stay held until the upstream answers. ReverseProxy under net/http's
 // server cancelled the upstream request when the client went away.
-func TestRelayReview_ClientGoneCancelsUpstream(t *testing.T) {
+func TestCancel_ClientGoneCancelsUpstream(t *testing.T) {
 	started := make(chan struct{}, 1)
 	cancelled := make(chan struct{}, 1)
 	release := make(chan struct{})
@@ -390,12 +391,12 @@ func TestRelayReview_ClientGoneCancelsUpstream(t *testing.T) {
 	}
 }
 
-// TestRelayReview_UpstreamResponseHeadBounded: http.ReadResponse on the
+// TestLimits_UpstreamResponseHeadBounded: http.ReadResponse on the
 // pooled connection has no size limit (net/http's Transport stops at
 // MaxResponseHeaderBytes, 10 MiB by default), so an upstream (any name a
 // wildcard rule intercepts) that sends an endless response head grows the
 // daemon's memory without bound.
-func TestRelayReview_UpstreamResponseHeadBounded(t *testing.T) {
+func TestLimits_UpstreamResponseHeadBounded(t *testing.T) {
 	const total = 24 << 20
 	wrote := make(chan int, 1)
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -434,7 +435,7 @@ func TestRelayReview_UpstreamResponseHeadBounded(t *testing.T) {
 	}
 }
 
-// TestRelayReview_ChunkedStreamFlushedWhenNextHeaderPartial: copyBody
+// TestStreaming_ChunkedFlushedWhenNextHeaderPartial: copyBody
 // flushes only when the upstream reader has nothing buffered. When an
 // upstream write ends in the middle of the next chunk's size line (or
 // between a chunk's CR and LF), chunkedReader returns the data it has, a
@@ -442,7 +443,7 @@ func TestRelayReview_UpstreamResponseHeadBounded(t *testing.T) {
 // event already received (and the response head) wait in the client buffer
 // until the upstream's next write. ReverseProxy flushed every write of a
 // chunked response.
-func TestRelayReview_ChunkedStreamFlushedWhenNextHeaderPartial(t *testing.T) {
+func TestStreaming_ChunkedFlushedWhenNextHeaderPartial(t *testing.T) {
 	release := make(chan struct{})
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, brw, err := w.(http.Hijacker).Hijack()
@@ -471,13 +472,13 @@ func TestRelayReview_ChunkedStreamFlushedWhenNextHeaderPartial(t *testing.T) {
 	}
 }
 
-// TestRelayReview_StreamHeadFlushedBeforeFirstByte: respond writes the
+// TestStreaming_HeadFlushedBeforeFirstByte: respond writes the
 // response head into the client buffer and flushes only after body bytes
 // arrive; a response whose upstream sends its head and then waits (an SSE
 // stream before its first event, a long poll) leaves the client without
 // even the status line. ReverseProxy flushed the head at once for
 // streaming responses (FlushInterval -1 arms an immediate flush).
-func TestRelayReview_StreamHeadFlushedBeforeFirstByte(t *testing.T) {
+func TestStreaming_HeadFlushedBeforeFirstByte(t *testing.T) {
 	release := make(chan struct{})
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
