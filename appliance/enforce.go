@@ -76,7 +76,7 @@ func (e *enforcer) setSpec(ctx context.Context, s netfilter.Spec) error {
 }
 
 // setContainers updates the anti-spoofing ports from the identity table
-// (identity.Options.OnChange). Containers whose veth is unknown get no port:
+// (identity.Config.OnChange). Containers whose veth is unknown get no port:
 // their traffic stays dropped until it is found.
 func (e *enforcer) setContainers(ctx context.Context, cs []identity.Container) {
 	ports := portsOf(cs, e.log)

@@ -59,7 +59,7 @@ func newHoneyRig(t *testing.T) *honeyRig {
 	docker := dockertest.New()
 	docker.Put(dockertest.Container{ID: "id-1", Name: "c1"})
 	docker.Put(dockertest.Container{ID: "id-2", Name: "c2"})
-	m, err := session.New(ctx, session.Options{Docker: docker, Network: "clauderon", StateDir: cfg.StateDir,
+	m, err := session.New(ctx, session.Config{Docker: docker, Network: "clauderon", StateDir: cfg.StateDir,
 		Placeholders: injector.Placeholders(), SystemBundle: filepath.Join(cfg.StateDir, "none")})
 	if err != nil {
 		t.Fatal(err)

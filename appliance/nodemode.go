@@ -185,7 +185,7 @@ func (d *daemon) newPodSource(onChange func(context.Context, []identity.Containe
 	if d.opts.podVeth != nil {
 		veth = d.opts.podVeth
 	}
-	return kubepods.New(kubepods.Options{Client: c, Node: k.Node, Subnet: d.network.Subnet, Veth: veth,
+	return kubepods.New(kubepods.Config{Client: c, Node: k.Node, Subnet: d.network.Subnet, Veth: veth,
 		OnChange: onChange, Logger: d.base}), nil
 }
 

@@ -29,7 +29,7 @@ func buildParts(cfg *config.Config, store *injector.Store, gw netip.Addr, log *s
 	if err := injector.ValidateRules(rules); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	inj, err := injector.New(rules, store, log)
+	inj, err := injector.New(injector.Config{Rules: rules, Store: store, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("building the injector: %w", err)
 	}
@@ -87,14 +87,19 @@ func netfilterSpec(cfg *config.Config, table string, bridgeName string, subnet n
 	return s, nil
 }
 
-// tlsConfig is the terminator's swappable configuration.
-func tlsConfig(cfg *config.Config, p *parts, id tlsmitm.Identity, aud tlsmitm.Auditor, res tlsmitm.Resolver,
-	subnet netip.Prefix, log, clientLog *slog.Logger) tlsmitm.Config {
-	return tlsmitm.Config{
-		StateDir: cfg.StateDir, Router: p.policy, Injector: p.injector, Identity: id, Auditor: aud,
+// tlsReloadable is what the terminator takes at start and again on every
+// reload.
+func (p *parts) tlsReloadable(id tlsmitm.Identity, aud tlsmitm.Auditor, res tlsmitm.Resolver, subnet netip.Prefix) tlsmitm.Reloadable {
+	return tlsmitm.Reloadable{
+		Router: p.policy, Injector: p.injector, Identity: id, Auditor: aud,
 		Upstreams: p.upstreams, DeniedPrefixes: deniedUpstreamPrefixes(subnet), Resolver: res,
-		Logger: log, EventLogger: clientLog, DrainTimeout: cfg.DrainTimeout,
 	}
+}
+
+// dnsReloadable is what the DNS shim takes at start and again on every
+// reload.
+func (p *parts) dnsReloadable() dnsredir.Reloadable {
+	return dnsredir.Reloadable{Policy: p.policy, InterceptAnswer: p.answer}
 }
 
 // dnsConfig is the DNS shim's configuration.
@@ -105,7 +110,7 @@ func dnsConfig(cfg *config.Config, p *parts, id dnsredir.Identity, aud dnsredir.
 		rcode = dns.RcodeRefused
 	}
 	return dnsredir.Config{
-		Policy: p.policy, Resolver: res, InterceptAnswer: p.answer, DenyRcode: rcode,
+		Reloadable: p.dnsReloadable(), Resolver: res, DenyRcode: rcode,
 		RatePerSecond: cfg.DNS.RatePerSecond, Burst: cfg.DNS.Burst,
 		Identity: id, Auditor: aud, EventLogger: clientLog,
 	}

@@ -73,10 +73,10 @@ func (d *daemon) reload(ctx context.Context) error {
 	if err := d.store.Reload(); err != nil {
 		return fmt.Errorf("reloading credentials (the previous configuration and credentials stay in force): %w", err)
 	}
-	if err := d.tls.Update(tlsConfig(next, p, d.identityFor(next), d.events, d.resolver, d.network.Subnet, d.base, d.clientLog)); err != nil {
+	if err := d.tls.Update(p.tlsReloadable(d.identityFor(next), d.events, d.resolver, d.network.Subnet)); err != nil {
 		return fmt.Errorf("updating the TLS terminator: %w", err)
 	}
-	if err := d.dnsH.Update(p.policy, p.answer); err != nil {
+	if err := d.dnsH.Update(p.dnsReloadable()); err != nil {
 		return fmt.Errorf("updating the DNS shim: %w", err)
 	}
 	d.dnsRes.set(p.overrides)

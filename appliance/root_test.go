@@ -479,7 +479,7 @@ func TestReal_ContainerGetsCredentialInjected_RestartAdopts_Teardown(t *testing.
 
 	// Teardown through a Kernel that knows our test table (a fresh Kernel
 	// only knows the default table, which a test must never touch).
-	k, err := netfilter.NewKernel()
+	k, err := netfilter.NewKernel(netfilter.KernelConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,11 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 		return err
 	}
 	d.parts.Store(p)
-	if d.tls, err = tlsmitm.New(tlsConfig(d.cfg, p, d.identityFor(d.cfg), d.events, res, d.network.Subnet, d.base, d.clientLog)); err != nil {
+	d.tls, err = tlsmitm.New(tlsmitm.Config{
+		StateDir: d.cfg.StateDir, DrainTimeout: d.cfg.DrainTimeout, Logger: d.base, EventLogger: d.clientLog,
+		Reloadable: p.tlsReloadable(d.identityFor(d.cfg), d.events, res, d.network.Subnet),
+	})
+	if err != nil {
 		return fmt.Errorf("starting the TLS terminator: %w", err)
 	}
 	d.dnsRes = &overrideResolver{base: res}
@@ -78,8 +82,7 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 	d.listeners = []listenerStatus{{"tls", tln.Addr().String(), true}, {"dns-udp", dpc.LocalAddr().String(), true},
 		{"dns-tcp", dln.Addr().String(), true}}
 	g.Go(func() error { return d.serveTLS(ctx, tln) })
-	dsrv := dnsredir.NewServer(d.dnsH)
-	dsrv.Logger = d.base
+	dsrv := dnsredir.NewServer(d.dnsH, dnsredir.ServerConfig{Logger: d.base})
 	g.Go(func() error { return serveDNS(ctx, dsrv, dpc, dln) })
 	return nil
 }

@@ -51,7 +51,7 @@ func (d *daemon) stepCA(context.Context, *errgroup.Group) error {
 }
 
 func (d *daemon) stepCredentials(ctx context.Context, g *errgroup.Group) error {
-	st, err := injector.NewStore(injector.StoreOptions{
+	st, err := injector.NewStore(injector.StoreConfig{
 		SecretsDir:      filepath.Join(d.cfg.StateDir, "secrets"),
 		CredentialsFile: d.cfg.CredentialsFile,
 		Logger:          d.base,
@@ -147,7 +147,7 @@ func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
 	if veth == nil {
 		veth = identity.BridgeVeth(d.network.Bridge)
 	}
-	d.table = identity.New(identity.Options{
+	d.table = identity.New(identity.Config{
 		Docker: d.docker, Network: d.network.Name, Subnet: d.network.Subnet, Veth: veth, Logger: d.base,
 		OnChange: onChange,
 		OnNetwork: func(action string) {
@@ -170,10 +170,10 @@ func (d *daemon) stepIdentity(ctx context.Context, _ *errgroup.Group) error {
 // previous run left), with the running containers' ports.
 func (d *daemon) stepNetfilter(ctx context.Context, g *errgroup.Group) error {
 	if d.opts.nft == nil {
-		if err := netfilter.Probe(ctx).Err(); err != nil {
+		if err := netfilter.Probe(ctx, netfilter.KernelConfig{}).Err(); err != nil {
 			return fmt.Errorf("kernel support for the ruleset: %w", err)
 		}
-		k, err := netfilter.NewKernel(netfilter.WithLogger(d.base))
+		k, err := netfilter.NewKernel(netfilter.KernelConfig{Logger: d.base})
 		if err != nil {
 			return fmt.Errorf("opening nftables: %w", err)
 		}

@@ -27,7 +27,7 @@ func (d *daemon) wireSessions(ctx context.Context, b *backend) {
 	if workspaces == "" {
 		workspaces = config.DefaultWorkspacesDir
 	}
-	m, err := session.New(ctx, session.Options{
+	m, err := session.New(ctx, session.Config{
 		Docker: dc, Network: d.network.Name, StateDir: cfg.StateDir, CAPath: d.ca.CertPath(),
 		Image: cfg.Sessions.Image, User: cfg.Sessions.User, Workdir: cfg.Sessions.Workdir, WorkspacesDir: workspaces,
 		DNS:          d.network.Gateway.String(),

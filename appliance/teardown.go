@@ -49,7 +49,7 @@ func Teardown(ctx context.Context, cfg *config.Config, logger *slog.Logger, opts
 		log.Info("removed docker network", "network", cfg.Network.Name)
 	}
 	if o.nft == nil {
-		k, err := netfilter.NewKernel(netfilter.WithLogger(logger))
+		k, err := netfilter.NewKernel(netfilter.KernelConfig{Logger: logger})
 		if err != nil {
 			return fmt.Errorf("opening nftables: %w", err)
 		}

@@ -12,7 +12,7 @@ import (
 
 func benchHandler(b *testing.B) *dnsredir.Handler {
 	h, err := dnsredir.NewHandler(dnsredir.Config{
-		Policy:        policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow}),
+		Reloadable:    dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow})},
 		Resolver:      &recordingResolver{addrs: map[string][]netip.Addr{"github.com": addrs("140.82.121.4", "140.82.121.3")}},
 		RatePerSecond: -1,
 		EventLogger:   quietLogger(),
@@ -40,7 +40,7 @@ func BenchmarkHandler(b *testing.B) {
 // BenchmarkServerUDP measures a real round trip over loopback UDP.
 func BenchmarkServerUDP(b *testing.B) {
 	h := benchHandler(b)
-	s := startServer(b, h, func(s *dnsredir.Server) { s.Logger = quietLogger() })
+	s := startServer(b, h, func(s *dnsredir.ServerConfig) { s.Logger = quietLogger() })
 	c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
 	conn, err := c.Dial(s.udp)
 	if err != nil {
@@ -58,7 +58,7 @@ func BenchmarkServerUDP(b *testing.B) {
 // BenchmarkServerUDPParallel measures throughput with concurrent clients.
 func BenchmarkServerUDPParallel(b *testing.B) {
 	h := benchHandler(b)
-	s := startServer(b, h, func(s *dnsredir.Server) { s.Logger = quietLogger() })
+	s := startServer(b, h, func(s *dnsredir.ServerConfig) { s.Logger = quietLogger() })
 	b.RunParallel(func(pb *testing.PB) {
 		c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
 		conn, err := c.Dial(s.udp)

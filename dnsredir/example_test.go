@@ -34,19 +34,21 @@ func Example() {
 	defer resolver.Close()
 	gateway := netip.MustParseAddr("10.213.0.1")
 	h, err := dnsredir.NewHandler(dnsredir.Config{
-		Policy: hostPolicy{
-			intercept: map[string]bool{"api.anthropic.com": true},
-			allow:     map[string]bool{"pypi.org": true},
+		Reloadable: dnsredir.Reloadable{ // what a SIGHUP may swap (Handler.Update)
+			Policy: hostPolicy{
+				intercept: map[string]bool{"api.anthropic.com": true},
+				allow:     map[string]bool{"pypi.org": true},
+			},
+			// Hosts whose upstream is overridden to loopback resolve to the
+			// gateway, where the TLS terminator listens.
+			InterceptAnswer: func(name string) []netip.Addr {
+				if name == "api.anthropic.com" {
+					return []netip.Addr{gateway}
+				}
+				return nil
+			},
 		},
 		Resolver: resolver,
-		// Hosts whose upstream is overridden to loopback resolve to the
-		// gateway, where the TLS terminator listens.
-		InterceptAnswer: func(name string) []netip.Addr {
-			if name == "api.anthropic.com" {
-				return []netip.Addr{gateway}
-			}
-			return nil
-		},
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -60,8 +62,8 @@ func Example() {
 		log.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	srv := dnsredir.NewServer(h)
-	go func() { <-srv.Ready(); cancel() }() // a real daemon cancels on SIGTERM
+	srv := dnsredir.NewServer(h, dnsredir.ServerConfig{}) // zero: the defaults
+	go func() { <-srv.Ready(); cancel() }()               // a real daemon cancels on SIGTERM
 	if err := srv.Serve(ctx, pc, ln); err != nil {
 		log.Fatal(err)
 	}

@@ -120,11 +120,10 @@ func FuzzDNSHandler(f *testing.F) {
 	}
 	res := &fuzzResolver{}
 	h, err := NewHandler(Config{
-		Policy:          fuzzPolicy{},
-		Resolver:        res,
-		InterceptAnswer: func(string) []netip.Addr { return nil },
-		RatePerSecond:   -1,
-		MaxAnswers:      40,
+		Reloadable:    Reloadable{Policy: fuzzPolicy{}, InterceptAnswer: func(string) []netip.Addr { return nil }},
+		Resolver:      res,
+		RatePerSecond: -1,
+		MaxAnswers:    40,
 	})
 	if err != nil {
 		f.Fatal(err)
@@ -215,7 +214,7 @@ func TestFuzzSeeds_AreWhatTheySay(t *testing.T) {
 		"many-answers-over-tcp":       "NOERROR/40",
 		"chaos-version-bind":          "REFUSED/0",
 	}
-	h, err := NewHandler(Config{Policy: fuzzPolicy{}, Resolver: &fuzzResolver{}, RatePerSecond: -1, MaxAnswers: 40})
+	h, err := NewHandler(Config{Reloadable: Reloadable{Policy: fuzzPolicy{}}, Resolver: &fuzzResolver{}, RatePerSecond: -1, MaxAnswers: 40})
 	if err != nil {
 		t.Fatal(err)
 	}

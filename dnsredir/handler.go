@@ -95,18 +95,24 @@ const (
 	MaxUDPSize = 1232
 )
 
-// Config configures a Handler. Zero values take the defaults above.
-type Config struct {
+// Reloadable is the part of Config that Update swaps (SIGHUP).
+type Reloadable struct {
 	// Policy decides every query name. Required.
 	Policy Policy
-	// Resolver resolves allowed and intercepted names to IPv4 addresses.
-	// nil means net.DefaultResolver.
-	Resolver Resolver
 	// InterceptAnswer, when set and returning at least one address, answers
 	// A queries for intercepted names without a lookup (the appliance
 	// returns the bridge gateway for hosts whose upstream is overridden to
 	// loopback). Only IPv4 addresses are used.
 	InterceptAnswer func(name string) []netip.Addr
+}
+
+// Config configures a Handler: what a reload may change (Reloadable) and
+// what is fixed at NewHandler. Zero values take the defaults above.
+type Config struct {
+	Reloadable
+	// Resolver resolves allowed and intercepted names to IPv4 addresses.
+	// nil means net.DefaultResolver.
+	Resolver Resolver
 	// DenyRcode answers denied names: dns.RcodeNameError (NXDOMAIN, the
 	// default) or dns.RcodeRefused. NXDOMAIN is the better default: stub
 	// resolvers move on to the next search-domain candidate, where REFUSED
@@ -150,17 +156,11 @@ type Config struct {
 	EventLogger *slog.Logger
 }
 
-// policySet is the part of the configuration Update swaps atomically.
-type policySet struct {
-	policy          Policy
-	interceptAnswer func(string) []netip.Addr
-}
-
 // Handler answers DNS queries according to a Policy. It implements
 // dns.Handler and is safe for concurrent use.
 type Handler struct {
 	cfg     Config
-	policy  atomic.Pointer[policySet]
+	policy  atomic.Pointer[Reloadable]
 	limiter *clientLimiter // nil when rate limiting is off
 	lookups chan struct{}  // semaphore of MaxConcurrentLookups
 	flight  inFlight       // per-client queries in flight
@@ -187,7 +187,7 @@ func NewHandler(cfg Config) (*Handler, error) {
 		events:  cfg.EventLogger,
 		now:     time.Now,
 	}
-	h.policy.Store(&policySet{policy: cfg.Policy, interceptAnswer: cfg.InterceptAnswer})
+	h.policy.Store(&cfg.Reloadable)
 	if cfg.RatePerSecond > 0 {
 		h.limiter = newClientLimiter(cfg.RatePerSecond, cfg.Burst, cfg.MaxClients)
 	}
@@ -234,11 +234,11 @@ func orDefault[T comparable](v, def T) T {
 
 // Update swaps the Policy and InterceptAnswer (on reload). Queries in flight
 // finish with the old ones.
-func (h *Handler) Update(policy Policy, interceptAnswer func(name string) []netip.Addr) error {
-	if policy == nil {
+func (h *Handler) Update(r Reloadable) error {
+	if r.Policy == nil {
 		return errors.New("dnsredir: update: Policy is required")
 	}
-	h.policy.Store(&policySet{policy: policy, interceptAnswer: interceptAnswer})
+	h.policy.Store(&r)
 	return nil
 }
 

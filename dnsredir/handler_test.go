@@ -21,9 +21,9 @@ func TestDeny_UnknownNameIsNXDOMAINAndNeverForwarded(t *testing.T) {
 	res := &recordingResolver{addrs: map[string][]netip.Addr{"evil.example": addrs("203.0.113.9")}}
 	audit := &eventLog{}
 	h := newHandler(t, dnsredir.Config{
-		Policy:   policy(map[string]dnsredir.Decision{"api.anthropic.com": dnsredir.Intercept}),
-		Resolver: res,
-		Auditor:  audit,
+		Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"api.anthropic.com": dnsredir.Intercept})},
+		Resolver:   res,
+		Auditor:    audit,
 	})
 	tests := []struct {
 		name  string
@@ -65,9 +65,9 @@ func TestDeny_UnknownNameIsNXDOMAINAndNeverForwarded(t *testing.T) {
 
 func TestDeny_RcodeRefusedIsConfigurable(t *testing.T) {
 	h := newHandler(t, dnsredir.Config{
-		Policy:    policy(nil),
-		Resolver:  &recordingResolver{},
-		DenyRcode: dns.RcodeRefused,
+		Reloadable: dnsredir.Reloadable{Policy: policy(nil)},
+		Resolver:   &recordingResolver{},
+		DenyRcode:  dns.RcodeRefused,
 	})
 	m := ask(t, h, dnstest.NewRecorder(), question("evil.example.", dns.TypeA))
 	if m.Rcode != dns.RcodeRefused {
@@ -82,9 +82,9 @@ func TestConfig_InvalidIsRejected(t *testing.T) {
 		want string
 	}{
 		{"no_policy", dnsredir.Config{}, "Policy is required"},
-		{"deny_rcode_servfail", dnsredir.Config{Policy: policy(nil), DenyRcode: dns.RcodeServerFailure}, "DenyRcode"},
-		{"negative_ttl", dnsredir.Config{Policy: policy(nil), TTL: -time.Second}, "TTL"},
-		{"sub_second_ttl", dnsredir.Config{Policy: policy(nil), TTL: time.Millisecond}, "TTL"},
+		{"deny_rcode_servfail", dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, DenyRcode: dns.RcodeServerFailure}, "DenyRcode"},
+		{"negative_ttl", dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, TTL: -time.Second}, "TTL"},
+		{"sub_second_ttl", dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, TTL: time.Millisecond}, "TTL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,13 +101,15 @@ func TestIntercept_LoopbackOverrideAnswersGateway(t *testing.T) {
 	audit := &eventLog{}
 	var asked []string
 	h := newHandler(t, dnsredir.Config{
-		Policy:   policy(map[string]dnsredir.Decision{"api.anthropic.com": dnsredir.Intercept}),
-		Resolver: res,
-		InterceptAnswer: func(name string) []netip.Addr {
-			asked = append(asked, name)
-			return []netip.Addr{gateway, netip.MustParseAddr("fd00::1")} // the IPv6 one must be dropped
+		Reloadable: dnsredir.Reloadable{
+			Policy: policy(map[string]dnsredir.Decision{"api.anthropic.com": dnsredir.Intercept}),
+			InterceptAnswer: func(name string) []netip.Addr {
+				asked = append(asked, name)
+				return []netip.Addr{gateway, netip.MustParseAddr("fd00::1")} // the IPv6 one must be dropped
+			},
 		},
-		Auditor: audit,
+		Resolver: res,
+		Auditor:  audit,
 	})
 	m := ask(t, h, dnstest.NewRecorder(), question("API.Anthropic.COM.", dns.TypeA))
 	if m.Rcode != dns.RcodeSuccess {
@@ -138,9 +140,9 @@ func TestIntercept_LoopbackOverrideAnswersGateway(t *testing.T) {
 func TestIntercept_WithoutOverrideIsResolved(t *testing.T) {
 	res := &recordingResolver{addrs: map[string][]netip.Addr{"api.openai.com": addrs("162.159.140.245", "172.66.0.243")}}
 	h := newHandler(t, dnsredir.Config{
-		Policy:          policy(map[string]dnsredir.Decision{"api.openai.com": dnsredir.Intercept}),
-		Resolver:        res,
-		InterceptAnswer: func(string) []netip.Addr { return nil },
+		Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"api.openai.com": dnsredir.Intercept}),
+			InterceptAnswer: func(string) []netip.Addr { return nil }},
+		Resolver: res,
 	})
 	m := ask(t, h, dnstest.NewRecorder(), question("api.openai.com.", dns.TypeA))
 	if got, want := aAddrs(t, m), addrs("162.159.140.245", "172.66.0.243"); !slices.Equal(got, want) {
@@ -154,8 +156,8 @@ func TestIntercept_WithoutOverrideIsResolved(t *testing.T) {
 func TestAllow_AAAAIsEmpty(t *testing.T) {
 	res := &recordingResolver{addrs: map[string][]netip.Addr{"registry.npmjs.org": addrs("104.16.0.34")}}
 	h := newHandler(t, dnsredir.Config{
-		Policy:   policy(map[string]dnsredir.Decision{"registry.npmjs.org": dnsredir.Allow}),
-		Resolver: res,
+		Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"registry.npmjs.org": dnsredir.Allow})},
+		Resolver:   res,
 	})
 	m := ask(t, h, dnstest.NewRecorder(), question("registry.npmjs.org.", dns.TypeAAAA))
 	if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 0 {
@@ -170,9 +172,9 @@ func TestAllow_NonAddressTypesAreNODATAAndNeverForwarded(t *testing.T) {
 	res := &recordingResolver{addrs: map[string][]netip.Addr{"github.com": addrs("140.82.121.4")}}
 	audit := &eventLog{}
 	h := newHandler(t, dnsredir.Config{
-		Policy:   policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow}),
-		Resolver: res,
-		Auditor:  audit,
+		Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow})},
+		Resolver:   res,
+		Auditor:    audit,
 	})
 	for _, qtype := range []uint16{dns.TypeHTTPS, dns.TypeSVCB, dns.TypeTXT, dns.TypeMX, dns.TypeCNAME, dns.TypeANY, dns.TypeSRV, dns.TypeNS, dns.TypeSOA, dns.TypePTR, dns.TypeCAA} {
 		t.Run(dns.TypeToString[qtype], func(t *testing.T) {
@@ -209,7 +211,7 @@ func TestAllow_ResolverOutcomes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			audit := &eventLog{}
-			h := newHandler(t, dnsredir.Config{Policy: policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow}), Resolver: tt.res, Auditor: audit})
+			h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow})}, Resolver: tt.res, Auditor: audit})
 			m := ask(t, h, dnstest.NewRecorder(), question("pypi.org.", dns.TypeA))
 			if m.Rcode != tt.wantRcode {
 				t.Errorf("rcode = %s, want %s", dns.RcodeToString[m.Rcode], dns.RcodeToString[tt.wantRcode])
@@ -230,7 +232,7 @@ func TestAllow_AnswerCountIsBounded(t *testing.T) {
 		many = append(many, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
 	}
 	h := newHandler(t, dnsredir.Config{
-		Policy:     policy(map[string]dnsredir.Decision{"cdn.example": dnsredir.Allow}),
+		Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"cdn.example": dnsredir.Allow})},
 		Resolver:   &recordingResolver{addrs: map[string][]netip.Addr{"cdn.example": many}},
 		MaxAnswers: 20,
 	})
@@ -243,7 +245,7 @@ func TestAllow_AnswerCountIsBounded(t *testing.T) {
 func TestName_NormalisedBeforePolicy(t *testing.T) {
 	p := policy(map[string]dnsredir.Decision{"api.github.com": dnsredir.Allow})
 	res := &recordingResolver{addrs: map[string][]netip.Addr{"api.github.com": addrs("140.82.112.6")}}
-	h := newHandler(t, dnsredir.Config{Policy: p, Resolver: res})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: p}, Resolver: res})
 	for _, qname := range []string{"api.github.com.", "API.GITHUB.COM.", "Api.GitHub.Com."} {
 		m := ask(t, h, dnstest.NewRecorder(), question(qname, dns.TypeA))
 		if m.Rcode != dns.RcodeSuccess || len(m.Answer) != 1 {
@@ -263,7 +265,7 @@ func TestName_NormalisedBeforePolicy(t *testing.T) {
 func TestName_InvalidNamesNeverReachPolicy(t *testing.T) {
 	p := policy(nil)
 	audit := &eventLog{}
-	h := newHandler(t, dnsredir.Config{Policy: p, Resolver: &recordingResolver{}, Auditor: audit})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: p}, Resolver: &recordingResolver{}, Auditor: audit})
 	// Over-long labels and names cannot be packed at all, so they never
 	// arrive; TestNormalizeName covers them.
 	tests := []struct{ name, qname string }{
@@ -332,7 +334,7 @@ func TestMalformed_QueriesGetTheRightRcode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := &recordingResolver{addrs: map[string][]netip.Addr{"github.com": addrs("140.82.121.4")}}
-			h := newHandler(t, dnsredir.Config{Policy: policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow}), Resolver: res})
+			h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow})}, Resolver: res})
 			m := ask(t, h, dnstest.NewRecorder(), tt.msg())
 			if m.Rcode != tt.want {
 				t.Errorf("rcode = %s, want %s", dns.RcodeToString[m.Rcode], dns.RcodeToString[tt.want])
@@ -348,7 +350,7 @@ func TestMalformed_QueriesGetTheRightRcode(t *testing.T) {
 }
 
 func TestDeny_ClassesAndZoneTransfersAreRefused(t *testing.T) {
-	h := newHandler(t, dnsredir.Config{Policy: policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow}), Resolver: &recordingResolver{}})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow})}, Resolver: &recordingResolver{}})
 	tests := []struct {
 		name  string
 		qtype uint16
@@ -371,7 +373,7 @@ func TestDeny_ClassesAndZoneTransfersAreRefused(t *testing.T) {
 }
 
 func TestDrop_ResponsesAreNeverAnswered(t *testing.T) {
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}})
 	rec := dnstest.NewRecorder()
 	m := question("evil.example.", dns.TypeA)
 	m.Response = true
@@ -406,7 +408,7 @@ func TestEDNS_UDPSizeRespectedCappedAndTruncated(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHandler(t, dnsredir.Config{
-				Policy:     policy(map[string]dnsredir.Decision{"cdn.example": dnsredir.Allow}),
+				Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"cdn.example": dnsredir.Allow})},
 				Resolver:   &recordingResolver{addrs: map[string][]netip.Addr{"cdn.example": many}},
 				MaxAnswers: 100,
 			})
@@ -443,7 +445,7 @@ func (panicPolicy) Decide(string) (dnsredir.Decision, string) { panic("policy bu
 
 func TestPanic_RecoveredAsSERVFAILAndCounted(t *testing.T) {
 	audit := &eventLog{}
-	h := newHandler(t, dnsredir.Config{Policy: panicPolicy{}, Resolver: &recordingResolver{}, Auditor: audit})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: panicPolicy{}}, Resolver: &recordingResolver{}, Auditor: audit})
 	m := ask(t, h, dnstest.NewRecorder(), question("github.com.", dns.TypeA))
 	if m.Rcode != dns.RcodeServerFailure {
 		t.Errorf("rcode = %s, want SERVFAIL", dns.RcodeToString[m.Rcode])
@@ -460,7 +462,7 @@ func TestRateLimit_PerClient(t *testing.T) {
 	audit := &eventLog{}
 	res := &recordingResolver{addrs: map[string][]netip.Addr{"github.com": addrs("140.82.121.4")}}
 	h := newHandler(t, dnsredir.Config{
-		Policy:        policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow}),
+		Reloadable:    dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow})},
 		Resolver:      res,
 		RatePerSecond: 0.001, // effectively no refill during the test
 		Burst:         3,
@@ -503,7 +505,7 @@ func TestRateLimit_PerClient(t *testing.T) {
 }
 
 func TestRateLimit_NegativeRateDisables(t *testing.T) {
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}, RatePerSecond: -1, Burst: 1})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}, RatePerSecond: -1, Burst: 1})
 	for range 50 {
 		if m := ask(t, h, dnstest.NewRecorder(), question("evil.example.", dns.TypeA)); m.Rcode == dns.RcodeRefused {
 			t.Fatal("query refused with rate limiting disabled")
@@ -519,10 +521,10 @@ func (s staticIdentity) Lookup(a netip.Addr) (string, bool) { n, ok := s[a]; ret
 func TestAudit_EventCarriesClientAndQuery(t *testing.T) {
 	audit := &eventLog{}
 	h := newHandler(t, dnsredir.Config{
-		Policy:   policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow}),
-		Resolver: &recordingResolver{addrs: map[string][]netip.Addr{"github.com": addrs("140.82.121.4")}},
-		Identity: staticIdentity{dnstest.ClientAddr.Addr(): "agent-1"},
-		Auditor:  audit,
+		Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"github.com": dnsredir.Allow})},
+		Resolver:   &recordingResolver{addrs: map[string][]netip.Addr{"github.com": addrs("140.82.121.4")}},
+		Identity:   staticIdentity{dnstest.ClientAddr.Addr(): "agent-1"},
+		Auditor:    audit,
 	})
 	ask(t, h, dnstest.NewTCPRecorder(), question("GitHub.com.", dns.TypeA))
 	ask(t, h, dnstest.NewRecorder(), question("evil.example.", dns.TypeTXT))
@@ -547,11 +549,14 @@ func TestAudit_EventCarriesClientAndQuery(t *testing.T) {
 }
 
 func TestUpdate_SwapsPolicy(t *testing.T) {
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}})
 	if m := ask(t, h, dnstest.NewRecorder(), question("api.anthropic.com.", dns.TypeA)); m.Rcode != dns.RcodeNameError {
 		t.Fatalf("before update: rcode %s, want NXDOMAIN", dns.RcodeToString[m.Rcode])
 	}
-	err := h.Update(policy(map[string]dnsredir.Decision{"api.anthropic.com": dnsredir.Intercept}), func(string) []netip.Addr { return []netip.Addr{gateway} })
+	err := h.Update(dnsredir.Reloadable{
+		Policy:          policy(map[string]dnsredir.Decision{"api.anthropic.com": dnsredir.Intercept}),
+		InterceptAnswer: func(string) []netip.Addr { return []netip.Addr{gateway} },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -559,7 +564,7 @@ func TestUpdate_SwapsPolicy(t *testing.T) {
 	if got := aAddrs(t, m); !slices.Equal(got, []netip.Addr{gateway}) {
 		t.Errorf("after update: answer %v, want the gateway", got)
 	}
-	if err := h.Update(nil, nil); err == nil {
+	if err := h.Update(dnsredir.Reloadable{}); err == nil {
 		t.Error("Update(nil) succeeded")
 	}
 }
@@ -611,7 +616,7 @@ func (b *blockingResolver) LookupNetIP(ctx context.Context, _, _ string) ([]neti
 func TestOverload_LookupsInFlightAreBounded(t *testing.T) {
 	res := &blockingResolver{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	h := newHandler(t, dnsredir.Config{
-		Policy:               policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow}),
+		Reloadable:           dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow})},
 		Resolver:             res,
 		MaxConcurrentLookups: 1,
 	})
@@ -636,7 +641,7 @@ func TestOverload_LookupsInFlightAreBounded(t *testing.T) {
 func TestOverload_SlowLookupTimesOutAsSERVFAIL(t *testing.T) {
 	res := &blockingResolver{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	h := newHandler(t, dnsredir.Config{
-		Policy:        policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow}),
+		Reloadable:    dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow})},
 		Resolver:      res,
 		LookupTimeout: 100 * time.Millisecond,
 	})
@@ -655,7 +660,7 @@ func TestOverload_SlowLookupTimesOutAsSERVFAIL(t *testing.T) {
 
 func TestWriteError_CountedAndAudited(t *testing.T) {
 	audit := &eventLog{}
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}, Auditor: audit})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}, Auditor: audit})
 	rec := dnstest.NewRecorder()
 	rec.WriteErr = errors.New("connection reset")
 	h.ServeDNS(rec, question("evil.example.", dns.TypeA))
@@ -675,8 +680,8 @@ func TestWriteError_CountedAndAudited(t *testing.T) {
 // for each) is not refused; the limit is for floods, not for builds.
 func TestRateLimit_DefaultLetsABuildThrough(t *testing.T) {
 	h := newHandler(t, dnsredir.Config{
-		Policy:   policy(map[string]dnsredir.Decision{"registry.npmjs.org": dnsredir.Allow}),
-		Resolver: &recordingResolver{addrs: map[string][]netip.Addr{"registry.npmjs.org": addrs("104.16.0.35")}},
+		Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"registry.npmjs.org": dnsredir.Allow})},
+		Resolver:   &recordingResolver{addrs: map[string][]netip.Addr{"registry.npmjs.org": addrs("104.16.0.35")}},
 	})
 	build := dnstest.NewRecorderFrom(netip.MustParseAddrPort("10.213.0.5:40000"), false)
 	for i := range 500 {
@@ -694,7 +699,7 @@ func TestRateLimit_DefaultLetsABuildThrough(t *testing.T) {
 func TestOverload_QueriesInFlightPerClientAreBounded(t *testing.T) {
 	res := &blockingResolver{entered: make(chan struct{}, 4), release: make(chan struct{})}
 	h := newHandler(t, dnsredir.Config{
-		Policy:               policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow}),
+		Reloadable:           dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"pypi.org": dnsredir.Allow})},
 		Resolver:             res,
 		MaxInFlightPerClient: 2,
 	})

@@ -100,7 +100,7 @@ func TestThrottle_CountsSuppressed(t *testing.T) {
 
 func TestRateLimit_RefillsOverTime(t *testing.T) {
 	now := t0
-	h, err := NewHandler(Config{Policy: fuzzPolicy{}, Resolver: &fuzzResolver{}, RatePerSecond: 2, Burst: 1})
+	h, err := NewHandler(Config{Reloadable: Reloadable{Policy: fuzzPolicy{}}, Resolver: &fuzzResolver{}, RatePerSecond: 2, Burst: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,7 +97,7 @@ func (h *Handler) decide(q *query, name string) {
 	ps := h.policy.Load()
 	decision, rule := Deny, ""
 	if name != "" { // the root is never a host
-		decision, rule = ps.policy.Decide(name)
+		decision, rule = ps.Policy.Decide(name)
 	}
 	q.ev.Policy, q.ev.Rule = decision, rule
 	switch decision {
@@ -118,7 +118,7 @@ func (h *Handler) decide(q *query, name string) {
 
 // answer builds the reply for an answered name: A records for an A query,
 // NODATA for every other type.
-func (h *Handler) answer(q *query, ps *policySet, name string, decision Decision) (*dns.Msg, error) {
+func (h *Handler) answer(q *query, ps *Reloadable, name string, decision Decision) (*dns.Msg, error) {
 	if q.req.Question[0].Qtype != dns.TypeA {
 		return h.reply(q.req, dns.RcodeSuccess), nil
 	}
@@ -136,9 +136,9 @@ func (h *Handler) answer(q *query, ps *policySet, name string, decision Decision
 
 // addresses returns the IPv4 addresses for name: InterceptAnswer's for an
 // intercepted name when it has any, else the Resolver's.
-func (h *Handler) addresses(ps *policySet, name string, decision Decision) ([]netip.Addr, error) {
-	if decision == Intercept && ps.interceptAnswer != nil {
-		if addrs := ps.interceptAnswer(name); len(addrs) > 0 {
+func (h *Handler) addresses(ps *Reloadable, name string, decision Decision) ([]netip.Addr, error) {
+	if decision == Intercept && ps.InterceptAnswer != nil {
+		if addrs := ps.InterceptAnswer(name); len(addrs) > 0 {
 			return addrs, nil
 		}
 	}

@@ -30,10 +30,8 @@ const (
 	maxExtra = 2
 )
 
-// Server serves a Handler over UDP and TCP on sockets the caller opened (the
-// appliance binds them on the bridge gateway; tests on 127.0.0.1:0). Set the
-// exported fields before calling Serve; zero values take the defaults above.
-type Server struct {
+// ServerConfig configures a Server. Zero values take the defaults above.
+type ServerConfig struct {
 	// ReadTimeout bounds reading the first query on a TCP connection (and
 	// is the UDP read poll interval).
 	ReadTimeout time.Duration
@@ -54,9 +52,15 @@ type Server struct {
 	// ShutdownGrace is how long Serve waits for queries in flight once its
 	// context is cancelled, before it closes the remaining connections.
 	ShutdownGrace time.Duration
-	// Logger is optional.
+	// Logger takes the server's lifecycle lines (listening, stopped);
+	// nil discards them. Per-query lines go to the Handler's EventLogger.
 	Logger *slog.Logger
+}
 
+// Server serves a Handler over UDP and TCP on sockets the caller opened (the
+// appliance binds them on the bridge gateway; tests on 127.0.0.1:0).
+type Server struct {
+	cfg     ServerConfig
 	h       *Handler
 	once    sync.Once
 	ready   chan struct{}
@@ -65,8 +69,9 @@ type Server struct {
 }
 
 // NewServer returns a Server for h.
-func NewServer(h *Handler) *Server {
-	return &Server{h: h, ready: make(chan struct{})}
+func NewServer(h *Handler, cfg ServerConfig) *Server {
+	cfg.setDefaults()
+	return &Server{cfg: cfg, h: h, ready: make(chan struct{})}
 }
 
 // Ready is closed once every socket handed to Serve is being served.
@@ -95,14 +100,13 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) 
 	if !first {
 		return errors.New("dnsredir: serve: already called")
 	}
-	s.setDefaults()
 	var runs []*run
 	var limited *limitListener
 	if pc != nil {
 		runs = append(runs, s.newRun("udp", &dns.Server{PacketConn: pc}))
 	}
 	if ln != nil {
-		limited = newLimitListener(ln, s.MaxTCPConns, s.MaxTCPConnsPerClient, s.WriteTimeout, s.h.stats.tcpRejected.Add)
+		limited = newLimitListener(ln, s.cfg.MaxTCPConns, s.cfg.MaxTCPConnsPerClient, s.cfg.WriteTimeout, s.h.stats.tcpRejected.Add)
 		runs = append(runs, s.newRun("tcp", &dns.Server{Listener: limited}))
 	}
 	s.pending = len(runs)
@@ -123,7 +127,7 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) 
 	return errors.Join(errs...)
 }
 
-func (s *Server) setDefaults() {
+func (s *ServerConfig) setDefaults() {
 	s.ReadTimeout = orDefault(s.ReadTimeout, DefaultReadTimeout)
 	s.WriteTimeout = orDefault(s.WriteTimeout, DefaultWriteTimeout)
 	s.IdleTimeout = orDefault(s.IdleTimeout, DefaultIdleTimeout)
@@ -140,13 +144,13 @@ func (s *Server) setDefaults() {
 // newRun completes srv with the Server's settings and hooks.
 func (s *Server) newRun(proto string, srv *dns.Server) *run {
 	r := &run{proto: proto, srv: srv, started: make(chan struct{}), exited: make(chan struct{})}
-	idle := s.IdleTimeout
+	idle := s.cfg.IdleTimeout
 	srv.Handler = s.h
 	srv.UDPSize = udpReadBuffer
-	srv.ReadTimeout = s.ReadTimeout
-	srv.WriteTimeout = s.WriteTimeout
+	srv.ReadTimeout = s.cfg.ReadTimeout
+	srv.WriteTimeout = s.cfg.WriteTimeout
 	srv.IdleTimeout = func() time.Duration { return idle }
-	srv.MaxTCPQueries = s.MaxTCPQueries
+	srv.MaxTCPQueries = s.cfg.MaxTCPQueries
 	srv.MsgAcceptFunc = s.acceptMsg
 	srv.MsgInvalidFunc = s.invalidMsg
 	srv.NotifyStartedFunc = func() { s.started(r) }
@@ -156,7 +160,7 @@ func (s *Server) newRun(proto string, srv *dns.Server) *run {
 // started marks r as serving and closes Ready when all are.
 func (s *Server) started(r *run) {
 	close(r.started)
-	s.Logger.Info("dns server listening", "proto", r.proto, "addr", listenAddr(r.srv))
+	s.cfg.Logger.Info("dns server listening", "proto", r.proto, "addr", listenAddr(r.srv))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pending--; s.pending == 0 {
@@ -177,7 +181,7 @@ func serveDNSServer(r *run, exits chan<- *run) {
 // shutdown stops every server that started, waits ShutdownGrace for queries
 // in flight, then closes what is left and waits for every server to return.
 func (s *Server) shutdown(runs []*run, limited *limitListener) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.ShutdownGrace)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer cancel()
 	for _, r := range runs {
 		select {
@@ -186,7 +190,7 @@ func (s *Server) shutdown(runs []*run, limited *limitListener) {
 			continue
 		}
 		if err := r.srv.ShutdownContext(ctx); err != nil {
-			s.Logger.Warn("dns server shutdown", "proto", r.proto, "err", err)
+			s.cfg.Logger.Warn("dns server shutdown", "proto", r.proto, "err", err)
 		}
 	}
 	if limited != nil {
@@ -195,7 +199,7 @@ func (s *Server) shutdown(runs []*run, limited *limitListener) {
 	for _, r := range runs {
 		<-r.exited
 	}
-	s.Logger.Info("dns server stopped")
+	s.cfg.Logger.Info("dns server stopped")
 }
 
 // acceptMsg screens a message by its header before it is unpacked: responses

@@ -24,7 +24,7 @@ type served struct {
 	stop     func() error // cancels Serve and returns its error
 }
 
-func startServer(t testing.TB, h *dnsredir.Handler, tune func(*dnsredir.Server)) *served {
+func startServer(t testing.TB, h *dnsredir.Handler, tune func(*dnsredir.ServerConfig)) *served {
 	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -34,11 +34,11 @@ func startServer(t testing.TB, h *dnsredir.Handler, tune func(*dnsredir.Server))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := dnsredir.NewServer(h)
-	s.Logger = testLogger(t)
+	cfg := dnsredir.ServerConfig{Logger: testLogger(t)}
 	if tune != nil {
-		tune(s)
+		tune(&cfg)
 	}
+	s := dnsredir.NewServer(h, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(ctx, pc, ln) }()
@@ -93,10 +93,9 @@ func e2eHandler(t *testing.T, up *dnstest.Server, p dnsredir.Policy, audit dnsre
 	}
 	t.Cleanup(func() { res.Close() })
 	return newHandler(t, dnsredir.Config{
-		Policy:          p,
-		Resolver:        res,
-		InterceptAnswer: func(string) []netip.Addr { return []netip.Addr{gateway} },
-		Auditor:         audit,
+		Reloadable: dnsredir.Reloadable{Policy: p, InterceptAnswer: func(string) []netip.Addr { return []netip.Addr{gateway} }},
+		Resolver:   res,
+		Auditor:    audit,
 	})
 }
 
@@ -199,7 +198,7 @@ func TestTruncation_TCPRetry(t *testing.T) {
 		many = append(many, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
 	}
 	h := newHandler(t, dnsredir.Config{
-		Policy:     policy(map[string]dnsredir.Decision{"cdn.example": dnsredir.Allow}),
+		Reloadable: dnsredir.Reloadable{Policy: policy(map[string]dnsredir.Decision{"cdn.example": dnsredir.Allow})},
 		Resolver:   &recordingResolver{addrs: map[string][]netip.Addr{"cdn.example": many}},
 		MaxAnswers: 64,
 	})
@@ -223,8 +222,8 @@ func TestTruncation_TCPRetry(t *testing.T) {
 
 func TestServer_CancelReturnsNilAndLeaksNoGoroutines(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}})
-	s := startServer(t, h, func(s *dnsredir.Server) {
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}})
+	s := startServer(t, h, func(s *dnsredir.ServerConfig) {
 		s.IdleTimeout = time.Minute // the idle connection below must be cut by shutdown, not by a timeout
 		s.ShutdownGrace = 500 * time.Millisecond
 	})
@@ -258,8 +257,8 @@ func TestServer_CancelReturnsNilAndLeaksNoGoroutines(t *testing.T) {
 
 func TestServer_TCPConnectionsArePerClientBounded(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}})
-	s := startServer(t, h, func(s *dnsredir.Server) { s.MaxTCPConnsPerClient = 2 })
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}})
+	s := startServer(t, h, func(s *dnsredir.ServerConfig) { s.MaxTCPConnsPerClient = 2 })
 	var conns []*dns.Conn
 	for range 2 {
 		c, err := dns.Dial("tcp", s.tcp)
@@ -312,8 +311,8 @@ func TestServer_TCPConnectionsArePerClientBounded(t *testing.T) {
 
 func TestServer_SlowTCPClientsAreCut(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}})
-	s := startServer(t, h, func(s *dnsredir.Server) {
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}})
+	s := startServer(t, h, func(s *dnsredir.ServerConfig) {
 		s.ReadTimeout = 200 * time.Millisecond
 		s.IdleTimeout = 200 * time.Millisecond
 	})
@@ -349,8 +348,8 @@ func TestServer_SlowTCPClientsAreCut(t *testing.T) {
 }
 
 func TestServer_TCPQueriesPerConnectionAreBounded(t *testing.T) {
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}})
-	s := startServer(t, h, func(s *dnsredir.Server) { s.MaxTCPQueries = 3 })
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}})
+	s := startServer(t, h, func(s *dnsredir.ServerConfig) { s.MaxTCPQueries = 3 })
 	c, err := dns.Dial("tcp", s.tcp)
 	if err != nil {
 		t.Fatal(err)
@@ -390,7 +389,7 @@ func rawUDP(t *testing.T, addr string, b []byte, wait time.Duration) []byte {
 }
 
 func TestServer_GarbageIsCountedAndNeverAmplified(t *testing.T) {
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}})
 	s := startServer(t, h, nil)
 	header := func(id, flags, qd, an, ns, ar uint16) []byte {
 		b := make([]byte, 12)
@@ -453,8 +452,8 @@ func TestServer_GarbageIsCountedAndNeverAmplified(t *testing.T) {
 }
 
 func TestServer_ServeMisuse(t *testing.T) {
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}})
-	if err := dnsredir.NewServer(h).Serve(context.Background(), nil, nil); err == nil {
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}})
+	if err := dnsredir.NewServer(h, dnsredir.ServerConfig{}).Serve(context.Background(), nil, nil); err == nil {
 		t.Error("Serve with no sockets succeeded")
 	}
 	s := startServer(t, h, nil)
@@ -475,7 +474,7 @@ func (failingListener) Accept() (net.Conn, error) { return nil, errors.New("acce
 
 func TestServer_FailedListenerStopsServeWithError(t *testing.T) {
 	checkNoGoroutineLeak(t)
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}})
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -484,8 +483,7 @@ func TestServer_FailedListenerStopsServeWithError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := dnsredir.NewServer(h)
-	s.ShutdownGrace = 200 * time.Millisecond
+	s := dnsredir.NewServer(h, dnsredir.ServerConfig{ShutdownGrace: 200 * time.Millisecond})
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve(context.Background(), pc, failingListener{ln}) }()
 	select {
@@ -502,7 +500,7 @@ func TestServer_FailedListenerStopsServeWithError(t *testing.T) {
 }
 
 func TestRateLimit_OverTheWire(t *testing.T) {
-	h := newHandler(t, dnsredir.Config{Policy: policy(nil), Resolver: &recordingResolver{}, RatePerSecond: 0.001, Burst: 2})
+	h := newHandler(t, dnsredir.Config{Reloadable: dnsredir.Reloadable{Policy: policy(nil)}, Resolver: &recordingResolver{}, RatePerSecond: 0.001, Burst: 2})
 	s := startServer(t, h, nil)
 	var rcodes []int
 	for range 4 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -19,36 +18,38 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Option configures a Kernel (or Probe).
-type Option func(*options)
+// KernelConfig configures a Kernel (or Probe). The zero value works in the
+// calling thread's namespace and discards the log.
+type KernelConfig struct {
+	// NetNS makes the Kernel work in that network namespace instead of the
+	// current one (tests). The caller keeps ownership of it and must keep
+	// it open. 0 (the zero value) or netns.None() means the calling
+	// thread's namespace at each call.
+	NetNS  netns.NsHandle
+	Logger *slog.Logger
+}
 
+// options is a KernelConfig with its defaults applied.
 type options struct {
-	ns     netns.NsHandle // -1: the calling thread's namespace at each call
+	ns     netns.NsHandle // <= 0: the calling thread's namespace
 	logger *slog.Logger
 }
 
-// WithNetNS makes the Kernel work in network namespace ns instead of the
-// current one. The caller keeps ownership of ns and must keep it open.
-func WithNetNS(ns netns.NsHandle) Option { return func(o *options) { o.ns = ns } }
-
-// WithLogger sets the logger (nil: discard).
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
-
-func newOptions(opts []Option) options {
-	o := options{ns: netns.None()}
-	for _, opt := range opts {
-		opt(&o)
-	}
+func newOptions(cfg KernelConfig) options {
+	o := options{ns: cfg.NetNS, logger: cfg.Logger}
 	if o.logger == nil {
-		o.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		o.logger = slog.New(slog.DiscardHandler)
 	}
 	o.logger = o.logger.With("component", "netfilter")
 	return o
 }
 
+// inNS reports whether calls go to a namespace other than the caller's.
+func (o options) inNS() bool { return o.ns > 0 }
+
 func (o options) conn() (*nftables.Conn, error) {
 	var cos []nftables.ConnOption
-	if o.ns.IsOpen() {
+	if o.inNS() {
 		cos = append(cos, nftables.WithNetNSFd(int(o.ns)))
 	}
 	c, err := nftables.New(cos...)
@@ -59,7 +60,7 @@ func (o options) conn() (*nftables.Conn, error) {
 }
 
 func (o options) netlink() (*netlink.Handle, error) {
-	if o.ns.IsOpen() {
+	if o.inNS() {
 		return netlink.NewHandleAt(o.ns)
 	}
 	return netlink.NewHandle()
@@ -81,8 +82,8 @@ type Kernel struct {
 var _ Manager = (*Kernel)(nil)
 
 // NewKernel returns a Kernel. It checks that nftables can be reached.
-func NewKernel(opts ...Option) (*Kernel, error) {
-	k := &Kernel{opts: newOptions(opts)}
+func NewKernel(cfg KernelConfig) (*Kernel, error) {
+	k := &Kernel{opts: newOptions(cfg)}
 	c, err := k.opts.conn()
 	if err != nil {
 		return nil, err

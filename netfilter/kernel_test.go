@@ -41,7 +41,7 @@ const (
 func newRig(t *testing.T, host netns.NsHandle) *rig {
 	sfx := nftest.Suffix()
 	tp := nftest.NewTopology(t, host, 2, sfx)
-	k, err := NewKernel(WithNetNS(host), WithLogger(testLogger(t)))
+	k, err := NewKernel(KernelConfig{NetNS: host, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("NewKernel: %v", err)
 	}
@@ -628,7 +628,7 @@ func TestKernel_SequencingAndProbe(t *testing.T) {
 	host, restore := nftest.InNetNS(t)
 	defer restore()
 	ctx := context.Background()
-	caps := Probe(ctx, WithNetNS(host))
+	caps := Probe(ctx, KernelConfig{NetNS: host})
 	if err := caps.Err(); err != nil || !caps.NFTables || !caps.InetNAT || !caps.Bridge || !caps.ARP {
 		t.Fatalf("Probe = %+v, %v; want inet nat and bridge support", caps, err)
 	}
@@ -636,7 +636,7 @@ func TestKernel_SequencingAndProbe(t *testing.T) {
 	if tables, _ := nftest.Run(host, "nft", "list", "tables"); strings.TrimSpace(tables) != "" {
 		t.Errorf("Probe left tables behind: %q", tables)
 	}
-	k, err := NewKernel(WithNetNS(host))
+	k, err := NewKernel(KernelConfig{NetNS: host})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -662,7 +662,7 @@ func TestKernel_SequencingAndProbe(t *testing.T) {
 	if err := k.Apply(ctx, baseSpec()); err != nil {
 		t.Fatalf("Apply without bridge or ports: %v", err)
 	}
-	k2, _ := NewKernel(WithNetNS(host))
+	k2, _ := NewKernel(KernelConfig{NetNS: host})
 	if err := k2.Teardown(ctx); err != nil {
 		t.Fatalf("Teardown from a fresh Kernel: %v", err)
 	}
@@ -676,7 +676,7 @@ func TestKernel_SequencingAndProbe(t *testing.T) {
 func BenchmarkKernel_Apply(b *testing.B) {
 	host, restore := nftest.InNetNS(b)
 	defer restore()
-	k, err := NewKernel(WithNetNS(host))
+	k, err := NewKernel(KernelConfig{NetNS: host})
 	if err != nil {
 		b.Fatal(err)
 	}

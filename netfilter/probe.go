@@ -43,8 +43,8 @@ func (c Capabilities) Err() error {
 // Probe checks, without leaving anything behind, that the kernel supports
 // what Build emits: each check adds a throwaway table and deletes it in the
 // same batch, so the kernel validates every expression but commits nothing.
-func Probe(ctx context.Context, opts ...Option) Capabilities {
-	o := newOptions(opts)
+func Probe(ctx context.Context, cfg KernelConfig) Capabilities {
+	o := newOptions(cfg)
 	var caps Capabilities
 	c, err := o.conn()
 	if err == nil {

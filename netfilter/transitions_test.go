@@ -67,7 +67,7 @@ func TestKernel_Transitions(t *testing.T) {
 	host, restore := nftest.InNetNS(t)
 	defer restore()
 	makeGoldenLinks(t, host)
-	k, err := NewKernel(WithNetNS(host), WithLogger(testLogger(t)))
+	k, err := NewKernel(KernelConfig{NetNS: host, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,13 +82,10 @@ type Upstream struct {
 	RootCAs *x509.CertPool
 }
 
-// Config configures a Server. Router and Injector are required. Zero
-// durations take the defaults below.
-type Config struct {
-	// StateDir holds the CA (proxy-ca.pem, proxy-ca-key.pem) and the leaf
-	// storage (StateDir/certs). Required.
-	StateDir string
-
+// Reloadable is the part of Config that Update swaps (SIGHUP): routing,
+// injection, identity, audit and where upstreams are. Router and Injector
+// are required.
+type Reloadable struct {
 	Router   Router
 	Injector Injector
 	Identity Identity // nil: every client is unknown
@@ -99,6 +96,16 @@ type Config struct {
 	Resolver       Resolver       // nil: net.DefaultResolver
 	// RootCAs verifies upstreams without an override's pool; nil: system roots.
 	RootCAs *x509.CertPool
+}
+
+// Config configures a Server: what a reload may change (Reloadable), and
+// what is fixed at New. Zero durations and limits take the defaults below.
+type Config struct {
+	// StateDir holds the CA (proxy-ca.pem, proxy-ca-key.pem) and the leaf
+	// storage (StateDir/certs). Required.
+	StateDir string
+
+	Reloadable
 
 	// Logger takes the terminator's lifecycle lines. EventLogger takes the
 	// lines a client can cause, one per connection or request (a malformed
@@ -172,6 +179,10 @@ func (c *Config) validate() error {
 	if c.StateDir == "" {
 		return errors.New("tlsmitm config: StateDir is required")
 	}
+	return c.Reloadable.validate()
+}
+
+func (c *Reloadable) validate() error {
 	if c.Router == nil {
 		return errors.New("tlsmitm config: Router is required")
 	}
@@ -223,9 +234,7 @@ func (c *Config) setDefaults() {
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 64 << 10
 	}
-	if c.Resolver == nil {
-		c.Resolver = net.DefaultResolver
-	}
+	c.Reloadable.setDefaults()
 	if c.InterfaceAddrs == nil {
 		c.InterfaceAddrs = net.InterfaceAddrs
 	}
@@ -234,5 +243,11 @@ func (c *Config) setDefaults() {
 	}
 	if c.EventLogger == nil {
 		c.EventLogger = c.Logger
+	}
+}
+
+func (r *Reloadable) setDefaults() {
+	if r.Resolver == nil {
+		r.Resolver = net.DefaultResolver
 	}
 }

@@ -86,7 +86,7 @@ func New(cfg Config) (*Server, error) {
 		limits: newSourceLimiter(&cfg),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
-	s.state.Store(s.newState(cfg))
+	s.state.Store(s.newState(cfg.Reloadable))
 	certs, err := newCertManager(cfg.StateDir, cfg.LeafLifetime, s.log, func(name string) error {
 		return decideCert(s.state.Load().router, name)
 	})
@@ -111,31 +111,25 @@ func interceptHosts(r Router) []string {
 	return nil
 }
 
-// Update swaps Router, Injector, Identity, Auditor, Upstreams,
-// DeniedPrefixes, Resolver and RootCAs atomically (SIGHUP). Connections
+// Update swaps what a reload may change (SIGHUP) atomically. Connections
 // already established keep the state they started with for their current
 // request; pooled upstream connections of the old state are closed when
-// idle. Timeouts, StateDir, Logger and the dial hooks are fixed at New and
-// ignored here. New exact intercept names get their leaves before Update
-// returns.
-func (s *Server) Update(cfg Config) error {
-	cfg.StateDir = s.cfg.StateDir
-	if err := cfg.validate(); err != nil {
+// idle. New exact intercept names get their leaves before Update returns.
+func (s *Server) Update(r Reloadable) error {
+	if err := r.validate(); err != nil {
 		return err
 	}
-	if cfg.Resolver == nil {
-		cfg.Resolver = net.DefaultResolver
-	}
-	if err := s.certs.manageHosts(context.Background(), interceptHosts(cfg.Router)); err != nil {
+	r.setDefaults()
+	if err := s.certs.manageHosts(context.Background(), interceptHosts(r.Router)); err != nil {
 		return fmt.Errorf("updating TLS terminator: %w", err)
 	}
-	old := s.state.Swap(s.newState(cfg))
+	old := s.state.Swap(s.newState(r))
 	old.h2.CloseIdleConnections()
 	old.h1pool.closeIdle()
 	return nil
 }
 
-func (s *Server) newState(cfg Config) *state {
+func (s *Server) newState(cfg Reloadable) *state {
 	st := &state{
 		router: cfg.Router, injector: cfg.Injector, identity: cfg.Identity, auditor: cfg.Auditor,
 		overrides: make(map[string]Upstream, len(cfg.Upstreams)),

@@ -89,7 +89,7 @@ func TestReal_SecondNetworkRevokesTrust(t *testing.T) {
 		dc.ContainerRemove(context.Background(), created.ID, container.RemoveOptions{Force: true})
 	})
 
-	tb := New(Options{Docker: dc, Network: ours, MissRefresh: -1})
+	tb := New(Config{Docker: dc, Network: ours, MissRefresh: -1})
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- tb.Run(rctx) }()

@@ -87,8 +87,8 @@ func (c Container) Refusal(network string) string {
 // VethResolver finds the host-side interface of a container's endpoint.
 type VethResolver func(pid int, ip netip.Addr) (string, error)
 
-// Options configure a Table.
-type Options struct {
+// Config configures a Table.
+type Config struct {
 	Docker       DockerAPI
 	Network      string // docker network name
 	ProfileLabel string // default DefaultProfileLabel
@@ -113,7 +113,7 @@ type Options struct {
 
 // Table maps bridge addresses to containers. It is safe for concurrent use.
 type Table struct {
-	opts Options
+	opts Config
 	log  *slog.Logger
 
 	syncMu   sync.Mutex // serializes mutations and OnChange calls
@@ -129,7 +129,7 @@ type Table struct {
 }
 
 // New returns an empty Table; call Sync or Run to fill it.
-func New(opts Options) *Table {
+func New(opts Config) *Table {
 	if opts.ProfileLabel == "" {
 		opts.ProfileLabel = DefaultProfileLabel
 	}
@@ -145,7 +145,7 @@ func New(opts Options) *Table {
 }
 
 // Lookup returns the container holding addr, ok only when it may be
-// trusted with credentials. On a miss for an address in Options.Subnet it
+// trusted with credentials. On a miss for an address in Config.Subnet it
 // resyncs with Docker (at most once per MissRefresh) so a container that
 // talks before its start event is processed is still recognised.
 //

@@ -127,7 +127,7 @@ func networkEvent(action events.Action, containerID string) events.Message {
 		Actor: events.Actor{ID: "netid", Attributes: map[string]string{"name": testNet, "container": containerID}}}
 }
 
-func startTable(t *testing.T, f *fakeDocker, opts Options) (*Table, *recorder, chan<- events.Message, chan<- error) {
+func startTable(t *testing.T, f *fakeDocker, opts Config) (*Table, *recorder, chan<- events.Message, chan<- error) {
 	t.Helper()
 	rec := newRecorder()
 	opts.Docker, opts.Network, opts.OnChange, opts.MissRefresh = f, testNet, rec.onChange, -1
@@ -151,7 +151,7 @@ func TestTable_InitialListThenEvents(t *testing.T) {
 	f := newFake()
 	f.put("c1", "agent-1", "10.213.0.2", true, map[string]string{DefaultProfileLabel: "team-a"})
 	f.put("c0", "stopped", "10.213.0.9", false, nil)
-	tb, rec, msgs, _ := startTable(t, f, Options{})
+	tb, rec, msgs, _ := startTable(t, f, Config{})
 
 	c, ok := tb.Lookup(netip.MustParseAddr("10.213.0.2"))
 	if !ok || c.Name != "agent-1" || c.Profile != "team-a" || !c.Labelled || c.HostVeth != "veth-10.213.0.2" {
@@ -182,7 +182,7 @@ func TestTable_NetworkDisconnectRemovesAndNotifies(t *testing.T) {
 	f.put("c1", "agent-1", "10.213.0.2", true, nil)
 	var netEvents []string
 	var mu sync.Mutex
-	_, rec, msgs, _ := startTable(t, f, Options{OnNetwork: func(a string) { mu.Lock(); netEvents = append(netEvents, a); mu.Unlock() }})
+	_, rec, msgs, _ := startTable(t, f, Config{OnNetwork: func(a string) { mu.Lock(); netEvents = append(netEvents, a); mu.Unlock() }})
 
 	f.detach("c1", testNet)
 	msgs <- networkEvent(events.ActionDisconnect, "c1")
@@ -206,7 +206,7 @@ func TestTable_NetworkDisconnectRemovesAndNotifies(t *testing.T) {
 
 func TestTable_StreamErrorReconnectsAndResyncs(t *testing.T) {
 	f := newFake()
-	tb, rec, _, errs := startTable(t, f, Options{})
+	tb, rec, _, errs := startTable(t, f, Config{})
 	// While the stream is down a container starts; the resync must find it.
 	f.put("c9", "missed", "10.213.0.9", true, nil)
 	errs <- errors.New("unexpected EOF")
@@ -226,7 +226,7 @@ func TestTable_StreamErrorReconnectsAndResyncs(t *testing.T) {
 func TestTable_AddressReuseEvictsStaleEntry(t *testing.T) {
 	f := newFake()
 	f.put("old", "old", "10.213.0.2", true, nil)
-	tb, rec, msgs, _ := startTable(t, f, Options{})
+	tb, rec, msgs, _ := startTable(t, f, Config{})
 	// Docker reassigns the address before we saw "die" of the old container.
 	f.del("old")
 	f.put("new", "new", "10.213.0.2", true, nil)
@@ -242,7 +242,7 @@ func TestTable_AddressReuseEvictsStaleEntry(t *testing.T) {
 
 func TestTable_LookupMissResyncsAtMostOncePerInterval(t *testing.T) {
 	f := newFake()
-	tb := New(Options{Docker: f, Network: testNet, MissRefresh: time.Hour})
+	tb := New(Config{Docker: f, Network: testNet, MissRefresh: time.Hour})
 	f.put("c1", "fast", "10.213.0.5", true, nil)
 	if c, ok := tb.Lookup(netip.MustParseAddr("10.213.0.5")); !ok || c.Name != "fast" {
 		t.Fatalf("Lookup before any event = %+v, %v; want the miss to resync and find it", c, ok)
@@ -293,7 +293,7 @@ func TestCredentials_ContainerOnAnotherNetworkIsRefused(t *testing.T) {
 	f.put("hostmode", "hostmode", "10.213.0.3", true, nil)
 	_ = f.Update("hostmode", func(c *dockertest.Container) { c.HostConfig = &container.HostConfig{NetworkMode: "host"} })
 	f.put("solo", "solo", "10.213.0.4", true, nil)
-	tb, rec, msgs, _ := startTable(t, f, Options{})
+	tb, rec, msgs, _ := startTable(t, f, Config{})
 
 	dual, ok := tb.Lookup(netip.MustParseAddr("10.213.0.2"))
 	if ok {
@@ -340,7 +340,7 @@ func TestCredentials_ContainerOnAnotherNetworkIsRefused(t *testing.T) {
 func TestCredentials_FailClosedWhileEventsStreamIsDown(t *testing.T) {
 	f := newFake()
 	f.put("old", "old", "10.213.0.2", true, map[string]string{"clauderon.profile": "low"})
-	tb, rec, _, errs := startTable(t, f, Options{})
+	tb, rec, _, errs := startTable(t, f, Config{})
 	addr := netip.MustParseAddr("10.213.0.2")
 	if c, ok := tb.Lookup(addr); !ok || c.ID != "old" {
 		t.Fatalf("Lookup = %+v, %v; want old", c, ok)
@@ -373,7 +373,7 @@ func TestCredentials_FailClosedWhileEventsStreamIsDown(t *testing.T) {
 func TestCredentials_DieRemovesAtOnce(t *testing.T) {
 	f := newFake()
 	f.put("c1", "agent", "10.213.0.2", true, nil)
-	tb, rec, msgs, _ := startTable(t, f, Options{})
+	tb, rec, msgs, _ := startTable(t, f, Config{})
 	before := f.Calls("ContainerInspect")
 	// Docker still reports it running (inspect would keep it).
 	msgs <- containerEvent(events.ActionDie, "c1")
@@ -392,7 +392,7 @@ func TestCredentials_DieRemovesAtOnce(t *testing.T) {
 // subnet never reach Docker.
 func TestLookupMiss_OnlyBridgeAddressesResync(t *testing.T) {
 	f := newFake()
-	tb := New(Options{Docker: f, Network: testNet, MissRefresh: time.Nanosecond, Subnet: netip.MustParsePrefix("10.213.0.0/24")})
+	tb := New(Config{Docker: f, Network: testNet, MissRefresh: time.Nanosecond, Subnet: netip.MustParsePrefix("10.213.0.0/24")})
 	for _, a := range []string{"127.0.0.1", "192.0.2.7", "10.213.1.5", "::1"} {
 		if _, ok := tb.Lookup(netip.MustParseAddr(a)); ok {
 			t.Fatalf("Lookup(%s) found something", a)

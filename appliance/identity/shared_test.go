@@ -16,7 +16,7 @@ import (
 func TestSharedNamespace_BothRefused(t *testing.T) {
 	f := newFake()
 	f.put("victimid000000000000", "victim", "10.213.0.5", true, nil)
-	tb := New(Options{Docker: f, Network: testNet, MissRefresh: -1})
+	tb := New(Config{Docker: f, Network: testNet, MissRefresh: -1})
 	if err := tb.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}

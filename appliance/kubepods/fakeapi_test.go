@@ -213,9 +213,9 @@ func fakeVeth(ip netip.Addr, _ string) (string, error) {
 }
 
 // newTestTable returns a Table on f with fast backoff and veth retries.
-func newTestTable(t *testing.T, f *fakeAPI, mod func(*Options)) *Table {
+func newTestTable(t *testing.T, f *fakeAPI, mod func(*Config)) *Table {
 	t.Helper()
-	o := Options{Client: NewClientForTest(f.srv.URL, f.srv.Client()), Node: testNode,
+	o := Config{Client: NewClientForTest(f.srv.URL, f.srv.Client()), Node: testNode,
 		Subnet: netip.MustParsePrefix(testSubnet), Veth: fakeVeth,
 		Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if mod != nil {

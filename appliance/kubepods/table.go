@@ -21,8 +21,8 @@ import (
 // maxListBytes caps the body of the pod list.
 const maxListBytes = 64 << 20
 
-// Options configure a Table.
-type Options struct {
+// Config configures a Table.
+type Config struct {
 	Client *Client
 	Node   string // spec.nodeName of the pods to follow (required)
 	// Subnet is this node's pod subnet on the bridge; pods outside it are
@@ -43,7 +43,7 @@ type Options struct {
 // Table maps pod addresses on this node to pods. It is safe for concurrent
 // use.
 type Table struct {
-	opts Options
+	opts Config
 	log  *slog.Logger
 
 	syncMu sync.Mutex // serializes mutations, Veth calls and OnChange
@@ -73,7 +73,7 @@ type Table struct {
 
 // New returns an empty Table that refuses every address until Sync or Run
 // has listed the node's pods.
-func New(o Options) *Table {
+func New(o Config) *Table {
 	if o.ProfileLabel == "" {
 		o.ProfileLabel = identity.DefaultProfileLabel
 	}

@@ -74,13 +74,13 @@ func TestSync_RefusesIncompleteOptions(t *testing.T) {
 	f := newFakeAPI(t)
 	for _, tc := range []struct {
 		name string
-		mod  func(*Options)
+		mod  func(*Config)
 		want string
 	}{
-		{"no_client", func(o *Options) { o.Client = nil }, "no API client"},
-		{"no_node", func(o *Options) { o.Node = "" }, "no node name"},
-		{"no_subnet", func(o *Options) { o.Subnet = netip.Prefix{} }, "not an IPv4 prefix"},
-		{"ipv6_subnet", func(o *Options) { o.Subnet = netip.MustParsePrefix("fd00::/64") }, "not an IPv4 prefix"},
+		{"no_client", func(o *Config) { o.Client = nil }, "no API client"},
+		{"no_node", func(o *Config) { o.Node = "" }, "no node name"},
+		{"no_subnet", func(o *Config) { o.Subnet = netip.Prefix{} }, "not an IPv4 prefix"},
+		{"ipv6_subnet", func(o *Config) { o.Subnet = netip.MustParsePrefix("fd00::/64") }, "not an IPv4 prefix"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tab := newTestTable(t, f, tc.mod)
@@ -301,7 +301,7 @@ func TestOnChange_GetsTheFullListAfterEveryChange(t *testing.T) {
 	f := newFakeAPI(t)
 	f.set(mkPod("a", "10.215.0.2"))
 	var rec recorder
-	tab := newTestTable(t, f, func(o *Options) { o.OnChange = rec.onChange })
+	tab := newTestTable(t, f, func(o *Config) { o.OnChange = rec.onChange })
 	if err := tab.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +342,7 @@ func TestVeth_UnresolvedIsRetriedAndReported(t *testing.T) {
 		return fakeVeth(ip, uid)
 	}
 	var rec recorder
-	tab := newTestTable(t, f, func(o *Options) { o.Veth, o.OnChange = veth, rec.onChange })
+	tab := newTestTable(t, f, func(o *Config) { o.Veth, o.OnChange = veth, rec.onChange })
 	tab.recheckEvery = 1 << 30 // this test is about the first resolution; see TestVeth_RecreatedSandboxIsFollowed
 	if err := tab.Sync(context.Background()); err != nil {
 		t.Fatal(err)
@@ -383,7 +383,7 @@ func TestVeth_RecreatedSandboxIsFollowed(t *testing.T) {
 	)
 	veth := func(netip.Addr, string) (string, error) { mu.Lock(); defer mu.Unlock(); return name, nil }
 	var rec recorder
-	tab := newTestTable(t, f, func(o *Options) { o.Veth, o.OnChange = veth, rec.onChange })
+	tab := newTestTable(t, f, func(o *Config) { o.Veth, o.OnChange = veth, rec.onChange })
 	tab.recheckEvery = 2
 	if err := tab.Sync(context.Background()); err != nil {
 		t.Fatal(err)

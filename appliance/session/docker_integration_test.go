@@ -106,7 +106,7 @@ func TestDocker_PrintSessionSeesOnlyPlaceholdersAndTrust(t *testing.T) {
 	})
 
 	dir := stateDir(t)
-	opts := Options{Docker: dc, Network: netName, StateDir: dir, Image: testImage, User: "1000:1000", Workdir: "/workspace"}
+	opts := Config{Docker: dc, Network: netName, StateDir: dir, Image: testImage, User: "1000:1000", Workdir: "/workspace"}
 	m, err := New(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +252,7 @@ func TestDocker_InteractiveSessionTakesInput(t *testing.T) {
 		_ = dc.NetworkRemove(cctx, netName)
 		_, _ = dc.ImageRemove(cctx, testImage, image.RemoveOptions{Force: true})
 	})
-	m, err := New(ctx, Options{Docker: dc, Network: netName, StateDir: stateDir(t), Image: testImage, User: "1000:1000", Workdir: "/workspace"})
+	m, err := New(ctx, Config{Docker: dc, Network: netName, StateDir: stateDir(t), Image: testImage, User: "1000:1000", Workdir: "/workspace"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -206,7 +206,7 @@ func TestPlaceholderKey_File(t *testing.T) {
 		dir := stateDir(t)
 		path := filepath.Join(dir, PlaceholderKeyName)
 		prepare(path)
-		_, err := New(ctx, Options{Docker: newFakeDocker(), Network: "clauderon", StateDir: dir, User: "1000:1000"})
+		_, err := New(ctx, Config{Docker: newFakeDocker(), Network: "clauderon", StateDir: dir, User: "1000:1000"})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: New = %v, want an error with %q", name, err, want)
 		}

@@ -68,8 +68,8 @@ func NewDockerClient() (*client.Client, error) {
 	return c, nil
 }
 
-// Options configures a Manager.
-type Options struct {
+// Config configures a Manager.
+type Config struct {
 	Docker   DockerAPI
 	DBPath   string // "" → StateDir/db.sqlite
 	Network  string // docker network name, e.g. "clauderon"
@@ -114,7 +114,7 @@ func DefaultPlaceholders() map[string]string {
 
 // Manager creates, lists and removes sessions.
 type Manager struct {
-	opts  Options
+	opts  Config
 	st    *store
 	prov  *provenance
 	root  *os.Root // the state dir; see files.go
@@ -124,7 +124,7 @@ type Manager struct {
 }
 
 // New opens (or creates) the session database and prepares the state dir.
-func New(ctx context.Context, opts Options) (*Manager, error) {
+func New(ctx context.Context, opts Config) (*Manager, error) {
 	if opts.Docker == nil {
 		return nil, errors.New("session: Options.Docker is required")
 	}
@@ -167,7 +167,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	return m, nil
 }
 
-func withDefaults(o Options) Options {
+func withDefaults(o Config) Config {
 	if o.DBPath == "" {
 		o.DBPath = filepath.Join(o.StateDir, "db.sqlite")
 	}

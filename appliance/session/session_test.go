@@ -50,7 +50,7 @@ func newManager(t *testing.T, d *fakeDocker, dir string) *Manager {
 	if err := os.WriteFile(sys, []byte("# system roots\n-----BEGIN CERTIFICATE-----\nSYS\n-----END CERTIFICATE-----"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(context.Background(), Options{Docker: d, Network: "clauderon", StateDir: dir, User: "1000:1000", Workdir: "/workspace", SystemBundle: sys})
+	m, err := New(context.Background(), Config{Docker: d, Network: "clauderon", StateDir: dir, User: "1000:1000", Workdir: "/workspace", SystemBundle: sys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +373,7 @@ func TestCreate_Rejections(t *testing.T) {
 
 func TestNew_RefusesRootUser(t *testing.T) {
 	for _, u := range []string{"0", "0:0", "root", "root:root"} {
-		_, err := New(context.Background(), Options{Docker: newFakeDocker(), Network: "n", StateDir: t.TempDir(), User: u})
+		_, err := New(context.Background(), Config{Docker: newFakeDocker(), Network: "n", StateDir: t.TempDir(), User: u})
 		if err == nil || !strings.Contains(err.Error(), "root") {
 			t.Errorf("New(user %q) = %v, want refusal", u, err)
 		}
