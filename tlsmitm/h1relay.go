@@ -53,9 +53,11 @@ func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 	defer s.registerH1(hc, false)
 	defer closeH1(tc)
 
-	lr := &headerLimitReader{r: tc}
-	br := bufio.NewReaderSize(lr, 4<<10)
-	bw := bufio.NewWriterSize(tc, 4<<10)
+	pr := &prefixReader{r: tc}
+	lr := &headerLimitReader{r: pr}
+	br, bw := clientReaders.Get().(*bufio.Reader), clientWriters.Get().(*bufio.Writer)
+	br.Reset(lr)
+	bw.Reset(tc)
 	for first := true; ; first = false {
 		if !first {
 			hc.idle.Store(true)
@@ -63,7 +65,20 @@ func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 				return
 			}
 			tc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-			if _, err := br.Peek(1); err != nil {
+			if br.Buffered() == 0 && bw.Buffered() == 0 {
+				// Nothing pipelined: wait for the next request without
+				// holding the 8 KiB of buffers (idle keep-alive connections
+				// are most of them). The exchange is over, its body sender
+				// included, so nothing else reads br.
+				putClientBuffers(br, bw)
+				if _, err := tc.Read(pr.first[:]); err != nil {
+					return
+				}
+				pr.pending = true
+				br, bw = clientReaders.Get().(*bufio.Reader), clientWriters.Get().(*bufio.Writer)
+				br.Reset(lr)
+				bw.Reset(tc)
+			} else if _, err := br.Peek(1); err != nil {
 				return
 			}
 			hc.idle.Store(false)
@@ -85,6 +100,37 @@ func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 			return
 		}
 	}
+}
+
+// The client side's 4 KiB buffers, held only while a request is in flight.
+var (
+	clientReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	clientWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+// putClientBuffers returns an idle connection's buffers, emptied and
+// detached from it, to their pools.
+func putClientBuffers(br *bufio.Reader, bw *bufio.Writer) {
+	br.Reset(nil)
+	bw.Reset(nil)
+	clientReaders.Put(br)
+	clientWriters.Put(bw)
+}
+
+// prefixReader yields the first byte of a request, read while the
+// connection held no buffer, then reads r.
+type prefixReader struct {
+	r       io.Reader
+	first   [1]byte
+	pending bool
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if p.pending && len(b) > 0 {
+		b[0], p.pending = p.first[0], false
+		return 1, nil
+	}
+	return p.r.Read(b)
 }
 
 // registerH1 adds or removes hc from the connections drain must reach.

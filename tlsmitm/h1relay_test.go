@@ -142,6 +142,39 @@ func TestRelay_HTTP10AndPipelining(t *testing.T) {
 	}
 }
 
+// TestRelay_IdleConnectionsShareBuffersWithoutMixingThem: an idle
+// keep-alive connection gives its buffers back to a pool and takes some
+// again for its next request; connections taking turns (so the same
+// buffers pass between them) each get their own answers, a request split
+// after its first byte (the byte read while no buffer is held) included.
+func TestRelay_IdleConnectionsShareBuffersWithoutMixingThem(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	type client struct {
+		c  *tls.Conn
+		br *bufio.Reader
+	}
+	var cs []client
+	for range 3 {
+		c, br := h.rawH1(t)
+		cs = append(cs, client{c, br})
+	}
+	for round := range 20 {
+		for i, cl := range cs {
+			path := fmt.Sprintf("/c%d/r%d", i, round)
+			req := "POST " + path + " HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 5\r\n\r\nhello"
+			if round%2 == 1 { // the first byte alone, then the rest
+				io.WriteString(cl.c, req[:1])
+				time.Sleep(time.Millisecond)
+				req = req[1:]
+			}
+			io.WriteString(cl.c, req)
+			if _, body := readResp(t, cl.br, "POST"); body != "hello POST "+path {
+				t.Fatalf("connection %d, round %d: %q, want its own answer", i, round, body)
+			}
+		}
+	}
+}
+
 // TestRelay_MalformedRequests: bad heads get net/http's answers and a
 // closed connection; the daemon keeps serving.
 func TestRelay_MalformedRequests(t *testing.T) {

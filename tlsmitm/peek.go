@@ -136,6 +136,9 @@ func (c *replayConn) Read(p []byte) (int, error) {
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
 		c.pending = c.pending[n:]
+		if len(c.pending) == 0 {
+			c.pending = nil // the hello's buffer is not kept for the connection's life
+		}
 		return n, nil
 	}
 	return c.Conn.Read(p)
