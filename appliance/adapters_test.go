@@ -22,7 +22,7 @@ const unitToken = "sk-ant-oat01-unit-test-token-abcdefghijklmnopqrstuvwxyz"
 
 func newStore(t *testing.T, env ...string) *injector.Store {
 	t.Helper()
-	st, err := injector.NewStore(injector.StoreConfig{Environ: func() []string { return env }})
+	st, err := injector.NewStore(injector.StoreOptions{Environ: func() []string { return env }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func TestAudit_DaemonChainsAndVerifiesThroughTheAPI(t *testing.T) {
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.StateDir = dir
-	st, err := injector.NewStore(injector.StoreConfig{Environ: func() []string { return nil }})
+	st, err := injector.NewStore(injector.StoreOptions{Environ: func() []string { return nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func buildParts(cfg *config.Config, store *injector.Store, gw netip.Addr, log *s
 	if err := injector.ValidateRules(rules); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	inj, err := injector.New(injector.Config{Rules: rules, Store: store, Logger: log})
+	inj, err := injector.New(rules, store, log)
 	if err != nil {
 		return nil, fmt.Errorf("building the injector: %w", err)
 	}

@@ -37,11 +37,9 @@ func (d *daemon) stepListeners(ctx context.Context, g *errgroup.Group) error {
 		return err
 	}
 	d.parts.Store(p)
-	d.tls, err = tlsmitm.New(tlsmitm.Config{
-		StateDir: d.cfg.StateDir, DrainTimeout: d.cfg.DrainTimeout, Logger: d.base, EventLogger: d.clientLog,
-		Reloadable: p.tlsReloadable(d.identityFor(d.cfg), d.events, res, d.network.Subnet),
-	})
-	if err != nil {
+	tcfg := tlsmitm.Config{StateDir: d.cfg.StateDir, DrainTimeout: d.cfg.DrainTimeout, Logger: d.base, EventLogger: d.clientLog}
+	tcfg.SetReloadable(p.tlsReloadable(d.identityFor(d.cfg), d.events, res, d.network.Subnet))
+	if d.tls, err = tlsmitm.New(tcfg); err != nil {
 		return fmt.Errorf("starting the TLS terminator: %w", err)
 	}
 	d.dnsRes = &overrideResolver{base: res}

@@ -51,7 +51,7 @@ func (d *daemon) stepCA(context.Context, *errgroup.Group) error {
 }
 
 func (d *daemon) stepCredentials(ctx context.Context, g *errgroup.Group) error {
-	st, err := injector.NewStore(injector.StoreConfig{
+	st, err := injector.NewStore(injector.StoreOptions{
 		SecretsDir:      filepath.Join(d.cfg.StateDir, "secrets"),
 		CredentialsFile: d.cfg.CredentialsFile,
 		Logger:          d.base,

@@ -1,6 +1,7 @@
 package injector
 
 import (
+	"log/slog"
 	"net/http"
 	"net/url"
 	"testing"
@@ -9,11 +10,11 @@ import (
 // BenchmarkApply measures the per-request cost on the hot path (run with
 // -benchmem; the target is under 10 allocations per request).
 func BenchmarkApply(b *testing.B) {
-	store, err := NewStore(StoreConfig{Environ: func() []string { return allReal }})
+	store, err := NewStore(StoreOptions{Environ: func() []string { return allReal }})
 	if err != nil {
 		b.Fatal(err)
 	}
-	inj, err := New(Config{Rules: append(DefaultRules(), Rule{Host: "*.corp.example.com", Credential: "corp"}), Store: store})
+	inj, err := New(append(DefaultRules(), Rule{Host: "*.corp.example.com", Credential: "corp"}), store, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

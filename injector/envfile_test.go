@@ -28,7 +28,7 @@ func TestCredentialsFile_ReadAfterEnvBeforeSecrets(t *testing.T) {
 	file := filepath.Join(dir, "credentials.env")
 	writeCredFile(t, file, "# operator's credentials\n\nexport CLAUDE_CODE_OAUTH_TOKEN="+fileToken+"\nGITHUB_TOKEN='ghp_FILEFILEFILEFILEFILEFILE'\nOPENAI_API_KEY=\"sk-file-openai-xxxxxxxxxxxx\"\n")
 	env := []string{"GITHUB_TOKEN=ghp_ENVENVENVENVENVENVENV"}
-	s, err := NewStore(StoreConfig{CredentialsFile: file, Environ: func() []string { return env }})
+	s, err := NewStore(StoreOptions{CredentialsFile: file, Environ: func() []string { return env }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestCredentialsFile_EditIsPickedUpWithoutRestart(t *testing.T) {
 		dir := t.TempDir()
 		file := filepath.Join(dir, "credentials.env")
 		writeCredFile(t, file, "CLAUDE_CODE_OAUTH_TOKEN="+fileToken+"\n")
-		s, err := NewStore(StoreConfig{CredentialsFile: file, Environ: func() []string { return nil }, PollInterval: 10 * time.Millisecond})
+		s, err := NewStore(StoreOptions{CredentialsFile: file, Environ: func() []string { return nil }, PollInterval: 10 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +110,7 @@ func TestCredentialsFile_RefusedWhenUnsafe(t *testing.T) {
 		bad:   "line 2",
 		quote: "unterminated quote",
 	} {
-		_, err := NewStore(StoreConfig{CredentialsFile: path, Environ: func() []string { return nil }})
+		_, err := NewStore(StoreOptions{CredentialsFile: path, Environ: func() []string { return nil }})
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err = %v, want one containing %q", filepath.Base(path), err, want)
 		}
@@ -122,11 +122,11 @@ func TestCredentialsFile_RefusedWhenUnsafe(t *testing.T) {
 		other := filepath.Join(dir, "other.env")
 		writeCredFile(t, other, "CLAUDE_CODE_OAUTH_TOKEN="+fileToken+"\n")
 		os.Chown(other, 65534, 65534)
-		if _, err := NewStore(StoreConfig{CredentialsFile: other, Environ: func() []string { return nil }}); err == nil || !strings.Contains(err.Error(), "chown") {
+		if _, err := NewStore(StoreOptions{CredentialsFile: other, Environ: func() []string { return nil }}); err == nil || !strings.Contains(err.Error(), "chown") {
 			t.Errorf("a file owned by another user: err = %v, want a refusal with the chown fix", err)
 		}
 	}
-	if _, err := NewStore(StoreConfig{CredentialsFile: filepath.Join(dir, "absent.env"), Environ: func() []string { return nil }}); err != nil {
+	if _, err := NewStore(StoreOptions{CredentialsFile: filepath.Join(dir, "absent.env"), Environ: func() []string { return nil }}); err != nil {
 		t.Errorf("a missing credentials file: %v, want none (no credentials from it)", err)
 	}
 }
@@ -138,7 +138,7 @@ func TestCredentialsFile_ShadowedByEnvironmentIsLogged(t *testing.T) {
 	file := filepath.Join(dir, "credentials.env")
 	writeCredFile(t, file, "CLAUDE_CODE_OAUTH_TOKEN="+fileToken+"\n")
 	var logs syncBuffer
-	_, err := NewStore(StoreConfig{CredentialsFile: file, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+	_, err := NewStore(StoreOptions{CredentialsFile: file, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
 		Environ: func() []string { return []string{"CLAUDE_CODE_OAUTH_TOKEN=sk-ant-oat01-ENV-dddddddddddddddddddd"} }})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 // The appliance builds one Store and one Injector; tlsmitm's adapter calls
 // Apply for every intercepted request.
 func Example() {
-	store, err := injector.NewStore(injector.StoreConfig{
+	store, err := injector.NewStore(injector.StoreOptions{
 		SecretsDir: "", // state_dir/secrets in the daemon
 		Environ:    func() []string { return []string{"GITHUB_TOKEN=ghp_example0123456789"} },
 	})
@@ -19,7 +19,7 @@ func Example() {
 		fmt.Fprintln(os.Stderr, err)
 		return
 	}
-	inj, err := injector.New(injector.Config{Rules: injector.DefaultRules(), Store: store})
+	inj, err := injector.New(injector.DefaultRules(), store, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return

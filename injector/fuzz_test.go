@@ -2,6 +2,7 @@ package injector
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -42,11 +43,11 @@ func FuzzRuleParse(f *testing.F) {
 				t.Fatalf("template %q validated", template)
 			}
 		}
-		store, err := NewStore(StoreConfig{Environ: func() []string { return []string{EnvNames(cred)[0] + "=" + value} }})
+		store, err := NewStore(StoreOptions{Environ: func() []string { return []string{EnvNames(cred)[0] + "=" + value} }})
 		if err != nil {
 			t.Fatalf("NewStore: %v", err)
 		}
-		inj, err := New(Config{Rules: []Rule{r}, Store: store})
+		inj, err := New([]Rule{r}, store, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatalf("valid rule %+v rejected by New: %v", r, err)
 		}
@@ -113,11 +114,11 @@ func FuzzClientCredential(f *testing.F) {
 	f.Add("Bearer")
 	f.Add("  \t ")
 	f.Add("sk-ant-api03-client-own")
-	store, err := NewStore(StoreConfig{Environ: func() []string { return []string{"GITHUB_TOKEN=ghp_real"} }})
+	store, err := NewStore(StoreOptions{Environ: func() []string { return []string{"GITHUB_TOKEN=ghp_real"} }})
 	if err != nil {
 		f.Fatal(err)
 	}
-	inj, err := New(Config{Rules: []Rule{{Host: "api.github.com", Credential: "github", OnClientCredential: OnClientCredentialReject}}, Store: store})
+	inj, err := New([]Rule{{Host: "api.github.com", Credential: "github", OnClientCredential: OnClientCredentialReject}}, store, nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -80,34 +80,23 @@ const (
 	hdrXAPIKey       = "X-Api-Key"
 )
 
-// Config configures an Injector.
-type Config struct {
-	// Rules are exactly the rules applied (pass MergeRules(DefaultRules(),
-	// configured) for the usual set).
-	Rules []Rule
-	// Store holds the credentials. Required. It learns the rules'
-	// credential names and reloads if one is new.
-	Store *Store
-	// Logger is optional (nil: discard).
-	Logger *slog.Logger
-}
-
-// New builds an Injector. A reload builds a new one (rules and credential
-// names change together) over the same Store.
-func New(cfg Config) (*Injector, error) {
-	if cfg.Store == nil {
+// New builds an Injector for exactly rules (pass MergeRules(DefaultRules(),
+// configured) for the usual set) reading credentials from store. The store
+// learns the rules' credential names and reloads if one is new.
+func New(rules []Rule, store *Store, logger *slog.Logger) (*Injector, error) {
+	if store == nil {
 		return nil, errors.New("injector: nil credential store")
 	}
-	if err := ValidateRules(cfg.Rules); err != nil {
+	if err := ValidateRules(rules); err != nil {
 		return nil, fmt.Errorf("injector: %w", err)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	inj := &Injector{exact: map[string]*compiledRule{}, rules: slices.Clone(cfg.Rules), store: cfg.Store,
-		logger: cfg.Logger.With("component", "injector"), missing: map[[2]string]bool{}}
-	names := make([]string, 0, len(cfg.Rules))
-	for _, r := range cfg.Rules {
+	inj := &Injector{exact: map[string]*compiledRule{}, rules: slices.Clone(rules), store: store,
+		logger: logger.With("component", "injector"), missing: map[[2]string]bool{}}
+	names := make([]string, 0, len(rules))
+	for _, r := range rules {
 		cr := compile(r)
 		if strings.HasPrefix(cr.name, "*.") {
 			inj.wild = append(inj.wild, cr)
@@ -117,7 +106,7 @@ func New(cfg Config) (*Injector, error) {
 		names = append(names, r.Credential)
 	}
 	slices.SortStableFunc(inj.wild, func(a, b *compiledRule) int { return len(b.name) - len(a.name) })
-	if err := cfg.Store.want(names); err != nil {
+	if err := store.want(names); err != nil {
 		return nil, fmt.Errorf("injector: loading credentials: %w", err)
 	}
 	return inj, nil

@@ -33,7 +33,7 @@ func newTestInjector(t *testing.T, rules []Rule, environ ...string) (*Injector, 
 	if rules == nil {
 		rules = DefaultRules()
 	}
-	inj, err := New(Config{Rules: rules, Store: s, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	inj, err := New(rules, s, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -340,7 +340,7 @@ func TestApply_MalformedCredentialIsClearErrorLoggedOnce(t *testing.T) {
 func TestApply_Profiles(t *testing.T) {
 	dir := secretsDir(t, map[string]string{"profiles/team-a/github": "ghp_TEAMA"})
 	s, _ := newTestStore(t, dir, "GITHUB_TOKEN="+realGitHub)
-	inj, err := New(Config{Rules: DefaultRules(), Store: s})
+	inj, err := New(DefaultRules(), s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,10 +394,10 @@ func TestMatch_ExactBeforeWildcardLongestSuffixFirst(t *testing.T) {
 
 func TestNew_Errors(t *testing.T) {
 	s, _ := newTestStore(t, "")
-	if _, err := New(Config{Rules: DefaultRules()}); err == nil {
+	if _, err := New(DefaultRules(), nil, nil); err == nil {
 		t.Error("New with nil store succeeded")
 	}
-	_, err := New(Config{Rules: []Rule{{Host: "api.example.com", Credential: "x", Format: "weird"}}, Store: s})
+	_, err := New([]Rule{{Host: "api.example.com", Credential: "x", Format: "weird"}}, s, nil)
 	if err == nil || !strings.Contains(err.Error(), "rules[0].format") {
 		t.Errorf("New with bad rule = %v, want rules[0].format error", err)
 	}
@@ -431,7 +431,7 @@ func TestSecrets_RedactResponse(t *testing.T) {
 func TestApply_ConcurrentWithReload(t *testing.T) {
 	dir := secretsDir(t, map[string]string{"github": "ghp_AAAA"})
 	s, _ := newTestStore(t, dir)
-	inj, err := New(Config{Rules: DefaultRules(), Store: s})
+	inj, err := New(DefaultRules(), s, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,7 +507,7 @@ func TestSecrets_NeverInErrors(t *testing.T) {
 	}
 	dir := secretsDir(t, map[string]string{"github": "ghp_" + marker})
 	os.Chmod(filepath.Join(dir, "github"), 0o644)
-	if _, err := NewStore(StoreConfig{SecretsDir: dir, Environ: env()}); err != nil {
+	if _, err := NewStore(StoreOptions{SecretsDir: dir, Environ: env()}); err != nil {
 		errs = append(errs, err)
 	}
 	for _, err := range errs {
@@ -536,7 +536,7 @@ func TestSecrets_ClientErrorHidesPathAndLength(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, logs := newTestStore(t, dir)
-	inj, err := New(Config{Rules: DefaultRules(), Store: s, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	inj, err := New(DefaultRules(), s, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// StoreConfig configures a Store.
-type StoreConfig struct {
+// StoreOptions configures a Store.
+type StoreOptions struct {
 	// SecretsDir is state_dir/secrets. Empty means environment only. A
 	// missing directory is not an error; one readable by group or others
 	// is.
@@ -55,7 +55,7 @@ type CredentialStatus struct {
 // snapshot; Reload builds a new one and swaps it in atomically, so a
 // request never sees half of a reload.
 type Store struct {
-	opts   StoreConfig
+	opts   StoreOptions
 	logger *slog.Logger
 	snap   atomic.Pointer[snapshot]
 
@@ -86,7 +86,7 @@ type snapshot struct {
 }
 
 // NewStore reads the environment and the secrets directory once.
-func NewStore(opts StoreConfig) (*Store, error) {
+func NewStore(opts StoreOptions) (*Store, error) {
 	if opts.Environ == nil {
 		opts.Environ = os.Environ
 	}

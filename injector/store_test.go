@@ -67,7 +67,7 @@ func env(kv ...string) func() []string { return func() []string { return kv } }
 func newTestStore(t *testing.T, dir string, environ ...string) (*Store, *syncBuffer) {
 	t.Helper()
 	logs := &syncBuffer{}
-	s, err := NewStore(StoreConfig{SecretsDir: dir, Environ: env(environ...),
+	s, err := NewStore(StoreOptions{SecretsDir: dir, Environ: env(environ...),
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), PollInterval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("NewStore: %v", err)
@@ -165,7 +165,7 @@ func TestStore_RefusesOpenPermissions(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := secretsDir(t, map[string]string{"github": "ghp_SECRETVALUE"})
 			tt.setup(t, dir)
-			_, err := NewStore(StoreConfig{SecretsDir: dir, Environ: env()})
+			_, err := NewStore(StoreOptions{SecretsDir: dir, Environ: env()})
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("NewStore = %v, want error containing %q", err, tt.wantErr)
 			}

@@ -68,13 +68,13 @@ func echoAll(hits *atomic.Int32) http.Handler {
 // upstream.
 func newAttackHarness(t *testing.T, hits *atomic.Int32) *harness {
 	t.Helper()
-	store, err := injector.NewStore(injector.StoreConfig{Environ: func() []string {
+	store, err := injector.NewStore(injector.StoreOptions{Environ: func() []string {
 		return []string{"CLAUDE_CODE_OAUTH_TOKEN=" + realCredential}
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	inj, err := injector.New(injector.Config{Rules: attackRules, Store: store, Logger: testLogger(t)})
+	inj, err := injector.New(attackRules, store, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

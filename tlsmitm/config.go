@@ -82,10 +82,30 @@ type Upstream struct {
 	RootCAs *x509.CertPool
 }
 
-// Reloadable is the part of Config that Update swaps (SIGHUP): routing,
-// injection, identity, audit and where upstreams are. Router and Injector
-// are required.
+// Reloadable is what Update swaps (SIGHUP): routing, injection, identity,
+// audit and where upstreams are. The fields mean what Config's of the same
+// names do; Router and Injector are required.
 type Reloadable struct {
+	Router         Router
+	Injector       Injector
+	Identity       Identity
+	Auditor        Auditor
+	Upstreams      []Upstream
+	DeniedPrefixes []netip.Prefix
+	Resolver       Resolver
+	RootCAs        *x509.CertPool
+}
+
+// Config configures a Server. Router and Injector are required. Zero
+// durations and limits take the defaults below. The fields from Router to
+// RootCAs are those a reload may change (Reloadable); they stay plain
+// fields here, not an embedded Reloadable, because code outside this
+// module (../shared/bench's adapter) writes tlsmitm.Config{Router: …}.
+type Config struct {
+	// StateDir holds the CA (proxy-ca.pem, proxy-ca-key.pem) and the leaf
+	// storage (StateDir/certs). Required.
+	StateDir string
+
 	Router   Router
 	Injector Injector
 	Identity Identity // nil: every client is unknown
@@ -96,16 +116,6 @@ type Reloadable struct {
 	Resolver       Resolver       // nil: net.DefaultResolver
 	// RootCAs verifies upstreams without an override's pool; nil: system roots.
 	RootCAs *x509.CertPool
-}
-
-// Config configures a Server: what a reload may change (Reloadable), and
-// what is fixed at New. Zero durations and limits take the defaults below.
-type Config struct {
-	// StateDir holds the CA (proxy-ca.pem, proxy-ca-key.pem) and the leaf
-	// storage (StateDir/certs). Required.
-	StateDir string
-
-	Reloadable
 
 	// Logger takes the terminator's lifecycle lines. EventLogger takes the
 	// lines a client can cause, one per connection or request (a malformed
@@ -179,7 +189,20 @@ func (c *Config) validate() error {
 	if c.StateDir == "" {
 		return errors.New("tlsmitm config: StateDir is required")
 	}
-	return c.Reloadable.validate()
+	r := c.reloadable()
+	return r.validate()
+}
+
+// SetReloadable sets the fields of c that a reload may change to r's.
+func (c *Config) SetReloadable(r Reloadable) {
+	c.Router, c.Injector, c.Identity, c.Auditor = r.Router, r.Injector, r.Identity, r.Auditor
+	c.Upstreams, c.DeniedPrefixes, c.Resolver, c.RootCAs = r.Upstreams, r.DeniedPrefixes, r.Resolver, r.RootCAs
+}
+
+// reloadable is the part of c that Update may change.
+func (c *Config) reloadable() Reloadable {
+	return Reloadable{Router: c.Router, Injector: c.Injector, Identity: c.Identity, Auditor: c.Auditor,
+		Upstreams: c.Upstreams, DeniedPrefixes: c.DeniedPrefixes, Resolver: c.Resolver, RootCAs: c.RootCAs}
 }
 
 func (c *Reloadable) validate() error {
@@ -234,7 +257,9 @@ func (c *Config) setDefaults() {
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 64 << 10
 	}
-	c.Reloadable.setDefaults()
+	if c.Resolver == nil {
+		c.Resolver = net.DefaultResolver
+	}
 	if c.InterfaceAddrs == nil {
 		c.InterfaceAddrs = net.InterfaceAddrs
 	}

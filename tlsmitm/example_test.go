@@ -36,13 +36,11 @@ func ExampleNew() {
 		panic(err)
 	}
 	srv, err := tlsmitm.New(tlsmitm.Config{
-		StateDir: "/root/.clauderon",
-		Reloadable: tlsmitm.Reloadable{ // what a SIGHUP may swap (Server.Update)
-			Router:         router,
-			Injector:       injector{},
-			DeniedPrefixes: []netip.Prefix{netip.MustParsePrefix("10.213.0.0/24")},
-		},
-		Logger: slog.Default(),
+		StateDir:       "/root/.clauderon",
+		Router:         router,
+		Injector:       injector{},
+		DeniedPrefixes: []netip.Prefix{netip.MustParsePrefix("10.213.0.0/24")},
+		Logger:         slog.Default(),
 	})
 	if err != nil {
 		panic(err)

@@ -224,19 +224,16 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	rec := newRecorder()
 	cfg := Config{
-		StateDir: o.stateDir,
-		Reloadable: Reloadable{
-			Router: router, Injector: fakeInjector{}, Identity: fakeIdentity{}, Auditor: rec,
-			Upstreams: []Upstream{
-				{Host: apiHost, Address: up.Addr(), RootCAs: up.CA.Pool()},
-				{Host: "anything.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
-				{Host: "forbidden.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
-				{Host: "broken.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
-				{Host: "git.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
-				{Host: "pass.test", Address: up.Addr()},
-			},
-			Resolver: staticResolver{},
+		StateDir: o.stateDir, Router: router, Injector: fakeInjector{}, Identity: fakeIdentity{}, Auditor: rec,
+		Upstreams: []Upstream{
+			{Host: apiHost, Address: up.Addr(), RootCAs: up.CA.Pool()},
+			{Host: "anything.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
+			{Host: "forbidden.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
+			{Host: "broken.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
+			{Host: "git.intercept.test", Address: up.Addr(), RootCAs: up.CA.Pool()},
+			{Host: "pass.test", Address: up.Addr()},
 		},
+		Resolver:     staticResolver{},
 		Logger:       testLogger(t),
 		DrainTimeout: 2 * time.Second,
 	}

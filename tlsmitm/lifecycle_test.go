@@ -196,7 +196,7 @@ func TestServe_NoGoroutineLeakAcrossAllPaths(t *testing.T) {
 func TestUpdate_SwapsRouterAtomically(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	leafOf(t, h, apiHost)
-	cfg := h.srv.cfg.Reloadable
+	cfg := h.srv.cfg.reloadable()
 	r, _ := NewStaticRouter(nil, nil) // deny everything
 	cfg.Router = r
 	if err := h.srv.Update(cfg); err != nil {
@@ -223,7 +223,7 @@ func TestUpdate_KeptAliveConnectionStopsInjecting(t *testing.T) {
 	if resp := get(); resp.Header.Get("X-Auth-Is-Real") != "true" {
 		t.Fatal("first request was not injected")
 	}
-	cfg := h.srv.cfg.Reloadable
+	cfg := h.srv.cfg.reloadable()
 	cfg.Router, _ = NewStaticRouter(nil, []string{apiHost}) // now passthrough only
 	if err := h.srv.Update(cfg); err != nil {
 		t.Fatal(err)
@@ -267,7 +267,7 @@ func TestUpdate_SwapsUpstreamOverride(t *testing.T) {
 	other := tlstest.NewUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "from the new upstream")
 	}), apiHost)
-	cfg := h.srv.cfg.Reloadable
+	cfg := h.srv.cfg.reloadable()
 	cfg.Upstreams = []Upstream{{Host: apiHost, Address: other.Addr(), RootCAs: other.CA.Pool()}}
 	if err := h.srv.Update(cfg); err != nil {
 		t.Fatal(err)

@@ -86,7 +86,7 @@ func New(cfg Config) (*Server, error) {
 		limits: newSourceLimiter(&cfg),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
-	s.state.Store(s.newState(cfg.Reloadable))
+	s.state.Store(s.newState(cfg.reloadable()))
 	certs, err := newCertManager(cfg.StateDir, cfg.LeafLifetime, s.log, func(name string) error {
 		return decideCert(s.state.Load().router, name)
 	})
