@@ -143,16 +143,23 @@ func (tp *Topology) addOutside(t testing.TB, h *netlink.Handle, suffix string) {
 // source addresses).
 func (c Container) AddAddr(t testing.TB, cidr string) {
 	t.Helper()
+	h, l := c.veth(t)
+	addAddr(t, h, l, cidr)
+}
+
+// veth returns a handle in the container's namespace and its veth.
+func (c Container) veth(t testing.TB) (*netlink.Handle, netlink.Link) {
+	t.Helper()
 	h := handle(t, c.NS)
 	links, err := h.LinkList()
 	must(t, "listing container links", err)
 	for _, l := range links {
 		if l.Type() == "veth" {
-			addAddr(t, h, l, cidr)
-			return
+			return h, l
 		}
 	}
 	t.Fatalf("container has no veth")
+	return nil, nil
 }
 
 func handle(t testing.TB, ns netns.NsHandle) *netlink.Handle {
@@ -198,16 +205,8 @@ func (c Container) FlushNeighbors(t testing.TB) {
 // MAC returns the hardware address of the container's veth.
 func (c Container) MAC(t testing.TB) net.HardwareAddr {
 	t.Helper()
-	h := handle(t, c.NS)
-	links, err := h.LinkList()
-	must(t, "listing container links", err)
-	for _, l := range links {
-		if l.Type() == "veth" {
-			return l.Attrs().HardwareAddr
-		}
-	}
-	t.Fatalf("container has no veth")
-	return nil
+	_, l := c.veth(t)
+	return l.Attrs().HardwareAddr
 }
 
 // HostNeighbor returns the host's neighbour table entry for addr on the
