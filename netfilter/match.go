@@ -197,10 +197,14 @@ type CtEstablished struct{}
 func (CtEstablished) String() string { return "ct state established,related" }
 
 func (CtEstablished) exprs(*exprCtx) []expr.Any {
-	mask := binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
+	return ctAnyBit(expr.CtKeySTATE, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)
+}
+
+// ctAnyBit matches when the conntrack field key has any of bits set.
+func ctAnyBit(key expr.CtKey, bits uint32) []expr.Any {
 	return []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+		&expr.Ct{Register: 1, Key: key},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
 	}
 }
@@ -211,12 +215,7 @@ type CtNew struct{}
 func (CtNew) String() string { return "ct state new" }
 
 func (CtNew) exprs(*exprCtx) []expr.Any {
-	mask := binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW)
-	return []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-	}
+	return ctAnyBit(expr.CtKeySTATE, expr.CtStateBitNEW)
 }
 
 // CtDNAT matches a packet of a connection whose destination conntrack
@@ -229,11 +228,7 @@ func (CtDNAT) String() string { return "ct status dnat" }
 
 func (CtDNAT) exprs(*exprCtx) []expr.Any {
 	const ipsDstNat = 1 << 5 // IPS_DST_NAT in linux/netfilter/nf_conntrack_common.h
-	return []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ipsDstNat), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-	}
+	return ctAnyBit(expr.CtKeySTATUS, ipsDstNat)
 }
 
 // SocketMark matches packets whose local destination socket (looked up
