@@ -9,13 +9,15 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/clauderon/clauderond/appliance/internal/testutil"
+	"go.uber.org/goleak"
 )
 
 // fakeBackend records calls and returns canned values.
@@ -170,17 +172,8 @@ func serve(t *testing.T, b Backend) *Client {
 // checkGoroutines fails the test if goroutines started during it outlive it.
 func checkGoroutines(t *testing.T) {
 	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-		}
-	})
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { testutil.NoLeaks(t, before) })
 }
 
 func TestClient_RoundTripsEveryMethod(t *testing.T) {

@@ -5,9 +5,10 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/docker/docker/api/types/events"
+
+	"github.com/clauderon/clauderond/appliance/internal/testutil"
 )
 
 // TestSharedNamespace_BothRefused: a container started with
@@ -49,22 +50,11 @@ func TestSharedNamespace_BothRefused(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	stream := <-f.streams
 	<-f.errStreams
-	waitCond(t, "stream back", func() bool { return !tb.StreamDown() })
+	testutil.WaitFor(t, "stream back", func() bool { return !tb.StreamDown() })
 	f.putJoiner("joiner2id0000000000", "debugger", "victimid000000000000")
 	stream <- events.Message{Type: events.ContainerEventType, Action: events.ActionStart, Actor: events.Actor{ID: "joiner2id0000000000", Attributes: map[string]string{"name": "debugger"}}}
-	waitCond(t, "victim refused after the sharer's start event", func() bool { _, ok := tb.Lookup(addr); return !ok })
+	testutil.WaitFor(t, "victim refused after the sharer's start event", func() bool { _, ok := tb.Lookup(addr); return !ok })
 	f.del("joiner2id0000000000")
 	stream <- events.Message{Type: events.ContainerEventType, Action: events.ActionDie, Actor: events.Actor{ID: "joiner2id0000000000", Attributes: map[string]string{"name": "debugger"}}}
-	waitCond(t, "victim vouched for after the sharer's die event", func() bool { _, ok := tb.Lookup(addr); return ok })
-}
-
-func waitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "victim vouched for after the sharer's die event", func() bool { _, ok := tb.Lookup(addr); return ok })
 }
