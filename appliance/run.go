@@ -31,7 +31,8 @@ type daemon struct {
 	log  *slog.Logger // component=appliance
 	base *slog.Logger // for the parts, which add their own component
 	// clientLog takes the parts' lines a client causes (per connection,
-	// request or query), within one rate-limited budget for all of them.
+	// request or query), rate-limited by ratelog: one handler for all the
+	// parts, a budget per part and level.
 	clientLog *slog.Logger
 
 	cfgMu sync.Mutex

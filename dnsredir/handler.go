@@ -151,7 +151,7 @@ type Config struct {
 	Auditor  Auditor
 	// EventLogger takes the lines a client causes, one per query (debug;
 	// warn for SERVFAIL) and one per panic: the caller rate-limits it (the
-	// appliance shares one budget between dnsredir and tlsmitm). nil
+	// appliance: appliance/ratelog, a budget per component and level). nil
 	// discards them.
 	EventLogger *slog.Logger
 }

@@ -120,8 +120,9 @@ type Config struct {
 	// Logger takes the terminator's lifecycle lines. EventLogger takes the
 	// lines a client can cause, one per connection or request (a malformed
 	// request, a connection over its limit, a refusal, a panic serving one):
-	// the caller rate-limits it (the appliance shares one budget between
-	// tlsmitm and dnsredir). nil: Logger.
+	// the caller rate-limits it (the appliance: appliance/ratelog, a budget
+	// per component and level). nil: Logger, which this package does not
+	// rate-limit.
 	Logger      *slog.Logger
 	EventLogger *slog.Logger
 

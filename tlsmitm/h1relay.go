@@ -84,7 +84,9 @@ func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 			hc.idle.Store(false)
 		}
 		tc.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
-		lr.n = int64(s.cfg.MaxHeaderBytes) + 4096 // net/http's slack
+		// net/http's slack; bytes of a pipelined request already in br
+		// count too, so its head is bounded like any other.
+		lr.n = int64(s.cfg.MaxHeaderBytes) + 4096 - int64(br.Buffered())
 		req, err := http.ReadRequest(br)
 		lr.n = math.MaxInt64
 		if err == nil {
@@ -109,13 +111,24 @@ var (
 )
 
 // putClientBuffers returns an idle connection's buffers, emptied and
-// detached from it, to their pools.
+// detached from it, to their pools. They are left on pooledBuffer until
+// taken again, so a use after this fails loudly.
 func putClientBuffers(br *bufio.Reader, bw *bufio.Writer) {
-	br.Reset(nil)
-	bw.Reset(nil)
+	br.Reset(pooledBuffer{})
+	bw.Reset(pooledBuffer{})
 	clientReaders.Put(br)
 	clientWriters.Put(bw)
 }
+
+// errPooledBuffer is what a use of a client buffer after it went back to
+// its pool gets: a bug, never another connection's bytes.
+var errPooledBuffer = errors.New("tlsmitm: client buffer used after it went back to its pool")
+
+// pooledBuffer is the source and sink of a pooled client buffer.
+type pooledBuffer struct{}
+
+func (pooledBuffer) Read([]byte) (int, error)  { panic(errPooledBuffer) }
+func (pooledBuffer) Write([]byte) (int, error) { panic(errPooledBuffer) }
 
 // prefixReader yields the first byte of a request, read while the
 // connection held no buffer, then reads r.

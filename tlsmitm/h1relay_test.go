@@ -416,3 +416,26 @@ func TestIntercept_H2InterimAndTrailersRedacted(t *testing.T) {
 		t.Fatalf("the real credential reached the client in a 1xx or a trailer: %s", got)
 	}
 }
+
+// TestClientBuffers_UseAfterPoolingFailsLoudly: a client buffer back in its
+// pool reads and writes nothing of any connection; a use is a panic naming
+// the bug.
+func TestClientBuffers_UseAfterPoolingFailsLoudly(t *testing.T) {
+	br, bw := bufio.NewReaderSize(strings.NewReader("GET / HTTP/1.1\r\n"), 4<<10), bufio.NewWriterSize(io.Discard, 4<<10)
+	br.Peek(4)
+	bw.WriteString("secret")
+	putClientBuffers(br, bw)
+	for name, use := range map[string]func(){
+		"read":  func() { br.ReadByte() },
+		"flush": func() { bw.WriteString("x"); bw.Flush() },
+	} {
+		func() {
+			defer func() {
+				if v := recover(); v != errPooledBuffer {
+					t.Errorf("%s after pooling: recovered %v, want errPooledBuffer", name, v)
+				}
+			}()
+			use()
+		}()
+	}
+}

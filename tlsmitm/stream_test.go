@@ -233,6 +233,34 @@ func TestIntercept_HugeHeadersAre431(t *testing.T) {
 	}
 }
 
+// TestRelay_HeadLimitHoldsForEveryRequestOnAConnection: the head limit
+// (MaxHeaderBytes plus net/http's 4 KiB of slack) counts the bytes of a
+// request that arrived pipelined behind the previous one, and of one sent
+// after an idle pause, not only those read after the limit was set.
+func TestRelay_HeadLimitHoldsForEveryRequestOnAConnection(t *testing.T) {
+	h := newHarness(t, harnessOpts{mutate: func(c *Config) { c.MaxHeaderBytes = 1 << 10 }})
+	big := "GET /big HTTP/1.1\r\nHost: api.anthropic.com\r\nX-Big: " + strings.Repeat("a", 6<<10) + "\r\n\r\n"
+	small := "GET /small HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n"
+	for _, pipelined := range []bool{true, false} {
+		c, br := h.rawH1(t)
+		if pipelined {
+			io.WriteString(c, small+big)
+		} else {
+			io.WriteString(c, small)
+		}
+		if _, body := readResp(t, br, "GET"); body != "hello GET /small" {
+			t.Fatalf("first request: %q", body)
+		}
+		if !pipelined {
+			time.Sleep(10 * time.Millisecond) // idle: the connection gave its buffers back
+			io.WriteString(c, big)
+		}
+		if resp, _ := readResp(t, br, "GET"); resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("pipelined=%v: a 6 KiB head over a 1 KiB limit got %d, want 431", pipelined, resp.StatusCode)
+		}
+	}
+}
+
 func TestIntercept_Curl(t *testing.T) {
 	curl, err := exec.LookPath("curl")
 	if err != nil {

@@ -52,18 +52,35 @@ func TestHandler_DropsOverBudgetAndCountsThemOnTheNextLine(t *testing.T) {
 	})
 }
 
-func TestHandler_DerivedLoggersShareOneBudget(t *testing.T) {
+func TestHandler_OneBudgetPerComponentAndLevel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var buf bytes.Buffer
-		base := slog.New(New(slog.NewJSONHandler(&buf, nil), Config{PerSecond: 1, Burst: 2}))
+		base := slog.New(New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}), Config{PerSecond: 1, Burst: 2}))
 		tls := base.With("component", "tlsmitm")
-		dns := base.WithGroup("dns")
-		tls.Warn("a")
-		dns.Warn("b")
-		tls.Warn("c") // over: the budget is the daemon's, not each part's
-		dns.Warn("d")
-		if got := len(lines(t, &buf)); got != 2 {
-			t.Errorf("%d lines from two derived loggers with a shared burst of 2, want 2", got)
+		tlsAgain := base.With("component", "tlsmitm").WithGroup("conn")
+		dns := base.With("component", "dnsredir")
+		for range 5 {
+			tls.Warn("refused")      // tlsmitm/WARN: 2 of 5
+			tlsAgain.Warn("refused") // the same budget: 0 more
+			dns.Debug("dns query")   // dnsredir/DEBUG: 2 of 5, whatever tlsmitm did
+		}
+		tls.Error("panic serving intercepted request") // tlsmitm/ERROR: its own budget
+		count := map[string]int{}
+		for _, l := range lines(t, &buf) {
+			count[l["component"].(string)+" "+l["level"].(string)]++
+		}
+		want := map[string]int{"tlsmitm WARN": 2, "dnsredir DEBUG": 2, "tlsmitm ERROR": 1}
+		for k, n := range want {
+			if count[k] != n {
+				t.Errorf("%s: %d lines, want %d (all: %v)", k, count[k], n, count)
+			}
+		}
+		// The next admitted warning counts the dropped warnings only.
+		time.Sleep(time.Second)
+		tls.Warn("refused")
+		all := lines(t, &buf)
+		if last := all[len(all)-1]; last[SuppressedKey] != float64(8) {
+			t.Errorf("line after the refill = %v, want %s=8 (3 + 5 dropped tlsmitm warnings)", last, SuppressedKey)
 		}
 	})
 }
