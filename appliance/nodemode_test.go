@@ -20,6 +20,7 @@ import (
 	"github.com/clauderon/clauderond/appliance/api"
 	"github.com/clauderon/clauderond/appliance/config"
 	"github.com/clauderon/clauderond/appliance/identity"
+	"github.com/clauderon/clauderond/appliance/internal/testutil"
 	"github.com/clauderon/clauderond/appliance/kubepods"
 	"github.com/clauderon/clauderond/dnsredir"
 	"github.com/clauderon/clauderond/injector"
@@ -335,11 +336,7 @@ func TestRun_NodeModeWithFakes(t *testing.T) {
 	if !ok || spec.Bridge != "clrt-nocni0" || spec.Gateway != netip.MustParseAddr("10.244.1.1") || !spec.Cluster.HostToPods {
 		t.Fatalf("applied spec = %+v (%t)", spec, ok)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(spec.Ports) < 2 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-		spec, _ = nft.Applied()
-	}
+	testutil.WaitFor(t, "both pods' ports", func() bool { spec, _ = nft.Applied(); return len(spec.Ports) >= 2 })
 	if len(spec.Ports) != 2 || spec.Ports[0].IfName != "veth1024417" || spec.Ports[0].Addr != netip.MustParseAddr("10.244.1.7") {
 		t.Errorf("ports = %v, want both pods' veths", spec.Ports)
 	}

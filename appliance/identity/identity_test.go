@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/clauderon/clauderond/appliance/internal/dockertest"
+	"github.com/clauderon/clauderond/appliance/internal/testutil"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/network"
@@ -267,12 +268,7 @@ func (f *fakeDocker) detach(id, name string) {
 // waitLists waits until ContainerList has been called n times in all.
 func (f *fakeDocker) waitLists(t *testing.T, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if f.Calls("ContainerList") >= n {
-			return
-		}
-	}
-	t.Fatalf("ContainerList not called %d times within 5s", n)
+	testutil.WaitFor(t, fmt.Sprintf("%d ContainerList calls", n), func() bool { return f.Calls("ContainerList") >= n })
 }
 
 func (f *fakeDocker) setListErr(err error) { f.Fail("ContainerList", err) }
@@ -352,10 +348,7 @@ func TestCredentials_FailClosedWhileEventsStreamIsDown(t *testing.T) {
 	<-f.streams // resubscribed, but the resync fails
 	<-f.errStreams
 	f.waitLists(t, 2) // the failing resync has happened, not just the subscription
-	deadline := time.Now().Add(5 * time.Second)
-	for !tb.StreamDown() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, "the stream reported down", tb.StreamDown)
 	if c, ok := tb.Lookup(addr); ok {
 		t.Fatalf("Lookup while the stream is down = %q, want refused", c.ID)
 	}
