@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -172,4 +173,103 @@ func closeH1(tc *tls.Conn) {
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(raw, 256<<10))
 	tc.Close()
+}
+
+// clientSide is a relay connection's buffered path to and from its client.
+// Between requests it gives its buffers back (awaitRequest), so an idle
+// keep-alive connection, most of them, holds none.
+type clientSide struct {
+	tc *tls.Conn
+	pr prefixReader
+	lr headerLimitReader
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+func newClientSide(tc *tls.Conn) *clientSide {
+	cs := &clientSide{tc: tc}
+	cs.pr.r = tc
+	cs.lr.r = &cs.pr
+	cs.takeBuffers()
+	return cs
+}
+
+func (cs *clientSide) takeBuffers() {
+	cs.br, cs.bw = clientReaders.Get().(*bufio.Reader), clientWriters.Get().(*bufio.Writer)
+	cs.br.Reset(&cs.lr)
+	cs.bw.Reset(cs.tc)
+}
+
+// awaitRequest waits for the next request's first byte under the read
+// deadline already set, and reports whether it came. With nothing
+// pipelined it waits holding no buffer: the exchange before is over, its
+// request body sender included, so nothing else uses them.
+func (cs *clientSide) awaitRequest() bool {
+	if cs.br.Buffered() > 0 || cs.bw.Buffered() > 0 {
+		_, err := cs.br.Peek(1)
+		return err == nil
+	}
+	putClientBuffers(cs.br, cs.bw)
+	cs.br, cs.bw = nil, nil
+	if _, err := cs.tc.Read(cs.pr.first[:]); err != nil {
+		return false
+	}
+	cs.pr.pending = true
+	cs.takeBuffers()
+	return true
+}
+
+// readRequest reads and validates a request head of at most maxHeader
+// bytes plus net/http's 4 KiB of slack, counting the bytes of a pipelined
+// request already buffered.
+func (cs *clientSide) readRequest(maxHeader int) (*http.Request, error) {
+	cs.lr.n = int64(maxHeader) + 4096 - int64(cs.br.Buffered())
+	req, err := http.ReadRequest(cs.br)
+	cs.lr.n = math.MaxInt64
+	if err != nil {
+		return nil, err
+	}
+	return req, validateRequest(req)
+}
+
+// The client side's 4 KiB buffers, held only while a request is in flight.
+var (
+	clientReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	clientWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+// putClientBuffers returns an idle connection's buffers, emptied and
+// detached from it, to their pools. They are left on pooledBuffer until
+// taken again, so a use after this fails loudly.
+func putClientBuffers(br *bufio.Reader, bw *bufio.Writer) {
+	br.Reset(pooledBuffer{})
+	bw.Reset(pooledBuffer{})
+	clientReaders.Put(br)
+	clientWriters.Put(bw)
+}
+
+// errPooledBuffer is what a use of a client buffer after it went back to
+// its pool gets: a bug, never another connection's bytes.
+var errPooledBuffer = errors.New("tlsmitm: client buffer used after it went back to its pool")
+
+// pooledBuffer is the source and sink of a pooled client buffer.
+type pooledBuffer struct{}
+
+func (pooledBuffer) Read([]byte) (int, error)  { panic(errPooledBuffer) }
+func (pooledBuffer) Write([]byte) (int, error) { panic(errPooledBuffer) }
+
+// prefixReader yields the first byte of a request, read while the
+// connection held no buffer, then reads r.
+type prefixReader struct {
+	r       io.Reader
+	first   [1]byte
+	pending bool
+}
+
+func (p *prefixReader) Read(b []byte) (int, error) {
+	if p.pending && len(b) > 0 {
+		b[0], p.pending = p.first[0], false
+		return 1, nil
+	}
+	return p.r.Read(b)
 }

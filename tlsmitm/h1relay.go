@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -53,11 +52,7 @@ func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 	defer s.registerH1(hc, false)
 	defer closeH1(tc)
 
-	pr := &prefixReader{r: tc}
-	lr := &headerLimitReader{r: pr}
-	br, bw := clientReaders.Get().(*bufio.Reader), clientWriters.Get().(*bufio.Writer)
-	br.Reset(lr)
-	bw.Reset(tc)
+	cs := newClientSide(tc)
 	for first := true; ; first = false {
 		if !first {
 			hc.idle.Store(true)
@@ -65,85 +60,23 @@ func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 				return
 			}
 			tc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-			if br.Buffered() == 0 && bw.Buffered() == 0 {
-				// Nothing pipelined: wait for the next request without
-				// holding the 8 KiB of buffers (idle keep-alive connections
-				// are most of them). The exchange is over, its body sender
-				// included, so nothing else reads br.
-				putClientBuffers(br, bw)
-				if _, err := tc.Read(pr.first[:]); err != nil {
-					return
-				}
-				pr.pending = true
-				br, bw = clientReaders.Get().(*bufio.Reader), clientWriters.Get().(*bufio.Writer)
-				br.Reset(lr)
-				bw.Reset(tc)
-			} else if _, err := br.Peek(1); err != nil {
+			if !cs.awaitRequest() {
 				return
 			}
 			hc.idle.Store(false)
 		}
 		tc.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
-		// net/http's slack; bytes of a pipelined request already in br
-		// count too, so its head is bounded like any other.
-		lr.n = int64(s.cfg.MaxHeaderBytes) + 4096 - int64(br.Buffered())
-		req, err := http.ReadRequest(br)
-		lr.n = math.MaxInt64
-		if err == nil {
-			err = validateRequest(req)
-		}
+		req, err := cs.readRequest(s.cfg.MaxHeaderBytes)
 		if err != nil {
-			s.rejectRequest(tc, bw, err)
+			s.rejectRequest(tc, cs.bw, err)
 			return
 		}
 		tc.SetReadDeadline(time.Time{})
-		x := &h1Exchange{s: s, st: s.state.Load(), hc: hc, tc: tc, br: br, bw: bw}
+		x := &h1Exchange{s: s, st: s.state.Load(), hc: hc, tc: tc, br: cs.br, bw: cs.bw}
 		if !x.run(req, info) {
 			return
 		}
 	}
-}
-
-// The client side's 4 KiB buffers, held only while a request is in flight.
-var (
-	clientReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
-	clientWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
-)
-
-// putClientBuffers returns an idle connection's buffers, emptied and
-// detached from it, to their pools. They are left on pooledBuffer until
-// taken again, so a use after this fails loudly.
-func putClientBuffers(br *bufio.Reader, bw *bufio.Writer) {
-	br.Reset(pooledBuffer{})
-	bw.Reset(pooledBuffer{})
-	clientReaders.Put(br)
-	clientWriters.Put(bw)
-}
-
-// errPooledBuffer is what a use of a client buffer after it went back to
-// its pool gets: a bug, never another connection's bytes.
-var errPooledBuffer = errors.New("tlsmitm: client buffer used after it went back to its pool")
-
-// pooledBuffer is the source and sink of a pooled client buffer.
-type pooledBuffer struct{}
-
-func (pooledBuffer) Read([]byte) (int, error)  { panic(errPooledBuffer) }
-func (pooledBuffer) Write([]byte) (int, error) { panic(errPooledBuffer) }
-
-// prefixReader yields the first byte of a request, read while the
-// connection held no buffer, then reads r.
-type prefixReader struct {
-	r       io.Reader
-	first   [1]byte
-	pending bool
-}
-
-func (p *prefixReader) Read(b []byte) (int, error) {
-	if p.pending && len(b) > 0 {
-		b[0], p.pending = p.first[0], false
-		return 1, nil
-	}
-	return p.r.Read(b)
 }
 
 // registerH1 adds or removes hc from the connections drain must reach.
