@@ -110,24 +110,22 @@ func (s *Server) rejectRequest(tc *tls.Conn, bw *bufio.Writer, err error) {
 // idle/64, like the write deadline), and lets the exchange cut the sender
 // with a deadline in the past that a re-arm cannot overwrite.
 type bodyDeadline struct {
-	conn  net.Conn
-	idle  time.Duration
-	armed time.Time // the sender's alone
-	mu    sync.Mutex
-	cut   bool
+	conn net.Conn
+	rd   slidingDeadline // the sender's alone
+	mu   sync.Mutex
+	cut  bool
 }
 
 // extend runs on the sender before each read.
 func (d *bodyDeadline) extend() {
-	now := time.Now()
-	if !d.armed.IsZero() && now.Sub(d.armed) < d.idle/64 {
+	t, ok := d.rd.due()
+	if !ok {
 		return
 	}
-	d.armed = now
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.cut {
-		d.conn.SetReadDeadline(now.Add(d.idle))
+		d.conn.SetReadDeadline(t)
 	}
 }
 
@@ -146,7 +144,7 @@ func (d *bodyDeadline) readErr(err error) error {
 	cut := d.cut
 	d.mu.Unlock()
 	if !cut && errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("%w for %s: %w", errBodyIdle, d.idle, err)
+		return fmt.Errorf("%w for %s: %w", errBodyIdle, d.rd.idle, err)
 	}
 	return fmt.Errorf("%w: reading request body: %w", errClientClosed, err)
 }

@@ -72,7 +72,7 @@ func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 			return
 		}
 		tc.SetReadDeadline(time.Time{})
-		x := &h1Exchange{s: s, st: s.state.Load(), hc: hc, tc: tc, br: cs.br, bw: cs.bw}
+		x := &h1Exchange{s: s, st: s.state.Load(), hc: hc, tc: tc, br: cs.br, bw: cs.bw, wd: slidingDeadline{idle: s.cfg.WriteIdleTimeout}}
 		if !x.run(req, info) {
 			return
 		}
@@ -117,9 +117,9 @@ type h1Exchange struct {
 	bw *bufio.Writer // the client's
 	uc *upstreamConn
 
-	closeAfter bool       // the client connection ends after this exchange
-	bodyDone   chan error // the request body sender's result; nil without a body
-	armed      time.Time  // when the client write deadline was last pushed
+	closeAfter bool            // the client connection ends after this exchange
+	bodyDone   chan error      // the request body sender's result; nil without a body
+	wd         slidingDeadline // the client write deadline
 	bd         bodyDeadline
 }
 

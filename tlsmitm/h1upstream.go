@@ -20,7 +20,7 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 	x.bodyDone = nil
 	if x.hasBody() {
 		x.bodyDone = make(chan error, 1)
-		x.bd = bodyDeadline{conn: x.tc, idle: x.s.cfg.BodyIdleTimeout}
+		x.bd = bodyDeadline{conn: x.tc, rd: slidingDeadline{idle: x.s.cfg.BodyIdleTimeout}}
 		go sendBody(uc, r, x.br, &x.bd, x.bodyDone)
 	} else if err := uc.bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing request to upstream: %w", err)

@@ -8,7 +8,6 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -88,15 +87,11 @@ func (x *h1Exchange) copyBody(resp *http.Response, chunked, streaming bool) (int
 }
 
 // extend pushes the client write deadline forward as the response
-// progresses (see statusWriter.extend).
+// progresses (slidingDeadline).
 func (x *h1Exchange) extend() {
-	idle := x.s.cfg.WriteIdleTimeout
-	now := time.Now()
-	if !x.armed.IsZero() && now.Sub(x.armed) < idle/64 {
-		return
+	if t, ok := x.wd.due(); ok {
+		x.tc.SetWriteDeadline(t)
 	}
-	x.armed = now
-	x.tc.SetWriteDeadline(now.Add(idle))
 }
 
 func (x *h1Exchange) flushClient() error {

@@ -277,15 +277,12 @@ type errorDetail struct {
 // statusWriter records the status and bytes written, and pushes the write
 // deadline forward as the response progresses, so a client that stops
 // reading is cut after WriteIdleTimeout instead of pinning the request
-// forever. Re-arming the deadline is a timer update on the connection, so
-// it is done at most every idle/64: a stuck write is then cut between
-// 63/64 of WriteIdleTimeout and WriteIdleTimeout after it started. Unwrap
+// forever (re-armed as a slidingDeadline). Unwrap
 // lets http.ResponseController (used by ReverseProxy) reach Flush.
 type statusWriter struct {
 	http.ResponseWriter
 	deadline deadlineSetter
-	idle     time.Duration
-	armed    time.Time // when the deadline was last pushed forward
+	wd       slidingDeadline
 	status   int
 	n        int64
 }
@@ -297,7 +294,7 @@ type deadlineSetter interface {
 }
 
 func (w *statusWriter) init(rw http.ResponseWriter, idle time.Duration) {
-	w.ResponseWriter, w.idle = rw, idle
+	w.ResponseWriter, w.wd = rw, slidingDeadline{idle: idle}
 	if ds, ok := rw.(deadlineSetter); ok {
 		w.deadline = ds
 	} else {
@@ -307,12 +304,9 @@ func (w *statusWriter) init(rw http.ResponseWriter, idle time.Duration) {
 }
 
 func (w *statusWriter) extend() {
-	now := time.Now()
-	if !w.armed.IsZero() && now.Sub(w.armed) < w.idle/64 {
-		return
+	if t, ok := w.wd.due(); ok {
+		w.deadline.SetWriteDeadline(t) // ErrNotSupported is fine
 	}
-	w.armed = now
-	w.deadline.SetWriteDeadline(now.Add(w.idle)) // ErrNotSupported is fine
 }
 
 func (w *statusWriter) WriteHeader(code int) {
