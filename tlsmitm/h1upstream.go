@@ -84,41 +84,27 @@ func sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, bd *bo
 			done <- fmt.Errorf("internal error sending request body: %v", v)
 		}
 	}()
-	bufp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bufp)
-	buf := *bufp
 	var w io.Writer = uc.bw
 	var cw io.WriteCloser
 	if r.ContentLength < 0 {
 		cw = httputil.NewChunkedWriter(uc.bw)
 		w = cw
 	}
-	for {
-		bd.extend()
-		n, rerr := r.Body.Read(buf)
-		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil {
-				done <- fmt.Errorf("writing request body to upstream: %w", err)
-				return
-			}
-			if clientBuf.Buffered() == 0 {
-				if err := uc.bw.Flush(); err != nil {
-					done <- fmt.Errorf("writing request body to upstream: %w", err)
-					return
-				}
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			// The upstream must not take a truncated body for a whole one,
-			// nor answer it before the exchange stops reading: close the
-			// socket under TLS, with no close_notify to answer.
-			uc.abort()
-			done <- bd.readErr(rerr)
-			return
-		}
+	_, rerr, werr := pumpBody(r.Body, w, uc.bw, pumpHooks{
+		beforeRead: bd.extend,
+		flushNow:   func() bool { return clientBuf.Buffered() == 0 },
+	})
+	if werr != nil {
+		done <- fmt.Errorf("writing request body to upstream: %w", werr)
+		return
+	}
+	if rerr != nil {
+		// The upstream must not take a truncated body for a whole one,
+		// nor answer it before the exchange stops reading: close the
+		// socket under TLS, with no close_notify to answer.
+		uc.abort()
+		done <- bd.readErr(rerr)
+		return
 	}
 	if cw != nil {
 		// "0\r\n\r\n": request trailers are not forwarded (they would

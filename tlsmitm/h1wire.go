@@ -46,36 +46,21 @@ func statusLine(resp *http.Response) string {
 // The body is not Closed on failure: that would drain it from the
 // upstream; the caller closes the upstream connection instead.
 func (x *h1Exchange) copyBody(resp *http.Response, chunked, streaming bool) (int64, error) {
-	bufp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bufp)
-	buf := *bufp
 	var w io.Writer = x.bw
 	var cw io.WriteCloser
 	if chunked {
 		cw = httputil.NewChunkedWriter(x.bw)
 		w = cw
 	}
-	var total int64
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			x.extend()
-			if _, err := w.Write(buf[:n]); err != nil {
-				return total, fmt.Errorf("%w: writing response: %w", errClientClosed, err)
-			}
-			total += int64(n)
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return total, fmt.Errorf("reading response body from upstream: %w", rerr)
-		}
-		if streaming || x.uc.br.Buffered() == 0 {
-			if err := x.flushClient(); err != nil {
-				return total, err
-			}
-		}
+	total, rerr, werr := pumpBody(resp.Body, w, x.bw, pumpHooks{
+		beforeWrite: x.extend,
+		flushNow:    func() bool { return streaming || x.uc.br.Buffered() == 0 },
+	})
+	if werr != nil {
+		return total, fmt.Errorf("%w: writing response: %w", errClientClosed, werr)
+	}
+	if rerr != nil {
+		return total, fmt.Errorf("reading response body from upstream: %w", rerr)
 	}
 	if cw != nil {
 		cw.Close()
@@ -84,6 +69,54 @@ func (x *h1Exchange) copyBody(resp *http.Response, chunked, streaming bool) (int
 		x.bw.WriteString("\r\n")
 	}
 	return total, x.flushClient()
+}
+
+// pumpHooks are what the two directions of the relay do differently while
+// a body is copied. Nil hooks do nothing; a nil flushNow never flushes
+// before the end.
+type pumpHooks struct {
+	beforeRead  func()      // the request body: push the client read deadline
+	beforeWrite func()      // the response body: push the client write deadline
+	flushNow    func() bool // after a write: nothing more is waiting to be read
+}
+
+// pumpBody copies src into w (bw, or a chunked writer over it) until EOF,
+// flushing bw whenever h.flushNow says so, and reports the bytes copied and
+// which side failed. It neither ends a chunked body nor flushes at the end:
+// the caller writes what follows (trailers) and flushes.
+func pumpBody(src io.Reader, w io.Writer, bw *bufio.Writer, h pumpHooks) (total int64, readErr, writeErr error) {
+	bufp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bufp)
+	buf := *bufp
+	for {
+		if h.beforeRead != nil {
+			h.beforeRead()
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if h.beforeWrite != nil {
+				h.beforeWrite()
+			}
+			if _, err := w.Write(buf[:n]); err != nil {
+				return total, nil, err
+			}
+			total += int64(n)
+		}
+		if rerr == io.EOF {
+			return total, nil, nil
+		}
+		if rerr != nil {
+			return total, rerr, nil
+		}
+		if h.flushNow != nil && h.flushNow() {
+			if h.beforeWrite != nil {
+				h.beforeWrite()
+			}
+			if err := bw.Flush(); err != nil {
+				return total, nil, err
+			}
+		}
+	}
 }
 
 // extend pushes the client write deadline forward as the response
