@@ -110,7 +110,9 @@ func envMap(environ []string) map[string]string {
 	m := make(map[string]string, len(environ))
 	for _, kv := range environ {
 		if k, val, ok := strings.Cut(kv, "="); ok {
-			m[k] = val
+			if _, dup := m[k]; !dup { // the first one wins, as for os.Getenv
+				m[k] = val
+			}
 		}
 	}
 	return m

@@ -146,7 +146,9 @@ func envMap(environ []string) map[string]string {
 	m := make(map[string]string, len(environ))
 	for _, kv := range environ {
 		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
+			if _, dup := m[k]; !dup { // the first one wins, as for os.Getenv
+				m[k] = v
+			}
 		}
 	}
 	return m
