@@ -139,8 +139,7 @@ func (x *h1Exchange) run(req *http.Request, info *connInfo) (keep bool) {
 	start := time.Now()
 	defer func() {
 		if v := recover(); v != nil {
-			s.stats.panics.Add(1)
-			s.events.Error("panic serving intercepted request", "sni", info.sni, "panic", fmt.Sprint(v), "stack", stack())
+			s.recordPanic(v, "panic serving intercepted request", "sni", info.sni)
 			x.rs.err = fmt.Errorf("internal error: %v", v)
 			keep = false
 		}

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -419,5 +418,3 @@ var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 func slogErrorLog(l *slog.Logger) *log.Logger {
 	return slog.NewLogLogger(l.Handler(), slog.LevelWarn)
 }
-
-func stack() string { return string(debug.Stack()) }

@@ -144,8 +144,7 @@ func (s *Server) finishRequest(rs *reqState, r *http.Request, start time.Time) {
 				rs.err = errors.New("response aborted mid-stream")
 			}
 		} else {
-			s.stats.panics.Add(1)
-			s.events.Error("panic serving intercepted request", "sni", rs.info.sni, "panic", fmt.Sprint(v), "stack", stack())
+			s.recordPanic(v, "panic serving intercepted request", "sni", rs.info.sni)
 			rs.err = fmt.Errorf("internal error: %v", v)
 		}
 	}

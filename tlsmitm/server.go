@@ -363,8 +363,14 @@ func (s *Server) recoverConn(what string, remote net.Addr) {
 	if v == http.ErrAbortHandler {
 		panic(v)
 	}
+	s.recordPanic(v, "panic serving "+what, "remote", remote.String())
+}
+
+// recordPanic counts a recovered panic and logs it once with its stack;
+// the one place every recover in this package reports to.
+func (s *Server) recordPanic(v any, msg string, attrs ...any) {
 	s.stats.panics.Add(1)
-	s.events.Error("panic serving "+what, "remote", remote.String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	s.events.Error(msg, append(attrs, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))...)
 }
 
 // audit hands ev to the Auditor, with the fields a client controls bounded
