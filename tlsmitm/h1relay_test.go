@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -437,5 +438,66 @@ func TestClientBuffers_UseAfterPoolingFailsLoudly(t *testing.T) {
 			}()
 			use()
 		}()
+	}
+}
+
+// TestStreaming_RequestChunkFlushedWhenNextHeaderPartial: a chunked request
+// body whose next chunk header has arrived only in part still has its
+// previous chunk sent upstream (a client that waits for an answer to what
+// it sent so far is not left hanging until BodyIdleTimeout).
+func TestStreaming_RequestChunkFlushedWhenNextHeaderPartial(t *testing.T) {
+	got := make(chan string, 1)
+	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 5)
+		io.ReadFull(r.Body, buf)
+		got <- string(buf)
+		io.Copy(io.Discard, r.Body)
+	})})
+	c, br := h.rawH1(t)
+	io.WriteString(c, "POST /u HTTP/1.1\r\nHost: api.anthropic.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n5\r")
+	select {
+	case first := <-got:
+		if first != "hello" {
+			t.Errorf("upstream read %q, want the first chunk", first)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the first chunk did not reach the upstream while the next chunk header was partial")
+	}
+	io.WriteString(c, "\nworld\r\n0\r\n\r\n")
+	if resp, _ := readResp(t, br, "POST"); resp.StatusCode != http.StatusOK {
+		t.Errorf("status %d, want 200", resp.StatusCode)
+	}
+}
+
+// bodyPanicInjector is fakeInjector, except that it gives every request a
+// body whose reads panic (on the proxy's body sender, not the client).
+type bodyPanicInjector struct{ fakeInjector }
+
+func (i bodyPanicInjector) Apply(req *http.Request, host string, c Client) (string, bool, error) {
+	req.Body = io.NopCloser(panickingReader{})
+	return i.fakeInjector.Apply(req, host, c)
+}
+
+type panickingReader struct{}
+
+func (panickingReader) Read([]byte) (int, error) { panic("body reader exploded") }
+
+// TestPanic_InTheRequestBodySenderIsCountedAndLogged: a panic on the
+// goroutine that sends a request body upstream fails that request, and is
+// counted and logged with its stack like any other.
+func TestPanic_InTheRequestBodySenderIsCountedAndLogged(t *testing.T) {
+	logs := &syncBuffer{}
+	h := newHarness(t, harnessOpts{mutate: func(c *Config) {
+		c.Injector = bodyPanicInjector{}
+		c.EventLogger = slog.New(slog.NewTextHandler(logs, nil))
+	}})
+	c, br := h.rawH1(t)
+	io.WriteString(c, "POST /u HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 5\r\n\r\nhello")
+	if resp, _ := readResp(t, br, "POST"); resp.StatusCode < 500 {
+		t.Errorf("status %d, want the request failed", resp.StatusCode)
+	}
+	waitFor(t, 10*time.Second, "the panic counted", func() bool { return h.srv.Stats().Panics == 1 })
+	if s := logs.String(); !strings.Contains(s, "panic sending an intercepted request body") || !strings.Contains(s, "stack=") {
+		t.Errorf("log = %q, want the panic with its stack", s)
 	}
 }

@@ -21,7 +21,7 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 	if x.hasBody() {
 		x.bodyDone = make(chan error, 1)
 		x.bd = bodyDeadline{conn: x.tc, rd: slidingDeadline{idle: x.s.cfg.BodyIdleTimeout}}
-		go sendBody(uc, r, x.br, &x.bd, x.bodyDone)
+		go x.s.sendBody(uc, r, x.br, &x.bd, x.bodyDone)
 	} else if err := uc.bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing request to upstream: %w", err)
 	}
@@ -75,11 +75,15 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 const maxInterimResponses = 5
 
 // sendBody streams the request body upstream (re-chunked when its length is
-// unknown), flushing whenever the client has sent nothing more yet. A read
-// that makes no progress for BodyIdleTimeout fails it (bd).
-func sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, bd *bodyDeadline, done chan<- error) {
+// unknown), flushing whenever the client has sent nothing more yet, and
+// after every chunk of a chunked body (a chunk header that arrived only in
+// part leaves bytes buffered while the next read waits for the rest). A
+// read that makes no progress for BodyIdleTimeout fails it (bd). It runs on
+// its own goroutine and touches the Server only to report a panic.
+func (s *Server) sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, bd *bodyDeadline, done chan<- error) {
 	defer func() {
 		if v := recover(); v != nil { // every send below is followed by return
+			s.recordPanic(v, "panic sending an intercepted request body")
 			uc.Close()
 			done <- fmt.Errorf("internal error sending request body: %v", v)
 		}
@@ -92,7 +96,7 @@ func sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, bd *bo
 	}
 	_, rerr, werr := pumpBody(r.Body, w, uc.bw, pumpHooks{
 		beforeRead: bd.extend,
-		flushNow:   func() bool { return clientBuf.Buffered() == 0 },
+		flushNow:   func() bool { return r.ContentLength < 0 || clientBuf.Buffered() == 0 },
 	})
 	if werr != nil {
 		done <- fmt.Errorf("writing request body to upstream: %w", werr)
