@@ -1,35 +1,15 @@
 package appliance
 
 import (
-	"bytes"
 	"crypto/tls"
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/clauderon/clauderond/appliance/ratelog"
 )
-
-// lockedBuffer is a bytes.Buffer the daemon's goroutines may write at once.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestRun_ClientCausedLinesAreRateLimited: a container that floods the DNS
 // shim with garbage and the terminator with refused names costs the log at
@@ -37,7 +17,7 @@ func (b *lockedBuffer) String() string {
 // does not hide the other's lines), the next line says how many were
 // dropped, and the daemon's own lines are never dropped.
 func TestRun_ClientCausedLinesAreRateLimited(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &syncBuf{} // honeytoken_test.go's
 	r := startFakeLogging(t, logs)
 	start := time.Now()
 	dnsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(r.cfg.Listen.DNSPort))

@@ -8,11 +8,9 @@ package tlsmitm
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -335,16 +333,7 @@ func TestIntercept_H2ConnectionGoesAwayAfterDaemonRefusal(t *testing.T) {
 	var hits atomic.Int32
 	h := newAttackHarness(t, &hits)
 	var dials atomic.Int32
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			dials.Add(1)
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", h.addr)
-		},
-		TLSClientConfig:   &tls.Config{RootCAs: h.pool},
-		ForceAttemptHTTP2: true,
-	}
-	h.clients = append(h.clients, tr)
+	tr := h.countingH2Transport(&dials)
 	get := func(host string) int {
 		req, _ := http.NewRequest("GET", "https://"+apiHost+"/v1/messages", nil)
 		req.Host = host

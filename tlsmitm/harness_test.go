@@ -17,6 +17,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -327,6 +328,22 @@ func checkGoroutines(t testing.TB, base goleak.Option) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	goleak.VerifyNone(t, opts...)
+}
+
+// countingH2Transport is an h2 client of the proxy (closed with the
+// harness) that counts the connections it dials.
+func (h *harness) countingH2Transport(dials *atomic.Int32) *http.Transport {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			dials.Add(1)
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", h.addr)
+		},
+		TLSClientConfig:   &tls.Config{RootCAs: h.pool},
+		ForceAttemptHTTP2: true,
+	}
+	h.clients = append(h.clients, tr)
+	return tr
 }
 
 // waitFor polls cond until it holds, and fails t after d naming what it

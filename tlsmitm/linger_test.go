@@ -2,7 +2,6 @@ package tlsmitm
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -92,15 +91,7 @@ func (r refuseUnknown) Apply(req *http.Request, host string, c Client) (string, 
 func TestIntercept_H2UnknownClientsRefusalSendsItAway(t *testing.T) {
 	h := newHarness(t, harnessOpts{mutate: func(c *Config) { c.Identity, c.Injector = unknownIdentity{}, refuseUnknown{} }})
 	var dials atomic.Int32
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			dials.Add(1)
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", h.addr)
-		},
-		TLSClientConfig: &tls.Config{RootCAs: h.pool}, ForceAttemptHTTP2: true,
-	}
-	h.clients = append(h.clients, tr)
+	tr := h.countingH2Transport(&dials)
 	for i := range 2 {
 		resp, err := (&http.Client{Transport: tr}).Get("https://" + apiHost + "/v1/messages")
 		if err != nil {
