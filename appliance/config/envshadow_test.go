@@ -31,3 +31,11 @@ func TestLoad_UnknownKeyWithoutValueIsAnError(t *testing.T) {
 		t.Errorf("a bare known section: %v", err)
 	}
 }
+
+// TestEnvMap_FirstDuplicateWins: a variable given twice reads as
+// os.Getenv reads it (the first), as the injector's parser does too.
+func TestEnvMap_FirstDuplicateWins(t *testing.T) {
+	if got := envMap([]string{"CLAUDERON_STATE_DIR=/first", "X", "CLAUDERON_STATE_DIR=/second"})["CLAUDERON_STATE_DIR"]; got != "/first" {
+		t.Errorf("envMap = %q, want the first value", got)
+	}
+}

@@ -446,3 +446,11 @@ func TestCompletion_SessionNamesFromDaemon(t *testing.T) {
 		t.Errorf("completion bash = %d %.60q", code, out)
 	}
 }
+
+// TestEnvMap_FirstDuplicateWins: a variable given twice reads as
+// os.Getenv reads it (the first).
+func TestEnvMap_FirstDuplicateWins(t *testing.T) {
+	if got := envMap([]string{"CLAUDERON_SOCKET=/first", "CLAUDERON_SOCKET=/second"})["CLAUDERON_SOCKET"]; got != "/first" {
+		t.Errorf("envMap = %q, want the first value", got)
+	}
+}
