@@ -37,9 +37,10 @@ import (
 // h1Conn is a relay connection, registered so that drain can close it
 // while it waits for its next request.
 type h1Conn struct {
-	conn *tls.Conn                    // the client's connection
-	idle atomic.Bool                  // waiting for the next request
-	up   atomic.Pointer[upstreamConn] // the upstream connection in use
+	conn  *tls.Conn                    // the client's connection
+	idle  atomic.Bool                  // waiting for the next request
+	up    atomic.Pointer[upstreamConn] // the upstream connection in use
+	watch clientWatch                  // for a client hanging up while the upstream works
 }
 
 // serveH1 serves an intercepted HTTP/1.x connection until either side ends
@@ -47,7 +48,7 @@ type h1Conn struct {
 func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 	s.stats.activeHTTP.Add(1)
 	defer s.stats.activeHTTP.Add(-1)
-	hc := &h1Conn{conn: tc}
+	hc := &h1Conn{conn: tc, watch: clientWatch{client: tc.NetConn()}}
 	s.registerH1(hc, true)
 	defer s.registerH1(hc, false)
 	defer closeH1(tc)
@@ -117,10 +118,23 @@ type h1Exchange struct {
 	bw *bufio.Writer // the client's
 	uc *upstreamConn
 
-	closeAfter bool            // the client connection ends after this exchange
-	bodyDone   chan error      // the request body sender's result; nil without a body
-	wd         slidingDeadline // the client write deadline
-	bd         bodyDeadline
+	bodyDone chan error      // the request body sender's result; nil without a body
+	wd       slidingDeadline // the client write deadline
+	bd       bodyDeadline
+
+	// Facts that end the client connection after this exchange, recorded
+	// where they are learnt; keepAlive decides from them.
+	bodyOutOfStep  bool // the request body was not read to its end
+	closeDelimited bool // the response body ends with the connection (HTTP/1.0)
+	closingStatus  bool // an error status that closes the connection
+}
+
+// keepAlive reports whether the client connection may carry another
+// request after this exchange: the client did not ask to close, the stream
+// is in step, the response has its own framing, and the server is not
+// draining.
+func (x *h1Exchange) keepAlive() bool {
+	return !x.r.Close && !x.bodyOutOfStep && !x.closeDelimited && !x.closingStatus && !x.s.draining.Load()
 }
 
 // run relays one request. It reports whether the connection may carry
@@ -131,7 +145,6 @@ func (x *h1Exchange) run(req *http.Request, info *connInfo) (keep bool) {
 	defer s.stats.activeRequests.Add(-1)
 	x.rs = &reqState{Context: s.baseCtx, info: info, st: x.st}
 	x.r = req.WithContext(x.rs)
-	x.closeAfter = req.Close
 	if req.Body != nil && req.Body != http.NoBody {
 		x.rs.body.ReadCloser = req.Body
 		x.r.Body = &x.rs.body
@@ -258,12 +271,9 @@ func (x *h1Exchange) respond(resp *http.Response) bool {
 		}
 	default: // an HTTP/1.0 client: the end of the body is the end of the connection
 		resp.Header.Del("Content-Length")
-		x.closeAfter = true
+		x.closeDelimited = true
 	}
 	x.rs.sw.status = resp.StatusCode
-	if x.s.draining.Load() {
-		x.closeAfter = true
-	}
 	x.extend()
 	x.writeHead(resp, framing)
 	// A response of unknown length (chunked, close-delimited) or an event
@@ -290,26 +300,21 @@ func (x *h1Exchange) respond(resp *http.Response) bool {
 		x.setUpstream(nil)
 	}
 	x.abortUpstream()
-	return !x.closeAfter
+	return x.keepAlive()
 }
 
 // respondError answers with errorResponse's page (421, 403, 500, 502…).
 func (x *h1Exchange) respondError(err error) bool {
 	x.abortUpstream()
 	if x.r.ContentLength != 0 && x.rs.body.ReadCloser != nil && x.bodyDone == nil {
-		x.closeAfter = true // the body was not read; the stream is out of step
-	}
-	if x.s.draining.Load() {
-		x.closeAfter = true
+		x.bodyOutOfStep = true // the body was not read
 	}
 	br := &bufferedResponse{header: make(http.Header)}
 	x.s.errorResponse(br, x.r, err)
 	if br.status == 0 { // the client is gone: nothing to send
 		return false
 	}
-	if closesConnection(br.status) {
-		x.closeAfter = true
-	}
+	x.closingStatus = closesConnection(br.status)
 	x.rs.sw.status, x.rs.sw.n = br.status, int64(len(br.body))
 	resp := &http.Response{StatusCode: br.status, Status: strconv.Itoa(br.status) + " " + http.StatusText(br.status), Header: br.header}
 	x.extend()
@@ -318,7 +323,7 @@ func (x *h1Exchange) respondError(err error) bool {
 	if x.flushClient() != nil {
 		return false
 	}
-	return !x.closeAfter
+	return x.keepAlive()
 }
 
 // bufferedResponse is the ResponseWriter errorResponse writes into.

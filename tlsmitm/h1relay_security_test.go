@@ -391,6 +391,49 @@ func TestCancel_ClientGoneCancelsUpstream(t *testing.T) {
 	}
 }
 
+// TestCancel_ClientGoneOnALaterRequestCancelsUpstream: the watch for a
+// client hanging up belongs to the connection and is re-armed per request;
+// after a first request that waited on the upstream for longer than one
+// watch interval, it still cuts the upstream when the client leaves during
+// the second one.
+func TestCancel_ClientGoneOnALaterRequestCancelsUpstream(t *testing.T) {
+	started := make(chan struct{}, 1)
+	cancelled := make(chan struct{}, 1)
+	release := make(chan struct{})
+	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		if r.URL.Path == "/slow-first" {
+			time.Sleep(clientWatchInterval + 200*time.Millisecond)
+			io.WriteString(w, "ok")
+			return
+		}
+		started <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			cancelled <- struct{}{}
+		case <-release:
+		}
+	})})
+	t.Cleanup(func() { close(release) })
+	c, br := h.rawH1(t)
+	io.WriteString(c, "GET /slow-first HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("first request: %d %q; want 200 \"ok\" (a client that stayed must not be cut)", resp.StatusCode, body)
+	}
+	io.WriteString(c, "POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 2\r\n\r\n{}")
+	<-started
+	c.Close()
+	select {
+	case <-cancelled:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the second request's upstream was still running 3s after its client went away")
+	}
+}
+
 // TestLimits_UpstreamResponseHeadBounded: http.ReadResponse on the
 // pooled connection has no size limit (net/http's Transport stops at
 // MaxResponseHeaderBytes, 10 MiB by default), so an upstream (any name a

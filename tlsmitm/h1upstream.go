@@ -29,7 +29,8 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 		uc.conn.SetReadDeadline(time.Now().Add(d))
 		defer uc.conn.SetReadDeadline(time.Time{})
 	}
-	watch := x.watchClient()
+	watch := &x.hc.watch
+	watch.start(uc)
 	defer watch.stop()
 	for interim := 0; ; interim++ {
 		if interim > maxInterimResponses {
@@ -50,7 +51,7 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 				uc.Close()
 				berr := <-x.bodyDone
 				x.bodyDone = nil
-				x.closeAfter = true // the request body may be partly read
+				x.bodyOutOfStep = true // the request body may be partly read
 				if errors.Is(berr, errClientClosed) || errors.Is(berr, errBodyIdle) {
 					return nil, berr
 				}
@@ -156,7 +157,7 @@ func (x *h1Exchange) waitBody() error {
 	}
 	x.bodyDone = nil
 	if err != nil {
-		x.closeAfter = true
+		x.bodyOutOfStep = true
 		x.uc.Close()
 		x.setUpstream(nil)
 	}
@@ -174,7 +175,7 @@ func (x *h1Exchange) abortUpstream() {
 		x.bd.stop() // a sender waiting on the client
 		<-x.bodyDone
 		x.bodyDone = nil
-		x.closeAfter = true
+		x.bodyOutOfStep = true
 	}
 	x.setUpstream(nil)
 }

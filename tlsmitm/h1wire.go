@@ -22,7 +22,7 @@ func (x *h1Exchange) writeHead(resp *http.Response, framing string) {
 	bw.WriteString("\r\n")
 	writeHeaderLines(bw, resp.Header)
 	bw.WriteString(framing)
-	if x.closeAfter && resp.StatusCode >= 200 {
+	if resp.StatusCode >= 200 && !x.keepAlive() {
 		bw.WriteString("Connection: close\r\n")
 	}
 	bw.WriteString("\r\n")
