@@ -108,35 +108,33 @@ func encodeCert(der []byte) []byte {
 
 // newRoot makes a root key and certificate (not written).
 func newRoot(now time.Time, domains []string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	key, err := newKey()
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := rootTemplate(now, key.Public(), domains)
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, nil, fmt.Errorf("signing CA root certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cert, key, nil
+	return newCert("root", func(pub crypto.PublicKey) *x509.Certificate { return rootTemplate(now, pub, domains) }, nil, nil)
 }
 
 // newIntermediate makes an intermediate under root (not written).
 func newIntermediate(now time.Time, root *x509.Certificate, rootKey crypto.Signer) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	return newCert("intermediate", func(pub crypto.PublicKey) *x509.Certificate { return intermediateTemplate(now, pub, root) }, root, rootKey)
+}
+
+// newCert makes a key and the certificate that template describes for its
+// public key, signed by parent's key, or self-signed when parent is nil
+// (not written). what names the certificate in errors.
+func newCert(what string, template func(crypto.PublicKey) *x509.Certificate, parent *x509.Certificate, parentKey crypto.Signer) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	key, err := newKey()
 	if err != nil {
 		return nil, nil, err
 	}
-	der, err := x509.CreateCertificate(rand.Reader, intermediateTemplate(now, key.Public(), root), root, key.Public(), rootKey)
+	tmpl := template(key.Public())
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("signing CA intermediate certificate: %w", err)
+		return nil, nil, fmt.Errorf("signing CA %s certificate: %w", what, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("parsing new CA %s certificate: %w", what, err)
 	}
 	return cert, key, nil
 }
