@@ -157,25 +157,25 @@ func create(dir string, domains []string, now time.Time) error {
 	if err := writeIntermediate(dir, inter, interKey); err != nil {
 		return err
 	}
-	rootKeyPEM, err := encodeKey(rootKey)
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(dir, KeyFile), rootKeyPEM, 0o600); err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(dir, CertFile), encodeCert(root.Raw), 0o644)
+	return writePair(dir, KeyFile, CertFile, root, rootKey)
 }
 
+// writeIntermediate writes the intermediate's key and certificate into dir.
 func writeIntermediate(dir string, cert *x509.Certificate, key crypto.Signer) error {
+	return writePair(dir, IntermediateKeyFile, IntermediateCertFile, cert, key)
+}
+
+// writePair writes key (0600) and then cert (0644) into dir under the
+// given file names.
+func writePair(dir, keyFile, certFile string, cert *x509.Certificate, key crypto.Signer) error {
 	keyPEM, err := encodeKey(key)
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, IntermediateKeyFile), keyPEM, 0o600); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, keyFile), keyPEM, 0o600); err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, IntermediateCertFile), encodeCert(cert.Raw), 0o644)
+	return writeFileAtomic(filepath.Join(dir, certFile), encodeCert(cert.Raw), 0o644)
 }
 
 func randomSerial() *big.Int {
