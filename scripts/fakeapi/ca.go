@@ -81,9 +81,27 @@ func (c *CA) Pool() *x509.CertPool {
 // ServerTLS returns a server TLS config with a leaf for names (DNS names or IP
 // literals) signed by the CA. It speaks HTTP/1.1 only unless h2 is true.
 func (c *CA) ServerTLS(h2 bool, names ...string) (*tls.Config, error) {
+	leaf, err := c.Leaf(names...)
+	if err != nil {
+		return nil, err
+	}
+	protos := []string{"http/1.1"}
+	if h2 {
+		protos = []string{"h2", "http/1.1"}
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{leaf},
+		NextProtos:   protos,
+		MinVersion:   tls.VersionTLS12,
+	}, nil
+}
+
+// Leaf issues a server certificate for names (DNS names or IP literals; the
+// first is also the subject) signed by the CA.
+func (c *CA) Leaf(names ...string) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("generating leaf key: %w", err)
+		return tls.Certificate{}, fmt.Errorf("generating leaf key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
@@ -102,17 +120,9 @@ func (c *CA) ServerTLS(h2 bool, names ...string) (*tls.Config, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
 	if err != nil {
-		return nil, fmt.Errorf("signing leaf for %v: %w", names, err)
+		return tls.Certificate{}, fmt.Errorf("signing leaf for %v: %w", names, err)
 	}
-	protos := []string{"http/1.1"}
-	if h2 {
-		protos = []string{"h2", "http/1.1"}
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		NextProtos:   protos,
-		MinVersion:   tls.VersionTLS12,
-	}, nil
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 func serial() *big.Int {
