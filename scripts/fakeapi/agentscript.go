@@ -106,26 +106,9 @@ func streamToolUse(w http.ResponseWriter, model string, c toolCall) {
 		{"type": "content_block_start", "index": 0, "content_block": map[string]any{"type": "tool_use", "id": c.id, "name": c.name, "input": map[string]any{}}},
 	}
 	for _, piece := range chunks(string(input), 24) {
-		events = append(events, map[string]any{"type": "content_block_delta", "index": 0,
-			"delta": map[string]string{"type": "input_json_delta", "partial_json": piece}})
+		events = append(events, blockDelta(map[string]string{"type": "input_json_delta", "partial_json": piece}))
 	}
-	events = append(events,
-		map[string]any{"type": "content_block_stop", "index": 0},
-		map[string]any{"type": "message_delta", "delta": map[string]any{"stop_reason": "tool_use", "stop_sequence": nil},
-			"usage": map[string]int{"output_tokens": 20}},
-		map[string]any{"type": "message_stop"},
-	)
-	flusher, _ := w.(http.Flusher)
-	for _, ev := range events {
-		data, _ := json.Marshal(ev)
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev["type"], data); err != nil {
-			return
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	writeEvents(w, append(events, messageEnd("tool_use", 20)...), 2*time.Millisecond)
 }
 
 func chunks(s string, n int) []string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +32,29 @@ type Request struct {
 	Stream  bool   `json:"stream,omitempty"`
 	Status  int    `json:"status"`
 	Unknown bool   `json:"unknown,omitempty"`
+}
+
+// newRequest starts the log record of r as server received it; auth says
+// how it authenticated (see authOf).
+func newRequest(server string, r *http.Request, auth string) Request {
+	return Request{Time: time.Now(), Server: server, Host: r.Host, Method: r.Method, Path: r.URL.Path,
+		Query: r.URL.RawQuery, Proto: r.Proto, Auth: auth}
+}
+
+// authOf says how a request authenticated (Request.Auth): "real" when it
+// carried the expected credential, else "none" when every value it
+// presented is empty, "placeholder" when one holds a clauderon placeholder,
+// and "wrong" otherwise.
+func authOf(real bool, presented ...string) string {
+	switch {
+	case real:
+		return "real"
+	case !slices.ContainsFunc(presented, func(v string) bool { return v != "" }):
+		return "none"
+	case slices.ContainsFunc(presented, containsPlaceholder):
+		return "placeholder"
+	}
+	return "wrong"
 }
 
 // Log is a concurrency-safe request log shared by the fake servers.
@@ -80,23 +104,13 @@ type Anthropic struct {
 func (a *Anthropic) auth(r *http.Request) string {
 	authz := r.Header.Get("Authorization")
 	key := r.Header.Get("X-Api-Key")
-	switch {
-	case a.OAuthToken != "" && equal(authz, "Bearer "+a.OAuthToken):
-		return "real"
-	case a.APIKey != "" && equal(key, a.APIKey):
-		return "real"
-	case authz == "" && key == "":
-		return "none"
-	case containsPlaceholder(authz) || containsPlaceholder(key):
-		return "placeholder"
-	}
-	return "wrong"
+	real := a.OAuthToken != "" && equal(authz, "Bearer "+a.OAuthToken) || a.APIKey != "" && equal(key, a.APIKey)
+	return authOf(real, authz, key)
 }
 
 // ServeHTTP implements http.Handler.
 func (a *Anthropic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := Request{Time: time.Now(), Server: "anthropic", Host: r.Host, Method: r.Method, Path: r.URL.Path,
-		Query: r.URL.RawQuery, Proto: r.Proto, Auth: a.auth(r)}
+	rec := newRequest("anthropic", r, a.auth(r))
 	defer func() { a.Log.Add(rec) }()
 	switch {
 	case strings.HasPrefix(r.URL.Path, "/v1/messages"):
@@ -167,9 +181,7 @@ func message(model, text string) map[string]any {
 // startStream sends the head of an event stream and returns the
 // message_start's message, still without content.
 func startStream(w http.ResponseWriter, model string) map[string]any {
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
+	startEventStream(w)
 	start := message(model, "")
 	start["content"] = []any{}
 	start["stop_reason"] = nil
@@ -181,42 +193,57 @@ func startStream(w http.ResponseWriter, model string) map[string]any {
 func streamSSE(w http.ResponseWriter, model, reply string) {
 	start := startStream(w, model)
 	start["usage"] = map[string]int{"input_tokens": 12, "output_tokens": 1}
-	events := []struct {
-		name string
-		data any
-	}{
-		{"message_start", map[string]any{"type": "message_start", "message": start}},
-		{"content_block_start", map[string]any{"type": "content_block_start", "index": 0,
-			"content_block": map[string]string{"type": "text", "text": ""}}},
-		{"ping", map[string]string{"type": "ping"}},
+	events := []map[string]any{
+		{"type": "message_start", "message": start},
+		{"type": "content_block_start", "index": 0, "content_block": map[string]string{"type": "text", "text": ""}},
+		{"type": "ping"},
 	}
 	for _, word := range strings.SplitAfter(reply, " ") {
-		events = append(events, struct {
-			name string
-			data any
-		}{"content_block_delta", map[string]any{"type": "content_block_delta", "index": 0,
-			"delta": map[string]string{"type": "text_delta", "text": word}}})
+		events = append(events, blockDelta(map[string]string{"type": "text_delta", "text": word}))
 	}
-	events = append(events, []struct {
-		name string
-		data any
-	}{
-		{"content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}},
-		{"message_delta", map[string]any{"type": "message_delta",
-			"delta": map[string]any{"stop_reason": "end_turn", "stop_sequence": nil},
-			"usage": map[string]int{"output_tokens": 12}}},
-		{"message_stop", map[string]string{"type": "message_stop"}},
-	}...)
+	writeEvents(w, append(events, messageEnd("end_turn", 12)...), 5*time.Millisecond)
+}
+
+// blockDelta is the event that adds delta to the (only) content block of a
+// streamed Messages answer.
+func blockDelta(delta map[string]string) map[string]any {
+	return map[string]any{"type": "content_block_delta", "index": 0, "delta": delta}
+}
+
+// messageEnd is the tail of a streamed Messages answer with one content
+// block: the block's stop, the stop reason and output token count, and
+// message_stop.
+func messageEnd(stopReason string, outputTokens int) []map[string]any {
+	return []map[string]any{
+		{"type": "content_block_stop", "index": 0},
+		{"type": "message_delta", "delta": map[string]any{"stop_reason": stopReason, "stop_sequence": nil},
+			"usage": map[string]int{"output_tokens": outputTokens}},
+		{"type": "message_stop"},
+	}
+}
+
+// startEventStream sends the status and headers of a Server-Sent Events
+// answer.
+func startEventStream(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+}
+
+// writeEvents writes each event as a Server-Sent Event named by its "type",
+// flushing it and pausing after it so buffering proxies are visible. It
+// stops at the first failed write (the client went away).
+func writeEvents(w http.ResponseWriter, events []map[string]any, pause time.Duration) {
 	flusher, _ := w.(http.Flusher)
 	for _, ev := range events {
-		data, _ := json.Marshal(ev.data)
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.name, data); err != nil {
+		data, _ := json.Marshal(ev)
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev["type"], data); err != nil {
 			return
 		}
 		if flusher != nil {
 			flusher.Flush()
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(pause)
 	}
 }
 

@@ -2,7 +2,6 @@ package fakeapi
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -43,21 +42,12 @@ func (o *OpenAI) WithFallback(fallback http.Handler) http.Handler {
 
 func (o *OpenAI) auth(r *http.Request) string {
 	authz := r.Header.Get("Authorization")
-	switch {
-	case o.APIKey != "" && equal(authz, "Bearer "+o.APIKey):
-		return "real"
-	case authz == "":
-		return "none"
-	case containsPlaceholder(authz):
-		return "placeholder"
-	}
-	return "wrong"
+	return authOf(o.APIKey != "" && equal(authz, "Bearer "+o.APIKey), authz)
 }
 
 // ServeHTTP implements http.Handler.
 func (o *OpenAI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := Request{Time: time.Now(), Server: "openai", Host: r.Host, Method: r.Method, Path: r.URL.Path,
-		Query: r.URL.RawQuery, Proto: r.Proto, Auth: o.auth(r)}
+	rec := newRequest("openai", r, o.auth(r))
 	defer func() { o.Log.Add(rec) }()
 	if rec.Auth != "real" {
 		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 16<<20))
@@ -146,9 +136,7 @@ func responseObject(model, status, text string) map[string]any {
 // pause so buffering proxies are visible. Each event carries its type in
 // the SSE event name and in the JSON "type" field, and a sequence_number.
 func streamResponse(w http.ResponseWriter, model, reply string) {
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.WriteHeader(http.StatusOK)
+	startEventStream(w)
 	part := func(text string) map[string]any {
 		return map[string]any{"type": "output_text", "text": text, "annotations": []any{}}
 	}
@@ -178,16 +166,8 @@ func streamResponse(w http.ResponseWriter, model, reply string) {
 		map[string]any{"type": "response.output_item.done", "output_index": 0, "item": outputMessage("completed", reply)},
 		map[string]any{"type": "response.completed", "response": responseObject(model, "completed", reply)},
 	)
-	flusher, _ := w.(http.Flusher)
 	for i, ev := range events {
 		ev["sequence_number"] = i
-		data, _ := json.Marshal(ev)
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev["type"], data); err != nil {
-			return
-		}
-		if flusher != nil {
-			flusher.Flush()
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
+	writeEvents(w, events, 5*time.Millisecond)
 }

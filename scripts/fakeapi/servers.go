@@ -46,11 +46,11 @@ func (e *Echo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		headers[k] = v
 	}
-	status := writeJSON(w, http.StatusOK, map[string]any{
+	rec := newRequest(e.Name, r, auth)
+	rec.Status = writeJSON(w, http.StatusOK, map[string]any{
 		"server": e.Name, "method": r.Method, "host": r.Host, "path": r.URL.Path, "proto": r.Proto, "headers": headers,
 	})
-	e.Log.Add(Request{Time: time.Now(), Server: e.Name, Host: r.Host, Method: r.Method, Path: r.URL.Path,
-		Query: r.URL.RawQuery, Proto: r.Proto, Auth: auth, Status: status})
+	e.Log.Add(rec)
 }
 
 // Git serves bare repositories under Root over git's smart-HTTP protocol
@@ -64,8 +64,7 @@ type Git struct {
 
 // ServeHTTP implements http.Handler.
 func (g *Git) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec := Request{Time: time.Now(), Server: "git", Host: r.Host, Method: r.Method, Path: r.URL.Path,
-		Query: r.URL.RawQuery, Proto: r.Proto, Auth: g.auth(r)}
+	rec := newRequest("git", r, g.auth(r))
 	if rec.Auth != "real" {
 		w.Header().Set("WWW-Authenticate", `Basic realm="GitHub"`)
 		http.Error(w, "authentication required (auth="+rec.Auth+")", http.StatusUnauthorized)
@@ -85,21 +84,19 @@ func (g *Git) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Git) auth(r *http.Request) string {
-	authz := r.Header.Get("Authorization")
-	if authz == "" {
-		return "none"
-	}
 	user, pass, ok := r.BasicAuth()
-	if ok && user == "x-access-token" && equal(pass, g.Token) {
-		return "real"
+	authz := r.Header.Get("Authorization")
+	return authOf(ok && user == "x-access-token" && equal(pass, g.Token), authz, basicCredentials(authz))
+}
+
+// basicCredentials decodes the "user:password" of a Basic Authorization
+// header, or returns "" when it does not decode.
+func basicCredentials(authz string) string {
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(authz, "Basic "))
+	if err != nil {
+		return ""
 	}
-	if raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(authz, "Basic ")); err == nil && containsPlaceholder(string(raw)) {
-		return "placeholder"
-	}
-	if containsPlaceholder(authz) {
-		return "placeholder"
-	}
-	return "wrong"
+	return string(raw)
 }
 
 type statusWriter struct {
