@@ -130,21 +130,32 @@ func runBounded(jobs []func() attempt, n int) []attempt {
 	return out
 }
 
-func (o bypassOpts) tcp(target string) attempt {
-	a := attempt{Name: "tcp " + target, Kind: "tcp", Target: target}
-	c, err := o.dialer("tcp").Dial("tcp", target)
+// probe dials a.Target over network (bound to -bind, with the -timeout
+// deadline) and lets talk fill in the rest of a; a failed dial is a's
+// detail.
+func (o bypassOpts) probe(a attempt, network string, talk func(c net.Conn, a *attempt)) attempt {
+	c, err := o.dialer(network).Dial(network, a.Target)
 	if err != nil {
 		a.Detail = err.Error()
 		return a
 	}
 	defer c.Close()
-	a.Connected = true
 	_ = c.SetDeadline(time.Now().Add(o.timeout))
+	talk(c, &a)
+	return a
+}
+
+func (o bypassOpts) tcp(target string) attempt {
+	return o.probe(attempt{Name: "tcp " + target, Kind: "tcp", Target: target}, "tcp", talkTCP)
+}
+
+// talkTCP sends a probe line and looks for the recorder's banner.
+func talkTCP(c net.Conn, a *attempt) {
+	a.Connected = true
 	_, _ = c.Write([]byte("PROBE tcp\n"))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	a.Reached = strings.HasPrefix(line, Banner)
 	a.Detail = fmt.Sprintf("read %q err=%v", line, err)
-	return a
 }
 
 func (o bypassOpts) udp(target string, port int) attempt {
@@ -155,24 +166,17 @@ func (o bypassOpts) udp(target string, port int) attempt {
 		// The first bytes of a QUIC v1 Initial: long header, fixed bit, version 1.
 		payload = append([]byte{0xc3, 0, 0, 0, 1, 8}, bytes.Repeat([]byte{0x42}, 1200)...)
 	}
-	a := attempt{Name: kind + " " + target, Kind: kind, Target: target}
-	c, err := o.dialer("udp").Dial("udp", target)
-	if err != nil {
-		a.Detail = err.Error()
-		return a
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(o.timeout))
-	if _, err := c.Write(payload); err != nil {
-		a.Detail = "write: " + err.Error()
-		return a
-	}
-	buf := make([]byte, 512)
-	n, err := c.Read(buf)
-	a.Connected = err == nil
-	a.Reached = bytes.HasPrefix(buf[:n], []byte(Banner))
-	a.Detail = fmt.Sprintf("read %d bytes err=%v", n, err)
-	return a
+	return o.probe(attempt{Name: kind + " " + target, Kind: kind, Target: target}, "udp", func(c net.Conn, a *attempt) {
+		if _, err := c.Write(payload); err != nil {
+			a.Detail = "write: " + err.Error()
+			return
+		}
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		a.Connected = err == nil
+		a.Reached = bytes.HasPrefix(buf[:n], []byte(Banner))
+		a.Detail = fmt.Sprintf("read %d bytes err=%v", n, err)
+	})
 }
 
 // recConn remembers the first bytes read, to spot the recorder's banner
@@ -198,23 +202,21 @@ func (o bypassOpts) tls(target, sni string) attempt {
 	if label == "" {
 		label = "<none>"
 	}
-	a := attempt{Name: "tls " + target + " sni=" + label, Kind: "tls", Target: target}
-	raw, err := o.dialer("tcp").Dial("tcp", target)
-	if err != nil {
-		a.Detail = err.Error()
-		return a
-	}
-	defer raw.Close()
-	a.Connected = true
-	rc := &recConn{Conn: raw}
-	_ = rc.SetDeadline(time.Now().Add(o.timeout))
+	return o.probe(attempt{Name: "tls " + target + " sni=" + label, Kind: "tls", Target: target}, "tcp", func(raw net.Conn, a *attempt) {
+		a.Connected = true
+		talkTLS(&recConn{Conn: raw}, sni, a)
+	})
+}
+
+// talkTLS shakes hands presenting sni and sends one request; the
+// recorder's banner counts as reached even under a failed handshake.
+func talkTLS(rc *recConn, sni string, a *attempt) {
+	defer func() { a.Reached = a.Reached || bytes.Contains(rc.seen, []byte(Banner)) }()
 	// No verification: the attacker wants any byte path out, trusted or not.
 	c := tls.Client(rc, &tls.Config{ServerName: sni, InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
-	err = c.Handshake()
-	defer func() { a.Reached = a.Reached || bytes.Contains(rc.seen, []byte(Banner)) }()
-	if err != nil {
+	if err := c.Handshake(); err != nil {
 		a.Detail = "handshake: " + err.Error()
-		return a
+		return
 	}
 	cert := c.ConnectionState().PeerCertificates[0]
 	host := sni
@@ -224,7 +226,6 @@ func (o bypassOpts) tls(target, sni string) attempt {
 	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host)
 	line, rerr := bufio.NewReader(c).ReadString('\n')
 	a.Detail = fmt.Sprintf("handshake ok, cert CN=%q issuer=%q; response %q err=%v", cert.Subject.CommonName, cert.Issuer.CommonName, strings.TrimSpace(line), rerr)
-	return a
 }
 
 // dns sends one A query for a name no policy allows and reports the rcode.

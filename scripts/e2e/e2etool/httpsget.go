@@ -29,6 +29,19 @@ type httpResult struct {
 	Error   string            `json:"error,omitempty"`
 }
 
+// parseURLCommand adds the repeatable -H header flag to fs, parses args and
+// returns the headers and the one URL argument; ok is false (after a usage
+// line on stderr) when there is not exactly one.
+func parseURLCommand(fs *flag.FlagSet, args []string) (url string, headers headerFlags, ok bool) {
+	fs.Var(&headers, "H", "header 'Name: value' (repeatable)")
+	_ = fs.Parse(args)
+	if fs.NArg() != 1 {
+		fmt.Fprintf(os.Stderr, "%s: need exactly one URL\n", fs.Name())
+		return "", nil, false
+	}
+	return fs.Arg(0), headers, true
+}
+
 // httpsGet performs one request. The trust store is the system one, which
 // Go reads from SSL_CERT_FILE / SSL_CERT_DIR / the usual bundle paths.
 func httpsGet(args []string) int {
@@ -39,14 +52,11 @@ func httpsGet(args []string) int {
 	timeout := fs.Duration("timeout", 15*time.Second, "overall timeout")
 	asJSON := fs.Bool("json", false, "print a JSON result instead of status + body")
 	h2 := fs.Bool("h2", false, "allow HTTP/2")
-	var headers headerFlags
-	fs.Var(&headers, "H", "header 'Name: value' (repeatable)")
-	_ = fs.Parse(args)
-	if fs.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "httpsget: need exactly one URL")
+	url, headers, ok := parseURLCommand(fs, args)
+	if !ok {
 		return 2
 	}
-	res := doRequest(fs.Arg(0), *method, *data, *connect, headers, *timeout, *h2)
+	res := doRequest(url, *method, *data, *connect, headers, *timeout, *h2)
 	if *asJSON {
 		_ = json.NewEncoder(os.Stdout).Encode(res)
 	} else if res.Error != "" {
@@ -134,11 +144,8 @@ func latency(args []string) int {
 	method := fs.String("X", "POST", "HTTP method")
 	data := fs.String("d", `{"model":"m","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`, "request body")
 	connect := fs.String("connect", "", "dial this ip:port instead of resolving the URL's host")
-	var headers headerFlags
-	fs.Var(&headers, "H", "header 'Name: value' (repeatable)")
-	_ = fs.Parse(args)
-	if fs.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "latency: need exactly one URL")
+	url, headers, ok := parseURLCommand(fs, args)
+	if !ok {
 		return 2
 	}
 	c := newClient(*connect, !*newConn, 15*time.Second)
@@ -146,7 +153,7 @@ func latency(args []string) int {
 	errs, firstErr := 0, ""
 	for range *n {
 		start := time.Now()
-		res := roundTrip(c, fs.Arg(0), *method, *data, headers)
+		res := roundTrip(c, url, *method, *data, headers)
 		if res.Error != "" || res.Status != http.StatusOK {
 			if errs++; firstErr == "" {
 				firstErr = fmt.Sprintf("status %d: %s", res.Status, res.Error)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -53,17 +52,15 @@ func recorder(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	p := &hitPrinter{enc: json.NewEncoder(os.Stdout)}
-	var closers []func() error
-	var wg sync.WaitGroup
+	var rs recordings
+	defer rs.stop()
 	for _, port := range ports(*tcpPorts) {
 		ln, err := net.Listen("tcp", ":"+strconv.Itoa(port))
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "recorder: tcp %d: %v\n", port, err)
 			return 1
 		}
-		closers = append(closers, ln.Close)
-		wg.Add(1)
-		go func() { defer wg.Done(); recordTCP(ln, port, p) }()
+		rs.start(ln.Close, func() { recordTCP(ln, port, p) })
 	}
 	for _, port := range ports(*udpPorts) {
 		pc, err := net.ListenPacket("udp", ":"+strconv.Itoa(port))
@@ -71,9 +68,7 @@ func recorder(args []string) int {
 			fmt.Fprintf(os.Stderr, "recorder: udp %d: %v\n", port, err)
 			return 1
 		}
-		closers = append(closers, pc.Close)
-		wg.Add(1)
-		go func() { defer wg.Done(); recordUDP(pc, port, p) }()
+		rs.start(pc.Close, func() { recordUDP(pc, port, p) })
 	}
 	if *icmp {
 		for _, network := range []string{"ip4:icmp", "ip6:ipv6-icmp"} {
@@ -82,24 +77,41 @@ func recorder(args []string) int {
 				fmt.Fprintf(os.Stderr, "recorder: %s: %v (not recording it)\n", network, err)
 				continue
 			}
-			closers = append(closers, pc.Close)
-			wg.Add(1)
-			go func() { defer wg.Done(); recordICMP(pc, network, p) }()
+			rs.start(pc.Close, func() { recordICMP(pc, network, p) })
 		}
 	}
 	fmt.Println("READY")
 	<-ctx.Done()
-	for _, c := range closers {
-		_ = c()
-	}
-	wg.Wait()
 	return 0
 }
 
+// recordings are the recorder's listeners and the goroutines serving them.
+type recordings struct {
+	closers []func() error
+	wg      sync.WaitGroup
+}
+
+// start runs record in its own goroutine; calling closer ends it.
+func (rs *recordings) start(closer func() error, record func()) {
+	rs.closers = append(rs.closers, closer)
+	rs.wg.Add(1)
+	go func() { defer rs.wg.Done(); record() }()
+}
+
+// stop closes every listener and waits for the goroutines serving them.
+func (rs *recordings) stop() {
+	for _, c := range rs.closers {
+		_ = c()
+	}
+	rs.wg.Wait()
+}
+
+// ports parses a comma-separated list of port numbers, skipping anything
+// else.
 func ports(list string) []int {
 	var out []int
-	for _, f := range strings.Split(list, ",") {
-		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+	for _, f := range split(list) {
+		if n, err := strconv.Atoi(f); err == nil && n > 0 {
 			out = append(out, n)
 		}
 	}
@@ -129,35 +141,35 @@ func recordTCPConn(c net.Conn, port int, p *hitPrinter) {
 	p.print(hit{Proto: "tcp", Port: port, Src: c.RemoteAddr().String(), Data: printable(buf[:n])})
 }
 
+// recordUDP records every datagram and answers it with the banner.
 func recordUDP(pc net.PacketConn, port int, p *hitPrinter) {
-	buf := make([]byte, 2048)
-	for {
-		n, addr, err := pc.ReadFrom(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		p.print(hit{Proto: "udp", Port: port, Src: addr.String(), Data: printable(buf[:min(n, 64)])})
+	eachPacket(pc, func(b []byte, addr net.Addr) {
+		p.print(hit{Proto: "udp", Port: port, Src: addr.String(), Data: printable(b[:min(len(b), 64)])})
 		_, _ = pc.WriteTo([]byte(Banner), addr)
-	}
+	})
 }
 
+// recordICMP records echo requests only (type 8 for v4, 128 for v6); our
+// own replies and other noise are not hits.
 func recordICMP(pc net.PacketConn, network string, p *hitPrinter) {
+	eachPacket(pc, func(b []byte, addr net.Addr) {
+		if len(b) > 0 && (b[0] == 8 || b[0] == 128) {
+			p.print(hit{Proto: network, Src: addr.String()})
+		}
+	})
+}
+
+// eachPacket calls handle with every packet read from pc until pc is
+// closed; read errors on an open socket are skipped.
+func eachPacket(pc net.PacketConn, handle func(b []byte, addr net.Addr)) {
 	buf := make([]byte, 2048)
 	for {
 		n, addr, err := pc.ReadFrom(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
+		if errors.Is(err, net.ErrClosed) {
+			return
 		}
-		// Record echo requests only (type 8 for v4, 128 for v6); our own
-		// replies and other noise are not hits.
-		if n > 0 && (buf[0] == 8 || buf[0] == 128) {
-			p.print(hit{Proto: network, Src: addr.String()})
+		if err == nil {
+			handle(buf[:n], addr)
 		}
 	}
 }
