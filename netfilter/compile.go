@@ -51,7 +51,31 @@ func ifname(name string) []byte {
 
 func be16(v uint16) []byte { return binaryutil.BigEndian.PutUint16(v) }
 
-func cmpEq(data []byte) *expr.Cmp { return &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data} }
+func cmpEq(data []byte) *expr.Cmp { return compare(data, false) }
+
+// compare compares register 1 with data: equal, or with neg not equal.
+func compare(data []byte, neg bool) *expr.Cmp {
+	op := expr.CmpOpEq
+	if neg {
+		op = expr.CmpOpNeq
+	}
+	return &expr.Cmp{Op: op, Register: 1, Data: data}
+}
+
+// notEq is the nft text of compare's operator: "!= " with neg, else nothing.
+func notEq(neg bool) string {
+	if neg {
+		return "!= "
+	}
+	return ""
+}
+
+// andXor sets register 1 (32 bits, host byte order) to
+// (register 1 & mask) ^ xor.
+func andXor(mask, xor uint32) *expr.Bitwise {
+	return &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+		Mask: binaryutil.NativeEndian.PutUint32(mask), Xor: binaryutil.NativeEndian.PutUint32(xor)}
+}
 
 // compile turns r into the kernel expressions of one rule.
 func (r Rule) compile(x *exprCtx) []expr.Any {

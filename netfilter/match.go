@@ -38,19 +38,12 @@ func (m IfName) key() (expr.MetaKey, string) {
 
 func (m IfName) String() string {
 	_, k := m.key()
-	if m.Neg {
-		return fmt.Sprintf("%s != %q", k, m.Name)
-	}
-	return fmt.Sprintf("%s %q", k, m.Name)
+	return fmt.Sprintf("%s %s%q", k, notEq(m.Neg), m.Name)
 }
 
 func (m IfName) exprs(*exprCtx) []expr.Any {
 	k, _ := m.key()
-	c := cmpEq(ifname(m.Name))
-	if m.Neg {
-		c.Op = expr.CmpOpNeq
-	}
-	return []expr.Any{&expr.Meta{Key: k, Register: 1}, c}
+	return []expr.Any{&expr.Meta{Key: k, Register: 1}, compare(ifname(m.Name), m.Neg)}
 }
 
 // IfNameInSet matches the input (or output) interface name against a named
@@ -146,17 +139,14 @@ type Addr struct {
 }
 
 func (m Addr) String() string {
-	dir, op, p := "saddr", "", m.Prefix.String()
+	dir, p := "saddr", m.Prefix.String()
 	if m.Dst {
 		dir = "daddr"
-	}
-	if m.Neg {
-		op = "!= "
 	}
 	if m.Prefix.IsSingleIP() {
 		p = m.Prefix.Addr().String()
 	}
-	return fmt.Sprintf("ip %s %s%s", dir, op, p)
+	return fmt.Sprintf("ip %s %s%s", dir, notEq(m.Neg), p)
 }
 
 func (m Addr) exprs(*exprCtx) []expr.Any {
@@ -171,11 +161,7 @@ func (m Addr) exprs(*exprCtx) []expr.Any {
 		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)})
 	}
 	a := m.Prefix.Masked().Addr().As4()
-	c := cmpEq(a[:])
-	if m.Neg {
-		c.Op = expr.CmpOpNeq
-	}
-	return append(out, c)
+	return append(out, compare(a[:], m.Neg))
 }
 
 // AddrNotInSet matches IPv4 packets whose source address is not in the
@@ -204,8 +190,8 @@ func (CtEstablished) exprs(*exprCtx) []expr.Any {
 func ctAnyBit(key expr.CtKey, bits uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: key},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+		andXor(bits, 0),
+		compare(make([]byte, 4), true),
 	}
 }
 
@@ -241,18 +227,11 @@ type SocketMark struct {
 }
 
 func (m SocketMark) String() string {
-	if m.Neg {
-		return fmt.Sprintf("socket mark != 0x%08x", m.Mark)
-	}
-	return fmt.Sprintf("socket mark 0x%08x", m.Mark)
+	return fmt.Sprintf("socket mark %s0x%08x", notEq(m.Neg), m.Mark)
 }
 
 func (m SocketMark) exprs(*exprCtx) []expr.Any {
-	c := cmpEq(binaryutil.NativeEndian.PutUint32(m.Mark))
-	if m.Neg {
-		c.Op = expr.CmpOpNeq
-	}
-	return []expr.Any{&expr.Socket{Key: expr.SocketKeyMark, Register: 1}, c}
+	return []expr.Any{&expr.Socket{Key: expr.SocketKeyMark, Register: 1}, compare(binaryutil.NativeEndian.PutUint32(m.Mark), m.Neg)}
 }
 
 // MarkBits matches packets whose meta mark has (or, with Unset, lacks)
@@ -276,8 +255,7 @@ func (m MarkBits) exprs(*exprCtx) []expr.Any {
 	}
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(m.Bits), Xor: make([]byte, 4)},
+		andXor(m.Bits, 0),
 		cmpEq(binaryutil.NativeEndian.PutUint32(want)),
 	}
 }
@@ -331,24 +309,16 @@ func (m EtherType) String() string {
 	for i, t := range m.Types {
 		names[i] = etherName(t)
 	}
-	op := ""
-	if m.Neg {
-		op = "!= "
-	}
 	if len(names) == 1 {
-		return "ether type " + op + names[0]
+		return "ether type " + notEq(m.Neg) + names[0]
 	}
-	return fmt.Sprintf("ether type %s{ %s }", op, strings.Join(names, ", "))
+	return fmt.Sprintf("ether type %s{ %s }", notEq(m.Neg), strings.Join(names, ", "))
 }
 
 func (m EtherType) exprs(x *exprCtx) []expr.Any {
 	out := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}}
 	if len(m.Types) == 1 {
-		c := cmpEq(be16(m.Types[0]))
-		if m.Neg {
-			c.Op = expr.CmpOpNeq
-		}
-		return append(out, c)
+		return append(out, compare(be16(m.Types[0]), m.Neg))
 	}
 	elems := make([][]byte, len(m.Types))
 	for i, t := range slices.Sorted(slices.Values(m.Types)) {

@@ -3,7 +3,6 @@ package netfilter
 import (
 	"fmt"
 
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -79,8 +78,7 @@ func (v SetMarkBits) exprs(*exprCtx) []expr.Any {
 	}
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(^v.Bits), Xor: binaryutil.NativeEndian.PutUint32(xor)},
+		andXor(^v.Bits, xor),
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 	}
 }
