@@ -49,11 +49,8 @@ func (f *Fake) Apply(ctx context.Context, spec Spec) error {
 func (f *Fake) Verify(ctx context.Context, spec Spec) (Drift, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.begin(ctx, "verify"); err != nil {
+	if err := f.beginApplied(ctx, "verify", "verifying nftables ruleset"); err != nil {
 		return Drift{}, err
-	}
-	if !f.applied {
-		return Drift{}, fmt.Errorf("verifying nftables ruleset: %w", ErrNotApplied)
 	}
 	rs, err := Build(spec)
 	if err != nil {
@@ -66,11 +63,8 @@ func (f *Fake) Verify(ctx context.Context, spec Spec) (Drift, error) {
 func (f *Fake) Teardown(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.begin(ctx, "teardown"); err != nil {
+	if err := f.beginApplied(ctx, "teardown", "tearing down nftables ruleset"); err != nil {
 		return err
-	}
-	if !f.applied {
-		return fmt.Errorf("tearing down nftables ruleset: %w", ErrNotApplied)
 	}
 	f.applied, f.spec, f.kernel, f.counters = false, Spec{}, nil, nil
 	return nil
@@ -80,11 +74,8 @@ func (f *Fake) Teardown(ctx context.Context) error {
 func (f *Fake) SetPorts(ctx context.Context, ports []Port) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.begin(ctx, "setports"); err != nil {
+	if err := f.beginApplied(ctx, "setports", "setting bridge ports"); err != nil {
 		return err
-	}
-	if !f.applied {
-		return fmt.Errorf("setting bridge ports: %w", ErrNotApplied)
 	}
 	if err := f.spec.validatePorts(normalizePorts(ports)); err != nil {
 		return fmt.Errorf("setting bridge ports: %w", err)
@@ -109,11 +100,8 @@ func (f *Fake) SetPorts(ctx context.Context, ports []Port) error {
 func (f *Fake) Counters(ctx context.Context) ([]Counter, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.begin(ctx, "counters"); err != nil {
+	if err := f.beginApplied(ctx, "counters", "reading nftables counters"); err != nil {
 		return nil, err
-	}
-	if !f.applied {
-		return nil, fmt.Errorf("reading nftables counters: %w", ErrNotApplied)
 	}
 	out := make([]Counter, 0, len(f.counters))
 	for _, c := range f.counters {
@@ -131,6 +119,19 @@ func (f *Fake) begin(ctx context.Context, op string) error {
 		return err
 	}
 	return ctx.Err()
+}
+
+// beginApplied is begin for an operation that needs an applied ruleset:
+// without one it fails with ErrNotApplied, wrapped in what the operation
+// was doing.
+func (f *Fake) beginApplied(ctx context.Context, op, doing string) error {
+	if err := f.begin(ctx, op); err != nil {
+		return err
+	}
+	if !f.applied {
+		return fmt.Errorf("%s: %w", doing, ErrNotApplied)
+	}
+	return nil
 }
 
 // FailNext makes the next call of op ("apply", "verify", "teardown",
