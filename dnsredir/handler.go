@@ -217,11 +217,17 @@ func (c *Config) setDefaults() error {
 	if c.TTL < time.Second || c.MaxAnswers < 1 || c.Burst < 1 || c.MaxClients < 1 || c.LookupTimeout < 0 || c.MaxConcurrentLookups < 1 || c.MaxInFlightPerClient < 1 {
 		return errors.New("TTL, MaxAnswers, Burst, MaxClients, LookupTimeout, MaxConcurrentLookups and MaxInFlightPerClient must be positive (TTL at least 1s)")
 	}
-	if c.EventLogger == nil {
-		c.EventLogger = slog.New(slog.DiscardHandler)
-	}
-	c.EventLogger = c.EventLogger.With("component", "dnsredir")
+	c.EventLogger = componentLogger(c.EventLogger)
 	return nil
+}
+
+// componentLogger returns l, or for nil a logger that discards, with every
+// line tagged component=dnsredir.
+func componentLogger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	return l.With("component", "dnsredir")
 }
 
 func orDefault[T comparable](v, def T) T {

@@ -135,10 +135,7 @@ func (s *ServerConfig) setDefaults() {
 	s.MaxTCPConns = orDefault(s.MaxTCPConns, DefaultMaxTCPConns)
 	s.MaxTCPConnsPerClient = orDefault(s.MaxTCPConnsPerClient, DefaultMaxTCPConnsPerClient)
 	s.ShutdownGrace = orDefault(s.ShutdownGrace, DefaultShutdownGrace)
-	if s.Logger == nil {
-		s.Logger = slog.New(slog.DiscardHandler)
-	}
-	s.Logger = s.Logger.With("component", "dnsredir")
+	s.Logger = componentLogger(s.Logger)
 }
 
 // newRun completes srv with the Server's settings and hooks.
