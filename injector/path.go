@@ -2,6 +2,7 @@ package injector
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -36,20 +37,11 @@ func pathViews(target string, buf *[4]string) []string {
 	}
 	views := buf[:0]
 	for _, v := range [...]string{target, once, unescapeAll(once), cut} {
-		if v = normalizePath(v); !containsString(views, v) {
+		if v = normalizePath(v); !slices.Contains(views, v) {
 			views = append(views, v)
 		}
 	}
 	return views
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // normalizePath maps a path to the form entries are matched against: '\'
