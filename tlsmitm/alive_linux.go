@@ -12,20 +12,15 @@ import (
 // response), so any pending byte (a close_notify alert, most likely), a FIN
 // or an error means the peer is done with it.
 func connAlive(c net.Conn) bool {
-	rc, ok, err := rawConn(c)
-	if !ok {
-		return true
-	}
-	if err != nil {
-		return false
-	}
 	alive := true
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		// Anything but "nothing to read": pending bytes, a FIN, a reset.
-		alive = err == syscall.EAGAIN
-		return true // never wait for readiness
+	found, err := onSocket(c, func(rc syscall.RawConn) error {
+		var b [1]byte
+		return rc.Read(func(fd uintptr) bool {
+			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			// Anything but "nothing to read": pending bytes, a FIN, a reset.
+			alive = err == syscall.EAGAIN
+			return true // never wait for readiness
+		})
 	})
-	return err == nil && alive
+	return !found || err == nil && alive
 }

@@ -11,26 +11,22 @@ import (
 // error), without reading: poll(2) with POLLRDHUP sees a FIN even behind
 // unread bytes such as a TLS close_notify.
 func peerClosed(c net.Conn) bool {
-	rc, ok, err := rawConn(c)
-	if !ok {
-		return false
-	}
-	if err != nil {
-		return true
-	}
 	closed := false
-	err = rc.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
-			closed = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
-		}
+	found, err := onSocket(c, func(rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+			if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+				closed = fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0
+			}
+		})
 	})
-	return closed || err != nil
+	return found && (closed || err != nil)
 }
 
-// rawConn unwraps c (replayConn, tls.Conn) to its socket: ok false when
-// there is none (a pipe in tests), err when the socket cannot be reached.
-func rawConn(c net.Conn) (syscall.RawConn, bool, error) {
+// onSocket unwraps c (replayConn, tls.Conn) to its socket and calls use
+// with it. found is false when there is none (a pipe in tests); err is
+// the error reaching the socket, or use's.
+func onSocket(c net.Conn, use func(syscall.RawConn) error) (found bool, err error) {
 	for {
 		w, ok := c.(interface{ NetConn() net.Conn })
 		if !ok {
@@ -40,8 +36,11 @@ func rawConn(c net.Conn) (syscall.RawConn, bool, error) {
 	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return nil, false, nil
+		return false, nil
 	}
 	rc, err := sc.SyscallConn()
-	return rc, true, err
+	if err != nil {
+		return true, err
+	}
+	return true, use(rc)
 }
