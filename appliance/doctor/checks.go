@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -125,7 +126,7 @@ func formatStep(creds []api.Credential) api.DoctorStep {
 	var bad []string
 	for _, c := range creds {
 		want, known := expectedKinds[c.Name]
-		if !c.Present || !known || contains(want, c.Kind) {
+		if !c.Present || !known || slices.Contains(want, c.Kind) {
 			continue
 		}
 		bad = append(bad, fmt.Sprintf("%s/%s from %s is a %q, expected %s", c.Profile, c.Name, c.Source, c.Kind, kindExamples[c.Name]))
@@ -136,15 +137,6 @@ func formatStep(creds []api.Credential) api.DoctorStep {
 		s.Fix = "replace the value at the named source (check for a stray quote, newline or a token pasted into the wrong variable), then sudo systemctl reload clauderond"
 	}
 	return s
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // caSteps check the CA certificate parses, is a CA and is in its validity
