@@ -23,17 +23,7 @@ func (a *app) auditVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.json {
-				if err := a.printJSON(res); err != nil {
-					return err
-				}
-			} else {
-				writeAuditVerification(a.out, res)
-			}
-			if !res.OK {
-				return &exitError{code: exitFailure}
-			}
-			return nil
+			return a.printVerdict(res, res.OK, func() { writeAuditVerification(a.out, res) })
 		},
 	}
 }

@@ -248,20 +248,12 @@ func (a *app) statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.json {
-				if err := a.printJSON(st); err != nil {
-					return err
-				}
-			} else {
+			return a.printVerdict(st, st.Ready, func() {
 				writeStatus(a.out, st)
 				if st.Enforcement != api.EnforcementIntact {
 					fmt.Fprintf(a.errOut, "clauderon: WARNING: enforcement is %s: containers' traffic may not be fully controlled; run: sudo systemctl reload clauderond\n", strings.ToUpper(orUnknown(st.Enforcement)))
 				}
-			}
-			if !st.Ready {
-				return &exitError{code: exitFailure, msg: ""}
-			}
-			return nil
+			})
 		},
 	}
 }
@@ -339,17 +331,7 @@ func (a *app) doctorCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if a.json {
-				if err := a.printJSON(rep); err != nil {
-					return err
-				}
-			} else {
-				writeDoctor(a.out, rep)
-			}
-			if !rep.OK() {
-				return &exitError{code: exitFailure}
-			}
-			return nil
+			return a.printVerdict(rep, rep.OK(), func() { writeDoctor(a.out, rep) })
 		},
 	}
 }

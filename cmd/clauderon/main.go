@@ -216,3 +216,20 @@ func (a *app) printJSON(v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// printVerdict prints a check's result v (as JSON with --json, else through
+// human) and, when ok is false, fails with exit 1 and no further message:
+// the output already says what is wrong.
+func (a *app) printVerdict(v any, ok bool, human func()) error {
+	if a.json {
+		if err := a.printJSON(v); err != nil {
+			return err
+		}
+	} else {
+		human()
+	}
+	if !ok {
+		return &exitError{code: exitFailure}
+	}
+	return nil
+}
