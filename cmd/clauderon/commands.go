@@ -52,6 +52,19 @@ func (a *app) findSession(ctx context.Context, name string) (api.Session, error)
 	return api.Session{}, fmt.Errorf("no session %q (sessions: %s)", name, strings.Join(names, ", "))
 }
 
+// runningSession returns the named session when its container runs, else an
+// error ending in next, the command that helps (it is given the name).
+func (a *app) runningSession(ctx context.Context, name, next string) (api.Session, error) {
+	se, err := a.findSession(ctx, name)
+	if err != nil {
+		return api.Session{}, err
+	}
+	if se.State != "running" {
+		return api.Session{}, fmt.Errorf("session %s is %s, not running; %s %s", se.Name, se.State, next, se.Name)
+	}
+	return se, nil
+}
+
 func (a *app) attachCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:               "attach NAME",
@@ -59,12 +72,9 @@ func (a *app) attachCmd() *cobra.Command {
 		Short:             "Attach your terminal to an interactive session (docker attach)",
 		Args:              args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			se, err := a.findSession(cmd.Context(), argv[0])
+			se, err := a.runningSession(cmd.Context(), argv[0], "see its output with: clauderon logs")
 			if err != nil {
 				return err
-			}
-			if se.State != "running" {
-				return fmt.Errorf("session %s is %s, not running; see its output with: clauderon logs %s", se.Name, se.State, se.Name)
 			}
 			return a.exec([]string{"attach", se.Container}, a.environ)
 		},

@@ -220,12 +220,9 @@ func (a *app) execCmd() *cobra.Command {
 		Short:             "Run a command in a running session (docker exec), as the session's user",
 		Args:              args(cobra.MinimumNArgs(2)),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			se, err := a.findSession(cmd.Context(), argv[0])
+			se, err := a.runningSession(cmd.Context(), argv[0], "start it with: clauderon start")
 			if err != nil {
 				return err
-			}
-			if se.State != "running" {
-				return fmt.Errorf("session %s is %s, not running; start it with: clauderon start %s", se.Name, se.State, se.Name)
 			}
 			if user == "" {
 				user = se.User
