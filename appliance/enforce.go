@@ -158,17 +158,10 @@ func (e *enforcer) verify(ctx context.Context) {
 
 // run is the drift loop: every interval and on every kick.
 func (e *enforcer) run(ctx context.Context) error {
-	t := time.NewTicker(e.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-e.kick:
-		}
+	return everyTick(ctx, e.interval, e.kick, func() (bool, error) {
 		e.verify(ctx)
-	}
+		return false, nil
+	})
 }
 
 // setState records the enforcement state; the caller holds e.mu.

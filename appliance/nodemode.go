@@ -138,7 +138,7 @@ func (d *daemon) nodeSubnet(ctx context.Context, n bridge.Network) (bridge.Netwo
 	d.log.Warn("network.subnet is auto, the pod bridge does not exist yet and the Node names no spec.podCIDR; waiting for the CNI to make the bridge "+
 		"(or set network.subnet, or let the controller manager allocate node CIDRs)", "bridge", n.Bridge, "node", d.cfg.Kubernetes.Node, "err", err)
 	start := time.Now()
-	err = everyTick(ctx, time.Second, func() (bool, error) {
+	err = everyTick(ctx, time.Second, nil, func() (bool, error) {
 		got, err := bridge.AdoptCNI(bridge.HostLinks, n.Bridge, netip.Prefix{})
 		if err != nil {
 			return true, err
@@ -277,7 +277,7 @@ func (d *daemon) workloadOf(id string, src netip.Addr) (identity.Container, bool
 // by default; a CNI that picks another one stops the daemon (the rules
 // stay: fail closed), and the restart adopts what exists.
 func (d *daemon) awaitPodBridge(ctx context.Context, every time.Duration) error {
-	return everyTick(ctx, every, func() (bool, error) {
+	return everyTick(ctx, every, nil, func() (bool, error) {
 		n, err := bridge.AdoptCNI(bridge.HostLinks, d.network.Bridge, d.network.Subnet)
 		switch {
 		case err != nil:

@@ -94,12 +94,13 @@ func (p *statePin) replaced() error {
 // watch checks the pin every interval until ctx ends; a swap is an error
 // that stops the daemon.
 func (p *statePin) watch(ctx context.Context, interval time.Duration) error {
-	return everyTick(ctx, interval, func() (bool, error) { return false, p.replaced() })
+	return everyTick(ctx, interval, nil, func() (bool, error) { return false, p.replaced() })
 }
 
-// everyTick calls f every interval until ctx ends (nil), f says it is done
-// (nil) or f fails (its error).
-func everyTick(ctx context.Context, interval time.Duration, f func() (done bool, err error)) error {
+// everyTick calls f every interval, and whenever kick receives (a nil kick
+// never does), until ctx ends (nil), f says it is done (nil) or f fails
+// (its error).
+func everyTick(ctx context.Context, interval time.Duration, kick <-chan struct{}, f func() (done bool, err error)) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -107,6 +108,7 @@ func everyTick(ctx context.Context, interval time.Duration, f func() (done bool,
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-kick:
 		}
 		if done, err := f(); done || err != nil {
 			return err
