@@ -176,31 +176,17 @@ func shellQuote(s string) string {
 func parseBuildOutput(out []byte) (imageBuild, string) {
 	var r imageBuild
 	var errMsg string
+	text := map[string]*string{"error": &errMsg, "status": &r.Status, "tag": &r.Tag, "id": &r.ID,
+		"hash": &r.Hash, "claude_code": &r.ClaudeCode, "codex": &r.Codex, "base": &r.Base}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), "=")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "error":
-			errMsg = v
-		case "status":
-			r.Status = v
-		case "tag":
-			r.Tag = v
-		case "id":
-			r.ID = v
-		case "hash":
-			r.Hash = v
-		case "claude_code":
-			r.ClaudeCode = v
-		case "codex":
-			r.Codex = v
-		case "base":
-			r.Base = v
-		case "seconds":
+		switch {
+		case !ok:
+		case k == "seconds":
 			r.Seconds, _ = strconv.ParseFloat(v, 64)
+		case text[k] != nil:
+			*text[k] = v
 		}
 	}
 	return r, errMsg
@@ -249,13 +235,13 @@ func (a *app) imageLsCmd() *cobra.Command {
 
 // agentImages lists local images labelled clauderon.agent=1, one row per tag.
 func (a *app) agentImages(ctx context.Context) ([]agentImage, error) {
-	var ids, errb bytes.Buffer
-	if err := runTool(ctx, nil, &ids, &errb, "docker", "image", "ls", "--quiet", "--no-trunc", "--filter", "label=clauderon.agent=1"); err != nil {
-		return nil, fmt.Errorf("docker image ls: %v: %s", err, strings.TrimSpace(errb.String()))
+	ids, err := dockerOutput(ctx, "image", "ls", "--quiet", "--no-trunc", "--filter", "label=clauderon.agent=1")
+	if err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	var uniq []string
-	for _, id := range strings.Fields(ids.String()) {
+	for _, id := range strings.Fields(string(ids)) {
 		if !seen[id] {
 			seen[id] = true
 			uniq = append(uniq, id)
@@ -265,10 +251,9 @@ func (a *app) agentImages(ctx context.Context) ([]agentImage, error) {
 	if len(uniq) == 0 {
 		return imgs, nil
 	}
-	var js bytes.Buffer
-	errb.Reset()
-	if err := runTool(ctx, nil, &js, &errb, "docker", append([]string{"image", "inspect"}, uniq...)...); err != nil {
-		return nil, fmt.Errorf("docker image inspect: %v: %s", err, strings.TrimSpace(errb.String()))
+	js, err := dockerOutput(ctx, append([]string{"image", "inspect"}, uniq...)...)
+	if err != nil {
+		return nil, err
 	}
 	var raw []struct {
 		ID       string `json:"Id"`
@@ -277,7 +262,7 @@ func (a *app) agentImages(ctx context.Context) ([]agentImage, error) {
 		Size     int64
 		Config   struct{ Labels map[string]string }
 	}
-	if err := json.Unmarshal(js.Bytes(), &raw); err != nil {
+	if err := json.Unmarshal(js, &raw); err != nil {
 		return nil, fmt.Errorf("docker image inspect: %w", err)
 	}
 	for _, r := range raw {
@@ -295,6 +280,17 @@ func (a *app) agentImages(ctx context.Context) ([]agentImage, error) {
 	}
 	sort.Slice(imgs, func(i, j int) bool { return imgs[i].Tag < imgs[j].Tag })
 	return imgs, nil
+}
+
+// dockerOutput runs the docker CLI with args and returns its stdout; a
+// failure names the command (its first two words, e.g. "image ls") and
+// what docker printed on stderr.
+func dockerOutput(ctx context.Context, args ...string) ([]byte, error) {
+	var out, errb bytes.Buffer
+	if err := runTool(ctx, nil, &out, &errb, "docker", args...); err != nil {
+		return nil, fmt.Errorf("docker %s: %w: %s", strings.Join(args[:min(2, len(args))], " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.Bytes(), nil
 }
 
 func orDash(s string) string {
