@@ -45,23 +45,25 @@ func newCACommand(cfgFile *string) *cobra.Command {
 		RunE: caRun(cfgFile, func(cfg *config.Config) (string, error) { return appliance.RotateCA(cfg, grace) }),
 	}
 	rotate.Flags().DurationVar(&grace, "grace", appliance.DefaultCARotationGrace, "how long the previous root stays trusted")
-	var out, from string
-	initCmd := &cobra.Command{
-		Use:   "init --out DIR",
-		Short: "Create a CA root in DIR for several nodes to share (Kubernetes: a Secret)",
-		Args:  cobra.NoArgs,
-		RunE:  caRun(cfgFile, func(cfg *config.Config) (string, error) { return appliance.InitCA(cfg, out) }),
-	}
-	initCmd.Flags().StringVar(&out, "out", "", "directory for proxy-ca.pem and proxy-ca-key.pem (created 0700)")
-	_ = initCmd.MarkFlagRequired("out")
-	install := &cobra.Command{
-		Use:   "install --from DIR",
-		Short: "Install the shared CA root from DIR (a mounted Secret) into state_dir; nothing when DIR holds none",
-		Args:  cobra.NoArgs,
-		RunE:  caRun(cfgFile, func(cfg *config.Config) (string, error) { return appliance.InstallCA(cfg, from) }),
-	}
-	install.Flags().StringVar(&from, "from", "", "directory holding proxy-ca.pem and proxy-ca-key.pem")
-	_ = install.MarkFlagRequired("from")
+	initCmd := caDirCommand(cfgFile, "init", "out", "Create a CA root in DIR for several nodes to share (Kubernetes: a Secret)",
+		"directory for proxy-ca.pem and proxy-ca-key.pem (created 0700)", appliance.InitCA)
+	install := caDirCommand(cfgFile, "install", "from", "Install the shared CA root from DIR (a mounted Secret) into state_dir; nothing when DIR holds none",
+		"directory holding proxy-ca.pem and proxy-ca-key.pem", appliance.InstallCA)
 	ca.AddCommand(rotate, initCmd, install)
 	return ca
+}
+
+// caDirCommand is the ca subcommand `name --flag DIR` (the flag required),
+// which hands the configuration and DIR to do.
+func caDirCommand(cfgFile *string, name, flag, short, usage string, do func(*config.Config, string) (string, error)) *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   name + " --" + flag + " DIR",
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE:  caRun(cfgFile, func(cfg *config.Config) (string, error) { return do(cfg, dir) }),
+	}
+	cmd.Flags().StringVar(&dir, flag, "", usage)
+	_ = cmd.MarkFlagRequired(flag)
+	return cmd
 }
