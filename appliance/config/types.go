@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // The typed values below decode from text (YAML, CLAUDERON_<KEY>, flags)
@@ -19,20 +21,14 @@ const (
 	EgressAudit   EgressMode = "audit"   // passed through and audited
 )
 
-func (m EgressMode) valid() bool { return m == EgressEnforce || m == EgressAudit }
+// egressModes are the egress modes, the example first.
+var egressModes = []EgressMode{EgressEnforce, EgressAudit}
 
-func (m EgressMode) problem() error {
-	return fmt.Errorf("%q is not one of enforce, audit; expected e.g. enforce", string(m))
-}
+// problem says why m is not an egress mode, nil if it is one.
+func (m EgressMode) problem() error { return notOneOf(m, egressModes) }
 
 // UnmarshalText accepts enforce or audit.
-func (m *EgressMode) UnmarshalText(b []byte) error {
-	if v := EgressMode(b); !v.valid() {
-		return v.problem()
-	}
-	*m = EgressMode(b)
-	return nil
-}
+func (m *EgressMode) UnmarshalText(b []byte) error { return unmarshalOneOf(m, b, egressModes) }
 
 // Rcode is dns.deny_rcode: the answer to a name the policy denies.
 type Rcode string
@@ -43,18 +39,34 @@ const (
 	RcodeRefused  Rcode = "refused"
 )
 
-func (r Rcode) valid() bool { return r == RcodeNXDomain || r == RcodeRefused }
+// rcodes are the deny answers, the example first.
+var rcodes = []Rcode{RcodeNXDomain, RcodeRefused}
 
-func (r Rcode) problem() error {
-	return fmt.Errorf("%q is not one of nxdomain, refused; expected e.g. nxdomain", string(r))
-}
+// problem says why r is not a deny answer, nil if it is one.
+func (r Rcode) problem() error { return notOneOf(r, rcodes) }
 
 // UnmarshalText accepts nxdomain or refused.
-func (r *Rcode) UnmarshalText(b []byte) error {
-	if v := Rcode(b); !v.valid() {
-		return v.problem()
+func (r *Rcode) UnmarshalText(b []byte) error { return unmarshalOneOf(r, b, rcodes) }
+
+// notOneOf says why v is none of allowed (whose first is the example), nil
+// if it is one of them.
+func notOneOf[T ~string](v T, allowed []T) error {
+	if slices.Contains(allowed, v) {
+		return nil
 	}
-	*r = Rcode(b)
+	names := make([]string, len(allowed))
+	for i, a := range allowed {
+		names[i] = string(a)
+	}
+	return fmt.Errorf("%q is not one of %s; expected e.g. %s", string(v), strings.Join(names, ", "), names[0])
+}
+
+// unmarshalOneOf sets *dst to text when it is one of allowed.
+func unmarshalOneOf[T ~string](dst *T, text []byte, allowed []T) error {
+	if err := notOneOf(T(text), allowed); err != nil {
+		return err
+	}
+	*dst = T(text)
 	return nil
 }
 

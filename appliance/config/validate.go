@@ -279,8 +279,8 @@ func duplicateHosts(key string, n int, host func(int) string) error {
 
 func (c *Config) validateEgress() error {
 	var errs []error
-	if !c.Egress.Mode.valid() {
-		errs = append(errs, keyErr("egress.mode", "%s", c.Egress.Mode.problem()))
+	if err := c.Egress.Mode.problem(); err != nil {
+		errs = append(errs, keyErr("egress.mode", "%s", err))
 	}
 	for i, h := range c.Egress.Allow {
 		switch {
@@ -333,8 +333,8 @@ func validateUpstream(key string, u Upstream) error {
 
 func (c *Config) validateDNS() error {
 	var errs []error
-	if !c.DNS.DenyRcode.valid() {
-		errs = append(errs, keyErr("dns.deny_rcode", "%s", c.DNS.DenyRcode.problem()))
+	if err := c.DNS.DenyRcode.problem(); err != nil {
+		errs = append(errs, keyErr("dns.deny_rcode", "%s", err))
 	}
 	if c.DNS.RatePerSecond < 0 {
 		errs = append(errs, keyErr("dns.rate_per_second", "%g is negative; expected e.g. 500 (0 disables the limit)", c.DNS.RatePerSecond))
