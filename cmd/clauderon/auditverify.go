@@ -14,18 +14,9 @@ import (
 // line altered, removed, inserted or reordered. Exit 0 when intact, 1
 // otherwise.
 func (a *app) auditVerifyCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "verify",
-		Short: "Check the audit log's chain MACs; exits 1 at the first altered, missing, inserted or reordered line",
-		Args:  args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := a.client().AuditVerify(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return a.printVerdict(res, res.OK, func() { writeAuditVerification(a.out, res) })
-		},
-	}
+	return verdictCmd(a, "verify", "Check the audit log's chain MACs; exits 1 at the first altered, missing, inserted or reordered line",
+		(*api.Client).AuditVerify, func(res api.AuditVerification) bool { return res.OK },
+		func(res api.AuditVerification) { writeAuditVerification(a.out, res) })
 }
 
 func writeAuditVerification(w io.Writer, res api.AuditVerification) {

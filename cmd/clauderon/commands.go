@@ -249,23 +249,14 @@ func (a *app) splitRunArgs(argv []string) (profile string, rest []string, err er
 }
 
 func (a *app) statusCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "status",
-		Short: "Show the daemon's state; exits 0 once it is ready",
-		Args:  args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := a.client().Status(cmd.Context())
-			if err != nil {
-				return err
+	return verdictCmd(a, "status", "Show the daemon's state; exits 0 once it is ready", (*api.Client).Status,
+		func(st api.Status) bool { return st.Ready },
+		func(st api.Status) {
+			writeStatus(a.out, st)
+			if st.Enforcement != api.EnforcementIntact {
+				fmt.Fprintf(a.errOut, "clauderon: WARNING: enforcement is %s: containers' traffic may not be fully controlled; run: sudo systemctl reload clauderond\n", strings.ToUpper(orUnknown(st.Enforcement)))
 			}
-			return a.printVerdict(st, st.Ready, func() {
-				writeStatus(a.out, st)
-				if st.Enforcement != api.EnforcementIntact {
-					fmt.Fprintf(a.errOut, "clauderon: WARNING: enforcement is %s: containers' traffic may not be fully controlled; run: sudo systemctl reload clauderond\n", strings.ToUpper(orUnknown(st.Enforcement)))
-				}
-			})
-		},
-	}
+		})
 }
 
 func (a *app) auditCmd() *cobra.Command {
@@ -332,18 +323,8 @@ func (w *auditWriter) flush() {
 }
 
 func (a *app) doctorCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "doctor",
-		Short: "Check the whole path end to end; exits 1 if a step fails",
-		Args:  args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			rep, err := a.client().Doctor(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return a.printVerdict(rep, rep.OK(), func() { writeDoctor(a.out, rep) })
-		},
-	}
+	return verdictCmd(a, "doctor", "Check the whole path end to end; exits 1 if a step fails", (*api.Client).Doctor,
+		api.DoctorReport.OK, func(rep api.DoctorReport) { writeDoctor(a.out, rep) })
 }
 
 func (a *app) caCmd() *cobra.Command {

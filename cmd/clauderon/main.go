@@ -217,19 +217,30 @@ func (a *app) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// printVerdict prints a check's result v (as JSON with --json, else through
-// human) and, when ok is false, fails with exit 1 and no further message:
-// the output already says what is wrong.
-func (a *app) printVerdict(v any, ok bool, human func()) error {
-	if a.json {
-		if err := a.printJSON(v); err != nil {
-			return err
-		}
-	} else {
-		human()
+// verdictCmd is a command that asks the daemon for a check's result, prints
+// it (as JSON with --json, else through human) and, when ok says the check
+// failed, exits 1 with no further message: the output says what is wrong.
+func verdictCmd[T any](a *app, use, short string, fetch func(*api.Client, context.Context) (T, error), ok func(T) bool, human func(T)) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v, err := fetch(a.client(), cmd.Context())
+			if err != nil {
+				return err
+			}
+			if a.json {
+				if err := a.printJSON(v); err != nil {
+					return err
+				}
+			} else {
+				human(v)
+			}
+			if !ok(v) {
+				return &exitError{code: exitFailure}
+			}
+			return nil
+		},
 	}
-	if !ok {
-		return &exitError{code: exitFailure}
-	}
-	return nil
 }
