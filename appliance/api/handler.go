@@ -120,6 +120,22 @@ func decodeBody(r *http.Request, v any) error {
 	return nil
 }
 
+// serveBody hands the request's JSON body, decoded into a Req, to call and
+// answers with call's result under status, or with the error.
+func serveBody[Req, Resp any](h *handler, w http.ResponseWriter, r *http.Request, status int, call func(context.Context, Req) (Resp, error)) {
+	var req Req
+	if err := decodeBody(r, &req); err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	v, err := call(r.Context(), req)
+	if err != nil {
+		h.writeError(w, r, err)
+		return
+	}
+	h.writeJSON(w, status, v)
+}
+
 func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 	st, err := h.b.Status(r.Context())
 	h.reply(w, r, st, err)
@@ -151,17 +167,7 @@ func (h *handler) prepareWorkspace(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) createSession(w http.ResponseWriter, r *http.Request) {
-	var req CreateRequest
-	if err := decodeBody(r, &req); err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	s, err := h.b.CreateSession(r.Context(), req)
-	if err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	h.writeJSON(w, http.StatusCreated, s)
+	serveBody(h, w, r, http.StatusCreated, h.b.CreateSession)
 }
 
 func (h *handler) listSessions(w http.ResponseWriter, r *http.Request) {
@@ -181,13 +187,7 @@ func (h *handler) removeSession(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) runArgs(w http.ResponseWriter, r *http.Request) {
-	var req RunRequest
-	if err := decodeBody(r, &req); err != nil {
-		h.writeError(w, r, err)
-		return
-	}
-	a, err := h.b.RunArgs(r.Context(), req)
-	h.reply(w, r, a, err)
+	serveBody(h, w, r, http.StatusOK, h.b.RunArgs)
 }
 
 func (h *handler) doctor(w http.ResponseWriter, r *http.Request) {
