@@ -15,7 +15,6 @@ import (
 
 	"github.com/clauderon/clauderond/appliance/api"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
 )
 
 // stepAPI serves the daemon API on the Unix socket (mode 0660, group
@@ -125,21 +124,11 @@ func chownSocket(path, group string) error {
 // the kernel cannot say, the caller is nobody (fail closed: a request
 // without a peer would count as in-process, i.e. as an administrator).
 func withPeerCred(ctx context.Context, c net.Conn) context.Context {
-	nobody := api.WithPeer(ctx, api.Peer{UID: nobodyID, GID: nobodyID})
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return nobody
-	}
-	raw, err := uc.SyscallConn()
+	p, err := api.PeerOf(c)
 	if err != nil {
-		return nobody
+		p = api.Peer{UID: nobodyID, GID: nobodyID}
 	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil || credErr != nil {
-		return nobody
-	}
-	return api.WithPeer(ctx, api.Peer{UID: cred.Uid, GID: cred.Gid, PID: cred.Pid})
+	return api.WithPeer(ctx, p)
 }
 
 // nobodyID is the uid and gid of a socket peer the kernel could not name.

@@ -9,8 +9,8 @@ import (
 	"os/user"
 	"path/filepath"
 
+	"github.com/clauderon/clauderond/appliance/api"
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/sys/unix"
 )
 
 // systemConfig is the installed daemon's configuration file (the same
@@ -125,27 +125,13 @@ func homeSocket(env map[string]string) string {
 // socket.path in a world-writable directory while the daemon is down) would
 // otherwise let that user's fake daemon run what it likes as the caller.
 func checkDaemonPeer(c net.Conn, socket string, euid int) error {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return fmt.Errorf("refusing %s: not a Unix socket", socket)
-	}
-	rc, err := uc.SyscallConn()
+	peer, err := api.PeerOf(c)
 	if err != nil {
-		return fmt.Errorf("refusing %s: %w", socket, err)
+		return fmt.Errorf("refusing %s: cannot tell who serves it: %w", socket, err)
 	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return fmt.Errorf("refusing %s: %w", socket, err)
-	}
-	if cerr != nil {
-		return fmt.Errorf("refusing %s: cannot tell who serves it: %w", socket, cerr)
-	}
-	if !daemonPeerAllowed(int(cred.Uid), euid) {
+	if !daemonPeerAllowed(int(peer.UID), euid) {
 		return fmt.Errorf("refusing %s: it is served by uid %d (pid %d), not by root or you; clauderond runs as root, so that is another user's program, which could make this command run what it likes (pass --socket with the daemon's real socket)",
-			socket, cred.Uid, cred.Pid)
+			socket, peer.UID, peer.PID)
 	}
 	return nil
 }
