@@ -51,6 +51,8 @@ var forbidden = map[string]boundary{
 	"appliance/kubepods": {[]string{"/netfilter", "/tlsmitm", "/dnsredir", "/injector", "/appliance/config", nftables, viper, k8s},
 		"who holds an address (Kubernetes) never enforces anything; a bounded list+watch of its own, no client-go " +
 			"(Docker's types come in only through identity.Container, the value both sources return)"},
+	"appliance/envvars": {[]string{"/netfilter", "/dnsredir", "/tlsmitm", "/injector", "/appliance/api", "/appliance/config", viper, docker, nftables, certmagic, miekgDNS},
+		"an environment reader shared by the config loader and the CLI: it knows strings, not settings"},
 	"appliance/ratelog": {[]string{"/netfilter", "/dnsredir", "/tlsmitm", "/injector", "/appliance/config", viper, docker, nftables, certmagic, miekgDNS},
 		"a slog.Handler and nothing else: the appliance hands loggers built on it to the parts, which never import it"},
 	"cmd/clauderon": {[]string{"/netfilter", "/dnsredir", "/tlsmitm", "/injector", "/appliance/config", "/appliance/bridge", viper, docker, nftables, certmagic, miekgDNS},

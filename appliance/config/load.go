@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/clauderon/clauderond/appliance/envvars"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
@@ -103,19 +104,12 @@ func DefaultStateDir(environ []string) (string, error) {
 	return filepath.Join(u.HomeDir, ".clauderon"), nil
 }
 
+// envMap is environ by name; nil means the process environment.
 func envMap(environ []string) map[string]string {
 	if environ == nil {
 		environ = os.Environ()
 	}
-	m := make(map[string]string, len(environ))
-	for _, kv := range environ {
-		if k, val, ok := strings.Cut(kv, "="); ok {
-			if _, dup := m[k]; !dup { // the first one wins, as for os.Getenv
-				m[k] = val
-			}
-		}
-	}
-	return m
+	return envvars.Map(environ)
 }
 
 // Keys lists every configuration key (viper's dotted form), sorted.

@@ -23,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/clauderon/clauderond/appliance/envvars"
 	"github.com/spf13/cobra"
 )
 
@@ -81,7 +82,7 @@ type exitError struct {
 func (e *exitError) Error() string { return e.msg }
 
 func run(ctx context.Context, args []string, in io.Reader, out, errOut io.Writer, environ []string, ex execFunc) int {
-	a := &app{in: in, out: out, errOut: errOut, env: envMap(environ), environ: environ, exec: ex, sysConfig: systemConfig}
+	a := &app{in: in, out: out, errOut: errOut, env: envvars.Map(environ), environ: environ, exec: ex, sysConfig: systemConfig}
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetIn(in)
@@ -140,18 +141,6 @@ func isCobraUsage(err error) bool {
 		}
 	}
 	return false
-}
-
-func envMap(environ []string) map[string]string {
-	m := make(map[string]string, len(environ))
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			if _, dup := m[k]; !dup { // the first one wins, as for os.Getenv
-				m[k] = v
-			}
-		}
-	}
-	return m
 }
 
 // resolveSocket fills a.socket (once) from the flags, the environment and

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/clauderon/clauderond/appliance/api"
+	"github.com/clauderon/clauderond/appliance/envvars"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -447,10 +448,13 @@ func TestCompletion_SessionNamesFromDaemon(t *testing.T) {
 	}
 }
 
-// TestEnvMap_FirstDuplicateWins: a variable given twice reads as
-// os.Getenv reads it (the first).
-func TestEnvMap_FirstDuplicateWins(t *testing.T) {
-	if got := envMap([]string{"CLAUDERON_SOCKET=/first", "CLAUDERON_SOCKET=/second"})["CLAUDERON_SOCKET"]; got != "/first" {
-		t.Errorf("envMap = %q, want the first value", got)
+// TestFindSocket_FirstDuplicateVariableWins: a variable given twice reads
+// as os.Getenv reads it (the first), so the CLI talks to the socket a shell
+// would show.
+func TestFindSocket_FirstDuplicateVariableWins(t *testing.T) {
+	env := envvars.Map([]string{"CLAUDERON_SOCKET=/first", "CLAUDERON_SOCKET=/second"})
+	got, err := findSocket("", "", filepath.Join(t.TempDir(), "none.yaml"), env)
+	if err != nil || got.path != "/first" {
+		t.Errorf("findSocket = %+v, %v; want /first", got, err)
 	}
 }
