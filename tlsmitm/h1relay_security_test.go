@@ -357,6 +357,53 @@ func TestDrain_DeadlineCutsPendingUpstream(t *testing.T) {
 	}
 }
 
+// cancelWatch is an upstream whose /v1/messages handler holds the request
+// until its context is cancelled (the relay cut the upstream connection)
+// or the test ends; /slow-first answers "ok" after more than one
+// client-watch interval.
+type cancelWatch struct {
+	h         *harness
+	started   chan struct{}
+	cancelled chan struct{}
+}
+
+func newCancelWatch(t *testing.T) *cancelWatch {
+	cw := &cancelWatch{started: make(chan struct{}, 1), cancelled: make(chan struct{}, 1)}
+	release := make(chan struct{})
+	cw.h = newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read the body as an API does: net/http's server only watches for
+		// a closed connection (and cancels the context) once it is read.
+		io.ReadAll(r.Body)
+		if r.URL.Path == "/slow-first" {
+			time.Sleep(clientWatchInterval + 200*time.Millisecond)
+			io.WriteString(w, "ok")
+			return
+		}
+		cw.started <- struct{}{}
+		select {
+		case <-r.Context().Done():
+			cw.cancelled <- struct{}{}
+		case <-release:
+		}
+	})})
+	t.Cleanup(func() { close(release) })
+	return cw
+}
+
+// hangUpDuringMessage sends a held request on c, closes c once the upstream
+// has it, and fails unless the upstream request is cancelled within 3s.
+func (cw *cancelWatch) hangUpDuringMessage(t *testing.T, c net.Conn) {
+	t.Helper()
+	io.WriteString(c, "POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 2\r\n\r\n{}")
+	<-cw.started
+	c.Close()
+	select {
+	case <-cw.cancelled:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the upstream request was still running 3s after its client went away")
+	}
+}
+
 // TestCancel_ClientGoneCancelsUpstream: a client that disconnects
 // while the upstream is working is not noticed (nothing reads the client
 // connection while the relay waits for the upstream), so the upstream
@@ -365,30 +412,9 @@ func TestDrain_DeadlineCutsPendingUpstream(t *testing.T) {
 // stay held until the upstream answers. ReverseProxy under net/http's
 // server cancelled the upstream request when the client went away.
 func TestCancel_ClientGoneCancelsUpstream(t *testing.T) {
-	started := make(chan struct{}, 1)
-	cancelled := make(chan struct{}, 1)
-	release := make(chan struct{})
-	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Read the body as an API does: net/http's server only watches for
-		// a closed connection (and cancels the context) once it is read.
-		io.ReadAll(r.Body)
-		started <- struct{}{}
-		select {
-		case <-r.Context().Done():
-			cancelled <- struct{}{}
-		case <-release:
-		}
-	})})
-	t.Cleanup(func() { close(release) })
-	c, _ := h.rawH1(t)
-	io.WriteString(c, "POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 2\r\n\r\n{}")
-	<-started
-	c.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(3 * time.Second):
-		t.Fatal("the upstream request was still running 3s after its client went away")
-	}
+	cw := newCancelWatch(t)
+	c, _ := cw.h.rawH1(t)
+	cw.hangUpDuringMessage(t, c)
 }
 
 // TestCancel_ClientGoneOnALaterRequestCancelsUpstream: the watch for a
@@ -397,25 +423,8 @@ func TestCancel_ClientGoneCancelsUpstream(t *testing.T) {
 // watch interval, it still cuts the upstream when the client leaves during
 // the second one.
 func TestCancel_ClientGoneOnALaterRequestCancelsUpstream(t *testing.T) {
-	started := make(chan struct{}, 1)
-	cancelled := make(chan struct{}, 1)
-	release := make(chan struct{})
-	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.ReadAll(r.Body)
-		if r.URL.Path == "/slow-first" {
-			time.Sleep(clientWatchInterval + 200*time.Millisecond)
-			io.WriteString(w, "ok")
-			return
-		}
-		started <- struct{}{}
-		select {
-		case <-r.Context().Done():
-			cancelled <- struct{}{}
-		case <-release:
-		}
-	})})
-	t.Cleanup(func() { close(release) })
-	c, br := h.rawH1(t)
+	cw := newCancelWatch(t)
+	c, br := cw.h.rawH1(t)
 	io.WriteString(c, "GET /slow-first HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n")
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -424,14 +433,7 @@ func TestCancel_ClientGoneOnALaterRequestCancelsUpstream(t *testing.T) {
 	if body, _ := io.ReadAll(resp.Body); resp.StatusCode != 200 || string(body) != "ok" {
 		t.Fatalf("first request: %d %q; want 200 \"ok\" (a client that stayed must not be cut)", resp.StatusCode, body)
 	}
-	io.WriteString(c, "POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 2\r\n\r\n{}")
-	<-started
-	c.Close()
-	select {
-	case <-cancelled:
-	case <-time.After(3 * time.Second):
-		t.Fatal("the second request's upstream was still running 3s after its client went away")
-	}
+	cw.hangUpDuringMessage(t, c)
 }
 
 // TestLimits_UpstreamResponseHeadBounded: http.ReadResponse on the
