@@ -23,7 +23,8 @@ import (
 // which must stream while the response is read) and no channel handoff
 // between a server, a reverse proxy and a transport, which is what makes
 // net/http's path cost about twice the CPU per request. h2 connections keep
-// net/http's server and transport (intercept_h2.go).
+// net/http's server (intercept_h2.go) and use this relay's upstream pool
+// (h2relay.go).
 //
 // What it keeps from net/http's server: ReadHeaderTimeout, IdleTimeout and
 // MaxHeaderBytes (431), the request validation (one valid Host, valid
@@ -210,7 +211,7 @@ func (x *h1Exchange) relay() bool {
 		// A pooled connection the upstream closed meanwhile: a replayable
 		// request is sent again once, on a new connection (http.Transport's
 		// rule: the upstream may have acted on anything else).
-		stale := uc.reused && attempt == 0 && x.replayable() && isStaleConnError(err) && !errors.Is(err, errClientClosed)
+		stale := uc.reused && attempt == 0 && replayable(x.r) && isStaleConnError(err) && !errors.Is(err, errClientClosed)
 		x.abortUpstream()
 		if !stale {
 			return x.respondError(err)
@@ -222,22 +223,22 @@ func (x *h1Exchange) relay() bool {
 	return x.respond(resp)
 }
 
-func (x *h1Exchange) hasBody() bool {
-	return x.r.ContentLength != 0 && x.r.Body != nil && x.r.Body != http.NoBody
+func hasBody(r *http.Request) bool {
+	return r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
 }
 
 // replayable is http.Transport's rule for sending a request again after a
 // failure: no body, and a method (or an Idempotency-Key) that makes a
 // second copy harmless.
-func (x *h1Exchange) replayable() bool {
-	if x.hasBody() {
+func replayable(r *http.Request) bool {
+	if hasBody(r) {
 		return false
 	}
-	switch x.r.Method {
+	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions: // TRACE never gets here (refusedMethod)
 		return true
 	}
-	return x.r.Header.Get("Idempotency-Key") != "" || x.r.Header.Get("X-Idempotency-Key") != ""
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
 }
 
 // setUpstream makes uc the exchange's upstream connection (nil: none), where

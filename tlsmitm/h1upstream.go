@@ -1,7 +1,6 @@
 package tlsmitm
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -18,10 +17,17 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 	r, uc := x.r, x.uc
 	writeRequestHead(uc.bw, r, upgrade, teTrailers)
 	x.bodyDone = nil
-	if x.hasBody() {
+	if hasBody(r) {
 		x.bodyDone = make(chan error, 1)
 		x.bd = bodyDeadline{conn: x.tc, rd: slidingDeadline{idle: x.s.cfg.BodyIdleTimeout}}
-		go x.s.sendBody(uc, r, x.br, &x.bd, x.bodyDone)
+		// Flushed whenever the client has sent nothing more yet, and after
+		// every chunk of a chunked body (a chunk header that arrived only in
+		// part leaves bytes buffered while the next read waits for the rest).
+		hooks := pumpHooks{
+			beforeRead: x.bd.extend,
+			flushNow:   func() bool { return r.ContentLength < 0 || x.br.Buffered() == 0 },
+		}
+		go x.s.sendBody(uc, r, hooks, x.bd.readErr, x.bodyDone)
 	} else if err := uc.bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing request to upstream: %w", err)
 	}
@@ -76,12 +82,10 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 const maxInterimResponses = 5
 
 // sendBody streams the request body upstream (re-chunked when its length is
-// unknown), flushing whenever the client has sent nothing more yet, and
-// after every chunk of a chunked body (a chunk header that arrived only in
-// part leaves bytes buffered while the next read waits for the rest). A
-// read that makes no progress for BodyIdleTimeout fails it (bd). It runs on
-// its own goroutine and touches the Server only to report a panic.
-func (s *Server) sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Reader, bd *bodyDeadline, done chan<- error) {
+// unknown), flushing when hooks.flushNow says so; readErr names a failed
+// read of the client's body (the idle deadline, or the client gone). It
+// runs on its own goroutine and touches the Server only to report a panic.
+func (s *Server) sendBody(uc *upstreamConn, r *http.Request, hooks pumpHooks, readErr func(error) error, done chan<- error) {
 	defer func() {
 		if v := recover(); v != nil { // every send below is followed by return
 			s.recordPanic(v, "panic sending an intercepted request body")
@@ -95,10 +99,7 @@ func (s *Server) sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Re
 		cw = httputil.NewChunkedWriter(uc.bw)
 		w = cw
 	}
-	_, rerr, werr := pumpBody(r.Body, w, uc.bw, pumpHooks{
-		beforeRead: bd.extend,
-		flushNow:   func() bool { return r.ContentLength < 0 || clientBuf.Buffered() == 0 },
-	})
+	_, rerr, werr := pumpBody(r.Body, w, uc.bw, hooks)
 	if werr != nil {
 		done <- fmt.Errorf("writing request body to upstream: %w", werr)
 		return
@@ -108,7 +109,7 @@ func (s *Server) sendBody(uc *upstreamConn, r *http.Request, clientBuf *bufio.Re
 		// nor answer it before the exchange stops reading: close the
 		// socket under TLS, with no close_notify to answer.
 		uc.abort()
-		done <- bd.readErr(rerr)
+		done <- readErr(rerr)
 		return
 	}
 	if cw != nil {
@@ -138,23 +139,10 @@ func (x *h1Exchange) waitBody() error {
 	if x.bodyDone == nil {
 		return nil
 	}
-	var err error
-	select {
-	case err = <-x.bodyDone:
-	default:
-		grace := time.NewTimer(bodyGrace)
-		select {
-		case err = <-x.bodyDone:
-			grace.Stop()
-		case <-grace.C:
-			x.uc.Close()
-			x.bd.stop() // a sender waiting on the client
-			err = <-x.bodyDone
-			if err == nil {
-				err = errors.New("upstream answered before reading the whole request body")
-			}
-		}
-	}
+	err := waitSender(x.bodyDone, func() {
+		x.uc.Close()
+		x.bd.stop() // a sender waiting on the client
+	})
 	x.bodyDone = nil
 	if err != nil {
 		x.bodyOutOfStep = true
@@ -162,6 +150,28 @@ func (x *h1Exchange) waitBody() error {
 		x.setUpstream(nil)
 	}
 	return err
+}
+
+// waitSender returns the request body sender's result, stopping it with
+// stop when it has not finished within bodyGrace.
+func waitSender(done <-chan error, stop func()) error {
+	select {
+	case err := <-done:
+		return err
+	default:
+	}
+	grace := time.NewTimer(bodyGrace)
+	defer grace.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-grace.C:
+		stop()
+		if err := <-done; err != nil {
+			return err
+		}
+		return errors.New("upstream answered before reading the whole request body")
+	}
 }
 
 // abortUpstream closes the upstream connection still held (a failed or

@@ -80,11 +80,15 @@ type pumpHooks struct {
 	flushNow    func() bool // after a write: nothing more is waiting to be read
 }
 
+// flusher is what pumpBody flushes: a *bufio.Writer on the HTTP/1.1 legs,
+// the h2 stream's writer on the h2 client leg.
+type flusher interface{ Flush() error }
+
 // pumpBody copies src into w (bw, or a chunked writer over it) until EOF,
 // flushing bw whenever h.flushNow says so, and reports the bytes copied and
 // which side failed. It neither ends a chunked body nor flushes at the end:
 // the caller writes what follows (trailers) and flushes.
-func pumpBody(src io.Reader, w io.Writer, bw *bufio.Writer, h pumpHooks) (total int64, readErr, writeErr error) {
+func pumpBody(src io.Reader, w io.Writer, bw flusher, h pumpHooks) (total int64, readErr, writeErr error) {
 	bufp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bufp)
 	buf := *bufp

@@ -126,7 +126,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.releaseRequest(info)
-	s.proxy.ServeHTTP(&rs.sw, r.WithContext(rs))
+	if r = r.WithContext(rs); needsH2Upstream(r) {
+		s.proxy.ServeHTTP(&rs.sw, r)
+	} else {
+		s.relayH2(rs, r)
+	}
 	// Flush while the slot is held: net/http would flush what is left
 	// after the handler returns, and a client that never opens its h2
 	// window would then pin the stream outside the request limits.
@@ -207,8 +211,9 @@ func (b *trailerRedactingBody) Read(p []byte) (int, error) {
 
 // guardTransport returns a parked Rewrite error instead of dialling, and
 // otherwise sends the request over the pooled h2 transport (h2 upstream,
-// or HTTP/1.1 when the upstream does not offer h2). Only h2 clients come
-// this way; HTTP/1.x clients are relayed by h1relay.go.
+// or HTTP/1.1 when the upstream does not offer h2). Only gRPC requests of h2
+// clients come this way (needsH2Upstream); the others are relayed by
+// h2relay.go, and HTTP/1.x clients by h1relay.go.
 type guardTransport struct{}
 
 func (guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -231,8 +236,8 @@ func (guardTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return rs.st.h2.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 }
 
-// newH2Transport is the upstream transport of h2 clients: h2 when the
-// upstream offers it, HTTP/1.1 otherwise; pooled.
+// newH2Transport is the upstream transport of h2 clients' gRPC requests:
+// h2 when the upstream offers it, HTTP/1.1 otherwise; pooled.
 func (s *Server) newH2Transport(st *state) *http.Transport {
 	return &http.Transport{
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
