@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
+	"sync/atomic"
 	"time"
 )
 
@@ -109,8 +110,18 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.conns.Add(1) // the connection holds a slot, so this never races Wait
 	defer s.conns.Done()
+	slot := &streamSlot{s: s, info: info}
+	slot.left.Store(2)
 	s.stats.activeRequests.Add(1)
-	defer s.stats.activeRequests.Add(-1)
+	// The stream closed: net/http's h2 writer closes the notifier's channel
+	// then (the request's context ends earlier, when the handler returns).
+	if cn, ok := w.(http.CloseNotifier); ok { //nolint:staticcheck // the only signal of a stream's end
+		closed := cn.CloseNotify()
+		go func() { <-closed; slot.release() }()
+	} else {
+		slot.release()
+	}
+	defer slot.release() // the handler returned
 
 	rs := &reqState{Context: r.Context(), info: info, st: s.state.Load()}
 	rs.sw.init(w, s.cfg.WriteIdleTimeout)
@@ -125,16 +136,36 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.errorResponse(&rs.sw, r.WithContext(rs), err)
 		return
 	}
-	defer s.releaseRequest(info)
+	slot.admitted = true
 	if r = r.WithContext(rs); needsH2Upstream(r) {
 		s.proxy.ServeHTTP(&rs.sw, r)
 	} else {
 		s.relayH2(rs, r)
 	}
-	// Flush while the slot is held: net/http would flush what is left
-	// after the handler returns, and a client that never opens its h2
-	// window would then pin the stream outside the request limits.
-	rs.sw.Flush()
+}
+
+// streamSlot holds an h2 request's admission and its count in the stats
+// until both the handler has returned and the stream is closed. net/http's
+// server writes what is left of a response after the handler returns (and
+// ends the stream then); a client that never opens its flow-control window
+// would otherwise hold that stream, its buffer and goroutine outside every
+// request limit. The stream closes once its last frame is out, or is reset
+// at the write idle deadline, or with its connection.
+type streamSlot struct {
+	s        *Server
+	info     *connInfo
+	left     atomic.Int32 // of the two events
+	admitted bool         // set by the handler before its release
+}
+
+func (sl *streamSlot) release() {
+	if sl.left.Add(-1) != 0 {
+		return
+	}
+	if sl.admitted {
+		sl.s.releaseRequest(sl.info)
+	}
+	sl.s.stats.activeRequests.Add(-1)
 }
 
 // finishRequest recovers a handler panic (the request fails closed) and

@@ -164,6 +164,30 @@ func TestLimits_SlowButMovingUploadIsNotCut(t *testing.T) {
 	}
 }
 
+// TestIntercept_H2SmallResponseHoldsItsSlotUntilWritten: a response small
+// enough to sit in net/http's stream buffer when the handler returns still
+// holds its request slot while a client that never opens its window keeps
+// it unsent, and frees it when the write idle deadline resets the stream.
+func TestIntercept_H2SmallResponseHoldsItsSlotUntilWritten(t *testing.T) {
+	h := newHarness(t, harnessOpts{mutate: func(c *Config) { c.WriteIdleTimeout = time.Second }})
+	c, err := tls.Dial("tcp", h.addr, &tls.Config{ServerName: apiHost, RootCAs: h.pool, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	floodConn(c, "noread", 1)
+	// The upstream answers at once; the body waits for the client's window
+	// (in net/http's stream buffer once the handler has returned).
+	time.Sleep(400 * time.Millisecond)
+	if n := h.srv.Stats().ActiveRequests; n != 1 {
+		t.Fatalf("%d requests in flight while the response waits for the client's window; want 1", n)
+	}
+	waitFor(t, 10*time.Second, "the request's slot released", func() bool { return h.srv.Stats().ActiveRequests == 0 })
+	if ev := h.rec.nextWithin(t, 10*time.Second); ev.Status != 200 {
+		t.Errorf("audit = %+v, want the upstream's 200", ev)
+	}
+}
+
 // TestIntercept_H2WindowNeverOpenedIsCutAfterWriteIdle: an h2 client that
 // never opens its flow-control window pins no request past
 // WriteIdleTimeout: the upstream response is abandoned, audited, and the
