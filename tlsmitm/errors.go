@@ -84,6 +84,8 @@ type httpError struct {
 // transport, dialer) to the response the client gets.
 func classifyHTTP(err error) httpError {
 	switch {
+	case errors.Is(err, errBadRequest):
+		return httpError{http.StatusBadRequest, "clauderon_bad_request", "", err.Error()}
 	case errors.Is(err, ErrMethodNotAllowed):
 		return httpError{http.StatusMethodNotAllowed, "clauderon_method_not_allowed", "", err.Error()}
 	case errors.Is(err, ErrSNIMismatch):
@@ -166,6 +168,10 @@ var errBodyIdle = errors.New("request body idle")
 // retryAfterSeconds is the Retry-After of a 503 for a fair-share limit: the
 // requests holding the slots are usually API calls of seconds.
 const retryAfterSeconds = "1"
+
+// errBadRequest marks a request the terminator will not relay as sent
+// (400).
+var errBadRequest = errors.New("malformed request")
 
 // errTLSHandshake marks failures of the upstream TLS handshake.
 var errTLSHandshake = errors.New("upstream TLS handshake failed")
