@@ -22,9 +22,8 @@ import (
 )
 
 // intercept terminates TLS on c (replaying the recorded hello), then serves
-// an HTTP/1.x connection itself (serveH1) or hands an h2 one to the shared
-// HTTP server. It reports whether it (or the HTTP server) took care of
-// closing c.
+// the connection as HTTP/1.x (serveH1) or h2 (serveH2). It reports whether
+// it took care of closing c.
 func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
 	s.stats.intercepted.Add(1)
 	rc := &replayConn{Conn: c, pending: hello, info: info}
@@ -46,12 +45,7 @@ func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
 		s.serveH1(tc, info) // here, in the accepting goroutine; it closes tc
 		return true
 	}
-	s.conns.Add(1) // released by ConnState (closed/hijacked) via info.httpDone
-	s.stats.activeHTTP.Add(1)
-	if !s.hl.deliver(tc) {
-		info.httpDone.Do(s.releaseHTTPConn)
-		tc.Close()
-	}
+	s.serveH2(tc, info) // likewise
 	return true
 }
 

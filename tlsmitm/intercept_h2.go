@@ -2,7 +2,6 @@ package tlsmitm
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,32 +10,8 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
-	"sync/atomic"
 	"time"
 )
-
-func (s *Server) newHTTPServer() *http.Server {
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetHTTP2(true)
-	return &http.Server{
-		Handler:           proxyHandler{s},
-		Protocols:         &p,
-		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:          h2MaxStreams,
-			MaxReadFrameSize:              h2ClientFrameSize,
-			MaxReceiveBufferPerStream:     h2UploadWindow,
-			MaxReceiveBufferPerConnection: h2UploadConnWindow,
-		},
-		BaseContext: func(net.Listener) context.Context { return s.baseCtx },
-		ConnContext: connContext,
-		ConnState:   s.connState,
-		ErrorLog:    slogErrorLog(s.events),
-	}
-}
 
 // Memory bounds of the h2 legs. What an admitted request can hold is
 // bounded by these and the in-flight caps (MaxRequestsPerSource); see the
@@ -61,68 +36,10 @@ const (
 	h2DownloadWindow = 512 << 10
 )
 
-type connInfoKey struct{}
-
-func connContext(ctx context.Context, c net.Conn) context.Context {
-	if tc, ok := c.(*tls.Conn); ok {
-		if rc, ok := tc.NetConn().(*replayConn); ok {
-			return context.WithValue(ctx, connInfoKey{}, rc.info)
-		}
-	}
-	return ctx
-}
-
-func infoOf(c net.Conn) *connInfo {
-	if tc, ok := c.(*tls.Conn); ok {
-		if rc, ok := tc.NetConn().(*replayConn); ok {
-			return rc.info
-		}
-	}
-	return nil
-}
-
-func (s *Server) connState(c net.Conn, cs http.ConnState) {
-	if cs != http.StateClosed && cs != http.StateHijacked {
-		return
-	}
-	if info := infoOf(c); info != nil {
-		info.httpDone.Do(s.releaseHTTPConn)
-	}
-}
-
-func (s *Server) releaseHTTPConn() {
-	s.stats.activeHTTP.Add(-1)
-	s.conns.Done()
-}
-
-// proxyHandler keeps ServeHTTP off Server's exported API: requests only
-// arrive through the terminator's own HTTP server.
-type proxyHandler struct{ s *Server }
-
-func (h proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.s.serveHTTP(w, r) }
-
-// serveHTTP proxies one intercepted request and writes its audit Event.
-func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	info, _ := r.Context().Value(connInfoKey{}).(*connInfo)
-	if info == nil { // not from our accept path; never proxy it
-		s.errorResponse(w, r, fmt.Errorf("%w: connection did not come through the TLS terminator", ErrSNIMismatch))
-		return
-	}
-	s.conns.Add(1) // the connection holds a slot, so this never races Wait
-	defer s.conns.Done()
-	slot := &streamSlot{s: s, info: info}
-	slot.left.Store(2)
-	s.stats.activeRequests.Add(1)
-	// The stream closed: net/http's h2 writer closes the notifier's channel
-	// then (the request's context ends earlier, when the handler returns).
-	if cn, ok := w.(http.CloseNotifier); ok { //nolint:staticcheck // the only signal of a stream's end
-		closed := cn.CloseNotify()
-		go func() { <-closed; slot.release() }()
-	} else {
-		slot.release()
-	}
-	defer slot.release() // the handler returned
-
+// serveRequest proxies one request of an h2 client and writes its audit
+// Event; admitted reports that it took a request slot, which the caller
+// releases once the response is out.
+func (s *Server) serveRequest(w http.ResponseWriter, r *http.Request, info *connInfo, admitted *bool) {
 	rs := &reqState{Context: r.Context(), info: info, st: s.state.Load()}
 	rs.sw.init(w, s.cfg.WriteIdleTimeout)
 	if r.Body != nil && r.Body != http.NoBody {
@@ -131,41 +48,18 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = &rs.body
 	}
 	start := time.Now()
+	r = r.WithContext(rs)
 	defer s.finishRequest(rs, r, start)
 	if err := s.admitRequest(info); err != nil {
-		s.errorResponse(&rs.sw, r.WithContext(rs), err)
+		s.errorResponse(&rs.sw, r, err)
 		return
 	}
-	slot.admitted = true
-	if r = r.WithContext(rs); needsH2Upstream(r) {
+	*admitted = true
+	if needsH2Upstream(r) {
 		s.proxy.ServeHTTP(&rs.sw, r)
 	} else {
 		s.relayH2(rs, r)
 	}
-}
-
-// streamSlot holds an h2 request's admission and its count in the stats
-// until both the handler has returned and the stream is closed. net/http's
-// server writes what is left of a response after the handler returns (and
-// ends the stream then); a client that never opens its flow-control window
-// would otherwise hold that stream, its buffer and goroutine outside every
-// request limit. The stream closes once its last frame is out, or is reset
-// at the write idle deadline, or with its connection.
-type streamSlot struct {
-	s        *Server
-	info     *connInfo
-	left     atomic.Int32 // of the two events
-	admitted bool         // set by the handler before its release
-}
-
-func (sl *streamSlot) release() {
-	if sl.left.Add(-1) != 0 {
-		return
-	}
-	if sl.admitted {
-		sl.s.releaseRequest(sl.info)
-	}
-	sl.s.stats.activeRequests.Add(-1)
 }
 
 // finishRequest recovers a handler panic (the request fails closed) and

@@ -31,8 +31,6 @@ type Server struct {
 	own    *ownAddrs
 	proxy  *httputil.ReverseProxy
 	tlsCfg *tls.Config
-	http   *http.Server
-	hl     *chanListener
 	stats  counters
 	// limits applies the fair shares of connections and requests
 	// (persource.go).
@@ -44,8 +42,9 @@ type Server struct {
 
 	conns sync.WaitGroup // every goroutine Serve must outlive
 	mu    sync.Mutex
-	raw   map[net.Conn]bool    // connections not owned by http.Server → still peeking the hello
+	raw   map[net.Conn]bool    // accepted connections → still peeking the hello
 	h1    map[*h1Conn]struct{} // HTTP/1.x connections served by the relay
+	h2    map[*h2Conn]struct{} // h2 connections (h2serve.go)
 	// baseCtx is the parent of every request; cancelled at the drain deadline.
 	baseCtx    context.Context
 	baseCancel context.CancelFunc
@@ -83,6 +82,7 @@ func New(cfg Config) (*Server, error) {
 		own:    &ownAddrs{list: cfg.InterfaceAddrs},
 		raw:    make(map[net.Conn]bool),
 		h1:     make(map[*h1Conn]struct{}),
+		h2:     make(map[*h2Conn]struct{}),
 		limits: newSourceLimiter(&cfg),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
@@ -100,7 +100,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.proxy = s.newReverseProxy()
 	s.tlsCfg = s.newTLSConfig()
-	s.http = s.newHTTPServer()
 	return s, nil
 }
 
@@ -173,10 +172,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return errors.New("tlsmitm: Serve called twice")
 	}
 	defer s.Close()
-	s.hl = newChanListener(ln.Addr())
-	s.conns.Add(1)
-	go s.runHTTPServer()
-
 	acceptErr := make(chan error, 1)
 	s.conns.Add(1)
 	go s.acceptLoop(ln, acceptErr)
@@ -190,13 +185,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ln.Close()
 	s.drain()
 	return err
-}
-
-func (s *Server) runHTTPServer() {
-	defer s.conns.Done()
-	if err := s.http.Serve(s.hl); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-		s.log.Error("intercept HTTP server stopped", "err", err)
-	}
 }
 
 func (s *Server) acceptLoop(ln net.Listener, errc chan<- error) {
@@ -224,18 +212,16 @@ func (s *Server) acceptLoop(ln net.Listener, errc chan<- error) {
 	}
 }
 
-// drain implements graceful stop: http.Server.Shutdown (GOAWAY for h2,
-// close idle keep-alives, wait for active requests) and waiting for
-// passthrough splices, both bounded by DrainTimeout; then force.
+// drain implements graceful stop: GOAWAY for h2 connections, idle HTTP/1.1
+// keep-alives closed, active requests and passthrough splices waited for,
+// all bounded by DrainTimeout; then force.
 func (s *Server) drain() {
 	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
 	s.draining.Store(true)
 	s.closeRaw(true)
 	s.closeH1(true)
-	if err := s.http.Shutdown(dctx); err != nil {
-		s.log.Warn("drain deadline reached; closing remaining intercepted connections", "err", err)
-	}
+	s.drainH2(false)
 	done := make(chan struct{})
 	go waitGroupDone(&s.conns, done)
 	select {
@@ -243,10 +229,11 @@ func (s *Server) drain() {
 		return
 	case <-dctx.Done():
 	}
+	s.log.Warn("drain deadline reached; closing remaining intercepted connections", "after", s.cfg.DrainTimeout)
 	s.baseCancel()
-	s.http.Close()
 	s.closeRaw(false)
 	s.closeH1(false)
+	s.drainH2(true)
 	<-done
 }
 
@@ -301,9 +288,6 @@ type connInfo struct {
 	rule    string
 	st      *state
 	source  *source // the fair-share record of the client address
-	// httpDone releases the connection's slot in Server.conns once
-	// http.Server reports it closed or hijacked.
-	httpDone sync.Once
 }
 
 // handleConn peeks, routes and dispatches one accepted connection. It
@@ -381,41 +365,3 @@ func (s *Server) audit(st *state, ev Event) {
 		st.auditor.Record(ev)
 	}
 }
-
-// chanListener feeds terminated connections to the shared http.Server.
-type chanListener struct {
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
-	addr net.Addr
-}
-
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{ch: make(chan net.Conn), done: make(chan struct{}), addr: addr}
-}
-
-func (l *chanListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ch:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-// deliver hands c to the HTTP server; false if the listener is closed.
-func (l *chanListener) deliver(c net.Conn) bool {
-	select {
-	case l.ch <- c:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-func (l *chanListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *chanListener) Addr() net.Addr { return l.addr }

@@ -1,0 +1,628 @@
+package tlsmitm
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// The h2 intercept path. An intercepted connection that negotiated h2 is
+// served here, in the goroutine that accepted it, by a frame loop of our
+// own over x/net/http2's Framer and HPACK: one goroutine per request,
+// which answers on the connection itself (h2wire.go) and relays to the
+// upstream over the HTTP/1.1 relay's pool (h2relay.go). net/http's h2
+// server spends a serve loop, a frame-writer goroutine and channel
+// handoffs on every request, and wrote a small response in two records.
+//
+// What it keeps of net/http's h2 server: SETTINGS toward the client (32
+// concurrent streams, 16 KiB frames, 128 KiB/1 MiB upload windows, the
+// header list limit, 431 beyond it), the Framer's checks of every frame
+// (sizes, CONTINUATION order, HPACK, pseudo-header order and duplicates,
+// header names and values), request validation (pseudo-headers, no
+// connection-specific fields, TE only "trailers", Content-Length against
+// the DATA received, cookies joined), flow control both ways, streams
+// whose request still runs counted against the limit until it has ended
+// (a reset does not free the slot: rapid reset), GOAWAY after a response
+// that ends the connection, idle timeout and drain, and a write deadline
+// on every write(2).
+
+// Limits of the h2 frontend beyond those in intercept_h2.go.
+const (
+	// h2MaxDataFrame keeps a DATA frame and its 9-byte header inside one
+	// 16 KiB TLS record.
+	h2MaxDataFrame = 16<<10 - 9
+	// h2ReadBuffer buffers the client's frames (a frame of up to
+	// h2ClientFrameSize larger than it is read straight through).
+	h2ReadBuffer = 4 << 10
+	// h2WriteBuffer collects frames between flushes.
+	h2WriteBuffer = 16 << 10
+)
+
+// h2Conn is an h2 client connection.
+type h2Conn struct {
+	s      *Server
+	info   *connInfo
+	tc     *tls.Conn
+	br     *bufio.Reader
+	fr     *http2.Framer
+	w      h2Writer
+	remote string
+
+	mu         sync.Mutex
+	streams    map[uint32]*h2Stream // open streams and streams whose request still runs
+	maxID      uint32               // the highest stream the client opened
+	goingAway  bool                 // GOAWAY sent or received: no new streams
+	idleArmed  bool                 // the read deadline is the idle (or going-away) one
+	recvWindow int32                // connection window the client may still use
+	unacked    int32                // connection window read, not yet granted back
+	wg         sync.WaitGroup       // request goroutines
+}
+
+// serveH2 serves an intercepted h2 connection until either side ends it,
+// and closes it.
+func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
+	s.stats.activeHTTP.Add(1)
+	defer s.stats.activeHTTP.Add(-1)
+	c := &h2Conn{s: s, info: info, tc: tc, streams: make(map[uint32]*h2Stream), remote: tc.RemoteAddr().String()}
+	c.br = bufio.NewReaderSize(tc, h2ReadBuffer)
+	bw := bufio.NewWriterSize(deadlineWriter{c: tc, idle: s.cfg.WriteIdleTimeout}, h2WriteBuffer)
+	c.fr = http2.NewFramer(bw, c.br)
+	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.fr.MaxHeaderListSize = c.maxHeaderList()
+	c.fr.SetMaxReadFrameSize(h2ClientFrameSize)
+	c.w.init(tc.NetConn(), c.fr, bw)
+	s.registerH2(c, true)
+	defer s.registerH2(c, false)
+
+	graceful := c.handshake() && c.serve()
+	if !graceful {
+		c.w.fail(errH2ConnClosed)
+	}
+	c.mu.Lock()
+	c.goingAway = true
+	open := make([]*h2Stream, 0, len(c.streams))
+	for _, st := range c.streams {
+		open = append(open, st)
+	}
+	c.mu.Unlock()
+	for _, st := range open {
+		st.abort(fmt.Errorf("%w: the connection ended", errClientClosed))
+	}
+	c.wg.Wait()
+	if graceful {
+		closeH1(tc) // close_notify, FIN, and what the client still sends read away
+	} else {
+		tc.NetConn().Close()
+	}
+}
+
+// maxHeaderList is SETTINGS_MAX_HEADER_LIST_SIZE: MaxHeaderBytes plus
+// net/http's allowance for the per-field overhead HPACK counts.
+func (c *h2Conn) maxHeaderList() uint32 { return uint32(c.s.cfg.MaxHeaderBytes + 10*32) }
+
+// handshake reads the client preface and sends our SETTINGS and the
+// connection window.
+func (c *h2Conn) handshake() bool {
+	c.tc.SetReadDeadline(time.Now().Add(c.s.cfg.ReadHeaderTimeout))
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(c.br, preface[:]); err != nil || string(preface[:]) != http2.ClientPreface {
+		return false
+	}
+	c.recvWindow = h2UploadConnWindow
+	c.w.control(func(fr *http2.Framer) error {
+		return fr.WriteSettings(
+			http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
+			http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2UploadWindow},
+			http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.maxHeaderList()},
+		)
+	})
+	c.w.control(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, h2UploadConnWindow-65535) })
+	if c.w.flush() != nil {
+		return false
+	}
+	c.mu.Lock()
+	c.armIdleLocked()
+	c.mu.Unlock()
+	return true
+}
+
+// armIdleLocked sets the read deadline of a connection without streams:
+// the idle timeout, or now when it is going away.
+func (c *h2Conn) armIdleLocked() {
+	c.idleArmed = true
+	if c.goingAway {
+		c.tc.SetReadDeadline(time.Unix(1, 0))
+		return
+	}
+	c.tc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+}
+
+// serve is the read loop. It reports whether the connection ended
+// gracefully (idle, or gone away with no stream left).
+func (c *h2Conn) serve() (graceful bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.s.recordPanic(v, "panic serving an h2 connection", "sni", c.info.sni)
+			graceful = false
+		}
+	}()
+	for first := true; ; first = false {
+		c.mu.Lock()
+		if c.idleArmed && len(c.streams) > 0 {
+			c.idleArmed = false
+			c.tc.SetReadDeadline(time.Time{}) // a request's own timers bound it now
+		}
+		c.mu.Unlock()
+		if c.br.Buffered() == 0 && c.w.flush() != nil {
+			return false
+		}
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) { // a malformed HEADERS: the stream is closed
+				c.mu.Lock()
+				c.maxID = max(c.maxID, se.StreamID)
+				c.mu.Unlock()
+				c.resetID(se.StreamID, se.Code)
+				continue
+			}
+			switch {
+			case isTimeout(err):
+				// Idle, or going away with no stream left: a deadline is
+				// armed only then. A frame cut by it is not resumed.
+				c.goAway(http2.ErrCodeNo)
+				return true
+			case errors.Is(err, http2.ErrFrameTooLarge):
+				c.goAway(http2.ErrCodeFrameSize)
+			default:
+				var ce http2.ConnectionError
+				if errors.As(err, &ce) {
+					c.goAway(http2.ErrCode(ce))
+				}
+			}
+			return false
+		}
+		if sf, ok := f.(*http2.SettingsFrame); first && (!ok || sf.IsAck()) {
+			c.goAway(http2.ErrCodeProtocol)
+			return false
+		}
+		if err := c.onFrame(f); err != nil {
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				c.goAway(http2.ErrCode(ce))
+				return false
+			}
+			if errors.Is(err, errH2GoneAway) {
+				return true
+			}
+			return false
+		}
+	}
+}
+
+var errH2GoneAway = errors.New("h2 client went away")
+
+func (c *h2Conn) onFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.MetaHeadersFrame:
+		return c.onHeaders(f)
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.RSTStreamFrame:
+		st, err := c.stream(f.StreamID)
+		if st != nil {
+			st.abort(fmt.Errorf("%w: the client reset the stream (%v)", errClientClosed, f.ErrCode))
+		}
+		return err
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil
+		}
+		return c.w.control(func(fr *http2.Framer) error { return fr.WritePing(true, f.Data) })
+	case *http2.GoAwayFrame:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.goingAway = true
+		if len(c.streams) == 0 {
+			return errH2GoneAway
+		}
+		return nil
+	case *http2.PushPromiseFrame: // only servers push
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return nil // PRIORITY (checked by the Framer) and unknown types
+}
+
+// stream returns an open stream; nil without error for one already closed,
+// and a connection error for one the client never opened.
+func (c *h2Conn) stream(id uint32) (*h2Stream, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.streams[id]; st != nil {
+		return st, nil
+	}
+	if id > c.maxID {
+		return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return nil, nil
+}
+
+func (c *h2Conn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	err := f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			c.mu.Lock()
+			open := make([]*h2Stream, 0, len(c.streams))
+			for _, st := range c.streams {
+				open = append(open, st)
+			}
+			c.mu.Unlock()
+			return c.w.setInitialWindow(s.Val, open)
+		case http2.SettingMaxFrameSize:
+			c.w.mu.Lock()
+			c.w.maxFrame = min(int(s.Val), h2MaxDataFrame)
+			c.w.mu.Unlock()
+		case http2.SettingHeaderTableSize:
+			c.w.mu.Lock()
+			c.w.henc.SetMaxDynamicTableSizeLimit(s.Val)
+			c.w.mu.Unlock()
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return c.w.control(func(fr *http2.Framer) error { return fr.WriteSettingsAck() })
+}
+
+func (c *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if id%2 == 0 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.mu.Lock()
+	if st := c.streams[id]; st != nil { // trailers
+		c.mu.Unlock()
+		if code := st.onTrailers(f); code != 0 {
+			c.resetStream(st, code)
+		}
+		return nil
+	}
+	if id <= c.maxID {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.maxID = id
+	if c.goingAway {
+		c.mu.Unlock()
+		return nil // after GOAWAY new streams are ignored
+	}
+	full := len(c.streams) >= h2MaxStreams
+	c.mu.Unlock()
+	if full { // streams whose request still runs count, reset or not
+		c.resetID(id, http2.ErrCodeRefusedStream)
+		return nil
+	}
+	if f.Truncated {
+		c.w.mu.Lock()
+		c.w.writeHeadersLocked(&h2Stream{id: id}, http.StatusRequestHeaderFieldsTooLarge, nil, nil, true)
+		c.w.mu.Unlock()
+		return nil
+	}
+	ctx, cancel := context.WithCancel(c.s.baseCtx)
+	st := &h2Stream{c: c, id: id, ctx: ctx, cancel: cancel, recvWindow: h2UploadWindow, declared: -1,
+		sendWindow: c.w.newStreamWindow()}
+	st.cond.L = &st.mu
+	r, code := c.newRequest(st, f)
+	if code != 0 {
+		cancel()
+		c.resetID(id, code)
+		return nil
+	}
+	c.mu.Lock()
+	c.streams[id] = st
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go c.runStream(st, r)
+	return nil
+}
+
+// newRequest builds the request of a HEADERS frame, or the stream error
+// that refuses it (RFC 9113 section 8.1.1: malformed).
+func (c *h2Conn) newRequest(st *h2Stream, f *http2.MetaHeadersFrame) (*http.Request, http2.ErrCode) {
+	var method, scheme, authority, path string
+	for _, hf := range f.PseudoFields() {
+		switch hf.Name {
+		case ":method":
+			method = hf.Value
+		case ":scheme":
+			scheme = hf.Value
+		case ":authority":
+			authority = hf.Value
+		case ":path":
+			path = hf.Value
+		default: // :protocol: extended CONNECT is not offered
+			return nil, http2.ErrCodeProtocol
+		}
+	}
+	isConnect := method == http.MethodConnect
+	if isConnect && (path != "" || scheme != "" || authority == "") ||
+		!isConnect && (method == "" || path == "" || scheme != "https" && scheme != "http") {
+		return nil, http2.ErrCodeProtocol
+	}
+	regular := f.RegularFields()
+	header := make(http.Header, len(regular))
+	var cookies []string
+	for _, hf := range regular {
+		switch {
+		case h2ConnectionHeader(hf.Name), hf.Name == "te" && hf.Value != "trailers":
+			return nil, http2.ErrCodeProtocol
+		case hf.Name == "cookie":
+			cookies = append(cookies, hf.Value)
+			continue
+		}
+		k := http.CanonicalHeaderKey(hf.Name)
+		header[k] = append(header[k], hf.Value)
+	}
+	if len(cookies) > 0 {
+		header["Cookie"] = []string{strings.Join(cookies, "; ")}
+	}
+	if authority == "" {
+		authority = header.Get("Host")
+	}
+	var u *url.URL
+	switch {
+	case isConnect:
+		u = &url.URL{Host: authority}
+	case method == http.MethodOptions && path == "*":
+		u = &url.URL{Path: "*"}
+	default:
+		var err error
+		if u, err = url.ParseRequestURI(path); err != nil {
+			return nil, http2.ErrCodeProtocol
+		}
+	}
+	declared := int64(-1)
+	if vv := header["Content-Length"]; len(vv) > 0 {
+		n, err := strconv.ParseUint(vv[0], 10, 63)
+		for _, v := range vv[1:] {
+			if v != vv[0] {
+				err = errors.New("conflicting Content-Length")
+			}
+		}
+		if err != nil {
+			return nil, http2.ErrCodeProtocol
+		}
+		declared = int64(n)
+	}
+	r := &http.Request{Method: method, URL: u, Proto: "HTTP/2.0", ProtoMajor: 2, Header: header,
+		Host: authority, RequestURI: path, RemoteAddr: c.remote, Body: http.NoBody}
+	if f.StreamEnded() {
+		if declared > 0 {
+			return nil, http2.ErrCodeProtocol
+		}
+		st.peerDone, st.eof = true, true
+	} else {
+		r.Body, r.ContentLength, st.declared = st, declared, declared
+		st.needsContinue = strings.EqualFold(header.Get("Expect"), "100-continue")
+	}
+	return r.WithContext(st.ctx), 0
+}
+
+// runStream serves one request on its own goroutine and ends its stream.
+// The request's slot is held until the response's last frame is out (or
+// the write deadline reset the stream): a client that never opens its
+// window holds its own slot, not a free one.
+func (c *h2Conn) runStream(st *h2Stream, r *http.Request) {
+	defer c.wg.Done()
+	defer c.endStream(st)
+	s := c.s
+	s.stats.activeRequests.Add(1)
+	defer s.stats.activeRequests.Add(-1)
+	st.isHead = r.Method == http.MethodHead
+	var admitted bool
+	if c.handle(st, r, &admitted) {
+		st.finish()
+	} else { // a cut response: reset, so the client cannot take it for whole
+		st.releasePending()
+		c.w.resetStream(st, http2.ErrCodeInternal, true)
+		c.w.flush()
+	}
+	if admitted {
+		s.releaseRequest(c.info)
+	}
+	if st.closeConn {
+		c.goAway(http2.ErrCodeNo)
+	}
+}
+
+// handle runs the request; false: it was aborted (a panic, or
+// http.ErrAbortHandler for a response cut mid-body).
+func (c *h2Conn) handle(st *h2Stream, r *http.Request, admitted *bool) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			c.s.recordPanic(v, "panic serving an h2 request", "sni", c.info.sni)
+		}
+	}()
+	c.s.serveRequest(st, r, c.info, admitted)
+	return true
+}
+
+// endStream forgets a stream whose request has ended. A client still
+// sending its body is told to stop (RST_STREAM NO_ERROR after a complete
+// response, RFC 9113 section 8.1).
+func (c *h2Conn) endStream(st *h2Stream) {
+	st.cancel()
+	st.endBody(errH2StreamClosed)
+	st.mu.Lock()
+	stillSending := !st.peerDone
+	st.peerDone = true
+	st.mu.Unlock()
+	if stillSending {
+		c.w.resetStream(st, http2.ErrCodeNo, true)
+		c.w.flush()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.streams, st.id)
+	if len(c.streams) == 0 {
+		c.armIdleLocked()
+	}
+}
+
+// resetStream ends st with an RST_STREAM of code.
+func (c *h2Conn) resetStream(st *h2Stream, code http2.ErrCode) {
+	st.mu.Lock()
+	st.peerDone = true
+	st.mu.Unlock()
+	st.cancel()
+	st.endBody(fmt.Errorf("%w: stream reset (%v)", errClientClosed, code))
+	c.w.resetStream(st, code, true)
+}
+
+// resetID sends RST_STREAM for a stream that may have no state here.
+func (c *h2Conn) resetID(id uint32, code http2.ErrCode) {
+	c.mu.Lock()
+	st := c.streams[id]
+	c.mu.Unlock()
+	if st != nil {
+		c.resetStream(st, code)
+		return
+	}
+	c.w.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, code) })
+}
+
+func (c *h2Conn) onData(f *http2.DataFrame) error {
+	n := int32(f.Length)
+	c.mu.Lock()
+	if n > c.recvWindow {
+		c.mu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	c.recvWindow -= n
+	c.mu.Unlock()
+	st, err := c.stream(f.StreamID)
+	if st == nil {
+		c.consumed(n, 0, 0)
+		return err
+	}
+	code, kept := st.onData(f)
+	switch {
+	case code != 0:
+		c.consumed(n, 0, 0)
+		c.resetStream(st, code)
+	case !kept:
+		c.consumed(n, 0, 0)
+	default:
+		if pad := n - int32(len(f.Data())); pad > 0 {
+			c.consumed(pad, 0, 0)
+		}
+	}
+	return nil
+}
+
+// consumed gives n bytes of connection window back once a quarter of it
+// is due, and grant bytes of stream id's window now.
+func (c *h2Conn) consumed(n int32, id uint32, grant int32) {
+	c.mu.Lock()
+	c.unacked += n
+	var conn int32
+	if c.unacked >= h2UploadConnWindow/4 {
+		conn, c.unacked = c.unacked, 0
+		c.recvWindow += conn
+	}
+	c.mu.Unlock()
+	if conn == 0 && grant == 0 {
+		return
+	}
+	c.w.flushed(func(fr *http2.Framer) error {
+		if grant > 0 {
+			if err := fr.WriteWindowUpdate(id, uint32(grant)); err != nil {
+				return err
+			}
+		}
+		if conn > 0 {
+			return fr.WriteWindowUpdate(0, uint32(conn))
+		}
+		return nil
+	})
+}
+
+func (c *h2Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	if f.StreamID == 0 {
+		return c.w.addConnWindow(f.Increment)
+	}
+	st, err := c.stream(f.StreamID)
+	if st != nil && !c.w.addStreamWindow(st, f.Increment) {
+		c.resetStream(st, http2.ErrCodeFlowControl)
+	}
+	return err
+}
+
+// goAway sends GOAWAY (once with NO_ERROR; an error code may follow) and
+// takes no new stream. The connection closes once its last stream ends.
+func (c *h2Conn) goAway(code http2.ErrCode) {
+	c.mu.Lock()
+	already := c.goingAway
+	c.goingAway = true
+	last := c.maxID
+	if len(c.streams) == 0 {
+		c.armIdleLocked()
+	}
+	c.mu.Unlock()
+	if already && code == http2.ErrCodeNo {
+		return
+	}
+	c.w.flushed(func(fr *http2.Framer) error { return fr.WriteGoAway(last, code, nil) })
+}
+
+// registerH2 adds or removes c from the connections drain must reach.
+func (s *Server) registerH2(c *h2Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.h2[c] = struct{}{}
+	} else {
+		delete(s.h2, c)
+	}
+}
+
+// drainH2 sends every h2 connection away (GOAWAY; each closes once its
+// requests are done), or, at the drain deadline (force), closes them.
+func (s *Server) drainH2(force bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.h2 {
+		if force {
+			c.tc.NetConn().Close() // no close_notify: it could block on a stuck client
+			continue
+		}
+		s.conns.Add(1)
+		go func() { // a GOAWAY write can block on a client that does not read
+			defer s.conns.Done()
+			c.goAway(http2.ErrCodeNo)
+		}()
+	}
+}
