@@ -10,10 +10,10 @@
 //     responses back unbuffered. HTTP/1.x connections are relayed by the
 //     terminator itself, one goroutine per connection over a pool of
 //     HTTP/1.1 upstream connections (h1relay.go: half the CPU of net/http's
-//     server and transport); h2 connections are terminated by net/http's
-//     h2 server, whose handler relays each request over that same pool
-//     (h2relay.go), except gRPC, which keeps httputil.ReverseProxy and a
-//     pooled h2 transport (an h2 upstream leg);
+//     server and transport); h2 connections by a frame loop of their own
+//     over x/net/http2's Framer (h2serve.go), one goroutine per request,
+//     relayed over that same pool (h2relay.go), except gRPC, which keeps
+//     httputil.ReverseProxy and a pooled h2 transport (an h2 upstream leg);
 //   - passes through: splices the bytes, untouched, to the SNI host's real
 //     address on port 443;
 //   - denies: sends a TLS alert and closes.

@@ -22,8 +22,8 @@ import (
 // back, repeat. There is no goroutine per request (one per request body,
 // which must stream while the response is read) and no channel handoff
 // between a server, a reverse proxy and a transport, which is what makes
-// net/http's path cost about twice the CPU per request. h2 connections keep
-// net/http's server (intercept_h2.go) and use this relay's upstream pool
+// net/http's path cost about twice the CPU per request. h2 connections have
+// a frontend of their own (h2serve.go) and use this relay's upstream pool
 // (h2relay.go).
 //
 // What it keeps from net/http's server: ReadHeaderTimeout, IdleTimeout and

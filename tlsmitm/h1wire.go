@@ -217,3 +217,34 @@ func headerKeys(h http.Header) []string {
 	}
 	return keys
 }
+
+// checkRequestLine refuses what would not survive being written as an
+// HTTP/1.1 request line: a method that is not a token ("TRACE " would pass
+// the method checks and reach an upstream that splits on whitespace as
+// TRACE), and a target that is not origin-form (or "*" for OPTIONS) with
+// only visible ASCII: an opaque target ("a:https://evil.example/x") is
+// written as absolute-form, which makes the upstream serve another host
+// with the injected credential (an absolute-form target with a host is
+// written as its path; its host was the request's Host and was checked). h2's :method and :path and HTTP/1.1's
+// request line are both parsed more loosely than that.
+func checkRequestLine(r *http.Request) error {
+	if r.Method == "" || !httpguts.ValidHeaderFieldName(r.Method) {
+		return fmt.Errorf("%w: method %q is not a token", errBadRequest, r.Method)
+	}
+	if r.Method == http.MethodConnect {
+		return nil // refused as a method (405) next
+	}
+	if r.URL.Opaque != "" {
+		return fmt.Errorf("%w: the request target must be a path", errBadRequest)
+	}
+	target := r.URL.RequestURI()
+	if target != "*" && !strings.HasPrefix(target, "/") || target == "*" && r.Method != http.MethodOptions {
+		return fmt.Errorf("%w: the request target must be a path", errBadRequest)
+	}
+	for i := 0; i < len(target); i++ {
+		if c := target[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("%w: control character or space in the request target", errBadRequest)
+		}
+	}
+	return nil
+}

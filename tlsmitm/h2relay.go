@@ -13,15 +13,12 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// The upstream leg of h2 clients. net/http's h2 server still terminates
-// the client's connection, with its protocol hardening (SETTINGS and
-// stream limits, flow control, rapid reset, CONTINUATION and control-frame
-// floods, pseudo-header and content-length checks), but a request then
-// goes to the upstream over the HTTP/1.1 relay's pool, in the handler's
-// goroutine: no ReverseProxy, and no http.Transport with its own h2
-// connection, reader goroutine and channel handoffs, which were half of
-// an h2 request's cost. gRPC (application/grpc…) needs h2 to its upstream
-// and keeps ReverseProxy and the h2 transport (intercept_h2.go).
+// The upstream leg of h2 clients. The h2 frontend (h2serve.go) runs each
+// request on its own goroutine, which sends it to the upstream over the
+// HTTP/1.1 relay's pool: no ReverseProxy, and no http.Transport with its
+// own h2 connection, reader goroutine and channel handoffs, which were
+// half of an h2 request's cost. gRPC (application/grpc…) needs h2 to its
+// upstream and keeps ReverseProxy and the h2 transport (intercept_h2.go).
 
 // needsH2Upstream reports whether a request from an h2 client must reach
 // its upstream over h2 too.
@@ -55,7 +52,7 @@ func (s *Server) relayH2(rs *reqState, r *http.Request) {
 	stopCut := context.AfterFunc(rs.Context, x.cut)
 	defer stopCut()
 
-	delete(r.Header, "Expect") // net/http's server answers 100-continue when the body is first read
+	delete(r.Header, "Expect") // the frontend answers 100-continue when the body is first read
 	teTrailers := httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers")
 	removeHopByHop(r.Header)
 	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {

@@ -8,9 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -263,40 +260,6 @@ func (c *h2Conn) stream(id uint32) (*h2Stream, error) {
 	return nil, nil
 }
 
-func (c *h2Conn) onSettings(f *http2.SettingsFrame) error {
-	if f.IsAck() {
-		return nil
-	}
-	err := f.ForeachSetting(func(s http2.Setting) error {
-		if err := s.Valid(); err != nil {
-			return err
-		}
-		switch s.ID {
-		case http2.SettingInitialWindowSize:
-			c.mu.Lock()
-			open := make([]*h2Stream, 0, len(c.streams))
-			for _, st := range c.streams {
-				open = append(open, st)
-			}
-			c.mu.Unlock()
-			return c.w.setInitialWindow(s.Val, open)
-		case http2.SettingMaxFrameSize:
-			c.w.mu.Lock()
-			c.w.maxFrame = min(int(s.Val), h2MaxDataFrame)
-			c.w.mu.Unlock()
-		case http2.SettingHeaderTableSize:
-			c.w.mu.Lock()
-			c.w.henc.SetMaxDynamicTableSizeLimit(s.Val)
-			c.w.mu.Unlock()
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return c.w.control(func(fr *http2.Framer) error { return fr.WriteSettingsAck() })
-}
-
 func (c *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
 	if id%2 == 0 {
@@ -349,149 +312,6 @@ func (c *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	return nil
 }
 
-// newRequest builds the request of a HEADERS frame, or the stream error
-// that refuses it (RFC 9113 section 8.1.1: malformed).
-func (c *h2Conn) newRequest(st *h2Stream, f *http2.MetaHeadersFrame) (*http.Request, http2.ErrCode) {
-	var method, scheme, authority, path string
-	for _, hf := range f.PseudoFields() {
-		switch hf.Name {
-		case ":method":
-			method = hf.Value
-		case ":scheme":
-			scheme = hf.Value
-		case ":authority":
-			authority = hf.Value
-		case ":path":
-			path = hf.Value
-		default: // :protocol: extended CONNECT is not offered
-			return nil, http2.ErrCodeProtocol
-		}
-	}
-	isConnect := method == http.MethodConnect
-	if isConnect && (path != "" || scheme != "" || authority == "") ||
-		!isConnect && (method == "" || path == "" || scheme != "https" && scheme != "http") {
-		return nil, http2.ErrCodeProtocol
-	}
-	regular := f.RegularFields()
-	header := make(http.Header, len(regular))
-	var cookies []string
-	for _, hf := range regular {
-		switch {
-		case h2ConnectionHeader(hf.Name), hf.Name == "te" && hf.Value != "trailers":
-			return nil, http2.ErrCodeProtocol
-		case hf.Name == "cookie":
-			cookies = append(cookies, hf.Value)
-			continue
-		}
-		k := http.CanonicalHeaderKey(hf.Name)
-		header[k] = append(header[k], hf.Value)
-	}
-	if len(cookies) > 0 {
-		header["Cookie"] = []string{strings.Join(cookies, "; ")}
-	}
-	if authority == "" {
-		authority = header.Get("Host")
-	}
-	var u *url.URL
-	switch {
-	case isConnect:
-		u = &url.URL{Host: authority}
-	case method == http.MethodOptions && path == "*":
-		u = &url.URL{Path: "*"}
-	default:
-		var err error
-		if u, err = url.ParseRequestURI(path); err != nil {
-			return nil, http2.ErrCodeProtocol
-		}
-	}
-	declared := int64(-1)
-	if vv := header["Content-Length"]; len(vv) > 0 {
-		n, err := strconv.ParseUint(vv[0], 10, 63)
-		for _, v := range vv[1:] {
-			if v != vv[0] {
-				err = errors.New("conflicting Content-Length")
-			}
-		}
-		if err != nil {
-			return nil, http2.ErrCodeProtocol
-		}
-		declared = int64(n)
-	}
-	r := &http.Request{Method: method, URL: u, Proto: "HTTP/2.0", ProtoMajor: 2, Header: header,
-		Host: authority, RequestURI: path, RemoteAddr: c.remote, Body: http.NoBody}
-	if f.StreamEnded() {
-		if declared > 0 {
-			return nil, http2.ErrCodeProtocol
-		}
-		st.peerDone, st.eof = true, true
-	} else {
-		r.Body, r.ContentLength, st.declared = st, declared, declared
-		st.needsContinue = strings.EqualFold(header.Get("Expect"), "100-continue")
-	}
-	return r.WithContext(st.ctx), 0
-}
-
-// runStream serves one request on its own goroutine and ends its stream.
-// The request's slot is held until the response's last frame is out (or
-// the write deadline reset the stream): a client that never opens its
-// window holds its own slot, not a free one.
-func (c *h2Conn) runStream(st *h2Stream, r *http.Request) {
-	defer c.wg.Done()
-	defer c.endStream(st)
-	s := c.s
-	s.stats.activeRequests.Add(1)
-	defer s.stats.activeRequests.Add(-1)
-	st.isHead = r.Method == http.MethodHead
-	var admitted bool
-	if c.handle(st, r, &admitted) {
-		st.finish()
-	} else { // a cut response: reset, so the client cannot take it for whole
-		st.releasePending()
-		c.w.resetStream(st, http2.ErrCodeInternal, true)
-		c.w.flush()
-	}
-	if admitted {
-		s.releaseRequest(c.info)
-	}
-	if st.closeConn {
-		c.goAway(http2.ErrCodeNo)
-	}
-}
-
-// handle runs the request; false: it was aborted (a panic, or
-// http.ErrAbortHandler for a response cut mid-body).
-func (c *h2Conn) handle(st *h2Stream, r *http.Request, admitted *bool) (ok bool) {
-	defer func() {
-		if v := recover(); v != nil && v != http.ErrAbortHandler {
-			c.s.recordPanic(v, "panic serving an h2 request", "sni", c.info.sni)
-		}
-	}()
-	c.s.serveRequest(st, r, c.info, admitted)
-	return true
-}
-
-// endStream forgets a stream whose request has ended. A client still
-// sending its body is told to stop (RST_STREAM NO_ERROR after a complete
-// response, RFC 9113 section 8.1).
-func (c *h2Conn) endStream(st *h2Stream) {
-	st.cancel()
-	st.endBody(errH2StreamClosed)
-	st.mu.Lock()
-	stillSending := !st.peerDone
-	st.peerDone = true
-	st.mu.Unlock()
-	if stillSending {
-		c.w.resetStream(st, http2.ErrCodeNo, true)
-		c.w.flush()
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.streams, st.id)
-	if len(c.streams) == 0 {
-		c.armIdleLocked()
-	}
-}
-
 // resetStream ends st with an RST_STREAM of code.
 func (c *h2Conn) resetStream(st *h2Stream, code http2.ErrCode) {
 	st.mu.Lock()
@@ -512,73 +332,6 @@ func (c *h2Conn) resetID(id uint32, code http2.ErrCode) {
 		return
 	}
 	c.w.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, code) })
-}
-
-func (c *h2Conn) onData(f *http2.DataFrame) error {
-	n := int32(f.Length)
-	c.mu.Lock()
-	if n > c.recvWindow {
-		c.mu.Unlock()
-		return http2.ConnectionError(http2.ErrCodeFlowControl)
-	}
-	c.recvWindow -= n
-	c.mu.Unlock()
-	st, err := c.stream(f.StreamID)
-	if st == nil {
-		c.consumed(n, 0, 0)
-		return err
-	}
-	code, kept := st.onData(f)
-	switch {
-	case code != 0:
-		c.consumed(n, 0, 0)
-		c.resetStream(st, code)
-	case !kept:
-		c.consumed(n, 0, 0)
-	default:
-		if pad := n - int32(len(f.Data())); pad > 0 {
-			c.consumed(pad, 0, 0)
-		}
-	}
-	return nil
-}
-
-// consumed gives n bytes of connection window back once a quarter of it
-// is due, and grant bytes of stream id's window now.
-func (c *h2Conn) consumed(n int32, id uint32, grant int32) {
-	c.mu.Lock()
-	c.unacked += n
-	var conn int32
-	if c.unacked >= h2UploadConnWindow/4 {
-		conn, c.unacked = c.unacked, 0
-		c.recvWindow += conn
-	}
-	c.mu.Unlock()
-	if conn == 0 && grant == 0 {
-		return
-	}
-	c.w.flushed(func(fr *http2.Framer) error {
-		if grant > 0 {
-			if err := fr.WriteWindowUpdate(id, uint32(grant)); err != nil {
-				return err
-			}
-		}
-		if conn > 0 {
-			return fr.WriteWindowUpdate(0, uint32(conn))
-		}
-		return nil
-	})
-}
-
-func (c *h2Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
-	if f.StreamID == 0 {
-		return c.w.addConnWindow(f.Increment)
-	}
-	st, err := c.stream(f.StreamID)
-	if st != nil && !c.w.addStreamWindow(st, f.Increment) {
-		c.resetStream(st, http2.ErrCodeFlowControl)
-	}
-	return err
 }
 
 // goAway sends GOAWAY (once with NO_ERROR; an error code may follow) and

@@ -144,7 +144,7 @@ func (w *h2Writer) flushed(write func(fr *http2.Framer) error) error {
 
 // writeHeaders encodes a header block (":status" first) and writes it as
 // HEADERS and CONTINUATION frames. Connection-specific fields and fields
-// that are not valid on the wire are dropped, as net/http's server does.
+// that are not valid on the wire are dropped (as net/http's server did).
 func (w *h2Writer) writeHeadersLocked(st *h2Stream, status int, h http.Header, keys []string, end bool) error {
 	if w.err != nil {
 		return w.err

@@ -1,7 +1,6 @@
 package tlsmitm
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -17,8 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // intercept terminates TLS on c (replaying the recorded hello), then serves
@@ -174,37 +171,6 @@ func (s *Server) prepareUpstream(rs *reqState, inHost string, out *http.Request)
 	}
 }
 
-// checkRequestLine refuses what would not survive being written as an
-// HTTP/1.1 request line: a method that is not a token ("TRACE " would pass
-// the method checks and reach an upstream that splits on whitespace as
-// TRACE), and a target that is not origin-form (or "*" for OPTIONS) with
-// only visible ASCII: an opaque target ("a:https://evil.example/x") is
-// written as absolute-form, which makes the upstream serve another host
-// with the injected credential (an absolute-form target with a host is
-// written as its path; its host was the request's Host and was checked). h2's :method and :path and HTTP/1.1's
-// request line are both parsed more loosely than that.
-func checkRequestLine(r *http.Request) error {
-	if r.Method == "" || !httpguts.ValidHeaderFieldName(r.Method) {
-		return fmt.Errorf("%w: method %q is not a token", errBadRequest, r.Method)
-	}
-	if r.Method == http.MethodConnect {
-		return nil // refused as a method (405) next
-	}
-	if r.URL.Opaque != "" {
-		return fmt.Errorf("%w: the request target must be a path", errBadRequest)
-	}
-	target := r.URL.RequestURI()
-	if target != "*" && !strings.HasPrefix(target, "/") || target == "*" && r.Method != http.MethodOptions {
-		return fmt.Errorf("%w: the request target must be a path", errBadRequest)
-	}
-	for i := 0; i < len(target); i++ {
-		if c := target[i]; c <= ' ' || c == 0x7f {
-			return fmt.Errorf("%w: control character or space in the request target", errBadRequest)
-		}
-	}
-	return nil
-}
-
 // refusedMethod reports the methods never relayed to an intercepted host:
 // TRACE and TRACK (an upstream echoing the request returns the injected
 // credential) and CONNECT (a tunnel past the Injector; h2 lets one through
@@ -266,7 +232,7 @@ func (s *Server) errorResponse(w http.ResponseWriter, r *http.Request, err error
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 	}
 	if closesConnection(he.status) && (r.ProtoMajor < 2 || connectionBound(rs, he.status, err)) {
-		// net/http's h2 server answers this with GOAWAY; the HTTP/1.1
+		// The h2 frontend answers this with GOAWAY; the HTTP/1.1
 		// relay closes the connection after the response (respondError).
 		// On h2 only a refusal about the connection does (see
 		// connectionBound): a GOAWAY ahead of a policy 403's HEADERS makes
@@ -318,8 +284,8 @@ type statusWriter struct {
 	n        int64
 }
 
-// deadlineSetter is implemented by net/http's HTTP/1 and HTTP/2 response
-// writers (it is what http.ResponseController calls).
+// deadlineSetter is the h2 frontend's stream (h2Stream); the name is what
+// http.ResponseController calls.
 type deadlineSetter interface {
 	SetWriteDeadline(time.Time) error
 }
@@ -366,19 +332,8 @@ func (w *statusWriter) Flush() {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// Hijack is used by ReverseProxy for protocol upgrades; it writes the 101
-// itself on the hijacked connection, so record it here.
-func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	rc := http.NewResponseController(w.ResponseWriter)
-	rc.SetWriteDeadline(time.Time{}) // the upgraded stream has no idle limit here
-	c, brw, err := rc.Hijack()
-	if err == nil && w.status == 0 {
-		w.status = http.StatusSwitchingProtocols
-	}
-	return c, brw, err
-}
-
-// countingBody counts request body bytes (read by the transport goroutine).
+// countingBody counts request body bytes (read by the body sender or the
+// transport's goroutine).
 // On the h2 path it also keeps the stream's read deadline BodyIdleTimeout
 // ahead of the last read (watchIdle), so a stalled upload fails.
 type countingBody struct {
@@ -393,8 +348,8 @@ type countingBody struct {
 	done    bool         // the handler returned: rd must not be used
 }
 
-// readDeadlineSetter is net/http's response writers' SetReadDeadline (for
-// h2 a per-stream timer that fails the body's reads).
+// readDeadlineSetter is the h2 frontend's stream: a per-stream timer that
+// fails the body's reads.
 type readDeadlineSetter interface {
 	SetReadDeadline(time.Time) error
 }
