@@ -138,6 +138,11 @@ func TestH2Serve_StreamsBeyondTheLimitRefused(t *testing.T) {
 func TestH2Serve_ClientWindowIsHonoured(t *testing.T) {
 	body := strings.Repeat("x", 1000)
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" { // a head, then nothing until the proxy lets go
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
 		io.WriteString(w, body)
 	})})
 	r := dialRawH2(t, h)
@@ -163,8 +168,12 @@ func TestH2Serve_ClientWindowIsHonoured(t *testing.T) {
 		t.Fatal("body changed on the way")
 	}
 
-	id = r.send(reqFields("GET", "/"), true)
-	r.fr.WriteWindowUpdate(id, 1<<31-1) // legal if the 100 bytes already went out
+	// A stream that has sent nothing keeps its 100 bytes of window: one
+	// more than 2^31-1 after this update.
+	id = r.send(reqFields("GET", "/hold"), true)
+	if f := r.nextFrame(3*time.Second, func(f http2.Frame) bool { m, ok := f.(*http2.MetaHeadersFrame); return ok && m.StreamID == id }); f == nil {
+		t.Fatal("no response head for the held stream")
+	}
 	r.fr.WriteWindowUpdate(id, 1<<31-1)
 	if code, ok := r.resetOf(id); !ok || code != http2.ErrCodeFlowControl {
 		t.Errorf("stream window overflow: reset %v (%v), want FLOW_CONTROL_ERROR", code, ok)
