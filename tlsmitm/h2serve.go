@@ -132,6 +132,9 @@ func (c *h2Conn) handshake() bool {
 	c.mu.Lock()
 	c.armIdleLocked()
 	c.mu.Unlock()
+	if c.s.draining.Load() { // drain started while this one was connecting
+		c.goAway(http2.ErrCodeNo)
+	}
 	return true
 }
 
