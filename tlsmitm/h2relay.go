@@ -69,13 +69,25 @@ func (s *Server) relayH2(rs *reqState, r *http.Request) {
 
 	var resp *http.Response
 	for attempt := 0; ; attempt++ {
+		// A client gone already (a stream reset at once, over and over)
+		// must not take pooled connections only to close them: the pool
+		// serves every client of the host.
+		if rs.Context.Err() != nil {
+			s.errorResponse(x.w, r, x.cause(context.Canceled))
+			return
+		}
 		uc, err := x.st.h1pool.get(rs, rs.host, attempt > 0)
 		if err != nil {
 			s.errorResponse(x.w, r, x.cause(err))
 			return
 		}
+		if rs.Context.Err() != nil { // nothing written on it: it goes back
+			x.st.h1pool.put(uc)
+			s.errorResponse(x.w, r, x.cause(context.Canceled))
+			return
+		}
 		x.setUpstream(uc)
-		if rs.Context.Err() != nil { // cut ran before uc was there to close
+		if rs.Context.Err() != nil { // cut may have run before uc was there to close
 			s.errorResponse(x.w, r, x.cause(context.Canceled))
 			return
 		}

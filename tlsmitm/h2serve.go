@@ -57,7 +57,11 @@ type h2Conn struct {
 	w      h2Writer
 	remote string
 
+	ctx context.Context // the streams' parent
+
 	mu         sync.Mutex
+	ready      bool                 // the handshake is done: GOAWAY may be sent
+	sentGoAway bool                 // a GOAWAY NO_ERROR went out
 	streams    map[uint32]*h2Stream // open streams and streams whose request still runs
 	maxID      uint32               // the highest stream the client opened
 	goingAway  bool                 // GOAWAY sent or received: no new streams
@@ -73,6 +77,9 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 	s.stats.activeHTTP.Add(1)
 	defer s.stats.activeHTTP.Add(-1)
 	c := &h2Conn{s: s, info: info, tc: tc, streams: make(map[uint32]*h2Stream), remote: tc.RemoteAddr().String()}
+	// ReverseProxy (the gRPC path) resets a response it cannot finish only
+	// under a server: it looks for this key.
+	c.ctx = context.WithValue(s.baseCtx, http.ServerContextKey, h2ServerMarker)
 	c.br = bufio.NewReaderSize(tc, h2ReadBuffer)
 	bw := bufio.NewWriterSize(deadlineWriter{c: tc, idle: s.cfg.WriteIdleTimeout}, h2WriteBuffer)
 	c.fr = http2.NewFramer(bw, c.br)
@@ -105,6 +112,10 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 	}
 }
 
+// h2ServerMarker is the http.ServerContextKey value of h2 requests; it is
+// never served.
+var h2ServerMarker = &http.Server{}
+
 // maxHeaderList is SETTINGS_MAX_HEADER_LIST_SIZE: MaxHeaderBytes plus
 // net/http's allowance for the per-field overhead HPACK counts.
 func (c *h2Conn) maxHeaderList() uint32 { return uint32(c.s.cfg.MaxHeaderBytes + 10*32) }
@@ -130,9 +141,11 @@ func (c *h2Conn) handshake() bool {
 		return false
 	}
 	c.mu.Lock()
+	c.ready = true
 	c.armIdleLocked()
+	away := c.goingAway || c.s.draining.Load() // a drain that started meanwhile
 	c.mu.Unlock()
-	if c.s.draining.Load() { // drain started while this one was connecting
+	if away {
 		c.goAway(http2.ErrCodeNo)
 	}
 	return true
@@ -297,7 +310,7 @@ func (c *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		c.w.mu.Unlock()
 		return nil
 	}
-	ctx, cancel := context.WithCancel(c.s.baseCtx)
+	ctx, cancel := context.WithCancel(c.ctx)
 	st := &h2Stream{c: c, id: id, ctx: ctx, cancel: cancel, recvWindow: h2UploadWindow, declared: -1,
 		sendWindow: c.w.newStreamWindow()}
 	st.cond.L = &st.mu
@@ -339,19 +352,23 @@ func (c *h2Conn) resetID(id uint32, code http2.ErrCode) {
 
 // goAway sends GOAWAY (once with NO_ERROR; an error code may follow) and
 // takes no new stream. The connection closes once its last stream ends.
+// Before the handshake is done it only marks the connection: the
+// handshake sends the GOAWAY after its SETTINGS.
 func (c *h2Conn) goAway(code http2.ErrCode) {
 	c.mu.Lock()
-	already := c.goingAway
 	c.goingAway = true
+	send := c.ready && (code != http2.ErrCodeNo || !c.sentGoAway)
+	if send && code == http2.ErrCodeNo {
+		c.sentGoAway = true
+	}
 	last := c.maxID
-	if len(c.streams) == 0 {
+	if c.ready && len(c.streams) == 0 {
 		c.armIdleLocked()
 	}
 	c.mu.Unlock()
-	if already && code == http2.ErrCodeNo {
-		return
+	if send {
+		c.w.flushed(func(fr *http2.Framer) error { return fr.WriteGoAway(last, code, nil) })
 	}
-	c.w.flushed(func(fr *http2.Framer) error { return fr.WriteGoAway(last, code, nil) })
 }
 
 // registerH2 adds or removes c from the connections drain must reach.

@@ -49,7 +49,8 @@ type h2Stream struct {
 	isHead     bool
 	closeConn  bool // the response asked to end the connection (GOAWAY after it)
 	wdeadline  time.Time
-	reset      bool
+	reset      bool // under c.w.mu
+	finalSent  bool // under c.w.mu: the final HEADERS are written (no 100 after them)
 	sendWindow int64
 }
 
@@ -68,8 +69,10 @@ func (st *h2Stream) Read(p []byte) (int, error) {
 		st.needsContinue = false
 		st.mu.Unlock()
 		st.c.w.mu.Lock()
-		st.c.w.writeHeadersLocked(st, http.StatusContinue, nil, nil, false)
-		st.c.w.flushLocked()
+		if !st.finalSent {
+			st.c.w.writeHeadersLocked(st, http.StatusContinue, nil, nil, false)
+			st.c.w.flushLocked()
+		}
 		st.c.w.mu.Unlock()
 		st.mu.Lock()
 	}
@@ -194,6 +197,7 @@ func (st *h2Stream) WriteHeader(code int) {
 		}
 	}
 	w.mu.Lock()
+	st.finalSent = true
 	w.writeHeadersLocked(st, code, h, nil, false)
 	w.mu.Unlock()
 }
