@@ -57,7 +57,8 @@ type h2Conn struct {
 	w      h2Writer
 	remote string
 
-	ctx context.Context // the streams' parent
+	ctx     context.Context // the streams' parent
+	connErr error           // the read error of the connection itself (read loop only)
 
 	mu         sync.Mutex
 	ready      bool                 // the handshake is done: GOAWAY may be sent
@@ -80,7 +81,7 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 	// ReverseProxy (the gRPC path) resets a response it cannot finish only
 	// under a server: it looks for this key.
 	c.ctx = context.WithValue(s.baseCtx, http.ServerContextKey, h2ServerMarker)
-	c.br = bufio.NewReaderSize(tc, h2ReadBuffer)
+	c.br = bufio.NewReaderSize(connReader{c}, h2ReadBuffer)
 	bw := bufio.NewWriterSize(deadlineWriter{c: tc, idle: s.cfg.WriteIdleTimeout}, h2WriteBuffer)
 	c.fr = http2.NewFramer(bw, c.br)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -110,6 +111,18 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 	} else {
 		tc.NetConn().Close()
 	}
+}
+
+// connReader reads the client connection and records its error, so the
+// read loop can tell a connection that failed from a frame that did.
+type connReader struct{ c *h2Conn }
+
+func (r connReader) Read(p []byte) (int, error) {
+	n, err := r.c.tc.Read(p)
+	if err != nil {
+		r.c.connErr = err
+	}
+	return n, err
 }
 
 // h2ServerMarker is the http.ServerContextKey value of h2 requests; it is
@@ -181,34 +194,20 @@ func (c *h2Conn) serve() (graceful bool) {
 		if c.br.Buffered() == 0 && c.w.flush() != nil {
 			return false
 		}
-		f, err := c.fr.ReadFrame()
+		fh, err := c.fr.ReadFrameHeader()
+		var f http2.Frame
+		if err == nil {
+			f, err = c.fr.ReadFrameForHeader(fh)
+		}
 		if err != nil {
 			var se http2.StreamError
-			if errors.As(err, &se) { // a malformed HEADERS: the stream is closed
-				c.mu.Lock()
-				c.maxID = max(c.maxID, se.StreamID)
-				c.mu.Unlock()
-				c.resetID(se.StreamID, se.Code)
+			if errors.As(err, &se) && !first && c.streamError(fh, se) {
 				continue
 			}
-			switch {
-			case isTimeout(err):
-				// Idle, or going away with no stream left: a deadline is
-				// armed only then. A frame cut by it is not resumed.
-				c.goAway(http2.ErrCodeNo)
-				return true
-			case errors.Is(err, http2.ErrFrameTooLarge):
-				c.goAway(http2.ErrCodeFrameSize)
-			default:
-				var ce http2.ConnectionError
-				if errors.As(err, &ce) {
-					c.goAway(http2.ErrCode(ce))
-				}
-			}
-			return false
+			return c.readFailed(err)
 		}
 		if sf, ok := f.(*http2.SettingsFrame); first && (!ok || sf.IsAck()) {
-			c.goAway(http2.ErrCodeProtocol)
+			c.goAway(http2.ErrCodeProtocol) // the preface's SETTINGS must come first
 			return false
 		}
 		if err := c.onFrame(f); err != nil {
@@ -217,12 +216,55 @@ func (c *h2Conn) serve() (graceful bool) {
 				c.goAway(http2.ErrCode(ce))
 				return false
 			}
-			if errors.Is(err, errH2GoneAway) {
-				return true
-			}
-			return false
+			return errors.Is(err, errH2GoneAway)
 		}
 	}
+}
+
+// streamError answers a frame the Framer refused for its stream: a reset
+// for an open stream, or for the new stream of a malformed HEADERS. It
+// reports false when it is a connection error instead (a frame for a
+// stream that was never opened, or a HEADERS for a closed one: RFC 9113
+// section 5.1 allows no RST_STREAM there).
+func (c *h2Conn) streamError(fh http2.FrameHeader, se http2.StreamError) bool {
+	c.mu.Lock()
+	st := c.streams[se.StreamID]
+	isNew := st == nil && fh.Type == http2.FrameHeaders && se.StreamID%2 == 1 && se.StreamID > c.maxID
+	if isNew {
+		c.maxID = se.StreamID
+	}
+	c.mu.Unlock()
+	switch {
+	case st != nil:
+		c.resetStream(st, se.Code)
+	case isNew:
+		c.w.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(se.StreamID, se.Code) })
+	default:
+		return false
+	}
+	return true
+}
+
+// readFailed ends the read loop on a read error: GOAWAY with the reason
+// when the client broke the protocol, nothing more when the connection
+// itself failed. It reports whether the end was graceful.
+func (c *h2Conn) readFailed(err error) bool {
+	var ce http2.ConnectionError
+	switch {
+	case c.connErr != nil && isTimeout(c.connErr):
+		// Idle, or going away with no stream left: a deadline is armed
+		// only then. A frame cut by it is not resumed.
+		c.goAway(http2.ErrCodeNo)
+		return true
+	case c.connErr != nil: // the client hung up or the socket failed
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		c.goAway(http2.ErrCodeFrameSize)
+	case errors.As(err, &ce):
+		c.goAway(http2.ErrCode(ce))
+	default: // a frame too short for its own fields, a stream error first…
+		c.goAway(http2.ErrCodeProtocol)
+	}
+	return false
 }
 
 var errH2GoneAway = errors.New("h2 client went away")
