@@ -39,14 +39,9 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 	watch.start(uc)
 	defer watch.stop()
 	for interim := 0; ; interim++ {
-		if interim > maxInterimResponses {
-			return nil, fmt.Errorf("reading response from upstream: more than %d interim (1xx) responses", maxInterimResponses)
-		}
-		uc.limitHead()
-		resp, err := http.ReadResponse(uc.br, r)
-		uc.unlimit()
-		if errors.Is(err, errHeaderTooLarge) {
-			err = fmt.Errorf("upstream response head exceeds %d bytes", maxResponseHeadBytes)
+		resp, err := uc.readHead(r, interim)
+		if errors.Is(err, errTooManyInterim) {
+			return nil, err
 		}
 		if err != nil && watch.stop() {
 			err = fmt.Errorf("%w while waiting for the upstream: %w", errClientClosed, err)
@@ -80,6 +75,23 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 // maxInterimResponses caps 1xx responses before the final one (as
 // http.Transport does).
 const maxInterimResponses = 5
+
+var errTooManyInterim = fmt.Errorf("reading response from upstream: more than %d interim (1xx) responses", maxInterimResponses)
+
+// readHead reads the response head that follows interim earlier ones,
+// bounded by maxResponseHeadBytes and maxInterimResponses.
+func (uc *upstreamConn) readHead(r *http.Request, interim int) (*http.Response, error) {
+	if interim > maxInterimResponses {
+		return nil, errTooManyInterim
+	}
+	uc.limitHead()
+	resp, err := http.ReadResponse(uc.br, r)
+	uc.unlimit()
+	if errors.Is(err, errHeaderTooLarge) {
+		err = fmt.Errorf("upstream response head exceeds %d bytes", maxResponseHeadBytes)
+	}
+	return resp, err
+}
 
 // sendBody streams the request body upstream (re-chunked when its length is
 // unknown), flushing when hooks.flushNow says so; readErr names a failed

@@ -139,7 +139,7 @@ func (x *h2Exchange) roundTrip(teTrailers bool) (*http.Response, error) {
 	if hasBody(r) {
 		x.bodyDone = make(chan error, 1)
 		// Each read is what the client's DATA frames delivered: send it on
-		// (the stream's own idle deadline is countingBody's, serveHTTP).
+		// (the stream's own idle deadline is countingBody's, serveRequest).
 		hooks := pumpHooks{flushNow: func() bool { return true }}
 		go x.s.sendBody(uc, r, hooks, h2BodyReadErr, x.bodyDone)
 	} else if err := uc.bw.Flush(); err != nil {
@@ -150,14 +150,9 @@ func (x *h2Exchange) roundTrip(teTrailers bool) (*http.Response, error) {
 		defer uc.conn.SetReadDeadline(time.Time{})
 	}
 	for interim := 0; ; interim++ {
-		if interim > maxInterimResponses {
-			return nil, fmt.Errorf("reading response from upstream: more than %d interim (1xx) responses", maxInterimResponses)
-		}
-		uc.limitHead()
-		resp, err := http.ReadResponse(uc.br, r)
-		uc.unlimit()
-		if errors.Is(err, errHeaderTooLarge) {
-			err = fmt.Errorf("upstream response head exceeds %d bytes", maxResponseHeadBytes)
+		resp, err := uc.readHead(r, interim)
+		if errors.Is(err, errTooManyInterim) {
+			return nil, err
 		}
 		if err != nil {
 			if x.bodyDone != nil {

@@ -165,32 +165,15 @@ type rawResp struct {
 
 // read reads frames until stream id ends (or d passes).
 func (r *rawH2) read(id uint32, d time.Duration) rawResp {
-	var out rawResp
-	out.header = make(http.Header)
-	r.c.SetReadDeadline(time.Now().Add(d))
-	defer r.c.SetReadDeadline(time.Time{})
+	out := rawResp{header: make(http.Header)}
 	var body bytes.Buffer
-	for {
-		f, err := r.fr.ReadFrame()
-		if err != nil {
-			out.timeout = true
-			out.body = body.String()
-			return out
-		}
+	end := r.nextFrame(d, func(f http2.Frame) bool {
 		switch f := f.(type) {
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				r.fr.WriteSettingsAck()
-			}
-		case *http2.PingFrame:
-			if !f.IsAck() {
-				r.fr.WritePing(true, f.Data)
-			}
 		case *http2.GoAwayFrame:
 			out.goaway = true
 		case *http2.MetaHeadersFrame:
 			if f.StreamID != id {
-				continue
+				return false
 			}
 			for _, hf := range f.Fields {
 				if hf.Name == ":status" {
@@ -199,31 +182,26 @@ func (r *rawH2) read(id uint32, d time.Duration) rawResp {
 					out.header.Add(hf.Name, hf.Value)
 				}
 			}
-			if f.StreamEnded() {
-				out.body = body.String()
-				return out
-			}
+			return f.StreamEnded()
 		case *http2.DataFrame:
 			if f.StreamID != id {
-				continue
+				return false
 			}
 			body.Write(f.Data())
 			if n := len(f.Data()); n > 0 {
 				r.fr.WriteWindowUpdate(0, uint32(n))
 				r.fr.WriteWindowUpdate(id, uint32(n))
 			}
-			if f.StreamEnded() {
-				out.body = body.String()
-				return out
-			}
+			return f.StreamEnded()
 		case *http2.RSTStreamFrame:
-			if f.StreamID == id {
-				out.reset = true
-				out.body = body.String()
-				return out
-			}
+			out.reset = f.StreamID == id
+			return out.reset
 		}
-	}
+		return false
+	})
+	out.timeout = end == nil
+	out.body = body.String()
+	return out
 }
 
 func reqFields(method, path string, extra ...[2]string) [][2]string {
