@@ -24,13 +24,7 @@ func (c *h2Conn) onSettings(f *http2.SettingsFrame) error {
 		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
-			c.mu.Lock()
-			open := make([]*h2Stream, 0, len(c.streams))
-			for _, st := range c.streams {
-				open = append(open, st)
-			}
-			c.mu.Unlock()
-			return c.w.setInitialWindow(s.Val, open)
+			return c.w.setInitialWindow(s.Val, c.openStreams())
 		case http2.SettingMaxFrameSize:
 			c.w.mu.Lock()
 			c.w.maxFrame = min(int(s.Val), h2MaxDataFrame)

@@ -97,12 +97,8 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 	}
 	c.mu.Lock()
 	c.goingAway = true
-	open := make([]*h2Stream, 0, len(c.streams))
-	for _, st := range c.streams {
-		open = append(open, st)
-	}
 	c.mu.Unlock()
-	for _, st := range open {
+	for _, st := range c.openStreams() {
 		st.abort(fmt.Errorf("%w: the connection ended", errClientClosed))
 	}
 	c.wg.Wait()
@@ -128,6 +124,17 @@ func (r connReader) Read(p []byte) (int, error) {
 // h2ServerMarker is the http.ServerContextKey value of h2 requests; it is
 // never served.
 var h2ServerMarker = &http.Server{}
+
+// openStreams lists the streams now open.
+func (c *h2Conn) openStreams() []*h2Stream {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	open := make([]*h2Stream, 0, len(c.streams))
+	for _, st := range c.streams {
+		open = append(open, st)
+	}
+	return open
+}
 
 // maxHeaderList is SETTINGS_MAX_HEADER_LIST_SIZE: MaxHeaderBytes plus
 // net/http's allowance for the per-field overhead HPACK counts.
