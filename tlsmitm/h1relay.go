@@ -12,8 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // The HTTP/1.1 intercept path. An intercepted connection that did not
@@ -178,15 +176,7 @@ func (x *h1Exchange) relay() bool {
 		expectContinue = r.ContentLength != 0
 	}
 	upgrade := upgradeType(r.Header)
-	teTrailers := httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers")
-	removeHopByHop(r.Header)
-	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-		delete(r.Header, h)
-	}
-	x.s.prepareUpstream(rs, r.Host, r)
-	if rs.err == nil {
-		rs.err = checkInjectedHeaders(r.Header)
-	}
+	teTrailers := x.s.prepareRelay(rs, r)
 	if rs.err != nil {
 		return x.respondError(rs.err)
 	}

@@ -167,6 +167,25 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
+// prepareRelay turns a client's request into the upstream's, in place, for
+// both relays (what ReverseProxy with Rewrite does): hop-by-hop and
+// X-Forwarded-*/Forwarded headers removed, then prepareUpstream (checks,
+// routing, injection) and the injected headers re-checked; a refusal is
+// left in rs.err. It reports whether the client asked for trailers
+// ("TE: trailers", passed on).
+func (s *Server) prepareRelay(rs *reqState, r *http.Request) (teTrailers bool) {
+	teTrailers = httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers")
+	removeHopByHop(r.Header)
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+		delete(r.Header, h)
+	}
+	s.prepareUpstream(rs, r.Host, r)
+	if rs.err == nil {
+		rs.err = checkInjectedHeaders(r.Header)
+	}
+	return teTrailers
+}
+
 // writeRequestHead writes the upstream request head: origin-form target,
 // Host set to the upstream name, the body's framing.
 func writeRequestHead(bw *bufio.Writer, r *http.Request, upgrade string, teTrailers bool) {

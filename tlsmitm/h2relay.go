@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // The upstream leg of h2 clients. The h2 frontend (h2serve.go) runs each
@@ -53,15 +52,7 @@ func (s *Server) relayH2(rs *reqState, r *http.Request) {
 	defer stopCut()
 
 	delete(r.Header, "Expect") // the frontend answers 100-continue when the body is first read
-	teTrailers := httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers")
-	removeHopByHop(r.Header)
-	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-		delete(r.Header, h)
-	}
-	s.prepareUpstream(rs, r.Host, r)
-	if rs.err == nil {
-		rs.err = checkInjectedHeaders(r.Header)
-	}
+	teTrailers := s.prepareRelay(rs, r)
 	if rs.err != nil {
 		s.errorResponse(x.w, r, rs.err)
 		return
@@ -170,7 +161,7 @@ func (x *h2Exchange) roundTrip(teTrailers bool) (*http.Response, error) {
 		if resp.StatusCode == http.StatusEarlyHints {
 			x.st.injector.RedactResponse(x.rs.info.sni, resp.Header)
 			h := x.w.Header()
-			copyHeader(h, resp.Header)
+			maps.Copy(h, resp.Header)
 			x.w.WriteHeader(resp.StatusCode)
 			clear(h) // not part of the final response (ReverseProxy does the same)
 		}
@@ -192,7 +183,7 @@ func (x *h2Exchange) respond(resp *http.Response, stopCut func() bool) {
 	rs.st.injector.RedactResponse(rs.info.sni, resp.Header)
 	removeHopByHop(resp.Header)
 	h := w.Header()
-	copyHeader(h, resp.Header)
+	maps.Copy(h, resp.Header)
 	hasBody := r.Method != http.MethodHead && resp.StatusCode != http.StatusNoContent &&
 		resp.StatusCode != http.StatusNotModified
 	if hasBody {
@@ -295,10 +286,4 @@ type streamFlusher struct{ w *statusWriter }
 func (f streamFlusher) Flush() error {
 	f.w.Flush()
 	return nil
-}
-
-func copyHeader(dst, src http.Header) {
-	for k, vv := range src {
-		dst[k] = vv
-	}
 }

@@ -355,7 +355,7 @@ func (c *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	if f.Truncated {
 		c.w.mu.Lock()
-		c.w.writeHeadersLocked(&h2Stream{id: id}, http.StatusRequestHeaderFieldsTooLarge, nil, nil, true)
+		c.w.writeHeadersLocked(&h2Stream{id: id}, http.StatusRequestHeaderFieldsTooLarge, nil, true)
 		c.w.mu.Unlock()
 		return nil
 	}

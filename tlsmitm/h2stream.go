@@ -70,7 +70,7 @@ func (st *h2Stream) Read(p []byte) (int, error) {
 		st.mu.Unlock()
 		st.c.w.mu.Lock()
 		if !st.finalSent {
-			st.c.w.writeHeadersLocked(st, http.StatusContinue, nil, nil, false)
+			st.c.w.writeHeadersLocked(st, http.StatusContinue, nil, false)
 			st.c.w.flushLocked()
 		}
 		st.c.w.mu.Unlock()
@@ -179,7 +179,7 @@ func (st *h2Stream) WriteHeader(code int) {
 	w := &st.c.w
 	if code < 200 && code != http.StatusSwitchingProtocols {
 		w.mu.Lock()
-		w.writeHeadersLocked(st, code, st.header, nil, false)
+		w.writeHeadersLocked(st, code, st.header, false)
 		w.flushLocked()
 		w.mu.Unlock()
 		return
@@ -198,7 +198,7 @@ func (st *h2Stream) WriteHeader(code int) {
 	}
 	w.mu.Lock()
 	st.finalSent = true
-	w.writeHeadersLocked(st, code, h, nil, false)
+	w.writeHeadersLocked(st, code, h, false)
 	w.mu.Unlock()
 }
 
@@ -260,21 +260,24 @@ func (st *h2Stream) finish() error {
 		st.WriteHeader(http.StatusOK)
 	}
 	defer st.releasePending()
-	var tkeys []string
-	h := st.header
+	// Trailers: the keys the Trailer header declared, and those set with
+	// http.TrailerPrefix after the head.
+	var trailers http.Header
+	add := func(k string, vv []string) {
+		if len(vv) > 0 {
+			if trailers == nil {
+				trailers = make(http.Header)
+			}
+			trailers[k] = vv
+		}
+	}
+	for k, vv := range st.header {
+		if tk, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+			add(http.CanonicalHeaderKey(tk), vv)
+		}
+	}
 	for _, k := range st.trailers {
-		if len(h[k]) > 0 {
-			tkeys = append(tkeys, k)
-		}
-	}
-	trailers := http.Header{}
-	for k, vv := range h {
-		if tk, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && len(vv) > 0 {
-			trailers[http.CanonicalHeaderKey(tk)] = vv
-		}
-	}
-	for _, k := range tkeys {
-		trailers[k] = h[k]
+		add(k, st.header[k])
 	}
 	w := &st.c.w
 	w.mu.Lock()
@@ -283,7 +286,7 @@ func (st *h2Stream) finish() error {
 		return err
 	}
 	if len(trailers) > 0 {
-		if err := w.writeHeadersLocked(st, 0, trailers, nil, true); err != nil {
+		if err := w.writeHeadersLocked(st, 0, trailers, true); err != nil {
 			return err
 		}
 	}

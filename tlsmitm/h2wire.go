@@ -145,7 +145,7 @@ func (w *h2Writer) flushed(write func(fr *http2.Framer) error) error {
 // writeHeaders encodes a header block (":status" first) and writes it as
 // HEADERS and CONTINUATION frames. Connection-specific fields and fields
 // that are not valid on the wire are dropped (as net/http's server did).
-func (w *h2Writer) writeHeadersLocked(st *h2Stream, status int, h http.Header, keys []string, end bool) error {
+func (w *h2Writer) writeHeadersLocked(st *h2Stream, status int, h http.Header, end bool) error {
 	if w.err != nil {
 		return w.err
 	}
@@ -156,27 +156,18 @@ func (w *h2Writer) writeHeadersLocked(st *h2Stream, status int, h http.Header, k
 	if status != 0 {
 		w.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 	}
-	encode := func(k string, vv []string) {
+	for k, vv := range h {
 		if strings.HasPrefix(k, http.TrailerPrefix) {
-			return
+			continue
 		}
 		lk := lowerHeader(k)
 		if !httpguts.ValidHeaderFieldName(lk) || h2ConnectionHeader(lk) {
-			return
+			continue
 		}
 		for _, v := range vv {
 			if httpguts.ValidHeaderFieldValue(v) {
 				w.henc.WriteField(hpack.HeaderField{Name: lk, Value: v})
 			}
-		}
-	}
-	if keys == nil {
-		for k, vv := range h {
-			encode(k, vv)
-		}
-	} else {
-		for _, k := range keys {
-			encode(k, h[k])
 		}
 	}
 	block := w.hbuf.Bytes()
