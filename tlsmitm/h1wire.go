@@ -46,6 +46,16 @@ func statusLine(resp *http.Response) string {
 // The body is not Closed on failure: that would drain it from the
 // upstream; the caller closes the upstream connection instead.
 func (x *h1Exchange) copyBody(resp *http.Response, chunked, streaming bool) (int64, error) {
+	if rc, ra := x.hc.cork, x.uc.ra; rc != nil && ra != nil {
+		// The body's records leave together, and before each wait for
+		// the upstream (batchio.go); a failure's error is the write's.
+		rc.cork()
+		ra.onBlock = rc
+		defer func() {
+			ra.onBlock = nil
+			rc.uncork()
+		}()
+	}
 	var w io.Writer = x.bw
 	var cw io.WriteCloser
 	if chunked {
@@ -133,7 +143,11 @@ func (x *h1Exchange) extend() {
 
 func (x *h1Exchange) flushClient() error {
 	x.extend()
-	if err := x.bw.Flush(); err != nil {
+	err := x.bw.Flush()
+	if rc := x.hc.cork; err == nil && rc != nil {
+		err = rc.Flush() // what a cork holds (copyBody)
+	}
+	if err != nil {
 		return fmt.Errorf("%w: writing response: %w", errClientClosed, err)
 	}
 	return nil

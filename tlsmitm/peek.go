@@ -130,6 +130,7 @@ type replayConn struct {
 	net.Conn
 	pending []byte
 	info    *connInfo
+	w       corkedWriter // batchio.go
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {
