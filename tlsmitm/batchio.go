@@ -2,6 +2,7 @@ package tlsmitm
 
 import (
 	"net"
+	"net/http"
 	"sync"
 )
 
@@ -14,7 +15,9 @@ import (
 // its records collect and leave in one write(2). The cork is flushed before
 // every read(2) on the upstream (readAheadConn.onBlock), so nothing waits
 // in it while the relay waits for the upstream: an event stream's event
-// leaves as soon as it came, as before.
+// leaves as soon as it came, as before. Both take their buffers only for a
+// body that may be large (bulkBody), and hold them only while they hold
+// bytes.
 
 // batchSize is a read-ahead buffer and a cork: four full TLS records.
 const batchSize = 64 << 10
@@ -36,7 +39,17 @@ type readAheadConn struct {
 	onBlock flusher
 }
 
+// bulkBody reports whether a response body may be large enough to batch:
+// a small one goes out with its head in one write anyway, and taking
+// batch buffers for every small response would only churn the pool.
+func bulkBody(resp *http.Response) bool {
+	return resp.ContentLength < 0 || resp.ContentLength >= batchSize
+}
+
 func (c *readAheadConn) Read(p []byte) (int, error) {
+	if c.onBlock == nil && c.buf == nil {
+		return c.Conn.Read(p) // a head, a small body: read as crypto/tls asks
+	}
 	if c.r == c.w {
 		if err := c.err; err != nil {
 			c.err = nil

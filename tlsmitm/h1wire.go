@@ -46,7 +46,7 @@ func statusLine(resp *http.Response) string {
 // The body is not Closed on failure: that would drain it from the
 // upstream; the caller closes the upstream connection instead.
 func (x *h1Exchange) copyBody(resp *http.Response, chunked, streaming bool) (int64, error) {
-	if rc, ra := x.hc.cork, x.uc.ra; rc != nil && ra != nil {
+	if rc, ra := x.hc.cork, x.uc.ra; rc != nil && ra != nil && bulkBody(resp) {
 		// The body's records leave together, and before each wait for
 		// the upstream (batchio.go); a failure's error is the write's.
 		rc.cork()
