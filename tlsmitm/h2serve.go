@@ -81,13 +81,11 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 	// ReverseProxy (the gRPC path) resets a response it cannot finish only
 	// under a server: it looks for this key.
 	c.ctx = context.WithValue(s.baseCtx, http.ServerContextKey, h2ServerMarker)
-	c.br = bufio.NewReaderSize(connReader{c}, h2ReadBuffer)
-	bw := bufio.NewWriterSize(deadlineWriter{c: tc, idle: s.cfg.WriteIdleTimeout}, h2WriteBuffer)
-	c.fr = http2.NewFramer(bw, c.br)
+	c.fr = http2.NewFramer(&c.w, h2FrameSource{c})
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.fr.MaxHeaderListSize = c.maxHeaderList()
 	c.fr.SetMaxReadFrameSize(h2ClientFrameSize)
-	c.w.init(tc.NetConn(), c.fr, bw)
+	c.w.init(tc, s.cfg.WriteIdleTimeout, c.fr, &s.stats.h2Buffers)
 	s.registerH2(c, true)
 	defer s.registerH2(c, false)
 
@@ -102,23 +100,12 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 		st.abort(fmt.Errorf("%w: the connection ended", errClientClosed))
 	}
 	c.wg.Wait()
+	c.releaseReadBuffer()
 	if graceful {
 		closeH1(tc) // close_notify, FIN, and what the client still sends read away
 	} else {
 		tc.NetConn().Close()
 	}
-}
-
-// connReader reads the client connection and records its error, so the
-// read loop can tell a connection that failed from a frame that did.
-type connReader struct{ c *h2Conn }
-
-func (r connReader) Read(p []byte) (int, error) {
-	n, err := r.c.tc.Read(p)
-	if err != nil {
-		r.c.connErr = err
-	}
-	return n, err
 }
 
 // h2ServerMarker is the http.ServerContextKey value of h2 requests; it is
@@ -145,7 +132,7 @@ func (c *h2Conn) maxHeaderList() uint32 { return uint32(c.s.cfg.MaxHeaderBytes +
 func (c *h2Conn) handshake() bool {
 	c.tc.SetReadDeadline(time.Now().Add(c.s.cfg.ReadHeaderTimeout))
 	var preface [len(http2.ClientPreface)]byte
-	if _, err := io.ReadFull(c.br, preface[:]); err != nil || string(preface[:]) != http2.ClientPreface {
+	if _, err := io.ReadFull(h2FrameSource{c}, preface[:]); err != nil || string(preface[:]) != http2.ClientPreface {
 		return false
 	}
 	c.recvWindow = h2UploadConnWindow
@@ -198,7 +185,7 @@ func (c *h2Conn) serve() (graceful bool) {
 			c.tc.SetReadDeadline(time.Time{}) // a request's own timers bound it now
 		}
 		c.mu.Unlock()
-		if c.br.Buffered() == 0 && c.w.flush() != nil {
+		if (c.br == nil || c.br.Buffered() == 0) && c.w.flush() != nil {
 			return false
 		}
 		fh, err := c.fr.ReadFrameHeader()

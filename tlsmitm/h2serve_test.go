@@ -2,8 +2,10 @@ package tlsmitm
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -234,5 +236,51 @@ func TestH2Serve_ExpectContinueAndRequestTrailers(t *testing.T) {
 	resp := r.read(id, 3*time.Second)
 	if resp.status != "200" || resp.body != "body trailer= expect=" {
 		t.Fatalf("got %+v, want the body without the trailer or Expect upstream", resp)
+	}
+}
+
+// TestH2Serve_IdleConnectionsHoldNoBuffers: after requests with bodies both
+// ways, connections that wait for their next frame have given their read
+// and write buffers back to the pools (an idle connection's memory).
+func TestH2Serve_IdleConnectionsHoldNoBuffers(t *testing.T) {
+	big := strings.Repeat("x", 200<<10)
+	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		if r.Method == "GET" {
+			io.WriteString(w, big)
+			return
+		}
+		fmt.Fprintf(w, "%d", n)
+	})})
+	for i := range 3 {
+		cl := h.client(true) // a connection each
+		resp, err := cl.Post("https://"+apiHost+"/up", "text/plain", strings.NewReader(big[:100<<10]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(got) != strconv.Itoa(100<<10) || resp.ProtoMajor != 2 {
+			t.Fatalf("conn %d upload: %s %q", i, resp.Proto, got)
+		}
+		resp, err = cl.Get("https://" + apiHost + "/down")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if len(got) != len(big) {
+			t.Fatalf("conn %d download: %d bytes", i, len(got))
+		}
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for h.srv.stats.h2Buffers.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d buffers still held by idle h2 connections", h.srv.stats.h2Buffers.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := h.srv.Stats().ActiveHTTPConns; n != 3 {
+		t.Errorf("%d connections open, want the 3 idle ones", n)
 	}
 }

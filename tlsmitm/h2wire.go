@@ -3,6 +3,8 @@ package tlsmitm
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -28,7 +31,9 @@ type h2Writer struct {
 	mu   sync.Mutex
 	cond sync.Cond // on mu: a send window opened, or the connection failed
 	raw  net.Conn  // under tls, closed when a write fails
-	bw   *bufio.Writer
+	out  deadlineWriter
+	bw   *bufio.Writer // pooled, from the first frame to the flush
+	held *atomic.Int64 // the server's count of buffers out of their pools
 	fr   *http2.Framer // its write side; the read loop owns the read side
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
@@ -48,16 +53,18 @@ type deadlineWriter struct {
 	idle time.Duration
 }
 
-func (d deadlineWriter) Write(p []byte) (int, error) {
+func (d *deadlineWriter) Write(p []byte) (int, error) {
 	if d.idle > 0 {
 		d.c.SetWriteDeadline(time.Now().Add(d.idle))
 	}
 	return d.c.Write(p)
 }
 
-func (w *h2Writer) init(raw net.Conn, fr *http2.Framer, bw *bufio.Writer) {
+func (w *h2Writer) init(tc *tls.Conn, idle time.Duration, fr *http2.Framer, held *atomic.Int64) {
 	w.cond.L = &w.mu
-	w.raw, w.fr, w.bw = raw, fr, bw
+	w.held = held
+	w.raw, w.fr = tc.NetConn(), fr
+	w.out = deadlineWriter{c: tc, idle: idle}
 	w.henc = hpack.NewEncoder(&w.hbuf)
 	w.maxFrame = h2MaxDataFrame // within the protocol's initial 16 KiB
 	w.connWindow, w.initWindow = 65535, 65535
@@ -75,6 +82,7 @@ func (w *h2Writer) failLocked(err error) {
 		w.err = err
 		w.raw.Close()
 	}
+	w.releaseLocked()
 	w.cond.Broadcast()
 }
 
@@ -93,7 +101,9 @@ func (w *h2Writer) flushLocked() error {
 		return nil
 	}
 	w.unflushed = false
-	if err := w.bw.Flush(); err != nil {
+	err := w.bw.Flush()
+	w.releaseLocked()
+	if err != nil {
 		w.failLocked(fmt.Errorf("%w: writing response: %w", errClientClosed, err))
 		return w.err
 	}
@@ -236,7 +246,7 @@ func (w *h2Writer) writeDataLocked(st *h2Stream, p []byte, end bool) error {
 			if !end {
 				return nil
 			}
-			return w.frameLocked(w.fr.WriteData(st.id, true, nil))
+			return w.dataFrameLocked(st.id, true, nil)
 		}
 		n := int64(min(len(p), w.maxFrame))
 		n = min(n, w.connWindow, st.sendWindow)
@@ -247,7 +257,7 @@ func (w *h2Writer) writeDataLocked(st *h2Stream, p []byte, end bool) error {
 			continue
 		}
 		last := int(n) == len(p)
-		if err := w.frameLocked(w.fr.WriteData(st.id, end && last, p[:n])); err != nil {
+		if err := w.dataFrameLocked(st.id, end && last, p[:n]); err != nil {
 			return err
 		}
 		w.connWindow -= n
@@ -257,6 +267,23 @@ func (w *h2Writer) writeDataLocked(st *h2Stream, p []byte, end bool) error {
 		}
 		p = p[n:]
 	}
+}
+
+// dataFrameLocked writes a DATA frame straight into the buffer. The
+// Framer would copy the payload into a buffer of its own first, and keep
+// that buffer as large as the largest frame for the connection's life.
+func (w *h2Writer) dataFrameLocked(id uint32, end bool, p []byte) error {
+	var h [9]byte
+	h[0], h[1], h[2] = byte(len(p)>>16), byte(len(p)>>8), byte(len(p))
+	h[3] = byte(http2.FrameData)
+	if end {
+		h[4] = byte(http2.FlagDataEndStream)
+	}
+	binary.BigEndian.PutUint32(h[5:], id)
+	bw := w.buffer()
+	bw.Write(h[:])
+	_, err := bw.Write(p) // a bufio.Writer's error sticks: the first write's shows here
+	return w.frameLocked(err)
 }
 
 // waitWindowLocked flushes (the client may be waiting for those frames

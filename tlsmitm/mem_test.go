@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // TestIdleConnMemory holds 1000 idle intercepted keep-alive connections and
@@ -29,13 +31,19 @@ func TestIdleConnMemory(t *testing.T) {
 	if os.Getenv("CLAUDERON_BENCH_MEM") != "1" {
 		t.Skip("set CLAUDERON_BENCH_MEM=1 to measure idle connection memory")
 	}
+	for _, proto := range []string{"http/1.1", "h2"} {
+		t.Run(proto, func(t *testing.T) { idleConnMemory(t, proto) })
+	}
+}
+
+func idleConnMemory(t *testing.T, proto string) {
 	const n = 1000
 	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
 		mutate: func(c *Config) { c.Logger, c.MaxConnsPerSource = nil, 2*n }}) // every client is 127.0.0.1
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(caFile, h.srv.CA().CertPEM(), 0o644)
 	// Warm up: the leaf, the upstream connection, the HTTP server.
-	resp, err := h.client(false).Get("https://" + apiHost + "/")
+	resp, err := h.client(proto == "h2").Get("https://" + apiHost + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +54,7 @@ func TestIdleConnMemory(t *testing.T) {
 	heap0, rss0, g0 := memNow()
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "CLAUDERON_IDLE_CLIENT="+h.addr, "CLAUDERON_IDLE_CA="+caFile, "CLAUDERON_IDLE_N="+strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), "CLAUDERON_IDLE_CLIENT="+h.addr, "CLAUDERON_IDLE_CA="+caFile, "CLAUDERON_IDLE_N="+strconv.Itoa(n), "CLAUDERON_IDLE_PROTO="+proto)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -63,8 +71,8 @@ func TestIdleConnMemory(t *testing.T) {
 	heap1, rss1, g1 := memNow()
 	perHeap := float64(heap1-heap0) / n
 	perRSS := float64(rss1-rss0) / n
-	t.Logf("%d idle intercepted keep-alive connections: heap +%.1f KiB/conn, RSS +%.1f KiB/conn, goroutines +%.2f/conn",
-		n, perHeap/1024, perRSS/1024, float64(g1-g0)/n)
+	t.Logf("%d idle intercepted %s keep-alive connections: heap +%.1f KiB/conn, RSS +%.1f KiB/conn, goroutines +%.2f/conn",
+		n, proto, perHeap/1024, perRSS/1024, float64(g1-g0)/n)
 	if perHeap > 64<<10 {
 		t.Errorf("heap growth %.1f KiB per idle connection, target ≤ 64 KiB", perHeap/1024)
 	}
@@ -94,11 +102,29 @@ func idleClientMain() {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
+	proto := os.Getenv("CLAUDERON_IDLE_PROTO")
 	conns := make([]net.Conn, 0, n)
+	var h2conns []*http2.ClientConn // kept open, idle, after one request each
 	for i := 0; i < n; i++ {
-		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: apiHost, RootCAs: pool, NextProtos: []string{"http/1.1"}})
+		c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: apiHost, RootCAs: pool, NextProtos: []string{proto}})
 		if err != nil {
 			panic(err)
+		}
+		conns = append(conns, c)
+		if proto == "h2" {
+			cc, err := (&http2.Transport{}).NewClientConn(c)
+			if err != nil {
+				panic(err)
+			}
+			req, _ := http.NewRequest("GET", "https://"+apiHost+"/", nil)
+			resp, err := cc.RoundTrip(req)
+			if err != nil {
+				panic(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			h2conns = append(h2conns, cc)
+			continue
 		}
 		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -107,7 +133,6 @@ func idleClientMain() {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		conns = append(conns, c)
 	}
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin)

@@ -25,6 +25,7 @@ type counters struct {
 	helloErrors, handshakeErrors, upstreamErrors atomic.Int64
 	panics, active, activeRequests, activeHTTP   atomic.Int64
 	rejected, refusedRequests, bodyTimeouts      atomic.Int64
+	h2Buffers                                    atomic.Int64 // h2 connection buffers out of their pools
 }
 
 // Stats returns the current counters.
