@@ -6,47 +6,65 @@ import (
 	"sync"
 )
 
-// Fewer system calls for bulk response bodies. crypto/tls reads its socket
-// about one record at a time and writes every record with its own
-// write(2): relaying a 100 MB download took two system calls per 16 KiB,
-// over half the relay's CPU. Under the upstream's TLS, readAheadConn reads
-// the socket in batchSize gulps, several records at once. Under the
-// client's TLS, replayConn can be corked while a response body is copied:
-// its records collect and leave in one write(2). The cork is flushed before
-// every read(2) on the upstream (readAheadConn.onBlock), so nothing waits
-// in it while the relay waits for the upstream: an event stream's event
-// leaves as soon as it came, as before. Both take their buffers only for a
-// body that may be large (bulkBody), and hold them only while they hold
-// bytes.
+// Fewer system calls for bulk bodies. crypto/tls reads its socket about one
+// record at a time and writes every record with its own write(2): relaying
+// a 100 MB download took two system calls per 16 KiB, over half the
+// relay's CPU. batchConn sits under the TLS of both legs (the upstream's
+// directly, the client's inside replayConn). While the relay copies a body
+// that may be large, the side it reads takes the socket in batchSize
+// gulps, several records per read(2), and the side it writes is corked:
+// the records collect and leave in one write(2). The cork is flushed
+// before every read(2) on the other side, which may block (onBlock), so
+// nothing waits in it while the relay waits for more: an event stream's
+// event leaves as soon as it came, as before. Both buffers come from a
+// pool for bulk bodies only (a small one goes out with its head in one
+// write anyway) and are held only while they hold bytes.
 
 // batchSize is a read-ahead buffer and a cork: four full TLS records.
 const batchSize = 64 << 10
 
-// batchBuffers are held only while they hold bytes: an idle connection has
-// none.
 var batchBuffers = sync.Pool{New: func() any { b := make([]byte, batchSize); return &b }}
 
-// readAheadConn is an upstream socket under its TLS client.
-type readAheadConn struct {
-	net.Conn
-	buf  *[]byte // pooled; held only while it has unread bytes
-	r, w int     // unread bytes are (*buf)[r:w]
-	err  error   // the socket's error, returned once the bytes before it are read
-
-	// onBlock is flushed before each read(2), which may block; the relay
-	// sets it while it copies a response body (crypto/tls serialises
-	// reads, and the relay reads from the goroutine that sets it).
-	onBlock flusher
-}
-
-// bulkBody reports whether a response body may be large enough to batch:
-// a small one goes out with its head in one write anyway, and taking
-// batch buffers for every small response would only churn the pool.
-func bulkBody(resp *http.Response) bool {
+// bulkResponse and bulkRequest report whether a body may be large enough
+// to batch: of unknown length, or at least a batch.
+func bulkResponse(resp *http.Response) bool {
 	return resp.ContentLength < 0 || resp.ContentLength >= batchSize
 }
 
-func (c *readAheadConn) Read(p []byte) (int, error) {
+func bulkRequest(r *http.Request) bool {
+	return r.ContentLength < 0 || r.ContentLength >= batchSize
+}
+
+// batchConn is a socket under TLS: reads straight through, or through a
+// read-ahead buffer while onBlock is set; writes straight through, or into
+// the cork.
+type batchConn struct {
+	net.Conn
+
+	// The read side; crypto/tls serialises reads, and the relay sets
+	// onBlock from the goroutine that reads.
+	buf     *[]byte // read-ahead, pooled; held only while it has unread bytes
+	r, w    int     // unread bytes are (*buf)[r:w]
+	err     error   // the socket's error, returned once the bytes before it are read
+	onBlock flusher // flushed before each read(2): the other leg's cork
+
+	cork corkedWriter // the write side
+}
+
+// batchOf returns the batchConn under an upstream connection's TLS, or nil
+// (a test's dialer).
+func batchOf(c net.Conn) *batchConn {
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		bc, _ := nc.NetConn().(*batchConn)
+		return bc
+	}
+	return nil
+}
+
+// NetConn returns the socket (abort, connAlive, peerClosed).
+func (c *batchConn) NetConn() net.Conn { return c.Conn }
+
+func (c *batchConn) Read(p []byte) (int, error) {
 	if c.onBlock == nil && c.buf == nil {
 		return c.Conn.Read(p) // a head, a small body: read as crypto/tls asks
 	}
@@ -56,7 +74,7 @@ func (c *readAheadConn) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		if c.onBlock != nil {
-			c.onBlock.Flush() // an error shows in the next write to the client
+			c.onBlock.Flush() // an error shows in the next write on that leg
 		}
 		if len(p) >= batchSize {
 			return c.Conn.Read(p)
@@ -66,7 +84,7 @@ func (c *readAheadConn) Read(p []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(*c.buf)
 		if n <= 0 {
-			c.release()
+			c.releaseReadAhead()
 			return 0, err
 		}
 		c.r, c.w, c.err = 0, n, err
@@ -74,12 +92,12 @@ func (c *readAheadConn) Read(p []byte) (int, error) {
 	n := copy(p, (*c.buf)[c.r:c.w])
 	c.r += n
 	if c.r == c.w {
-		c.release()
+		c.releaseReadAhead()
 	}
 	return n, nil
 }
 
-func (c *readAheadConn) release() {
+func (c *batchConn) releaseReadAhead() {
 	if c.buf != nil {
 		batchBuffers.Put(c.buf)
 		c.buf = nil
@@ -87,28 +105,25 @@ func (c *readAheadConn) release() {
 	c.r, c.w = 0, 0
 }
 
-// NetConn returns the socket (abort, connAlive).
-func (c *readAheadConn) NetConn() net.Conn { return c.Conn }
+func (c *batchConn) Write(p []byte) (int, error) { return c.cork.write(c.Conn, p) }
 
-// readAheadOf returns the read-ahead layer under an upstream connection,
-// or nil (a test's dialer).
-func readAheadOf(c net.Conn) *readAheadConn {
-	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
-		ra, _ := nc.NetConn().(*readAheadConn)
-		return ra
-	}
-	return nil
-}
+// corkWrites collects the writes from now until uncork.
+func (c *batchConn) corkWrites() { c.cork.start() }
 
-// corkedWriter is replayConn's write side: straight to the socket, or,
-// while corked, into a buffer that Flush sends in one write(2). The mutex
-// orders the relay's flushes with records crypto/tls writes from its
-// reading goroutine (an alert, a key update).
+// Flush sends what the cork holds.
+func (c *batchConn) Flush() error { return c.cork.flush(c.Conn) }
+
+// uncork sends what the cork holds and writes straight through again.
+func (c *batchConn) uncork() error { return c.cork.stop(c.Conn) }
+
+// corkedWriter is a batchConn's write side. Its mutex orders the relay's
+// flushes with the records crypto/tls writes from a reading goroutine (an
+// alert, a key update).
 type corkedWriter struct {
 	mu  sync.Mutex
 	buf *[]byte // pooled, while corked
 	n   int     // bytes waiting in buf
-	err error   // a failed flush: every later write fails with it
+	err error   // a failed write of the cork's: every later write fails with it
 }
 
 // write sends p on conn, or adds it to the cork.
@@ -144,33 +159,28 @@ func (w *corkedWriter) flushLocked(conn net.Conn) error {
 	return w.err
 }
 
-func (c *replayConn) Write(p []byte) (int, error) { return c.w.write(c.Conn, p) }
-
-// cork collects the writes from now until uncork.
-func (c *replayConn) cork() {
-	c.w.mu.Lock()
-	defer c.w.mu.Unlock()
-	if c.w.buf == nil {
-		c.w.buf = batchBuffers.Get().(*[]byte)
+func (w *corkedWriter) start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.buf == nil {
+		w.buf = batchBuffers.Get().(*[]byte)
 	}
 }
 
-// Flush sends what the cork holds.
-func (c *replayConn) Flush() error {
-	c.w.mu.Lock()
-	defer c.w.mu.Unlock()
-	return c.w.flushLocked(c.Conn)
+func (w *corkedWriter) flush(conn net.Conn) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flushLocked(conn)
 }
 
-// uncork sends what the cork holds and writes straight through again.
-func (c *replayConn) uncork() error {
-	c.w.mu.Lock()
-	defer c.w.mu.Unlock()
-	if c.w.buf == nil {
-		return c.w.err
+func (w *corkedWriter) stop(conn net.Conn) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.buf == nil {
+		return w.err
 	}
-	err := c.w.flushLocked(c.Conn)
-	batchBuffers.Put(c.w.buf)
-	c.w.buf, c.w.n = nil, 0
+	err := w.flushLocked(conn)
+	batchBuffers.Put(w.buf)
+	w.buf, w.n = nil, 0
 	return err
 }

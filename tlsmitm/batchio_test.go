@@ -65,7 +65,7 @@ func TestReadAhead_BatchesReadsAndFlushesBeforeEachSocketRead(t *testing.T) {
 	}
 	time.Sleep(50 * time.Millisecond) // the whole burst is in b's socket
 	fc := &flushCounter{}
-	ra := &readAheadConn{Conn: b, onBlock: fc}
+	ra := &batchConn{Conn: b, onBlock: fc}
 	got := make([]byte, 0, len(burst))
 	p := make([]byte, 1000)
 	for len(got) < len(burst) {
@@ -107,9 +107,9 @@ func TestReadAhead_BatchesReadsAndFlushesBeforeEachSocketRead(t *testing.T) {
 func TestCork_OneWritePerBatch(t *testing.T) {
 	a, b := tcpPair(t)
 	cc := &countingConn{Conn: a}
-	rc := &replayConn{Conn: cc}
+	rc := &replayConn{batchConn: batchConn{Conn: cc}}
 	rec := make([]byte, 16<<10+29) // a full TLS record
-	rc.cork()
+	rc.corkWrites()
 	for range 3 {
 		rc.Write(rec)
 	}
@@ -152,8 +152,8 @@ func TestCork_OneWritePerBatch(t *testing.T) {
 // gone) fails every later write, so the relay stops.
 func TestCork_FailedFlushFailsLaterWrites(t *testing.T) {
 	a, b := tcpPair(t)
-	rc := &replayConn{Conn: a}
-	rc.cork()
+	rc := &replayConn{batchConn: batchConn{Conn: a}}
+	rc.corkWrites()
 	rc.Write([]byte("hello"))
 	b.Close()
 	a.Close()
@@ -207,5 +207,51 @@ func TestIntercept_CorkNeverHoldsWhatTheClientWaitsFor(t *testing.T) {
 				t.Fatalf("second half: %d bytes, %v", len(rest), err)
 			}
 		})
+	}
+}
+
+// TestIntercept_UploadCorkNeverHoldsWhatTheUpstreamWaitsFor: a request
+// body of known length whose second half the client sends only after the
+// upstream has read the first. A relay that held the first half in the
+// upstream's cork while it waited for the client would wait forever.
+func TestIntercept_UploadCorkNeverHoldsWhatTheUpstreamWaitsFor(t *testing.T) {
+	half := bytes.Repeat([]byte("fedcba9876543210"), 3000) // 48000 B: below one batch
+	gotFirst := make(chan struct{}, 1)
+	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		first := make([]byte, len(half))
+		if _, err := io.ReadFull(r.Body, first); err != nil {
+			http.Error(w, "first half: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		gotFirst <- struct{}{}
+		rest, err := io.ReadAll(r.Body)
+		if err != nil || !bytes.Equal(first, half) || !bytes.Equal(rest, half) {
+			http.Error(w, "body mangled", http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, "whole")
+	})})
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write(half)
+		select {
+		case <-gotFirst:
+			pw.Write(half)
+			pw.Close()
+		case <-time.After(10 * time.Second):
+			pw.CloseWithError(io.ErrUnexpectedEOF)
+		}
+	}()
+	req, _ := http.NewRequest("POST", "https://"+apiHost+"/upload", pr)
+	req.ContentLength = int64(2 * len(half))
+	start := time.Now()
+	resp, err := h.client(false).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "whole" || time.Since(start) > 5*time.Second {
+		t.Fatalf("after %v: %d %q; the first half reached the upstream only after the client gave up", time.Since(start), resp.StatusCode, body)
 	}
 }

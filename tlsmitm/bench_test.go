@@ -40,6 +40,7 @@ package tlsmitm
 //	go test -run '^$' -bench 'Download100MB' -benchtime 6x -count 3 ./tlsmitm/
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -319,6 +320,30 @@ func BenchmarkDownload100MB(b *testing.B) {
 			d, p := interleave(b, b.N, func() { get(b, dc, "/big?mb=100") }, func() { get(b, pc, "/big?mb=100") })
 			b.ReportMetric(100*d.perSec, "direct-MB/s")
 			b.ReportMetric(100*p.perSec, "proxied-MB/s")
+			b.ReportMetric(p.perSec/d.perSec, "ratio")
+		})
+	}
+}
+
+// BenchmarkUpload1MB: a 1 MB request body, the size of a long agent
+// conversation sent with every turn. Target: proxied ≥ 0.5× direct.
+func BenchmarkUpload1MB(b *testing.B) {
+	e := newBenchEnv(b)
+	for _, h2 := range []bool{false, true} {
+		b.Run(map[bool]string{false: "http1.1", true: "h2"}[h2], func(b *testing.B) {
+			dc, pc := e.client(false, h2, true), e.client(true, h2, true)
+			post := func(c *http.Client) {
+				resp, err := c.Post("https://"+apiHost+"/small", "application/json", bytes.NewReader(bigBody))
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			b.StopTimer()
+			d, p := interleave(b, b.N, func() { post(dc) }, func() { post(pc) })
+			b.ReportMetric(d.perSec, "direct-MB/s")
+			b.ReportMetric(p.perSec, "proxied-MB/s")
 			b.ReportMetric(p.perSec/d.perSec, "ratio")
 		})
 	}

@@ -207,7 +207,7 @@ func (s *Server) dialUpstreamTLS(ctx context.Context, st *state, addr string, pr
 	if o, ok := st.overrides[host]; ok && o.RootCAs != nil {
 		roots = o.RootCAs
 	}
-	tc := tls.Client(&readAheadConn{Conn: raw}, &tls.Config{
+	tc := tls.Client(&batchConn{Conn: raw}, &tls.Config{
 		ServerName:         host,
 		RootCAs:            roots,
 		NextProtos:         protos,

@@ -26,7 +26,7 @@ const (
 type upstreamConn struct {
 	conn   net.Conn
 	lr     *headerLimitReader // under br: bounds response heads
-	ra     *readAheadConn     // under TLS, if there (batchio.go)
+	bc     *batchConn         // under TLS, if there (batchio.go)
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	host   string
@@ -104,7 +104,7 @@ func (p *h1Pool) get(ctx context.Context, host string, fresh bool) (*upstreamCon
 		return nil, err
 	}
 	lr := &headerLimitReader{r: c, n: math.MaxInt64}
-	return &upstreamConn{conn: c, host: host, lr: lr, ra: readAheadOf(c),
+	return &upstreamConn{conn: c, host: host, lr: lr, bc: batchOf(c),
 		br: bufio.NewReaderSize(lr, h1BufSize), bw: bufio.NewWriterSize(c, h1BufSize)}, nil
 }
 

@@ -36,11 +36,11 @@ import (
 // h1Conn is a relay connection, registered so that drain can close it
 // while it waits for its next request.
 type h1Conn struct {
-	conn  *tls.Conn                    // the client's connection
-	cork  *replayConn                  // under conn's TLS: batches a body's records (batchio.go)
-	idle  atomic.Bool                  // waiting for the next request
-	up    atomic.Pointer[upstreamConn] // the upstream connection in use
-	watch clientWatch                  // for a client hanging up while the upstream works
+	conn   *tls.Conn                    // the client's connection
+	socket *replayConn                  // under conn's TLS: batches bulk bodies (batchio.go)
+	idle   atomic.Bool                  // waiting for the next request
+	up     atomic.Pointer[upstreamConn] // the upstream connection in use
+	watch  clientWatch                  // for a client hanging up while the upstream works
 }
 
 // serveH1 serves an intercepted HTTP/1.x connection until either side ends
@@ -49,7 +49,7 @@ func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
 	s.stats.activeHTTP.Add(1)
 	defer s.stats.activeHTTP.Add(-1)
 	hc := &h1Conn{conn: tc, watch: clientWatch{client: tc.NetConn()}}
-	hc.cork, _ = tc.NetConn().(*replayConn)
+	hc.socket, _ = tc.NetConn().(*replayConn)
 	s.registerH1(hc, true)
 	defer s.registerH1(hc, false)
 	defer closeH1(tc)

@@ -27,7 +27,11 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 			beforeRead: x.bd.extend,
 			flushNow:   func() bool { return r.ContentLength < 0 || x.br.Buffered() == 0 },
 		}
-		go x.s.sendBody(uc, r, hooks, x.bd.readErr, x.bodyDone)
+		var client *batchConn
+		if x.hc.socket != nil {
+			client = &x.hc.socket.batchConn
+		}
+		go x.s.sendBody(uc, r, hooks, x.bd.readErr, client, x.bodyDone)
 	} else if err := uc.bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing request to upstream: %w", err)
 	}
@@ -95,16 +99,35 @@ func (uc *upstreamConn) readHead(r *http.Request, interim int) (*http.Response, 
 
 // sendBody streams the request body upstream (re-chunked when its length is
 // unknown), flushing when hooks.flushNow says so; readErr names a failed
-// read of the client's body (the idle deadline, or the client gone). It
-// runs on its own goroutine and touches the Server only to report a panic.
-func (s *Server) sendBody(uc *upstreamConn, r *http.Request, hooks pumpHooks, readErr func(error) error, done chan<- error) {
+// read of the client's body (the idle deadline, or the client gone). With
+// client, the socket the body is read from, a bulk body is batched both
+// ways (batchio.go). It runs on its own goroutine, reports on done, and
+// touches the Server only to report a panic.
+func (s *Server) sendBody(uc *upstreamConn, r *http.Request, hooks pumpHooks, readErr func(error) error, client *batchConn, done chan<- error) {
+	batched := client != nil && uc.bc != nil && bulkRequest(r)
+	if batched {
+		uc.bc.corkWrites()
+		client.onBlock = uc.bc
+	}
+	var err error
 	defer func() {
-		if v := recover(); v != nil { // every send below is followed by return
+		if v := recover(); v != nil {
 			s.recordPanic(v, "panic sending an intercepted request body")
 			uc.Close()
-			done <- fmt.Errorf("internal error sending request body: %v", v)
+			err = fmt.Errorf("internal error sending request body: %v", v)
 		}
+		if batched { // before done: the exchange goes on with both sockets
+			client.onBlock = nil
+			if cerr := uc.bc.uncork(); err == nil && cerr != nil {
+				err = fmt.Errorf("writing request body to upstream: %w", cerr)
+			}
+		}
+		done <- err
 	}()
+	err = copyRequestBody(uc, r, hooks, readErr)
+}
+
+func copyRequestBody(uc *upstreamConn, r *http.Request, hooks pumpHooks, readErr func(error) error) error {
 	var w io.Writer = uc.bw
 	var cw io.WriteCloser
 	if r.ContentLength < 0 {
@@ -113,16 +136,14 @@ func (s *Server) sendBody(uc *upstreamConn, r *http.Request, hooks pumpHooks, re
 	}
 	_, rerr, werr := pumpBody(r.Body, w, uc.bw, hooks)
 	if werr != nil {
-		done <- fmt.Errorf("writing request body to upstream: %w", werr)
-		return
+		return fmt.Errorf("writing request body to upstream: %w", werr)
 	}
 	if rerr != nil {
 		// The upstream must not take a truncated body for a whole one,
 		// nor answer it before the exchange stops reading: close the
 		// socket under TLS, with no close_notify to answer.
 		uc.abort()
-		done <- readErr(rerr)
-		return
+		return readErr(rerr)
 	}
 	if cw != nil {
 		// "0\r\n\r\n": request trailers are not forwarded (they would
@@ -131,10 +152,9 @@ func (s *Server) sendBody(uc *upstreamConn, r *http.Request, hooks pumpHooks, re
 		uc.bw.WriteString("\r\n")
 	}
 	if err := uc.bw.Flush(); err != nil {
-		done <- fmt.Errorf("writing request body to upstream: %w", err)
-		return
+		return fmt.Errorf("writing request body to upstream: %w", err)
 	}
-	done <- nil
+	return nil
 }
 
 // bodyGrace is how long a complete response waits for the request body

@@ -46,13 +46,13 @@ func statusLine(resp *http.Response) string {
 // The body is not Closed on failure: that would drain it from the
 // upstream; the caller closes the upstream connection instead.
 func (x *h1Exchange) copyBody(resp *http.Response, chunked, streaming bool) (int64, error) {
-	if rc, ra := x.hc.cork, x.uc.ra; rc != nil && ra != nil && bulkBody(resp) {
+	if rc, up := x.hc.socket, x.uc.bc; rc != nil && up != nil && bulkResponse(resp) {
 		// The body's records leave together, and before each wait for
 		// the upstream (batchio.go); a failure's error is the write's.
-		rc.cork()
-		ra.onBlock = rc
+		rc.corkWrites()
+		up.onBlock = rc
 		defer func() {
-			ra.onBlock = nil
+			up.onBlock = nil
 			rc.uncork()
 		}()
 	}
@@ -144,7 +144,7 @@ func (x *h1Exchange) extend() {
 func (x *h1Exchange) flushClient() error {
 	x.extend()
 	err := x.bw.Flush()
-	if rc := x.hc.cork; err == nil && rc != nil {
+	if rc := x.hc.socket; err == nil && rc != nil {
 		err = rc.Flush() // what a cork holds (copyBody)
 	}
 	if err != nil {

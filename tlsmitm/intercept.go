@@ -23,7 +23,7 @@ import (
 // it took care of closing c.
 func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
 	s.stats.intercepted.Add(1)
-	rc := &replayConn{Conn: c, pending: hello, info: info}
+	rc := &replayConn{batchConn: batchConn{Conn: c}, pending: hello, info: info}
 	tc := tls.Server(rc, s.tlsCfg)
 	ctx, cancel := context.WithTimeout(s.baseCtx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)

@@ -127,10 +127,9 @@ func (sniffConn) SetWriteDeadline(time.Time) error { return nil }
 // replayConn replays the recorded hello bytes, then reads from the
 // connection. It carries what the accept path learned, for the HTTP layer.
 type replayConn struct {
-	net.Conn
-	pending []byte
-	info    *connInfo
-	w       corkedWriter // batchio.go
+	batchConn // the socket, batched for bulk bodies (batchio.go)
+	pending   []byte
+	info      *connInfo
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {
@@ -142,7 +141,7 @@ func (c *replayConn) Read(p []byte) (int, error) {
 		}
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	return c.batchConn.Read(p)
 }
 
 // NetConn returns the wrapped connection.
