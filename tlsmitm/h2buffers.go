@@ -73,6 +73,15 @@ func (w *h2Writer) buffer() *bufio.Writer {
 	return w.bw
 }
 
+// release gives the buffer back at the connection's end, dropping what it
+// still holds.
+func (w *h2Writer) release() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.unflushed = false
+	w.releaseLocked()
+}
+
 // releaseLocked gives the buffer back; what it held is sent or dropped.
 func (w *h2Writer) releaseLocked() {
 	if w.bw != nil {

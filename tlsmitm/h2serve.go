@@ -100,6 +100,10 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 		st.abort(fmt.Errorf("%w: the connection ended", errClientClosed))
 	}
 	c.wg.Wait()
+	c.w.release() // frames a graceful end left unsent are dropped, as ever
+	if c.br != nil {
+		c.br.Discard(c.br.Buffered()) // so are frames never read
+	}
 	c.releaseReadBuffer()
 	if graceful {
 		closeH1(tc) // close_notify, FIN, and what the client still sends read away
