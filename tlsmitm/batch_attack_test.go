@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,4 +90,97 @@ func TestBatchAttack_H2BuffersBackAfterGracefulEndWithFramesUnsent(t *testing.T)
 	c := dialH2Bytes(t, h, raw)
 	waitH2Closed(t, h, c)
 	waitFor(t, 2*time.Second, "the h2 buffers back in their pools", func() bool { return h.srv.stats.h2Buffers.Load() == 0 })
+}
+
+// rawByteCounter counts the bytes read from a socket.
+type rawByteCounter struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *rawByteCounter) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestBatchAttack_H2ControlFloodAnsweredInBatches: a record full of PINGs
+// is answered with its acknowledgements batched, as before the pooled read
+// buffer. Failed before the fix: a frame of at most 9 bytes is read
+// straight from the TLS connection, so the read buffer stayed empty and
+// the read loop flushed after every frame: one write(2) and one TLS record
+// (22 bytes of overhead) per 17-byte PING, 2.3 times the client's bytes
+// back and ~25 times the time (a hostile container's cheap amplification).
+func TestBatchAttack_H2ControlFloodAnsweredInBatches(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	sock, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cnt := &rawByteCounter{Conn: sock}
+	c := tls.Client(cnt, &tls.Config{ServerName: apiHost, RootCAs: h.pool, NextProtos: []string{"h2"}})
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	fr.WritePing(false, [8]byte{9})
+	for { // the server's SETTINGS, WINDOW_UPDATE, SETTINGS ack, then our PING's ack
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, ok := f.(*http2.PingFrame); ok && p.IsAck() {
+			break
+		}
+	}
+	const n = 900 // 15300 bytes: one TLS record
+	flood := h2RawFrames(func(fr *http2.Framer) {
+		for range n {
+			fr.WritePing(false, [8]byte{2})
+		}
+	})
+	before := cnt.n.Load()
+	if _, err := c.Write(flood); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("ack %d: %v", i, err)
+		}
+		if p, ok := f.(*http2.PingFrame); !ok || !p.IsAck() {
+			t.Fatalf("frame %d: %v, want a PING ack", i, f)
+		}
+	}
+	records := (cnt.n.Load() - before - n*17) / 22 // TLS 1.3: 22 bytes per record
+	t.Logf("%d PING acks came in about %d TLS records", n, records)
+	if records > n/10 {
+		t.Errorf("%d PINGs in one record were answered in about %d TLS records (a write(2) each), want them batched", n, records)
+	}
+}
+
+// TestBatchAttack_H2AcksStillLeaveBeforeTheReadLoopWaits: with the flush
+// moved to the socket read, a control frame's answer still leaves while
+// the read loop waits for the client, also after a frame split across
+// records, and a connection waiting for its next frame holds no buffer.
+func TestBatchAttack_H2AcksStillLeaveBeforeTheReadLoopWaits(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	r := dialRawH2(t, h)
+	ping := h2RawFrames(func(fr *http2.Framer) { fr.WritePing(false, [8]byte{7}) })
+	for i, split := range []int{len(ping), 3, 9, 12} {
+		r.c.Write(ping[:split])
+		if split < len(ping) {
+			time.Sleep(20 * time.Millisecond) // the rest in a record of its own
+			r.c.Write(ping[split:])
+		}
+		f := r.nextFrame(3*time.Second, func(f http2.Frame) bool {
+			p, ok := f.(*http2.PingFrame)
+			return ok && p.IsAck() && p.Data == [8]byte{7}
+		})
+		if f == nil {
+			t.Fatalf("case %d (split at %d): no PING ack while the server waits for the next frame", i, split)
+		}
+	}
+	waitFor(t, 2*time.Second, "an idle h2 connection to hold no buffer", func() bool { return h.srv.stats.h2Buffers.Load() == 0 })
 }

@@ -53,6 +53,7 @@ type h2Conn struct {
 	info   *connInfo
 	tc     *tls.Conn
 	br     *bufio.Reader
+	rc     *replayConn // under tc: flushes w before each read(2), if there
 	fr     *http2.Framer
 	w      h2Writer
 	remote string
@@ -86,6 +87,9 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 	c.fr.MaxHeaderListSize = c.maxHeaderList()
 	c.fr.SetMaxReadFrameSize(h2ClientFrameSize)
 	c.w.init(tc, s.cfg.WriteIdleTimeout, c.fr, &s.stats.h2Buffers)
+	if c.rc, _ = tc.NetConn().(*replayConn); c.rc != nil {
+		c.rc.onRead = &c.w // frames wait only while the client's are being read
+	}
 	s.registerH2(c, true)
 	defer s.registerH2(c, false)
 
@@ -100,6 +104,9 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 		st.abort(fmt.Errorf("%w: the connection ended", errClientClosed))
 	}
 	c.wg.Wait()
+	if c.rc != nil {
+		c.rc.onRead = nil // closeH1 reads away what the client still sends
+	}
 	c.w.release() // frames a graceful end left unsent are dropped, as ever
 	if c.br != nil {
 		c.br.Discard(c.br.Buffered()) // so are frames never read
@@ -189,7 +196,7 @@ func (c *h2Conn) serve() (graceful bool) {
 			c.tc.SetReadDeadline(time.Time{}) // a request's own timers bound it now
 		}
 		c.mu.Unlock()
-		if (c.br == nil || c.br.Buffered() == 0) && c.w.flush() != nil {
+		if c.rc == nil && (c.br == nil || c.br.Buffered() == 0) && c.w.flush() != nil {
 			return false
 		}
 		fh, err := c.fr.ReadFrameHeader()

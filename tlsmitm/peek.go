@@ -130,6 +130,7 @@ type replayConn struct {
 	batchConn // the socket, batched for bulk bodies (batchio.go)
 	pending   []byte
 	info      *connInfo
+	onRead    flusher // flushed before each read of the socket: an h2 connection's frames (serveH2)
 }
 
 func (c *replayConn) Read(p []byte) (int, error) {
@@ -140,6 +141,9 @@ func (c *replayConn) Read(p []byte) (int, error) {
 			c.pending = nil // the hello's buffer is not kept for the connection's life
 		}
 		return n, nil
+	}
+	if c.onRead != nil {
+		c.onRead.Flush() // a failed flush closes the connection: the read fails
 	}
 	return c.batchConn.Read(p)
 }
