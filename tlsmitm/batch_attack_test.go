@@ -6,16 +6,21 @@ package tlsmitm
 // "failed before the fix" failed against 310043d.
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // h2RawFrames frames with a throwaway Framer that writes what it is told.
@@ -183,4 +188,206 @@ func TestBatchAttack_H2AcksStillLeaveBeforeTheReadLoopWaits(t *testing.T) {
 		}
 	}
 	waitFor(t, 2*time.Second, "an idle h2 connection to hold no buffer", func() bool { return h.srv.stats.h2Buffers.Load() == 0 })
+}
+
+// TestBatchAttack_H2FramesSplitAcrossRecordsParse: a request whose frames
+// (padded HEADERS with a priority, CONTINUATIONs of a few bytes, padded
+// DATA, control frames between them) arrive in TLS records of 1 to 17
+// bytes parses as when it arrives whole: the frame source switches between
+// reading straight from the connection (at most 9 bytes, nothing buffered)
+// and reading through its buffer mid-frame.
+func TestBatchAttack_H2FramesSplitAcrossRecordsParse(t *testing.T) {
+	h := newHarness(t, harnessOpts{handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %q", r.Method, r.Header.Get("X-Long"), b)
+	})})
+	long := strings.Repeat("v", 40)
+	for _, size := range []int{1, 2, 5, 8, 9, 10, 17, 1 << 20} {
+		r := dialRawH2(t, h)
+		id := r.next
+		r.next += 2
+		r.hbuf.Reset()
+		for _, f := range reqFields("POST", "/split", [2]string{"x-long", long}) {
+			r.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		block := append([]byte(nil), r.hbuf.Bytes()...)
+		raw := h2RawFrames(func(fr *http2.Framer) {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block[:7], PadLength: 3,
+				Priority: http2.PriorityParam{StreamDep: 0, Weight: 15}})
+			for rest := block[7:]; len(rest) > 0; {
+				n := min(len(rest), 4)
+				fr.WriteContinuation(id, n == len(rest), rest[:n])
+				rest = rest[n:]
+			}
+			fr.WritePing(false, [8]byte{5})
+			fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+			fr.WriteDataPadded(id, false, []byte("hello, "), make([]byte, 6))
+			fr.WriteWindowUpdate(0, 1000)
+			fr.WriteDataPadded(id, false, nil, make([]byte, 2))
+			fr.WriteData(id, true, []byte("world"))
+		})
+		for rest := raw; len(rest) > 0; {
+			n := min(len(rest), size)
+			if _, err := r.c.Write(rest[:n]); err != nil { // a record each
+				t.Fatal(err)
+			}
+			rest = rest[n:]
+		}
+		resp := r.read(id, 5*time.Second)
+		if want := fmt.Sprintf("POST %s %q", long, "hello, world"); resp.status != "200" || resp.body != want {
+			t.Fatalf("records of %d bytes: %+v, want 200 %q", size, resp, want)
+		}
+		r.c.Close()
+	}
+}
+
+// TestBatchAttack_BulkBodyExtraBytesNeverReachNextClient: an upstream that
+// sends more than a bulk response (a body of at least batchSize, read
+// through the read-ahead) leaves bytes in the read-ahead buffer, in TLS or
+// in the socket; the pooled connection must not answer the next client
+// with them.
+func TestBatchAttack_BulkBodyExtraBytesNeverReachNextClient(t *testing.T) {
+	body := strings.Repeat("b", 100_000)
+	smuggled := "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Smuggled: yes\r\n\r\nsmuggled!"
+	u := newRawUpstream(t, func(head string, br *bufio.Reader, w io.Writer) bool {
+		switch {
+		case strings.HasPrefix(head, "GET /same-write "):
+			io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body+smuggled)
+		case strings.HasPrefix(head, "GET /next-record "):
+			io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+			io.WriteString(w, smuggled)
+		case strings.HasPrefix(head, "GET /late "):
+			io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+			time.Sleep(100 * time.Millisecond) // after the relay is done with the body
+			io.WriteString(w, smuggled)
+		default:
+			io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nown")
+		}
+		return true
+	})
+	h := harnessWith(t, u, nil)
+	for _, path := range []string{"/same-write", "/next-record", "/late"} {
+		t.Run(path[1:], func(t *testing.T) {
+			c1, br1 := h.rawH1(t)
+			fmt.Fprintf(c1, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, apiHost)
+			if _, got := readResp(t, br1, "GET"); got != body {
+				t.Fatalf("first response: %d bytes", len(got))
+			}
+			h.rec.next(t)
+			time.Sleep(200 * time.Millisecond)
+			for i := range 3 { // other clients
+				c2, br2 := h.rawH1(t)
+				fmt.Fprintf(c2, "GET /next HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
+				resp, got := readResp(t, br2, "GET")
+				if resp.Header.Get("X-Smuggled") != "" || got != "own" {
+					t.Fatalf("client %d got %q (X-Smuggled=%q): bytes the upstream sent after a bulk body", i, got, resp.Header.Get("X-Smuggled"))
+				}
+				h.rec.next(t)
+			}
+		})
+	}
+}
+
+// TestBatchAttack_CorkedStreamingBodyFullDuplex: a chunked (hence corked)
+// response whose upstream echoes each request chunk only once it has it,
+// to a client that sends its next chunk only once it has the echo: nothing
+// may wait in the cork while the relay waits for the upstream.
+func TestBatchAttack_CorkedStreamingBodyFullDuplex(t *testing.T) {
+	u := newRawUpstream(t, func(head string, br *bufio.Reader, w io.Writer) bool {
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return false
+			}
+			n, _ := strconv.ParseInt(strings.TrimSpace(line), 16, 64)
+			chunk := make([]byte, n+2)
+			if _, err := io.ReadFull(br, chunk); err != nil {
+				return false
+			}
+			if n == 0 {
+				io.WriteString(w, "0\r\n\r\n")
+				return true
+			}
+			fmt.Fprintf(w, "%x\r\n%s\r\n", n, chunk[:n])
+		}
+	})
+	h := harnessWith(t, u, nil)
+	c, br := h.rawH1(t)
+	fmt.Fprintf(c, "POST /echo HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n", apiHost)
+	send := func(s string) { fmt.Fprintf(c, "%x\r\n%s\r\n", len(s), s) }
+	send("first")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		want := "first"
+		if i > 0 {
+			want = "chunk" + strconv.Itoa(i)
+		}
+		got := make([]byte, len(want))
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != want {
+			t.Fatalf("echo %d: %q, %v (held in the cork?)", i, got, err)
+		}
+		send("chunk" + strconv.Itoa(i+1))
+	}
+	io.WriteString(c, "0\r\n\r\n")
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || string(rest) != "chunk5" {
+		t.Fatalf("the end: %q, %v", rest, err)
+	}
+}
+
+// TestBatchAttack_CorkedBodyThenCloseOrUpgrade: after a corked bulk body,
+// what follows on the client connection is whole and in order: an
+// HTTP/1.0 client's close-delimited body ends with every byte, a HEAD's
+// large Content-Length passes without a body, and a protocol upgrade on
+// the same connection after a bulk response is spliced both ways.
+func TestBatchAttack_CorkedBodyThenCloseOrUpgrade(t *testing.T) {
+	body := strings.Repeat("0123456789abcdef", 10_000) // 160000 bytes: batched
+	u := newRawUpstream(t, func(head string, br *bufio.Reader, w io.Writer) bool {
+		switch {
+		case strings.HasPrefix(head, "GET /ws "):
+			io.WriteString(w, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			line, _ := br.ReadString('\n')
+			io.WriteString(w, "echo "+line)
+			return false
+		case strings.HasPrefix(head, "HEAD "):
+			io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n")
+		case strings.HasPrefix(head, "GET /unknown-length "):
+			io.WriteString(w, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"+body)
+			return false
+		default:
+			io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+		}
+		return true
+	})
+	h := harnessWith(t, u, nil)
+
+	c, br := h.rawH1(t)
+	fmt.Fprintf(c, "GET /unknown-length HTTP/1.0\r\nHost: %s\r\n\r\n", apiHost)
+	if _, got := readResp(t, br, "GET"); got != body {
+		t.Fatalf("HTTP/1.0 close-delimited body: %d bytes, want %d", len(got), len(body))
+	}
+
+	c, br = h.rawH1(t)
+	fmt.Fprintf(c, "HEAD /big HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
+	if resp, got := readResp(t, br, "HEAD"); resp.ContentLength != int64(len(body)) || got != "" {
+		t.Fatalf("HEAD: Content-Length %d, body %d bytes", resp.ContentLength, len(got))
+	}
+	fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: %s\r\n\r\n", apiHost)
+	if _, got := readResp(t, br, "GET"); got != body {
+		t.Fatalf("bulk body after HEAD: %d bytes", len(got))
+	}
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", apiHost)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade after a bulk body: %v %v", resp, err)
+	}
+	io.WriteString(c, "ping\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "echo ping\n" {
+		t.Fatalf("spliced stream: %q, %v", line, err)
+	}
 }
