@@ -380,9 +380,9 @@ func (c *h2Conn) resetStream(st *h2Stream, code http2.ErrCode) {
 	st.mu.Lock()
 	st.peerDone = true
 	st.mu.Unlock()
+	c.w.resetStream(st, code, true) // before cancel: a cut response's INTERNAL_ERROR must not win
 	st.cancel()
 	st.endBody(fmt.Errorf("%w: stream reset (%v)", errClientClosed, code))
-	c.w.resetStream(st, code, true)
 }
 
 // resetID sends RST_STREAM for a stream that may have no state here.
