@@ -26,8 +26,13 @@ const batchSize = 64 << 10
 var batchBuffers = sync.Pool{New: func() any { b := make([]byte, batchSize); return &b }}
 
 // bulkResponse and bulkRequest report whether a body may be large enough
-// to batch: of unknown length, or at least a batch.
+// to batch: of unknown length, or at least a batch (a HEAD's, 204's or
+// 304's Content-Length describes a body that is not there).
 func bulkResponse(resp *http.Response) bool {
+	if (resp.Request != nil && resp.Request.Method == http.MethodHead) ||
+		resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
+		return false
+	}
 	return resp.ContentLength < 0 || resp.ContentLength >= batchSize
 }
 
