@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // Fewer system calls for bulk bodies. crypto/tls reads its socket about one
@@ -121,14 +122,19 @@ func (c *batchConn) Flush() error { return c.cork.flush(c.Conn) }
 // uncork sends what the cork holds and writes straight through again.
 func (c *batchConn) uncork() error { return c.cork.stop(c.Conn) }
 
+// corked reports, without waiting for a flush in progress, whether writes
+// are corked.
+func (c *batchConn) corked() bool { return c.cork.on.Load() }
+
 // corkedWriter is a batchConn's write side. Its mutex orders the relay's
 // flushes with the records crypto/tls writes from a reading goroutine (an
 // alert, a key update).
 type corkedWriter struct {
 	mu  sync.Mutex
-	buf *[]byte // pooled, while corked
-	n   int     // bytes waiting in buf
-	err error   // a failed write of the cork's: every later write fails with it
+	buf *[]byte     // pooled, while corked
+	n   int         // bytes waiting in buf
+	err error       // a failed write of the cork's: every later write fails with it
+	on  atomic.Bool // buf != nil, read without mu (upstreamConn.Close)
 }
 
 // write sends p on conn, or adds it to the cork.
@@ -169,6 +175,7 @@ func (w *corkedWriter) start() {
 	defer w.mu.Unlock()
 	if w.buf == nil {
 		w.buf = batchBuffers.Get().(*[]byte)
+		w.on.Store(true)
 	}
 }
 
@@ -187,5 +194,6 @@ func (w *corkedWriter) stop(conn net.Conn) error {
 	err := w.flushLocked(conn)
 	batchBuffers.Put(w.buf)
 	w.buf, w.n = nil, 0
+	w.on.Store(false)
 	return err
 }

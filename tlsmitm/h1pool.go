@@ -34,7 +34,15 @@ type upstreamConn struct {
 	idleAt time.Time // when it went back to the pool
 }
 
-func (uc *upstreamConn) Close() error { return uc.conn.Close() }
+func (uc *upstreamConn) Close() error {
+	if uc.bc != nil && uc.bc.corked() {
+		// A request body sender's: the socket goes first, or crypto/tls's
+		// close_notify waits (5s) behind a flush of the cork blocked on an
+		// upstream that stopped reading. The body is being cut anyway.
+		uc.bc.Conn.Close()
+	}
+	return uc.conn.Close()
+}
 
 // abort closes the TCP connection under TLS at once: a read blocked on
 // it fails even if the peer answers the close.
