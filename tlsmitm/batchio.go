@@ -2,7 +2,6 @@ package tlsmitm
 
 import (
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 )
@@ -26,19 +25,12 @@ const batchSize = 64 << 10
 
 var batchBuffers = sync.Pool{New: func() any { b := make([]byte, batchSize); return &b }}
 
-// bulkResponse and bulkRequest report whether a body may be large enough
-// to batch: of unknown length, or at least a batch (a HEAD's, 204's or
-// 304's Content-Length describes a body that is not there).
-func bulkResponse(resp *http.Response) bool {
-	if (resp.Request != nil && resp.Request.Method == http.MethodHead) ||
-		resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
-		return false
-	}
-	return resp.ContentLength < 0 || resp.ContentLength >= batchSize
-}
-
-func bulkRequest(r *http.Request) bool {
-	return r.ContentLength < 0 || r.ContentLength >= batchSize
+// mayBeLarge reports whether a body of this Content-Length may be large
+// enough to batch: unknown, or at least a batch. (A HEAD's, 204's or 304's
+// Content-Length describes a body that is not there: http.ReadResponse
+// gives those http.NoBody.)
+func mayBeLarge(contentLength int64) bool {
+	return contentLength < 0 || contentLength >= batchSize
 }
 
 // batchConn is a socket under TLS: reads straight through, or through a

@@ -45,11 +45,10 @@ type h1Conn struct {
 
 // serveH1 serves an intercepted HTTP/1.x connection until either side ends
 // it, and closes it.
-func (s *Server) serveH1(tc *tls.Conn, info *connInfo) {
+func (s *Server) serveH1(tc *tls.Conn, socket *replayConn, info *connInfo) {
 	s.stats.activeHTTP.Add(1)
 	defer s.stats.activeHTTP.Add(-1)
-	hc := &h1Conn{conn: tc, watch: clientWatch{client: tc.NetConn()}}
-	hc.socket, _ = tc.NetConn().(*replayConn)
+	hc := &h1Conn{conn: tc, socket: socket, watch: clientWatch{client: socket}}
 	s.registerH1(hc, true)
 	defer s.registerH1(hc, false)
 	defer closeH1(tc)

@@ -27,11 +27,7 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 			beforeRead: x.bd.extend,
 			flushNow:   func() bool { return r.ContentLength < 0 || x.br.Buffered() == 0 },
 		}
-		var client *batchConn
-		if x.hc.socket != nil {
-			client = &x.hc.socket.batchConn
-		}
-		go x.s.sendBody(uc, r, hooks, x.bd.readErr, client, x.bodyDone)
+		go x.s.sendBody(uc, r, hooks, x.bd.readErr, &x.hc.socket.batchConn, x.bodyDone)
 	} else if err := uc.bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing request to upstream: %w", err)
 	}
@@ -104,7 +100,7 @@ func (uc *upstreamConn) readHead(r *http.Request, interim int) (*http.Response, 
 // ways (batchio.go). It runs on its own goroutine, reports on done, and
 // touches the Server only to report a panic.
 func (s *Server) sendBody(uc *upstreamConn, r *http.Request, hooks pumpHooks, readErr func(error) error, client *batchConn, done chan<- error) {
-	batched := client != nil && uc.bc != nil && bulkRequest(r)
+	batched := client != nil && uc.bc != nil && mayBeLarge(r.ContentLength)
 	if batched {
 		uc.bc.corkWrites()
 		client.onBlock = uc.bc

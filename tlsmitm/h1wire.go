@@ -46,7 +46,7 @@ func statusLine(resp *http.Response) string {
 // The body is not Closed on failure: that would drain it from the
 // upstream; the caller closes the upstream connection instead.
 func (x *h1Exchange) copyBody(resp *http.Response, chunked, streaming bool) (int64, error) {
-	if rc, up := x.hc.socket, x.uc.bc; rc != nil && up != nil && bulkResponse(resp) {
+	if rc, up := x.hc.socket, x.uc.bc; up != nil && resp.Body != http.NoBody && mayBeLarge(resp.ContentLength) {
 		// The body's records leave together, and before each wait for
 		// the upstream (batchio.go); a failure's error is the write's.
 		rc.corkWrites()
@@ -144,8 +144,8 @@ func (x *h1Exchange) extend() {
 func (x *h1Exchange) flushClient() error {
 	x.extend()
 	err := x.bw.Flush()
-	if rc := x.hc.socket; err == nil && rc != nil {
-		err = rc.Flush() // what a cork holds (copyBody)
+	if err == nil {
+		err = x.hc.socket.Flush() // what a cork holds (copyBody)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: writing response: %w", errClientClosed, err)

@@ -73,11 +73,6 @@ func (w *h2Writer) buffer() *bufio.Writer {
 	return w.bw
 }
 
-// Flush sends the frames waiting in the buffer: replayConn.onRead, before
-// the read loop's every read(2) (which may wait for the client), so frames
-// that arrived together are answered together.
-func (w *h2Writer) Flush() error { return w.flush() }
-
 // release gives the buffer back at the connection's end, dropping what it
 // still holds.
 func (w *h2Writer) release() {

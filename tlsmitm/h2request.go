@@ -112,7 +112,7 @@ func (c *h2Conn) runStream(st *h2Stream, r *http.Request) {
 	} else { // a cut response: reset, so the client cannot take it for whole
 		st.releasePending()
 		c.w.resetStream(st, http2.ErrCodeInternal, true)
-		c.w.flush()
+		c.w.Flush()
 	}
 	if admitted {
 		s.releaseRequest(c.info)
@@ -146,7 +146,7 @@ func (c *h2Conn) endStream(st *h2Stream) {
 	st.mu.Unlock()
 	if stillSending {
 		c.w.resetStream(st, http2.ErrCodeNo, true)
-		c.w.flush()
+		c.w.Flush()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

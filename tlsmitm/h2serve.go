@@ -53,7 +53,6 @@ type h2Conn struct {
 	info   *connInfo
 	tc     *tls.Conn
 	br     *bufio.Reader
-	rc     *replayConn // under tc: flushes w before each read(2), if there
 	fr     *http2.Framer
 	w      h2Writer
 	remote string
@@ -75,7 +74,7 @@ type h2Conn struct {
 
 // serveH2 serves an intercepted h2 connection until either side ends it,
 // and closes it.
-func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
+func (s *Server) serveH2(tc *tls.Conn, rc *replayConn, info *connInfo) {
 	s.stats.activeHTTP.Add(1)
 	defer s.stats.activeHTTP.Add(-1)
 	c := &h2Conn{s: s, info: info, tc: tc, streams: make(map[uint32]*h2Stream), remote: tc.RemoteAddr().String()}
@@ -87,9 +86,7 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 	c.fr.MaxHeaderListSize = c.maxHeaderList()
 	c.fr.SetMaxReadFrameSize(h2ClientFrameSize)
 	c.w.init(tc, s.cfg.WriteIdleTimeout, c.fr, &s.stats.h2Buffers)
-	if c.rc, _ = tc.NetConn().(*replayConn); c.rc != nil {
-		c.rc.onRead = &c.w // frames wait only while the client's are being read
-	}
+	rc.onRead = &c.w // frames wait only while the client's are being read
 	s.registerH2(c, true)
 	defer s.registerH2(c, false)
 
@@ -104,10 +101,8 @@ func (s *Server) serveH2(tc *tls.Conn, info *connInfo) {
 		st.abort(fmt.Errorf("%w: the connection ended", errClientClosed))
 	}
 	c.wg.Wait()
-	if c.rc != nil {
-		c.rc.onRead = nil // closeH1 reads away what the client still sends
-	}
-	c.w.release() // frames a graceful end left unsent are dropped, as ever
+	rc.onRead = nil // closeH1 reads away what the client still sends
+	c.w.release()   // frames a graceful end left unsent are dropped, as ever
 	if c.br != nil {
 		c.br.Discard(c.br.Buffered()) // so are frames never read
 	}
@@ -155,7 +150,7 @@ func (c *h2Conn) handshake() bool {
 		)
 	})
 	c.w.control(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, h2UploadConnWindow-65535) })
-	if c.w.flush() != nil {
+	if c.w.Flush() != nil {
 		return false
 	}
 	c.mu.Lock()
@@ -196,9 +191,6 @@ func (c *h2Conn) serve() (graceful bool) {
 			c.tc.SetReadDeadline(time.Time{}) // a request's own timers bound it now
 		}
 		c.mu.Unlock()
-		if c.rc == nil && (c.br == nil || c.br.Buffered() == 0) && c.w.flush() != nil {
-			return false
-		}
 		fh, err := c.fr.ReadFrameHeader()
 		var f http2.Frame
 		if err == nil {

@@ -110,7 +110,10 @@ func (w *h2Writer) flushLocked() error {
 	return nil
 }
 
-func (w *h2Writer) flush() error {
+// Flush sends the frames waiting in the buffer. replayConn.onRead calls it
+// before each read(2) of the read loop (which may wait for the client), so
+// frames that arrived together are answered together.
+func (w *h2Writer) Flush() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.flushLocked()

@@ -39,10 +39,10 @@ func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
 	}
 	s.trackRaw(c, false)
 	if tc.ConnectionState().NegotiatedProtocol != "h2" {
-		s.serveH1(tc, info) // here, in the accepting goroutine; it closes tc
+		s.serveH1(tc, rc, info) // here, in the accepting goroutine; it closes tc
 		return true
 	}
-	s.serveH2(tc, info) // likewise
+	s.serveH2(tc, rc, info) // likewise
 	return true
 }
 
