@@ -48,7 +48,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// flushCounter is a readAheadConn.onBlock that counts its calls.
+// flushCounter is a batchConn.onBlock that counts its calls.
 type flushCounter struct{ n int }
 
 func (f *flushCounter) Flush() error { f.n++; return nil }
