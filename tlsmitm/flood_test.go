@@ -72,7 +72,7 @@ func runFlood(t *testing.T, mode string) {
 	os.WriteFile(caFile, h.srv.CA().CertPEM(), 0o644)
 	other := h.clientFrom(t, true, "127.0.0.2")
 	getOK(t, other) // warm up: leaf, upstream connection, HTTP server
-	heap0, _, _ := memNow()
+	heap0, _, _, _ := memNow()
 
 	conns, streams := DefaultMaxConnsPerSource, h2MaxStreams
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -99,7 +99,7 @@ func runFlood(t *testing.T, mode string) {
 	if mode == "noread" { // the upstream fills every window it is given
 		waitStable(t, &upBytes)
 	}
-	heap1, _, _ := memNow()
+	heap1, _, _, _ := memNow()
 	if f := os.Getenv("CLAUDERON_FLOOD_HEAPPROF"); f != "" {
 		pf, _ := os.Create(f + "." + mode)
 		pprof.Lookup("heap").WriteTo(pf, 0)

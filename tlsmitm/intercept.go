@@ -19,31 +19,48 @@ import (
 )
 
 // intercept terminates TLS on c (replaying the recorded hello), then serves
-// the connection as HTTP/1.x (serveH1) or h2 (serveH2). It reports whether
-// it took care of closing c.
+// the connection as HTTP/1.x (serveH1) or h2 (serveH2), here, in the
+// accepting goroutine. It reports whether it took care of closing c.
 func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
+	tc, rc, h2 := s.terminate(c, hello, info)
+	switch {
+	case tc == nil:
+		return false
+	case h2:
+		s.serveH2(tc, rc, info) // it closes tc
+	default:
+		s.serveH1(tc, rc, info) // likewise
+	}
+	return true
+}
+
+// terminate runs the client handshake; a nil *tls.Conn means it failed.
+// (Its own function, so that its frame is not under the serving one.)
+func (s *Server) terminate(c net.Conn, hello []byte, info *connInfo) (tc *tls.Conn, rc *replayConn, h2 bool) {
 	s.stats.intercepted.Add(1)
-	rc := &replayConn{batchConn: batchConn{Conn: c}, pending: hello, info: info}
-	tc := tls.Server(rc, s.tlsCfg)
+	rc = &replayConn{batchConn: batchConn{Conn: c}, pending: hello, info: info}
+	tc = tls.Server(rc, s.tlsCfg)
 	ctx, cancel := context.WithTimeout(s.baseCtx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
-		s.stats.handshakeErrors.Add(1)
-		s.audit(info.st, Event{
-			Time: info.start, Client: info.client, SrcIP: info.src, OrigDst: info.origDst,
-			SNI: info.sni, Decision: Intercept, Rule: info.rule,
-			Duration: time.Since(info.start), Err: "client TLS handshake: " + err.Error(),
-		})
-		return false
+		s.handshakeFailed(info, err)
+		return nil, nil, false
 	}
 	s.trackRaw(c, false)
-	if tc.ConnectionState().NegotiatedProtocol != "h2" {
-		s.serveH1(tc, rc, info) // here, in the accepting goroutine; it closes tc
-		return true
-	}
-	s.serveH2(tc, rc, info) // likewise
-	return true
+	return tc, rc, tc.ConnectionState().NegotiatedProtocol == "h2"
+}
+
+// handshakeFailed counts and audits a failed client handshake. (Its own
+// function: the audit event would take room in intercept's frame, which
+// stays under the serving connection's.)
+func (s *Server) handshakeFailed(info *connInfo, err error) {
+	s.stats.handshakeErrors.Add(1)
+	s.audit(info.st, Event{
+		Time: info.start, Client: info.client, SrcIP: info.src, OrigDst: info.origDst,
+		SNI: info.sni, Decision: Intercept, Rule: info.rule,
+		Duration: time.Since(info.start), Err: "client TLS handshake: " + err.Error(),
+	})
 }
 
 // newTLSConfig is the terminator's TLS config. One is shared by all

@@ -51,7 +51,7 @@ func idleConnMemory(t *testing.T, proto string) {
 	for _, tr := range h.clients {
 		tr.CloseIdleConnections()
 	}
-	heap0, rss0, g0 := memNow()
+	heap0, stack0, rss0, g0 := memNow()
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "CLAUDERON_IDLE_CLIENT="+h.addr, "CLAUDERON_IDLE_CA="+caFile, "CLAUDERON_IDLE_N="+strconv.Itoa(n), "CLAUDERON_IDLE_PROTO="+proto)
@@ -68,17 +68,19 @@ func idleConnMemory(t *testing.T, proto string) {
 		t.Fatalf("child: %q, %v", line, err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	heap1, rss1, g1 := memNow()
+	heap1, stack1, rss1, g1 := memNow()
 	perHeap := float64(heap1-heap0) / n
 	perRSS := float64(rss1-rss0) / n
-	t.Logf("%d idle intercepted %s keep-alive connections: heap +%.1f KiB/conn, RSS +%.1f KiB/conn, goroutines +%.2f/conn",
-		n, proto, perHeap/1024, perRSS/1024, float64(g1-g0)/n)
+	t.Logf("%d idle intercepted %s keep-alive connections: heap +%.1f KiB/conn (of it goroutine stacks +%.1f), RSS +%.1f KiB/conn, goroutines +%.2f/conn",
+		n, proto, perHeap/1024, float64(stack1-stack0)/n/1024, perRSS/1024, float64(g1-g0)/n)
 	if perHeap > 64<<10 {
 		t.Errorf("heap growth %.1f KiB per idle connection, target ≤ 64 KiB", perHeap/1024)
 	}
 }
 
-func memNow() (heap, rss int64, goroutines int) {
+// memNow returns the heap in use (goroutine stacks included), the stacks
+// alone, the process's RSS and its goroutines, after two collections.
+func memNow() (heap, stacks, rss int64, goroutines int) {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
@@ -89,7 +91,7 @@ func memNow() (heap, rss int64, goroutines int) {
 		pages, _ := strconv.ParseInt(f[1], 10, 64)
 		rss = pages * int64(os.Getpagesize())
 	}
-	return int64(ms.HeapInuse + ms.StackInuse), rss, runtime.NumGoroutine()
+	return int64(ms.HeapInuse + ms.StackInuse), int64(ms.StackInuse), rss, runtime.NumGoroutine()
 }
 
 // idleClientMain is the child side of TestIdleConnMemory (see TestMain).
