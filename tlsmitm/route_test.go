@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -261,9 +263,7 @@ func TestIntercept_InjectorErrors(t *testing.T) {
 }
 
 func TestIntercept_UpstreamErrorsAre502WithKind(t *testing.T) {
-	closed, _ := net.Listen("tcp", "127.0.0.1:0")
-	closedAddr := closed.Addr().String()
-	closed.Close()
+	closedAddr := refusingAddr(t)
 	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never speaks TLS
 	if err != nil {
 		t.Fatal(err)
@@ -321,3 +321,22 @@ func TestIntercept_UpstreamErrorsAre502WithKind(t *testing.T) {
 
 // h0addr is the harness upstream's address (set before New runs).
 func h0addr(c *Config) string { return c.Upstreams[0].Address }
+
+// refusingAddr returns a loopback address that refuses connections for the
+// whole test: a socket bound to it that never listens. (A listener closed
+// at once leaves its port free for the next test's listener to take.)
+func refusingAddr(t *testing.T) string {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+}
