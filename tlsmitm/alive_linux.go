@@ -24,3 +24,21 @@ func connAlive(c net.Conn) bool {
 	})
 	return !found || err == nil && alive
 }
+
+// readableWait returns a wait until c's socket has a byte to read, its
+// end, an error or its read deadline, which reads nothing (park); nil when
+// c has no socket (a pipe in tests).
+func readableWait(c net.Conn) func() {
+	var raw syscall.RawConn
+	found, err := onSocket(c, func(rc syscall.RawConn) error { raw = rc; return nil })
+	if !found || err != nil {
+		return nil
+	}
+	return func() {
+		var b [1]byte
+		raw.Read(func(fd uintptr) bool {
+			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			return err != syscall.EAGAIN // a byte, the end or an error: the serving goroutine reads it
+		})
+	}
+}

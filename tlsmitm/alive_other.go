@@ -7,3 +7,6 @@ import "net"
 // connAlive cannot peek without blocking here; a stale connection fails its
 // request like any upstream failure.
 func connAlive(net.Conn) bool { return true }
+
+// readableWait has no socket wait here: idle connections do not park.
+func readableWait(net.Conn) func() { return nil }

@@ -132,6 +132,10 @@ type Config struct {
 	ReadHeaderTimeout time.Duration // per request; default 10s
 	IdleTimeout       time.Duration // client keep-alive; default 120s
 	MaxHeaderBytes    int           // request headers; default 64 KiB (431 beyond)
+	// ParkAfter is how long an idle keep-alive connection waits for its
+	// next request on the goroutine that served it before it parks: a new
+	// goroutine waits on a 2 KiB stack instead (park.go). Default 1s.
+	ParkAfter time.Duration
 	// WriteIdleTimeout cuts a response the client has not accepted a byte
 	// of for this long, to within 1/64 of it (a client that stops reading,
 	// or never opens its h2 flow-control window): the upstream response
@@ -234,6 +238,7 @@ func (c *Config) setDefaults() {
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.ReadHeaderTimeout, 10*time.Second)
 	def(&c.IdleTimeout, 120*time.Second)
+	def(&c.ParkAfter, time.Second)
 	def(&c.WriteIdleTimeout, 60*time.Second)
 	def(&c.BodyIdleTimeout, 30*time.Second)
 	def(&c.DialTimeout, 10*time.Second)

@@ -199,23 +199,30 @@ func (cs *clientSide) takeBuffers() {
 }
 
 // awaitRequest waits for the next request's first byte under the read
-// deadline already set, and reports whether it came. With nothing
-// pipelined it waits holding no buffer: the exchange before is over, its
-// request body sender included, so nothing else uses them.
-func (cs *clientSide) awaitRequest() bool {
-	if cs.br.Buffered() > 0 || cs.bw.Buffered() > 0 {
-		_, err := cs.br.Peek(1)
-		return err == nil
+// deadline already set. With nothing pipelined it waits holding no buffer:
+// the exchange before is over, its request body sender included, so
+// nothing else uses them. A wait that ended at its deadline may be
+// waited again.
+func (cs *clientSide) awaitRequest() error {
+	if cs.holdsBuffers() {
+		if cs.br.Buffered() > 0 || cs.bw.Buffered() > 0 {
+			_, err := cs.br.Peek(1)
+			return err
+		}
+		putClientBuffers(cs.br, cs.bw)
+		cs.br, cs.bw = nil, nil
 	}
-	putClientBuffers(cs.br, cs.bw)
-	cs.br, cs.bw = nil, nil
 	if _, err := cs.tc.Read(cs.pr.first[:]); err != nil {
-		return false
+		return err
 	}
 	cs.pr.pending = true
 	cs.takeBuffers()
-	return true
+	return nil
 }
+
+// holdsBuffers reports whether the connection holds its buffers: while a
+// request is in flight, or something is pipelined behind it.
+func (cs *clientSide) holdsBuffers() bool { return cs.br != nil }
 
 // readRequest reads and validates a request head of at most maxHeader
 // bytes plus net/http's 4 KiB of slack, counting the bytes of a pipelined

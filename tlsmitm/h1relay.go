@@ -47,23 +47,33 @@ type h1Conn struct {
 // it, and closes it.
 func (s *Server) serveH1(tc *tls.Conn, socket *replayConn, info *connInfo) {
 	s.stats.activeHTTP.Add(1)
-	defer s.stats.activeHTTP.Add(-1)
 	hc := &h1Conn{conn: tc, socket: socket, watch: clientWatch{client: socket}}
 	s.registerH1(hc, true)
-	defer s.registerH1(hc, false)
-	defer closeH1(tc)
+	s.relayH1(hc, newClientSide(tc), info, false)
+}
 
-	cs := newClientSide(tc)
-	for first := true; ; first = false {
+// relayH1 relays hc's requests until either side ends the connection, and
+// closes it; or until the connection has waited ParkAfter for a request,
+// and parks it (park.go): relayH1 then goes on, resumed, in the goroutine
+// the wait ends in.
+func (s *Server) relayH1(hc *h1Conn, cs *clientSide, info *connInfo, resumed bool) {
+	parked := false
+	defer func() {
+		if !parked {
+			closeH1(hc.conn)
+			s.registerH1(hc, false)
+			s.stats.activeHTTP.Add(-1)
+		}
+	}()
+	tc := hc.conn
+	for first := !resumed; ; first = false {
 		if !first {
-			hc.idle.Store(true)
-			if s.draining.Load() {
+			var came bool
+			came, parked = s.awaitH1(hc, cs, info, resumed)
+			if !came {
 				return
 			}
-			tc.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
-			if !cs.awaitRequest() {
-				return
-			}
+			resumed = false
 			hc.idle.Store(false)
 		}
 		tc.SetReadDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
@@ -78,6 +88,33 @@ func (s *Server) serveH1(tc *tls.Conn, socket *replayConn, info *connInfo) {
 			return
 		}
 	}
+}
+
+// awaitH1 waits for the next request on hc, under the idle timeout. came
+// is false when the connection ends instead, or when it parked (parked).
+// A resumed connection's wait is over: its read deadline is still the
+// idle one, and the request's first byte is there, or the end.
+func (s *Server) awaitH1(hc *h1Conn, cs *clientSide, info *connInfo, resumed bool) (came, parked bool) {
+	if resumed {
+		return cs.awaitRequest() == nil, false
+	}
+	hc.idle.Store(true)
+	if s.draining.Load() {
+		return false, false
+	}
+	now := time.Now()
+	idleUntil := now.Add(s.cfg.IdleTimeout)
+	wait, parks := s.parkDeadline(now, idleUntil)
+	hc.conn.SetReadDeadline(wait)
+	err := cs.awaitRequest()
+	if err == nil || !parks || !isTimeout(err) {
+		return err == nil, false
+	}
+	hc.conn.SetReadDeadline(idleUntil)
+	if !cs.holdsBuffers() && s.park(hc.socket, func() { s.relayH1(hc, cs, info, true) }) {
+		return false, true
+	}
+	return cs.awaitRequest() == nil, false
 }
 
 // registerH1 adds or removes hc from the connections drain must reach.

@@ -36,6 +36,10 @@ type h2FrameSource struct{ c *h2Conn }
 
 func (s h2FrameSource) Read(p []byte) (int, error) {
 	c := s.c
+	if c.hasFirst && len(p) > 0 {
+		p[0], c.hasFirst = c.first[0], false
+		return 1, nil
+	}
 	if len(p) <= h2FrameHeaderLen && (c.br == nil || c.br.Buffered() == 0) {
 		c.releaseReadBuffer()
 		return connReader{c}.Read(p)

@@ -57,8 +57,10 @@ type h2Conn struct {
 	w      h2Writer
 	remote string
 
-	ctx     context.Context // the streams' parent
-	connErr error           // the read error of the connection itself (read loop only)
+	ctx      context.Context // the streams' parent
+	connErr  error           // the read error of the connection itself (read loop only)
+	first    [1]byte         // a frame's first byte, read by awaitFrame
+	hasFirst bool            // first is to be read before the connection
 
 	mu         sync.Mutex
 	ready      bool                 // the handshake is done: GOAWAY may be sent
@@ -67,6 +69,8 @@ type h2Conn struct {
 	maxID      uint32               // the highest stream the client opened
 	goingAway  bool                 // GOAWAY sent or received: no new streams
 	idleArmed  bool                 // the read deadline is the idle (or going-away) one
+	idleUntil  time.Time            // the idle deadline armed last
+	awaiting   bool                 // the read loop waits for a frame's first byte (awaitFrame)
 	recvWindow int32                // connection window the client may still use
 	unacked    int32                // connection window read, not yet granted back
 	wg         sync.WaitGroup       // request goroutines
@@ -76,7 +80,6 @@ type h2Conn struct {
 // and closes it.
 func (s *Server) serveH2(tc *tls.Conn, rc *replayConn, info *connInfo) {
 	s.stats.activeHTTP.Add(1)
-	defer s.stats.activeHTTP.Add(-1)
 	c := &h2Conn{s: s, info: info, tc: tc, streams: make(map[uint32]*h2Stream), remote: tc.RemoteAddr().String()}
 	// ReverseProxy (the gRPC path) resets a response it cannot finish only
 	// under a server: it looks for this key.
@@ -88,30 +91,11 @@ func (s *Server) serveH2(tc *tls.Conn, rc *replayConn, info *connInfo) {
 	c.w.init(tc, s.cfg.WriteIdleTimeout, c.fr, &s.stats.h2Buffers)
 	rc.onRead = &c.w // frames wait only while the client's are being read
 	s.registerH2(c, true)
-	defer s.registerH2(c, false)
-
-	graceful := c.handshake() && c.serve()
-	if !graceful {
-		c.w.fail(errH2ConnClosed)
+	if !c.handshake() {
+		c.end(rc, false)
+		return
 	}
-	c.mu.Lock()
-	c.goingAway = true
-	c.mu.Unlock()
-	for _, st := range c.openStreams() {
-		st.abort(fmt.Errorf("%w: the connection ended", errClientClosed))
-	}
-	c.wg.Wait()
-	rc.onRead = nil // closeH1 reads away what the client still sends
-	c.w.release()   // frames a graceful end left unsent are dropped, as ever
-	if c.br != nil {
-		c.br.Discard(c.br.Buffered()) // so are frames never read
-	}
-	c.releaseReadBuffer()
-	if graceful {
-		closeH1(tc) // close_notify, FIN, and what the client still sends read away
-	} else {
-		tc.NetConn().Close()
-	}
+	c.run(rc, false)
 }
 
 // h2ServerMarker is the http.ServerContextKey value of h2 requests; it is
@@ -172,25 +156,35 @@ func (c *h2Conn) armIdleLocked() {
 		c.tc.SetReadDeadline(time.Unix(1, 0))
 		return
 	}
-	c.tc.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+	now := time.Now()
+	c.idleUntil = now.Add(c.s.cfg.IdleTimeout)
+	deadline := c.idleUntil
+	if c.awaiting { // at a frame boundary: it may park first
+		deadline, _ = c.s.parkDeadline(now, c.idleUntil)
+	}
+	c.tc.SetReadDeadline(deadline)
 }
 
-// serve is the read loop. It reports whether the connection ended
-// gracefully (idle, or gone away with no stream left).
-func (c *h2Conn) serve() (graceful bool) {
+// serve is the read loop. A resumed loop goes on after a parked wait, the
+// client's SETTINGS long read.
+func (c *h2Conn) serve(rc *replayConn, resumed bool) (outcome h2Outcome) {
 	defer func() {
 		if v := recover(); v != nil {
 			c.s.recordPanic(v, "panic serving an h2 connection", "sni", c.info.sni)
-			graceful = false
+			outcome = h2Failed
 		}
 	}()
-	for first := true; ; first = false {
+	for first := !resumed; ; first = false {
 		c.mu.Lock()
 		if c.idleArmed && len(c.streams) > 0 {
 			c.idleArmed = false
 			c.tc.SetReadDeadline(time.Time{}) // a request's own timers bound it now
 		}
 		c.mu.Unlock()
+		if !first && !resumed && c.awaitFrame(rc) {
+			return h2Parked
+		}
+		resumed = false
 		fh, err := c.fr.ReadFrameHeader()
 		var f http2.Frame
 		if err == nil {
@@ -201,19 +195,19 @@ func (c *h2Conn) serve() (graceful bool) {
 			if errors.As(err, &se) && !first && c.streamError(fh, se) {
 				continue
 			}
-			return c.readFailed(err)
+			return graceOf(c.readFailed(err))
 		}
 		if sf, ok := f.(*http2.SettingsFrame); first && (!ok || sf.IsAck()) {
 			c.goAway(http2.ErrCodeProtocol) // the preface's SETTINGS must come first
-			return false
+			return h2Failed
 		}
 		if err := c.onFrame(f); err != nil {
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
 				c.goAway(http2.ErrCode(ce))
-				return false
+				return h2Failed
 			}
-			return errors.Is(err, errH2GoneAway)
+			return graceOf(errors.Is(err, errH2GoneAway))
 		}
 	}
 }

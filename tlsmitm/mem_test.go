@@ -67,8 +67,11 @@ func idleConnMemory(t *testing.T, proto string) {
 	if err != nil || strings.TrimSpace(line) != "ready" {
 		t.Fatalf("child: %q, %v", line, err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(h.srv.cfg.ParkAfter + 300*time.Millisecond) // the connections park (park.go)
 	heap1, stack1, rss1, g1 := memNow()
+	if parked := h.srv.Stats().ParkedConns; parked != n {
+		t.Errorf("%d of %d idle connections parked after %v", parked, n, h.srv.cfg.ParkAfter)
+	}
 	perHeap := float64(heap1-heap0) / n
 	perRSS := float64(rss1-rss0) / n
 	t.Logf("%d idle intercepted %s keep-alive connections: heap +%.1f KiB/conn (of it goroutine stacks +%.1f), RSS +%.1f KiB/conn, goroutines +%.2f/conn",

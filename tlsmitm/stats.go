@@ -18,6 +18,7 @@ type Stats struct {
 	ActiveConns     int64 // connections being peeked, handshaked or spliced
 	ActiveHTTPConns int64 // terminated connections held by the HTTP server
 	ActiveRequests  int64 // intercepted requests in flight
+	ParkedConns     int64 // of ActiveHTTPConns, those idle long enough to wait on a small stack
 }
 
 type counters struct {
@@ -26,6 +27,7 @@ type counters struct {
 	panics, active, activeRequests, activeHTTP   atomic.Int64
 	rejected, refusedRequests, bodyTimeouts      atomic.Int64
 	h2Buffers                                    atomic.Int64 // h2 connection buffers out of their pools
+	parked                                       atomic.Int64 // idle connections parked (park.go)
 }
 
 // Stats returns the current counters.
@@ -39,5 +41,6 @@ func (s *Server) Stats() Stats {
 		ActiveConns: c.active.Load(), ActiveRequests: c.activeRequests.Load(),
 		ActiveHTTPConns: c.activeHTTP.Load(), RejectedConns: c.rejected.Load(),
 		RefusedRequests: c.refusedRequests.Load(), BodyTimeouts: c.bodyTimeouts.Load(),
+		ParkedConns: c.parked.Load(),
 	}
 }
