@@ -73,6 +73,11 @@ func newMetrics(src statsSource) *metrics {
 			Help: "Ruleset re-applies after drift."}, func() float64 { return float64(src.reapplies()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "clauderon_containers",
 			Help: "Running containers on the bridge."}, func() float64 { return float64(src.containers()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "clauderon_intercepted_connections",
+			Help: "Open intercepted client connections (HTTP/1.x and h2)."}, func() float64 { return float64(src.tls().ActiveHTTPConns) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "clauderon_parked_connections",
+			Help: "Of the intercepted connections, those idle long enough to wait for their next request on a small stack."},
+			func() float64 { return float64(src.tls().ParkedConns) }),
 		&nftCollector{counters: src.nft},
 	)
 	return m

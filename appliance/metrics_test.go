@@ -14,7 +14,7 @@ import (
 
 func TestMetrics_ObserveAndCollectors(t *testing.T) {
 	m := newMetrics(statsSource{
-		tls: func() tlsmitm.Stats { return tlsmitm.Stats{Panics: 2} },
+		tls: func() tlsmitm.Stats { return tlsmitm.Stats{Panics: 2, ActiveHTTPConns: 5, ParkedConns: 4} },
 		dns: func() dnsredir.Stats { return dnsredir.Stats{Panics: 1} },
 		nft: func(context.Context) ([]netfilter.Counter, error) {
 			return []netfilter.Counter{{Rule: "clauderon:reject-tcp", Packets: 7, Bytes: 420}}, nil
@@ -53,9 +53,16 @@ clauderon_ruleset_reapplies_total 3
 # HELP clauderon_containers Running containers on the bridge.
 # TYPE clauderon_containers gauge
 clauderon_containers 4
+# HELP clauderon_intercepted_connections Open intercepted client connections (HTTP/1.x and h2).
+# TYPE clauderon_intercepted_connections gauge
+clauderon_intercepted_connections 5
+# HELP clauderon_parked_connections Of the intercepted connections, those idle long enough to wait for their next request on a small stack.
+# TYPE clauderon_parked_connections gauge
+clauderon_parked_connections 4
 `
 	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(expected), "clauderon_nft_packets_total",
-		"clauderon_panics_total", "clauderon_ruleset_reapplies_total", "clauderon_containers"); err != nil {
+		"clauderon_panics_total", "clauderon_ruleset_reapplies_total", "clauderon_containers",
+		"clauderon_intercepted_connections", "clauderon_parked_connections"); err != nil {
 		t.Error(err)
 	}
 }
