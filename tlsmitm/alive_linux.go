@@ -25,6 +25,26 @@ func connAlive(c net.Conn) bool {
 	return !found || err == nil && alive
 }
 
+// aliveCheck returns connAlive for c, set up once per connection so that
+// a check costs its recv(2) and no allocation; nil when c has no socket.
+func aliveCheck(c net.Conn) func() bool {
+	var raw syscall.RawConn
+	if found, err := onSocket(c, func(rc syscall.RawConn) error { raw = rc; return nil }); !found || err != nil {
+		return nil
+	}
+	var alive bool
+	var b [1]byte
+	peek := func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		alive = err == syscall.EAGAIN // as in connAlive
+		return true
+	}
+	return func() bool {
+		alive = false
+		return raw.Read(peek) == nil && alive
+	}
+}
+
 // readableWait returns a wait until c's socket has a byte to read, its
 // end, an error or its read deadline, which reads nothing (park); nil when
 // c has no socket (a pipe in tests).

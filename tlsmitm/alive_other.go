@@ -10,3 +10,6 @@ func connAlive(net.Conn) bool { return true }
 
 // readableWait has no socket wait here: idle connections do not park.
 func readableWait(net.Conn) func() { return nil }
+
+// aliveCheck has nothing to set up here: connAlive answers.
+func aliveCheck(net.Conn) func() bool { return nil }

@@ -45,6 +45,7 @@ type batchConn struct {
 	r, w    int     // unread bytes are (*buf)[r:w]
 	err     error   // the socket's error, returned once the bytes before it are read
 	onBlock flusher // flushed before each read(2): the other leg's cork
+	probing bool    // reads return what is buffered here, or errNothingBuffered: never read(2)
 
 	cork corkedWriter // the write side
 }
@@ -63,6 +64,9 @@ func batchOf(c net.Conn) *batchConn {
 func (c *batchConn) NetConn() net.Conn { return c.Conn }
 
 func (c *batchConn) Read(p []byte) (int, error) {
+	if c.probing && c.r == c.w && c.err == nil {
+		return 0, errNothingBuffered
+	}
 	if c.onBlock == nil && c.buf == nil {
 		return c.Conn.Read(p) // a head, a small body: read as crypto/tls asks
 	}
@@ -94,6 +98,16 @@ func (c *batchConn) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// errNothingBuffered is a probing read's: nothing is buffered above the
+// socket. It is temporary, so crypto/tls does not keep it.
+var errNothingBuffered error = nothingBuffered{}
+
+type nothingBuffered struct{}
+
+func (nothingBuffered) Error() string   { return "tlsmitm: nothing buffered" }
+func (nothingBuffered) Timeout() bool   { return true }
+func (nothingBuffered) Temporary() bool { return true }
 
 func (c *batchConn) releaseReadAhead() {
 	if c.buf != nil {

@@ -177,6 +177,9 @@ var errBadRequest = errors.New("malformed request")
 var errTLSHandshake = errors.New("upstream TLS handshake failed")
 
 func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) { // the common case, without errors.As's reflection
+		return true
+	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }

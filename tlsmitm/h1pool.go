@@ -3,6 +3,7 @@ package tlsmitm
 import (
 	"bufio"
 	"context"
+	"errors"
 	"math"
 	"net"
 	"sync"
@@ -30,8 +31,9 @@ type upstreamConn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	host   string
-	reused bool      // it served an earlier request (a stale one may fail)
-	idleAt time.Time // when it went back to the pool
+	reused bool        // it served an earlier request (a stale one may fail)
+	idleAt time.Time   // when it went back to the pool
+	alive  func() bool // connAlive's check, set up once (nil: a test's connection)
 }
 
 func (uc *upstreamConn) Close() error {
@@ -63,19 +65,31 @@ func (uc *upstreamConn) unlimit()   { uc.lr.n = math.MaxInt64 }
 // the response it was asked for would otherwise answer the next client
 // with it), and the peer has not closed it.
 func (uc *upstreamConn) clean() bool {
-	if uc.br.Buffered() > 0 {
+	if uc.br.Buffered() > 0 || !uc.tlsHoldsNothing() {
 		return false
 	}
-	// A read with a deadline in the past returns what the TLS layer holds
-	// already (decrypting a buffered record) without a system call; a
-	// timeout means nothing is there, and is not sticky in crypto/tls.
+	if uc.alive == nil {
+		return connAlive(uc.conn)
+	}
+	return uc.alive()
+}
+
+// tlsHoldsNothing reports whether the TLS layer holds no byte to read: a
+// read that may not touch the socket returns what it holds (decrypting a
+// buffered record), or fails with a temporary error crypto/tls does not
+// keep. Under a batchConn that read is a probe (no system call, no
+// allocation); otherwise a read deadline in the past.
+func (uc *upstreamConn) tlsHoldsNothing() bool {
+	if uc.bc != nil {
+		uc.bc.probing = true
+		_, err := uc.br.Peek(1)
+		uc.bc.probing = false
+		return errors.Is(err, errNothingBuffered)
+	}
 	uc.conn.SetReadDeadline(time.Unix(1, 0))
 	_, err := uc.br.Peek(1)
 	uc.conn.SetReadDeadline(time.Time{})
-	if !isTimeout(err) {
-		return false
-	}
-	return connAlive(uc.conn)
+	return isTimeout(err)
 }
 
 // h1Pool keeps idle HTTP/1.1 upstream connections by host. Unlike
@@ -112,7 +126,7 @@ func (p *h1Pool) get(ctx context.Context, host string, fresh bool) (*upstreamCon
 		return nil, err
 	}
 	lr := &headerLimitReader{r: c, n: math.MaxInt64}
-	return &upstreamConn{conn: c, host: host, lr: lr, bc: batchOf(c),
+	return &upstreamConn{conn: c, host: host, lr: lr, bc: batchOf(c), alive: aliveCheck(c),
 		br: bufio.NewReaderSize(lr, h1BufSize), bw: bufio.NewWriterSize(c, h1BufSize)}, nil
 }
 
