@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 )
 
@@ -205,4 +206,36 @@ func TestPark_FrameSplitAcrossTheParkIsRead(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestPark_NoGoroutineLeak: connections that parked, were served on and
+// parked again leave no goroutine behind once Serve has returned.
+func TestPark_NoGoroutineLeak(t *testing.T) {
+	base := goleak.IgnoreCurrent()
+	func() {
+		h := newHarness(t, harnessOpts{noCleanup: true, mutate: func(c *Config) { c.ParkAfter = testParkAfter }})
+		clients := []*http.Client{h.client(false), h.client(true)}
+		for round := range 2 {
+			for _, cl := range clients {
+				resp, err := cl.Get("https://" + apiHost + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			waitParked(t, h, 2)
+			if round == 1 {
+				for _, tr := range h.clients[:1] {
+					tr.CloseIdleConnections() // one ends while parked, the other at the drain
+				}
+			}
+		}
+		h.stop(t)
+		if st := h.srv.Stats(); st.ParkedConns != 0 || st.ActiveHTTPConns != 0 {
+			t.Errorf("after Serve returned: %+v", st)
+		}
+		h.up.Close()
+	}()
+	checkGoroutines(t, base)
 }
