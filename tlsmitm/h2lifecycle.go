@@ -77,6 +77,7 @@ func (c *h2Conn) awaitFrame(rc *replayConn) bool {
 	if c.hasFirst || c.br != nil && c.br.Buffered() > 0 {
 		return false
 	}
+	c.releaseReadBuffer() // empty: a connection waiting for a frame holds none
 	c.mu.Lock()
 	c.awaiting = true
 	if c.idleArmed && !c.goingAway {
