@@ -345,3 +345,56 @@ func TestParkAttack_NoGoroutineLeft(t *testing.T) {
 	}()
 	checkGoroutines(t, base)
 }
+
+// TestParkAttack_DrainRacesThePark: a graceful stop that comes while
+// connections park and wake (a ParkAfter of 1ms, clients sending requests
+// at random intervals around it) ends them all: Serve returns before the
+// drain deadline, with nothing parked or open left.
+func TestParkAttack_DrainRacesThePark(t *testing.T) {
+	h := newHarness(t, harnessOpts{mutate: func(c *Config) {
+		c.ParkAfter = time.Millisecond
+		c.DrainTimeout = 5 * time.Second
+	}})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 12 {
+		wg.Add(1)
+		cl := h.client(i%2 == 0)
+		go func() {
+			defer wg.Done()
+			for j := 0; ; j++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Duration(j%5) * 700 * time.Microsecond):
+				}
+				resp, err := cl.Get("https://" + apiHost + "/")
+				if err != nil {
+					continue // the drain has begun
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	time.Sleep(150 * time.Millisecond)
+	start := time.Now()
+	h.cancel()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	h.done <- nil
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Serve took %v to return, want the connections ended well before the drain deadline", d)
+	}
+	close(stop)
+	wg.Wait()
+	if st := h.srv.Stats(); st.ParkedConns != 0 || st.ActiveHTTPConns != 0 || st.ActiveConns != 0 {
+		t.Errorf("after Serve returned: %+v", st)
+	}
+}
