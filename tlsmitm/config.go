@@ -134,7 +134,7 @@ type Config struct {
 	MaxHeaderBytes    int           // request headers; default 64 KiB (431 beyond)
 	// ParkAfter is how long an idle keep-alive connection waits for its
 	// next request on the goroutine that served it before it parks: a new
-	// goroutine waits on a 2 KiB stack instead (park.go). Default 1s.
+	// goroutine waits on a 2–4 KiB stack instead (park.go). Default 1s.
 	ParkAfter time.Duration
 	// WriteIdleTimeout cuts a response the client has not accepted a byte
 	// of for this long, to within 1/64 of it (a client that stops reading,

@@ -12,7 +12,8 @@ import (
 // connections open between turns, for seconds to minutes, so most
 // connections are idle most of the time. Once a connection has waited
 // Config.ParkAfter, its goroutine hands the wait to a new one and ends:
-// the new goroutine waits for the client's next byte on a 2 KiB stack,
+// the new goroutine waits for the client's next byte on a small stack (2
+// KiB, or 4 when the runtime sizes new stacks up from the average in use),
 // reading nothing, then serves the connection on from where it stopped.
 // The read deadline the connection waits under (idle timeout, drain) is
 // the same either way, and a connection that gets its next request within
