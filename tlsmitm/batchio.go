@@ -2,6 +2,8 @@ package tlsmitm
 
 import (
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -31,6 +33,11 @@ var batchBuffers = sync.Pool{New: func() any { b := make([]byte, batchSize); ret
 // gives those http.NoBody.)
 func mayBeLarge(contentLength int64) bool {
 	return contentLength < 0 || contentLength >= batchSize
+}
+
+// isEventStream reports whether a response is a server-sent event stream.
+func isEventStream(h http.Header) bool {
+	return strings.HasPrefix(h.Get("Content-Type"), "text/event-stream")
 }
 
 // batchConn is a socket under TLS: reads straight through, or through a

@@ -308,7 +308,7 @@ func (x *h1Exchange) respond(resp *http.Response) bool {
 	// A response of unknown length (chunked, close-delimited) or an event
 	// stream is flushed at every write, as ReverseProxy does; one of known
 	// length whenever the upstream has nothing more buffered.
-	streaming := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	streaming := resp.ContentLength < 0 || isEventStream(resp.Header)
 	if x.uc.br.Buffered() == 0 { // the body is not here yet: send the head now
 		if err := x.flushClient(); err != nil {
 			x.rs.err = err

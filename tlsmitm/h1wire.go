@@ -45,8 +45,12 @@ func statusLine(resp *http.Response) string {
 //
 // The body is not Closed on failure: that would drain it from the
 // upstream; the caller closes the upstream connection instead.
+//
+// An event stream is never batched: its events are small and come one at
+// a time, so a batch would only add work between an event's arrival and
+// its write.
 func (x *h1Exchange) copyBody(resp *http.Response, chunked, streaming bool) (int64, error) {
-	if rc, up := x.hc.socket, x.uc.bc; up != nil && resp.Body != http.NoBody && mayBeLarge(resp.ContentLength) {
+	if rc, up := x.hc.socket, x.uc.bc; up != nil && resp.Body != http.NoBody && mayBeLarge(resp.ContentLength) && !isEventStream(resp.Header) {
 		// The body's records leave together, and before each wait for
 		// the upstream (batchio.go); a failure's error is the write's.
 		rc.corkWrites()

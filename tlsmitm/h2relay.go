@@ -203,7 +203,7 @@ func (x *h2Exchange) respond(resp *http.Response, stopCut func() bool) {
 	// ReverseProxy does. Known length: whenever the upstream has nothing
 	// more buffered and more is to come; the last bytes go with
 	// END_STREAM when the handler returns.
-	streaming := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	streaming := resp.ContentLength < 0 || isEventStream(resp.Header)
 	flush := streamFlusher{w}
 	if x.uc.br.Buffered() == 0 { // the body is not here yet: send the head now
 		flush.Flush()
