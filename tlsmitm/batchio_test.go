@@ -255,3 +255,14 @@ func TestIntercept_UploadCorkNeverHoldsWhatTheUpstreamWaitsFor(t *testing.T) {
 		t.Fatalf("after %v: %d %q; the first half reached the upstream only after the client gave up", time.Since(start), resp.StatusCode, body)
 	}
 }
+
+func TestIsEventStream(t *testing.T) {
+	for ct, want := range map[string]bool{
+		"text/event-stream": true, "text/event-stream; charset=utf-8": true,
+		"application/json": false, "": false, "text/plain": false,
+	} {
+		if got := isEventStream(http.Header{"Content-Type": {ct}}); got != want {
+			t.Errorf("isEventStream(%q) = %v, want %v", ct, got, want)
+		}
+	}
+}
