@@ -130,6 +130,11 @@ func dialRawH2(t *testing.T, h *harness) *rawH2 {
 	if p := c.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("negotiated %q", p)
 	}
+	return startRawH2(t, c)
+}
+
+// startRawH2 sends the client preface and SETTINGS on c.
+func startRawH2(t *testing.T, c net.Conn) *rawH2 {
 	io.WriteString(c, http2.ClientPreface)
 	fr := http2.NewFramer(c, c)
 	fr.ReadMetaHeaders = hpack.NewDecoder(65536, nil)
@@ -137,6 +142,14 @@ func dialRawH2(t *testing.T, h *harness) *rawH2 {
 	r := &rawH2{t: t, c: c, fr: fr, next: 1}
 	r.enc = hpack.NewEncoder(&r.hbuf)
 	return r
+}
+
+// mustGet sends GET path and fails the test unless it is answered 200.
+func (r *rawH2) mustGet(path string) {
+	r.t.Helper()
+	if resp := r.read(r.send(reqFields("GET", path), true), 3*time.Second); resp.status != "200" {
+		r.t.Fatalf("GET %s: %+v", path, resp)
+	}
 }
 
 // send opens a stream with fields (pseudo-headers first, in order) and

@@ -28,9 +28,7 @@ import (
 func TestParkAttack_ParkedH2HoldsNoReadBuffer(t *testing.T) {
 	h := parkingHarness(t, nil)
 	r := dialRawH2(t, h)
-	if resp := r.read(r.send(reqFields("GET", "/"), true), 3*time.Second); resp.status != "200" {
-		t.Fatalf("request: %+v", resp)
-	}
+	r.mustGet("/")
 	waitParked(t, h, 1)
 	r.fr.WriteRawFrame(0xfa, 0, 0, make([]byte, 32))
 	time.Sleep(4 * testParkAfter) // it wakes, reads the frame, waits ParkAfter and parks again
@@ -128,12 +126,7 @@ func TestParkAttack_TLSRecordSplitAcrossThePark(t *testing.T) {
 			t.Run("h2", func(t *testing.T) {
 				h := parkingHarness(t, nil)
 				c, hc := dialSplit(t, h, "h2")
-				io.WriteString(c, http2.ClientPreface)
-				fr := http2.NewFramer(c, c)
-				fr.ReadMetaHeaders = hpack.NewDecoder(65536, nil)
-				fr.WriteSettings()
-				r := &rawH2{t: t, c: c, fr: fr, next: 1}
-				r.enc = hpack.NewEncoder(&r.hbuf)
+				r := startRawH2(t, c)
 				if resp := r.read(r.send(reqFields("GET", "/first"), true), 3*time.Second); resp.status != "200" {
 					t.Fatalf("/first: %+v", resp)
 				}
@@ -215,9 +208,7 @@ func TestParkAttack_ClientCannotOutliveIdleTimeout(t *testing.T) {
 	t.Run("h2 pings", func(t *testing.T) {
 		h := parkingHarness(t, func(c *Config) { c.IdleTimeout = idle })
 		r := dialRawH2(t, h)
-		if resp := r.read(r.send(reqFields("GET", "/"), true), 3*time.Second); resp.status != "200" {
-			t.Fatalf("request: %+v", resp)
-		}
+		r.mustGet("/")
 		start := time.Now()
 		var goAway http2.Frame
 		for i := 0; goAway == nil && time.Since(start) < idle+2*time.Second; i++ {
@@ -237,9 +228,7 @@ func TestParkAttack_ClientCannotOutliveIdleTimeout(t *testing.T) {
 				r := &rawH2{t: t, c: c, fr: fr, next: 1}
 				r.enc = hpack.NewEncoder(&r.hbuf)
 				fr.ReadMetaHeaders = hpack.NewDecoder(65536, nil)
-				if resp := r.read(r.send(reqFields("GET", "/"), true), 3*time.Second); resp.status != "200" {
-					t.Fatalf("request: %+v", resp)
-				}
+				r.mustGet("/")
 			} else {
 				io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+apiHost+"\r\n\r\n")
 				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -329,9 +318,7 @@ func TestParkAttack_NoGoroutineLeft(t *testing.T) {
 			waitFor(t, 5*time.Second, "the idle connections to time out", func() bool { return h.srv.Stats().ActiveHTTPConns == 0 })
 		}
 		r := dialRawH2(t, h) // parked at the drain
-		if resp := r.read(r.send(reqFields("GET", "/"), true), 3*time.Second); resp.status != "200" {
-			t.Fatalf("request: %+v", resp)
-		}
+		r.mustGet("/")
 		waitParked(t, h, 1)
 		h.stop(t)
 		r.c.Close()

@@ -102,9 +102,7 @@ func TestPark_IdleTimeoutEndsAParkedConnection(t *testing.T) {
 	t.Run("h2", func(t *testing.T) {
 		h := parkingHarness(t, func(c *Config) { c.IdleTimeout = idle })
 		r := dialRawH2(t, h)
-		if resp := r.read(r.send(reqFields("GET", "/"), true), 3*time.Second); resp.status != "200" {
-			t.Fatalf("request: %+v", resp)
-		}
+		r.mustGet("/")
 		start := time.Now()
 		waitParked(t, h, 1)
 		f := r.nextFrame(5*time.Second, func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok })
@@ -130,9 +128,7 @@ func TestPark_DrainEndsParkedConnections(t *testing.T) {
 	io.Copy(io.Discard, resp.Body) // the connection stays open
 	resp.Body.Close()
 	r := dialRawH2(t, h)
-	if resp := r.read(r.send(reqFields("GET", "/"), true), 3*time.Second); resp.status != "200" {
-		t.Fatalf("h2 request: %+v", resp)
-	}
+	r.mustGet("/")
 	waitParked(t, h, 2)
 	goAway := make(chan http2.Frame, 1)
 	go func() {
@@ -158,9 +154,7 @@ func TestPark_FrameSplitAcrossTheParkIsRead(t *testing.T) {
 	t.Run("h2", func(t *testing.T) {
 		h := parkingHarness(t, nil)
 		r := dialRawH2(t, h)
-		if resp := r.read(r.send(reqFields("GET", "/"), true), 3*time.Second); resp.status != "200" {
-			t.Fatalf("request: %+v", resp)
-		}
+		r.mustGet("/")
 		waitParked(t, h, 1)
 		// A PING whose header comes in two writes, 3 ParkAfter apart.
 		ping := []byte{0, 0, 8, byte(http2.FramePing), 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}
@@ -171,9 +165,7 @@ func TestPark_FrameSplitAcrossTheParkIsRead(t *testing.T) {
 		if f == nil || f.(*http2.PingFrame).Data != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} {
 			t.Fatalf("got %v, want the PING acknowledged", f)
 		}
-		if resp := r.read(r.send(reqFields("GET", "/"), true), 3*time.Second); resp.status != "200" {
-			t.Fatalf("request after the split frame: %+v", resp)
-		}
+		r.mustGet("/")
 	})
 	t.Run("http1.1", func(t *testing.T) {
 		h := parkingHarness(t, nil)
