@@ -5,39 +5,28 @@ import (
 	"syscall"
 )
 
-// connAlive reports whether an idle pooled connection can still carry a
-// request. It peeks at the socket without blocking or consuming (one
-// recv(2)): an idle HTTP/1.1 connection has nothing to read (the session
-// tickets that follow the handshake were consumed with the first
+// aliveCheck returns a check of whether an idle pooled connection can
+// still carry a request, set up once per connection so that each check
+// costs one recv(2) and no allocation; nil when c has no socket (a pipe in
+// tests: nothing to check). The check peeks at the socket without blocking
+// or consuming: an idle HTTP/1.1 connection has nothing to read (the
+// session tickets that follow the handshake were consumed with the first
 // response), so any pending byte (a close_notify alert, most likely), a FIN
 // or an error means the peer is done with it.
-func connAlive(c net.Conn) bool {
-	alive := true
-	found, err := onSocket(c, func(rc syscall.RawConn) error {
-		var b [1]byte
-		return rc.Read(func(fd uintptr) bool {
-			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			// Anything but "nothing to read": pending bytes, a FIN, a reset.
-			alive = err == syscall.EAGAIN
-			return true // never wait for readiness
-		})
-	})
-	return !found || err == nil && alive
-}
-
-// aliveCheck returns connAlive for c, set up once per connection so that
-// a check costs its recv(2) and no allocation; nil when c has no socket.
 func aliveCheck(c net.Conn) func() bool {
-	var raw syscall.RawConn
-	if found, err := onSocket(c, func(rc syscall.RawConn) error { raw = rc; return nil }); !found || err != nil {
+	raw, found, err := socketOf(c)
+	switch {
+	case !found:
 		return nil
+	case err != nil:
+		return func() bool { return false }
 	}
 	var alive bool
 	var b [1]byte
 	peek := func(fd uintptr) bool {
 		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = err == syscall.EAGAIN // as in connAlive
-		return true
+		alive = err == syscall.EAGAIN // anything else: pending bytes, a FIN, a reset
+		return true                   // never wait for readiness
 	}
 	return func() bool {
 		alive = false
@@ -49,8 +38,7 @@ func aliveCheck(c net.Conn) func() bool {
 // end, an error or its read deadline, which reads nothing (park); nil when
 // c has no socket (a pipe in tests).
 func readableWait(c net.Conn) func() {
-	var raw syscall.RawConn
-	found, err := onSocket(c, func(rc syscall.RawConn) error { raw = rc; return nil })
+	raw, found, err := socketOf(c)
 	if !found || err != nil {
 		return nil
 	}
@@ -61,4 +49,10 @@ func readableWait(c net.Conn) func() {
 			return err != syscall.EAGAIN // a byte, the end or an error: the serving goroutine reads it
 		})
 	}
+}
+
+// socketOf returns the RawConn of c's socket (onSocket).
+func socketOf(c net.Conn) (raw syscall.RawConn, found bool, err error) {
+	found, err = onSocket(c, func(rc syscall.RawConn) error { raw = rc; return nil })
+	return raw, found, err
 }

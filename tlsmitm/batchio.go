@@ -67,7 +67,7 @@ func batchOf(c net.Conn) *batchConn {
 	return nil
 }
 
-// NetConn returns the socket (abort, connAlive, peerClosed).
+// NetConn returns the socket (abort, aliveCheck, peerClosed).
 func (c *batchConn) NetConn() net.Conn { return c.Conn }
 
 func (c *batchConn) Read(p []byte) (int, error) {

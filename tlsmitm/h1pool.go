@@ -33,7 +33,7 @@ type upstreamConn struct {
 	host   string
 	reused bool        // it served an earlier request (a stale one may fail)
 	idleAt time.Time   // when it went back to the pool
-	alive  func() bool // connAlive's check, set up once (nil: a test's connection)
+	alive  func() bool // aliveCheck's, set up once (nil: nothing to check)
 }
 
 func (uc *upstreamConn) Close() error {
@@ -68,10 +68,7 @@ func (uc *upstreamConn) clean() bool {
 	if uc.br.Buffered() > 0 || !uc.tlsHoldsNothing() {
 		return false
 	}
-	if uc.alive == nil {
-		return connAlive(uc.conn)
-	}
-	return uc.alive()
+	return uc.alive == nil || uc.alive()
 }
 
 // tlsHoldsNothing reports whether the TLS layer holds no byte to read: a
@@ -94,7 +91,7 @@ func (uc *upstreamConn) tlsHoldsNothing() bool {
 
 // h1Pool keeps idle HTTP/1.1 upstream connections by host. Unlike
 // http.Transport it has no goroutine per connection: a connection is
-// checked for a peer close (connAlive) when taken, not watched while idle.
+// checked for a peer close (aliveCheck) when taken, not watched while idle.
 type h1Pool struct {
 	mu     sync.Mutex
 	idle   map[string][]*upstreamConn

@@ -36,7 +36,7 @@ func hijackRaw(t *testing.T, w http.ResponseWriter, raw string) {
 // TestPool_UnsolicitedUpstreamBytesNotServedToNextClient: an upstream
 // that sends more than one response for one request (a HEAD or 304 answered
 // with a body, a body longer than its Content-Length, or a hostile/buggy
-// intermediary) leaves bytes in the pooled connection's buffer. connAlive
+// intermediary) leaves bytes in the pooled connection's buffer. aliveCheck
 // only peeks at the socket, so the connection goes back to the pool and the
 // NEXT request - from another container - is answered with those bytes
 // while its own answer is queued for the one after it (response queue

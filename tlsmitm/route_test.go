@@ -326,7 +326,7 @@ func h0addr(c *Config) string { return c.Upstreams[0].Address }
 // whole test: a socket bound to it that never listens. (A listener closed
 // at once leaves its port free for the next test's listener to take.)
 func refusingAddr(t *testing.T) string {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
