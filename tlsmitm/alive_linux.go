@@ -3,6 +3,7 @@ package tlsmitm
 import (
 	"net"
 	"syscall"
+	"unsafe"
 )
 
 // aliveCheck returns a check of whether an idle pooled connection can
@@ -24,9 +25,8 @@ func aliveCheck(c net.Conn) func() bool {
 	var alive bool
 	var b [1]byte
 	peek := func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		alive = err == syscall.EAGAIN // anything else: pending bytes, a FIN, a reset
-		return true                   // never wait for readiness
+		alive = peekByte(fd, &b) == syscall.EAGAIN // anything else: pending bytes, a FIN, a reset
+		return true                                // never wait for readiness
 	}
 	return func() bool {
 		alive = false
@@ -45,8 +45,7 @@ func readableWait(c net.Conn) func() {
 	return func() {
 		var b [1]byte
 		raw.Read(func(fd uintptr) bool {
-			_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-			return err != syscall.EAGAIN // a byte, the end or an error: the serving goroutine reads it
+			return peekByte(fd, &b) != syscall.EAGAIN // a byte, the end or an error: the serving goroutine reads it
 		})
 	}
 }
@@ -55,4 +54,14 @@ func readableWait(c net.Conn) func() {
 func socketOf(c net.Conn) (raw syscall.RawConn, found bool, err error) {
 	found, err = onSocket(c, func(rc syscall.RawConn) error { raw = rc; return nil })
 	return raw, found, err
+}
+
+// peekByte peeks at fd's next byte without waiting or consuming it: 0 when
+// there is one (or the end), EAGAIN when there is none yet. It is a raw
+// system call, as the relay's reads and writes are (rawio_linux.go):
+// MSG_DONTWAIT never sleeps.
+func peekByte(fd uintptr, b *[1]byte) syscall.Errno {
+	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return e
 }

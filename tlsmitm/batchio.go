@@ -1,6 +1,7 @@
 package tlsmitm
 
 import (
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -55,6 +56,18 @@ type batchConn struct {
 	probing bool    // reads return what is buffered here, or errNothingBuffered: never read(2)
 
 	cork corkedWriter // the write side
+	raw  *socketIO    // the socket's reads and writes, as raw system calls (rawio_linux.go); nil: through Conn
+}
+
+// newBatchConn returns c under a batchConn.
+func newBatchConn(c net.Conn) batchConn { return batchConn{Conn: c, raw: newSocketIO(c)} }
+
+// socket is what reads and writes the socket.
+func (c *batchConn) socket() io.ReadWriter {
+	if c.raw != nil {
+		return c.raw
+	}
+	return c.Conn
 }
 
 // batchOf returns the batchConn under an upstream connection's TLS, or nil
@@ -75,7 +88,7 @@ func (c *batchConn) Read(p []byte) (int, error) {
 		return 0, errNothingBuffered
 	}
 	if c.onBlock == nil && c.buf == nil {
-		return c.Conn.Read(p) // a head, a small body: read as crypto/tls asks
+		return c.socket().Read(p) // a head, a small body: read as crypto/tls asks
 	}
 	if c.r == c.w {
 		if err := c.err; err != nil {
@@ -86,12 +99,12 @@ func (c *batchConn) Read(p []byte) (int, error) {
 			c.onBlock.Flush() // an error shows in the next write on that leg
 		}
 		if len(p) >= batchSize {
-			return c.Conn.Read(p)
+			return c.socket().Read(p)
 		}
 		if c.buf == nil {
 			c.buf = batchBuffers.Get().(*[]byte)
 		}
-		n, err := c.Conn.Read(*c.buf)
+		n, err := c.socket().Read(*c.buf)
 		if n <= 0 {
 			c.releaseReadAhead()
 			return 0, err
@@ -124,16 +137,16 @@ func (c *batchConn) releaseReadAhead() {
 	c.r, c.w = 0, 0
 }
 
-func (c *batchConn) Write(p []byte) (int, error) { return c.cork.write(c.Conn, p) }
+func (c *batchConn) Write(p []byte) (int, error) { return c.cork.write(c.socket(), p) }
 
 // corkWrites collects the writes from now until uncork.
 func (c *batchConn) corkWrites() { c.cork.start() }
 
 // Flush sends what the cork holds.
-func (c *batchConn) Flush() error { return c.cork.flush(c.Conn) }
+func (c *batchConn) Flush() error { return c.cork.flush(c.socket()) }
 
 // uncork sends what the cork holds and writes straight through again.
-func (c *batchConn) uncork() error { return c.cork.stop(c.Conn) }
+func (c *batchConn) uncork() error { return c.cork.stop(c.socket()) }
 
 // corked reports, without waiting for a flush in progress, whether writes
 // are corked.
@@ -151,7 +164,7 @@ type corkedWriter struct {
 }
 
 // write sends p on conn, or adds it to the cork.
-func (w *corkedWriter) write(conn net.Conn, p []byte) (int, error) {
+func (w *corkedWriter) write(conn io.Writer, p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err != nil {
@@ -174,7 +187,7 @@ func (w *corkedWriter) write(conn net.Conn, p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (w *corkedWriter) flushLocked(conn net.Conn) error {
+func (w *corkedWriter) flushLocked(conn io.Writer) error {
 	if w.err != nil || w.n == 0 {
 		return w.err
 	}
@@ -192,13 +205,13 @@ func (w *corkedWriter) start() {
 	}
 }
 
-func (w *corkedWriter) flush(conn net.Conn) error {
+func (w *corkedWriter) flush(conn io.Writer) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.flushLocked(conn)
 }
 
-func (w *corkedWriter) stop(conn net.Conn) error {
+func (w *corkedWriter) stop(conn io.Writer) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.buf == nil {

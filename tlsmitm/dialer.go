@@ -207,7 +207,8 @@ func (s *Server) dialUpstreamTLS(ctx context.Context, st *state, addr string, pr
 	if o, ok := st.overrides[host]; ok && o.RootCAs != nil {
 		roots = o.RootCAs
 	}
-	tc := tls.Client(&batchConn{Conn: raw}, &tls.Config{
+	bc := newBatchConn(raw)
+	tc := tls.Client(&bc, &tls.Config{
 		ServerName:         host,
 		RootCAs:            roots,
 		NextProtos:         protos,

@@ -38,7 +38,7 @@ func (s *Server) intercept(c net.Conn, hello []byte, info *connInfo) bool {
 // (Its own function, so that its frame is not under the serving one.)
 func (s *Server) terminate(c net.Conn, hello []byte, info *connInfo) (tc *tls.Conn, rc *replayConn, h2 bool) {
 	s.stats.intercepted.Add(1)
-	rc = &replayConn{batchConn: batchConn{Conn: c}, pending: hello, info: info}
+	rc = &replayConn{batchConn: newBatchConn(c), pending: hello, info: info}
 	tc = tls.Server(rc, s.tlsCfg)
 	ctx, cancel := context.WithTimeout(s.baseCtx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(ctx)
