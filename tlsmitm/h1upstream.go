@@ -27,7 +27,8 @@ func (x *h1Exchange) roundTrip(upgrade string, teTrailers bool) (*http.Response,
 			beforeRead: x.bd.extend,
 			flushNow:   func() bool { return r.ContentLength < 0 || x.br.Buffered() == 0 },
 		}
-		go x.s.sendBody(uc, r, hooks, x.bd.readErr, &x.hc.socket.batchConn, x.bodyDone)
+		readErr, client, done := x.bd.readErr, &x.hc.socket.batchConn, x.bodyDone
+		x.s.workers.run(func() { x.s.sendBody(uc, r, hooks, readErr, client, done) })
 	} else if err := uc.bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing request to upstream: %w", err)
 	}

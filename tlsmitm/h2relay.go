@@ -132,7 +132,8 @@ func (x *h2Exchange) roundTrip(teTrailers bool) (*http.Response, error) {
 		// Each read is what the client's DATA frames delivered: send it on
 		// (the stream's own idle deadline is countingBody's, serveRequest).
 		hooks := pumpHooks{flushNow: func() bool { return true }}
-		go x.s.sendBody(uc, r, hooks, h2BodyReadErr, nil, x.bodyDone)
+		done := x.bodyDone
+		x.s.workers.run(func() { x.s.sendBody(uc, r, hooks, h2BodyReadErr, nil, done) })
 	} else if err := uc.bw.Flush(); err != nil {
 		return nil, x.cause(fmt.Errorf("writing request to upstream: %w", err))
 	}

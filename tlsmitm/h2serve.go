@@ -357,7 +357,7 @@ func (c *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	c.streams[id] = st
 	c.mu.Unlock()
 	c.wg.Add(1)
-	go c.runStream(st, r)
+	c.s.workers.run(func() { c.runStream(st, r) })
 	return nil
 }
 

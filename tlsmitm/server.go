@@ -35,7 +35,9 @@ type Server struct {
 	// limits applies the fair shares of connections and requests
 	// (persource.go).
 	limits *sourceLimiter
-	served atomic.Bool
+	// workers run h2 streams and request bodies (workers.go).
+	workers *workerPool
+	served  atomic.Bool
 	// draining is set when Serve starts draining; handleConn checks it
 	// after its peek so a hello that raced the drain is not routed.
 	draining atomic.Bool
@@ -76,14 +78,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.setDefaults()
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "tlsmitm"),
-		events: cfg.EventLogger.With("component", "tlsmitm"),
-		own:    &ownAddrs{list: cfg.InterfaceAddrs},
-		raw:    make(map[net.Conn]bool),
-		h1:     make(map[*h1Conn]struct{}),
-		h2:     make(map[*h2Conn]struct{}),
-		limits: newSourceLimiter(&cfg),
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "tlsmitm"),
+		events:  cfg.EventLogger.With("component", "tlsmitm"),
+		own:     &ownAddrs{list: cfg.InterfaceAddrs},
+		raw:     make(map[net.Conn]bool),
+		h1:      make(map[*h1Conn]struct{}),
+		h2:      make(map[*h2Conn]struct{}),
+		limits:  newSourceLimiter(&cfg),
+		workers: newWorkerPool(),
 	}
 	s.baseCtx, s.baseCancel = context.WithCancel(context.Background())
 	s.state.Store(s.newState(cfg.reloadable()))
@@ -154,6 +157,7 @@ func (s *Server) CA() *localca.CA { return s.certs.ca }
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.baseCancel()
+		s.workers.stop(false)
 		s.certs.stop()
 		st := s.state.Load()
 		st.h2.CloseIdleConnections()
@@ -184,6 +188,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	ln.Close()
 	s.drain()
+	s.workers.stop(true) // idle now: every connection has ended
 	return err
 }
 
