@@ -3,7 +3,6 @@ package tlsmitm
 import (
 	"net"
 	"syscall"
-	"unsafe"
 )
 
 // aliveCheck returns a check of whether an idle pooled connection can
@@ -54,14 +53,4 @@ func readableWait(c net.Conn) func() {
 func socketOf(c net.Conn) (raw syscall.RawConn, found bool, err error) {
 	found, err = onSocket(c, func(rc syscall.RawConn) error { raw = rc; return nil })
 	return raw, found, err
-}
-
-// peekByte peeks at fd's next byte without waiting or consuming it: 0 when
-// there is one (or the end), EAGAIN when there is none yet. It is a raw
-// system call, as the relay's reads and writes are (rawio_linux.go):
-// MSG_DONTWAIT never sleeps.
-func peekByte(fd uintptr, b *[1]byte) syscall.Errno {
-	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	return e
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Socket reads and writes without the runtime's system call bookkeeping.
@@ -52,7 +54,7 @@ func newSocketIO(c net.Conn) *socketIO {
 		return nil
 	}
 	rc, err := tcp.SyscallConn()
-	if err != nil {
+	if err != nil || !nonBlocking(rc) {
 		return nil
 	}
 	s := &socketIO{conn: tcp, rc: rc}
@@ -143,4 +145,21 @@ func (s *socketIO) opError(op string, err error) error {
 		err = oe.Err
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: s.conn.LocalAddr(), Addr: s.conn.RemoteAddr(), Err: err}
+}
+
+// nonBlocking reports whether rc's socket is in non-blocking mode, which
+// raw I/O depends on: on a blocking socket a raw read(2) would sleep in the
+// kernel where the runtime cannot stop its goroutine, and every GC's
+// stop-the-world would wait for it (the whole daemon frozen behind one
+// silent client). net's sockets are non-blocking, but a holder of the
+// connection's *os.File (File, then Fd) makes it blocking: such a socket
+// is read and written through net, which waits in a system call the
+// runtime accounts for.
+func nonBlocking(rc syscall.RawConn) bool {
+	var flags int
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { flags, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) }); err != nil || ferr != nil {
+		return false
+	}
+	return flags&unix.O_NONBLOCK != 0
 }
