@@ -1,3 +1,5 @@
+//go:build linux && !386
+
 package tlsmitm
 
 import (
@@ -7,8 +9,6 @@ import (
 	"os"
 	"syscall"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // Socket reads and writes without the runtime's system call bookkeeping.
@@ -22,7 +22,12 @@ import (
 // loop does not do. A socket is non-blocking, so its read(2) and write(2)
 // never sleep in the kernel: socketIO issues them as raw system calls
 // inside RawConn.Read and RawConn.Write, which keep the poller's readiness
-// waits and the connection's deadlines exactly as net does.
+// waits and the connection's deadlines exactly as net does. They are
+// recvfrom(2) and sendto(2) with MSG_DONTWAIT, so that no call sleeps in
+// the kernel even on a socket something made blocking (a holder of its
+// *os.File): such a call could not be stopped for a GC, and every
+// stop-the-world would wait for one silent client. (linux/386 has no
+// numbers for them in package syscall, and reads and writes through net.)
 
 // socketIO reads and writes one TCP socket. Reads are serialised by its
 // user (crypto/tls), writes by the corkedWriter's mutex; each side has its
@@ -54,7 +59,7 @@ func newSocketIO(c net.Conn) *socketIO {
 		return nil
 	}
 	rc, err := tcp.SyscallConn()
-	if err != nil || !nonBlocking(rc) {
+	if err != nil {
 		return nil
 	}
 	s := &socketIO{conn: tcp, rc: rc}
@@ -65,7 +70,8 @@ func newSocketIO(c net.Conn) *socketIO {
 
 func (s *socketIO) readOnce(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(s.rp))), uintptr(len(s.rp)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(s.rp))), uintptr(len(s.rp)),
+			syscall.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case syscall.EINTR:
 			continue
@@ -82,7 +88,8 @@ func (s *socketIO) readOnce(fd uintptr) bool {
 func (s *socketIO) writeAll(fd uintptr) bool {
 	for s.wn < len(s.wp) {
 		p := s.wp[s.wn:]
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)),
+			syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case syscall.EINTR:
 			continue
@@ -145,21 +152,4 @@ func (s *socketIO) opError(op string, err error) error {
 		err = oe.Err
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: s.conn.LocalAddr(), Addr: s.conn.RemoteAddr(), Err: err}
-}
-
-// nonBlocking reports whether rc's socket is in non-blocking mode, which
-// raw I/O depends on: on a blocking socket a raw read(2) would sleep in the
-// kernel where the runtime cannot stop its goroutine, and every GC's
-// stop-the-world would wait for it (the whole daemon frozen behind one
-// silent client). net's sockets are non-blocking, but a holder of the
-// connection's *os.File (File, then Fd) makes it blocking: such a socket
-// is read and written through net, which waits in a system call the
-// runtime accounts for.
-func nonBlocking(rc syscall.RawConn) bool {
-	var flags int
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { flags, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) }); err != nil || ferr != nil {
-		return false
-	}
-	return flags&unix.O_NONBLOCK != 0
 }
