@@ -1,6 +1,8 @@
 package tlsmitm
 
 import (
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,7 +16,7 @@ func TestWorkerPool_ReusesIdleWorkersAndEndsThem(t *testing.T) {
 		if got := <-done; got != i {
 			t.Fatalf("ran %d, want %d", got, i)
 		}
-		time.Sleep(5 * time.Millisecond) // the worker is back waiting
+		waitWorkerIdle(t) // the worker is back waiting
 	}
 	if n := p.started.Load(); n != 1 {
 		t.Errorf("%d workers started for 5 requests one after another; want 1 (reused)", n)
@@ -63,4 +65,20 @@ func TestWorkerPool_StopEndsIdleWorkersAndStillRuns(t *testing.T) {
 		t.Fatal("run after stop did not run")
 	}
 	p.stop(true) // idempotent, and waits for that one
+}
+
+// waitWorkerIdle waits until a worker is back waiting for its next
+// function (a fixed sleep is not enough on a loaded machine: the worker's
+// thread may not run within it, and run then starts a second worker).
+func waitWorkerIdle(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "(*workerPool).worker(") && strings.Contains(strings.SplitN(g, "\n", 2)[0], "[select") {
+				return
+			}
+		}
+	}
+	t.Fatal("no worker back waiting within 5s")
 }
