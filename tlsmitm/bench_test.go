@@ -226,7 +226,7 @@ func BenchmarkKeepAlive(b *testing.B) {
 
 // BenchmarkKeepAlivePost: what an agent sends on a warm connection, a
 // JSON body (4 KiB here: a short turn) answered by a small response. Its
-// request body streams on a goroutine of its own (sendBody).
+// request body streams on a worker of its own (sendBody, workers.go).
 func BenchmarkKeepAlivePost(b *testing.B) {
 	e := newBenchEnv(b)
 	body := bytes.Repeat([]byte(`{"role":"user","content":"0123456789abcdef"},`), 4096/45)

@@ -13,7 +13,7 @@ import (
 )
 
 // The upstream leg of h2 clients. The h2 frontend (h2serve.go) runs each
-// request on its own goroutine, which sends it to the upstream over the
+// request on a worker of its own (workers.go), which sends it to the upstream over the
 // HTTP/1.1 relay's pool: no ReverseProxy, and no http.Transport with its
 // own h2 connection, reader goroutine and channel handoffs, which were
 // half of an h2 request's cost. gRPC (application/grpc…) needs h2 to its

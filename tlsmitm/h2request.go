@@ -95,7 +95,8 @@ func (c *h2Conn) newRequest(st *h2Stream, f *http2.MetaHeadersFrame) (*http.Requ
 	return r.WithContext(st.ctx), 0
 }
 
-// runStream serves one request on its own goroutine and ends its stream.
+// runStream serves one request on a worker of its own (workers.go) and
+// ends its stream.
 // The request's slot is held until the response's last frame is out (or
 // the write deadline reset the stream): a client that never opens its
 // window holds its own slot, not a free one.

@@ -17,11 +17,12 @@ import (
 
 // The h2 intercept path. An intercepted connection that negotiated h2 is
 // served here, in the goroutine that accepted it, by a frame loop of our
-// own over x/net/http2's Framer and HPACK: one goroutine per request,
-// which answers on the connection itself (h2wire.go) and relays to the
-// upstream over the HTTP/1.1 relay's pool (h2relay.go). net/http's h2
-// server spends a serve loop, a frame-writer goroutine and channel
-// handoffs on every request, and wrote a small response in two records.
+// own over x/net/http2's Framer and HPACK: one goroutine per request (a
+// reused worker, workers.go), which answers on the connection itself
+// (h2wire.go) and relays to the upstream over the HTTP/1.1 relay's pool
+// (h2relay.go). net/http's h2 server spends a serve loop, a frame-writer
+// goroutine and channel handoffs on every request, and wrote a small
+// response in two records.
 //
 // What it keeps of net/http's h2 server: SETTINGS toward the client (32
 // concurrent streams, 16 KiB frames, 128 KiB/1 MiB upload windows, the
