@@ -128,6 +128,19 @@ func get(b *testing.B, c *http.Client, path string) {
 	}
 }
 
+// post sends body as JSON to /small and checks the answer.
+func post(b *testing.B, c *http.Client, body []byte) {
+	resp, err := c.Post("https://"+apiHost+"/small", "application/json", bytes.NewReader(body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
 // usage is process CPU time and allocation count.
 type usage struct {
 	cpu    time.Duration
@@ -233,18 +246,7 @@ func BenchmarkKeepAlivePost(b *testing.B) {
 	for _, h2 := range []bool{false, true} {
 		b.Run(map[bool]string{false: "http1.1", true: "h2"}[h2], func(b *testing.B) {
 			dc, pc := e.client(false, h2, true), e.client(true, h2, true)
-			post := func(c *http.Client) {
-				resp, err := c.Post("https://"+apiHost+"/small", "application/json", bytes.NewReader(body))
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Fatalf("status %d", resp.StatusCode)
-				}
-			}
-			compare(b, "req/s", func() { post(dc) }, func() { post(pc) })
+			compare(b, "req/s", func() { post(b, dc, body) }, func() { post(b, pc, body) })
 		})
 	}
 }
@@ -357,16 +359,8 @@ func BenchmarkUpload1MB(b *testing.B) {
 	for _, h2 := range []bool{false, true} {
 		b.Run(map[bool]string{false: "http1.1", true: "h2"}[h2], func(b *testing.B) {
 			dc, pc := e.client(false, h2, true), e.client(true, h2, true)
-			post := func(c *http.Client) {
-				resp, err := c.Post("https://"+apiHost+"/small", "application/json", bytes.NewReader(bigBody))
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
 			b.StopTimer()
-			d, p := interleave(b, b.N, func() { post(dc) }, func() { post(pc) })
+			d, p := interleave(b, b.N, func() { post(b, dc, bigBody) }, func() { post(b, pc, bigBody) })
 			b.ReportMetric(d.perSec, "direct-MB/s")
 			b.ReportMetric(p.perSec, "proxied-MB/s")
 			b.ReportMetric(p.perSec/d.perSec, "ratio")
