@@ -18,16 +18,15 @@ import (
 // when the call lasts a tick. On loopback a write(2) runs the receiver's
 // TCP input too, so under keep-alive load the relay's writes were caught
 // again and again: sysmon's wake-ups, the thread handoffs and the futex
-// calls behind them were 10–15 % of the proxy's CPU, work nginx's event
-// loop does not do. A socket is non-blocking, so its read(2) and write(2)
-// never sleep in the kernel: socketIO issues them as raw system calls
-// inside RawConn.Read and RawConn.Write, which keep the poller's readiness
-// waits and the connection's deadlines exactly as net does. They are
-// recvfrom(2) and sendto(2) with MSG_DONTWAIT, so that no call sleeps in
-// the kernel even on a socket something made blocking (a holder of its
-// *os.File): such a call could not be stopped for a GC, and every
-// stop-the-world would wait for one silent client. (linux/386 has no
-// numbers for them in package syscall, and reads and writes through net.)
+// calls behind them were about a tenth of the proxy's CPU, work nginx's
+// event loop does not do. socketIO issues them as raw system calls inside
+// RawConn.Read and RawConn.Write, which keep the poller's readiness waits
+// and the connection's deadlines exactly as net does. They are recvfrom(2)
+// and sendto(2) with MSG_DONTWAIT, which never sleep in the kernel, even on
+// a socket something made blocking (a holder of its *os.File): a call that
+// slept there could not be stopped for a GC, and every stop-the-world would
+// wait for one silent client. (linux/386 has no numbers for them in
+// package syscall: it reads and writes through net.)
 
 // socketIO reads and writes one TCP socket. Reads are serialised by its
 // user (crypto/tls), writes by the corkedWriter's mutex; each side has its
