@@ -98,8 +98,8 @@ func (uc *upstreamConn) readHead(r *http.Request, interim int) (*http.Response, 
 // unknown), flushing when hooks.flushNow says so; readErr names a failed
 // read of the client's body (the idle deadline, or the client gone). With
 // client, the socket the body is read from, a bulk body is batched both
-// ways (batchio.go). It runs on a worker of its own (workers.go), reports on done, and
-// touches the Server only to report a panic.
+// ways (batchio.go). It runs on a worker of its own (workers.go), reports
+// on done, and touches the Server only to report a panic.
 func (s *Server) sendBody(uc *upstreamConn, r *http.Request, hooks pumpHooks, readErr func(error) error, client *batchConn, done chan<- error) {
 	batched := client != nil && uc.bc != nil && mayBeLarge(r.ContentLength)
 	if batched {

@@ -13,11 +13,12 @@ import (
 )
 
 // The upstream leg of h2 clients. The h2 frontend (h2serve.go) runs each
-// request on a worker of its own (workers.go), which sends it to the upstream over the
-// HTTP/1.1 relay's pool: no ReverseProxy, and no http.Transport with its
-// own h2 connection, reader goroutine and channel handoffs, which were
-// half of an h2 request's cost. gRPC (application/grpc…) needs h2 to its
-// upstream and keeps ReverseProxy and the h2 transport (intercept_h2.go).
+// request on a worker of its own (workers.go), which sends it to the
+// upstream over the HTTP/1.1 relay's pool: no ReverseProxy, and no
+// http.Transport with its own h2 connection, reader goroutine and channel
+// handoffs, which were half of an h2 request's cost. gRPC
+// (application/grpc…) needs h2 to its upstream and keeps ReverseProxy and
+// the h2 transport (intercept_h2.go).
 
 // needsH2Upstream reports whether a request from an h2 client must reach
 // its upstream over h2 too.
