@@ -106,7 +106,9 @@ s.on("error", e => { console.error("error", e.code, e.message); process.exit(1);
 				"-c", "http.curloptResolve="+name+":"+port+":127.0.0.1",
 				"ls-remote", "https://"+name+":"+port+"/org/repo.git")
 			// The server answers 404: reaching it means TLS was accepted.
-			if strings.Contains(out, "not found") || strings.Contains(out, "404") {
+			// (Its words, not "404" anywhere: the URL's random port may
+			// hold those digits, as 40461 once did.)
+			if strings.Contains(out, "not found") || strings.Contains(out, "returned error: 404") {
 				return out, nil
 			}
 			if err == nil {
