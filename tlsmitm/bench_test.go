@@ -118,19 +118,17 @@ func (e *benchEnv) client(proxied, h2, keepAlive bool) *http.Client {
 
 func get(b *testing.B, c *http.Client, path string) {
 	resp, err := c.Get("https://" + apiHost + path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b.Fatalf("status %d", resp.StatusCode)
-	}
+	drainOK(b, resp, err)
 }
 
 // post sends body as JSON to /small and checks the answer.
 func post(b *testing.B, c *http.Client, body []byte) {
 	resp, err := c.Post("https://"+apiHost+"/small", "application/json", bytes.NewReader(body))
+	drainOK(b, resp, err)
+}
+
+// drainOK reads and closes a response that must be a 200.
+func drainOK(b *testing.B, resp *http.Response, err error) {
 	if err != nil {
 		b.Fatal(err)
 	}
