@@ -3,7 +3,8 @@
 # topology (../shared/bench, its `run.sh debug` mode): each round starts every variant
 # fresh, one after the other, and measures
 #   - keep-alive HTTP/1.1 at c=32: req/s, the proxy's CPU µs per request (utime+stime of
-#     its process tree, as the harness counts it) and context switches per request;
+#     its process tree, as the harness counts it), the kernel's share of it (stime) and
+#     context switches per request;
 #   - an event stream over HTTP/1.1 and h2: the mean per-event delay (receive − send).
 # It prints the median of each over the rounds. On a VM whose speed moves from minute to
 # minute, builds measured in the same rounds are comparable; separate runs are not.
@@ -26,9 +27,10 @@ DUR=${DUR:-4s}
 SSE_N=${SSE_N:-100}
 export DUR SSE_N
 
-# tree_ticks PID: utime+stime ticks and context switches of PID and its descendants.
+# tree_stats PID: utime+stime ticks, stime ticks and context switches of PID and its
+# descendants.
 tree_stats() {
-	local pids=("$1") i=0 ticks=0 cs=0 p c f
+	local pids=("$1") i=0 ticks=0 sys=0 cs=0 p c f u k
 	while ((i < ${#pids[@]})); do
 		p=${pids[i]}
 		i=$((i + 1))
@@ -36,12 +38,13 @@ tree_stats() {
 	done
 	for p in "${pids[@]}"; do
 		[[ -r /proc/$p/stat ]] || continue
-		ticks=$((ticks + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+		read -r u k < <(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12, $13}')
+		ticks=$((ticks + u + k)) sys=$((sys + k))
 		for f in /proc/"$p"/task/*/status; do
 			cs=$((cs + $(awk '/ctxt_switches/ {s += $2} END {print s + 0}' "$f" 2>/dev/null || echo 0)))
 		done
 	done
-	echo "$ticks $cs"
+	echo "$ticks $sys $cs"
 }
 
 # measure LABEL: run inside `run.sh debug` (its NS, BIN, CLIENT_CA, UPSTREAM_* and
@@ -50,10 +53,10 @@ measure() {
 	local label=$1 pid="" s0 s1 out="$AB_WORK/load.json" common
 	[[ -f "$PROXY_DIR/pid" ]] && pid=$(cat "$PROXY_DIR/pid")
 	common=(-connect "$UPSTREAM_IP:443" -ca "$CLIENT_CA" -label "$label" -rep 1)
-	s0=$([[ -n $pid ]] && tree_stats "$pid" || echo "0 0")
+	s0=$([[ -n $pid ]] && tree_stats "$pid" || echo "0 0 0")
 	ip netns exec "$NS" "$BIN" load "${common[@]}" -url "https://$UPSTREAM_HOST/small" \
 		-test ka_h1 -proto h1 -c 32 -d "$DUR" -out "$out.tmp" >/dev/null
-	s1=$([[ -n $pid ]] && tree_stats "$pid" || echo "0 0")
+	s1=$([[ -n $pid ]] && tree_stats "$pid" || echo "0 0 0")
 	local rps reqs
 	rps=$(grep -o '"rps":[0-9.]*' "$out.tmp" | tail -1 | cut -d: -f2)
 	reqs=$(grep -o '"reqs_total":[0-9]*' "$out.tmp" | tail -1 | cut -d: -f2)
@@ -65,15 +68,16 @@ measure() {
 		sse+=("$(grep -o '"delay_mean_ms":[0-9.]*' "$out.tmp" | tail -1 | cut -d: -f2)")
 		rm -f "$out.tmp"
 	done
-	read -r t0 c0 <<<"$s0"
-	read -r t1 c1 <<<"$s1"
+	read -r t0 k0 c0 <<<"$s0"
+	read -r t1 k1 c1 <<<"$s1"
 	local hz
 	hz=$(getconf CLK_TCK)
-	awk -v l="$label" -v rps="$rps" -v reqs="$reqs" -v dt=$((t1 - t0)) -v dc=$((c1 - c0)) -v hz="$hz" \
+	awk -v l="$label" -v rps="$rps" -v reqs="$reqs" -v dt=$((t1 - t0)) -v dk=$((k1 - k0)) -v dc=$((c1 - c0)) -v hz="$hz" \
 		-v pid="$pid" -v s1="${sse[0]}" -v s2="${sse[1]}" 'BEGIN {
 		cpu = pid == "" ? "-" : sprintf("%.1f", dt * 1e6 / hz / reqs)
+		sys = pid == "" ? "-" : sprintf("%.1f", dk * 1e6 / hz / reqs)
 		cs = pid == "" ? "-" : sprintf("%.2f", dc / reqs)
-		printf "%s %.0f %s %s %.3f %.3f\n", l, rps, cpu, cs, s1, s2
+		printf "%s %.0f %s %s %s %.3f %.3f\n", l, rps, cpu, sys, cs, s1, s2
 	}' >>"$AB_WORK/raw"
 }
 
@@ -125,13 +129,13 @@ done
 
 echo
 echo "Medians over $ROUNDS interleaved rounds (keep-alive h1 c=32, $DUR; SSE $SSE_N events 10 ms apart):"
-printf '%-28s %10s %14s %12s %14s %14s\n' variant "req/s" "CPU µs/req" "ctx sw/req" "SSE h1 ms" "SSE h2 ms"
+printf '%-28s %10s %12s %12s %12s %12s %12s\n' variant "req/s" "CPU µs/req" "of it sys" "ctx sw/req" "SSE h1 ms" "SSE h2 ms"
 for l in "${labels[@]}"; do
 	row="$l"
-	for col in 2 3 4 5 6; do
+	for col in 2 3 4 5 6 7; do
 		row+=" $(awk -v l="$l" -v c="$col" '$1 == l {print $c}' "$AB_WORK/raw" | sort -g |
 			awk '{v[NR] = $1} END {if (NR == 0 || v[1] == "-") print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}')"
 	done
-	printf '%-28s %10s %14s %12s %14s %14s\n' $row
+	printf '%-28s %10s %12s %12s %12s %12s %12s\n' $row
 done
 echo "(every round: $AB_WORK/raw; SSE is the absolute mean delay: subtract direct's)"
